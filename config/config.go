@@ -1,0 +1,127 @@
+// Package config holds usher's configuration: the YAML schema, defaults,
+// secret references and validation. It holds data, not behaviour: other
+// packages read these structs, and provider-specific blocks stay raw (Raw)
+// until cmd/usher decodes them into the provider type's own Config.
+package config
+
+import "time"
+
+// Config is one usher configuration file.
+type Config struct {
+	Server  Server  `yaml:"server"`
+	Session Session `yaml:"session"`
+	Store   Store   `yaml:"store"`
+	Headers Headers `yaml:"headers"`
+	Apps    []App   `yaml:"apps"`
+	IdPs    []IdP   `yaml:"idps"`
+}
+
+// Server is the public listener.
+type Server struct {
+	// Listen is the public address, default ":8080".
+	Listen string `yaml:"listen"`
+	// PublicURL is usher's external base URL (scheme and host, no path),
+	// e.g. https://sso.example.com. Callback URLs registered at IdPs are
+	// derived from it, never from a request's Host header.
+	PublicURL string `yaml:"public_url"`
+	// DataDir holds the SQLite file and generated state, default "./data".
+	DataDir string `yaml:"data_dir"`
+}
+
+// Session is the browser session cookie.
+type Session struct {
+	// Keys encrypt session and flow cookies. The first key encrypts; all
+	// keys decrypt, so a new key can be rolled in ahead of the old one.
+	Keys []Secret `yaml:"keys"`
+	// CookieName defaults to "usher_session"; under HTTPS without a
+	// CookieDomain it gets the "__Host-" prefix.
+	CookieName string `yaml:"cookie_name"`
+	// CookieDomain shares the session across app hosts (jira.example.com,
+	// wiki.example.com → "example.com"). Empty means host-only.
+	CookieDomain    string        `yaml:"cookie_domain"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`     // default 8h
+	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"` // default 24h
+	// FlowTimeout bounds a login round trip through the IdP, default 10m.
+	FlowTimeout time.Duration `yaml:"flow_timeout"`
+}
+
+// Store selects persistence.
+type Store struct {
+	// Driver is "sqlite" (default) or "postgres".
+	Driver string `yaml:"driver"`
+	// Path is the SQLite file, default DataDir/usher.db.
+	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string.
+	DSN Secret `yaml:"dsn"`
+}
+
+// Headers are the trusted identity headers usher sets on proxied requests.
+// Every client-sent copy of these (in any case or spelling) is removed.
+type Headers struct {
+	Username    string `yaml:"username"`     // default X-Remote-User
+	Email       string `yaml:"email"`        // default X-Remote-Email
+	DisplayName string `yaml:"display_name"` // default X-Remote-Name
+	Groups      string `yaml:"groups"`       // default X-Remote-Groups
+	// Strip names further headers to remove from every client request.
+	Strip []string `yaml:"strip"`
+	// SharedSecret, when set, is sent to upstreams so they can tell a
+	// request came through usher.
+	SharedSecret *SharedSecret `yaml:"shared_secret"`
+}
+
+// SharedSecret is a header name and its secret value.
+type SharedSecret struct {
+	Header string `yaml:"header"` // default X-Usher-Secret
+	Value  Secret `yaml:"value"`
+}
+
+// App is one upstream application behind usher.
+type App struct {
+	Name string `yaml:"name"`
+	// Kind is jira, confluence, bitbucket, crowd or generic.
+	Kind     string `yaml:"kind"`
+	Upstream string `yaml:"upstream"`
+	Route    Route  `yaml:"route"`
+	// PassThrough is traffic the app authenticates itself.
+	PassThrough PassThrough `yaml:"pass_through"`
+}
+
+// Route matches requests to an app by host, path prefix or both. The most
+// specific route wins (host+longest prefix, then host, then prefix).
+type Route struct {
+	Host       string `yaml:"host"`
+	PathPrefix string `yaml:"path_prefix"`
+}
+
+// PassThrough lists requests proxied without a usher session; identity
+// headers are still stripped from them.
+type PassThrough struct {
+	// Authorization passes requests carrying "Authorization: Basic" or
+	// "Bearer" (REST clients, git over HTTP).
+	Authorization bool `yaml:"authorization"`
+	// Paths are path prefixes such as /status or /s/ (static resources).
+	Paths []string `yaml:"paths"`
+}
+
+// IdP is one identity provider. Type-specific settings stay in Config and
+// are decoded strictly into that type's own struct by cmd/usher.
+type IdP struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"` // shown on the chooser page; default ID
+	Type string `yaml:"type"` // oidc or saml
+	// Domains route users to this IdP by the domain of the e-mail address
+	// they type on the chooser page (home-realm discovery).
+	Domains []string `yaml:"domains"`
+	// Claims names the claims usher reads (until the mapping engine takes
+	// over): defaults depend on Type.
+	Claims Claims `yaml:"claims"`
+	Config Raw    `yaml:"config"`
+}
+
+// Claims names the claims that become the identity headers.
+type Claims struct {
+	Username    string `yaml:"username"`
+	Email       string `yaml:"email"`
+	DisplayName string `yaml:"display_name"`
+	Groups      string `yaml:"groups"`
+}

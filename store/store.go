@@ -1,0 +1,78 @@
+// Package store is usher's persistence: identity bindings, logins and the
+// audit log. Implementations live in store/sqlite (the embedded default)
+// and store/postgres (shared by several replicas); store/storetest is the
+// conformance suite every implementation passes.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a looked-up record does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrUsernameTaken is returned when a username is already bound to another
+// (idp, subject).
+var ErrUsernameTaken = errors.New("store: username bound to another identity")
+
+// Binding ties an IdP identity to the app username derived from it.
+type Binding struct {
+	IdP       string
+	Subject   string
+	Username  string
+	CreatedAt time.Time
+	LastLogin time.Time // zero until the first recorded login
+}
+
+// Event is one audit record. Events are append-only.
+type Event struct {
+	ID       int64 // assigned by the store
+	Time     time.Time
+	Action   string // "login", "login.refused", "bind", ...
+	IdP      string
+	Subject  string
+	Username string
+	App      string
+	Actor    string // who caused it: "login", "scim", "sweep", "admin:<name>"
+	Outcome  string // "ok", "refused", "error"
+	Detail   string // free text or JSON; never secrets
+}
+
+// AuditFilter selects events; zero fields match everything. Results are
+// newest first.
+type AuditFilter struct {
+	IdP      string
+	Username string
+	App      string
+	Action   string
+	Since    time.Time
+	Until    time.Time
+	Limit    int // default 100
+}
+
+// Store is implemented by every backend. Methods are safe for concurrent
+// use and honour context cancellation.
+type Store interface {
+	// Bind records that (b.IdP, b.Subject) owns b.Username, and returns the
+	// stored binding. It is idempotent. When the identity is already bound
+	// to another username, the binding moves to the new one (a rename at
+	// the IdP) if that username is free. ErrUsernameTaken when another
+	// identity owns the username; nothing changes then.
+	Bind(ctx context.Context, b Binding) (Binding, error)
+	// Binding returns the binding of an identity, or ErrNotFound.
+	Binding(ctx context.Context, idp, subject string) (Binding, error)
+	// BindingByUsername returns who owns a username, or ErrNotFound.
+	BindingByUsername(ctx context.Context, username string) (Binding, error)
+	// RecordLogin sets the identity's last login time. ErrNotFound when the
+	// identity is not bound.
+	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	// Append adds audit events in order, in one transaction.
+	Append(ctx context.Context, events ...Event) error
+	// Audit lists events matching f, newest first.
+	Audit(ctx context.Context, f AuditFilter) ([]Event, error)
+	// Ping checks the database is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
