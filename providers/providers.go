@@ -87,6 +87,12 @@ type Logouter interface {
 	LogoutURL(ctx context.Context, id Identity, returnTo string) (string, error)
 }
 
+// LogoutResponder is implemented by providers whose IdP sends the browser
+// back with a logout response (SAML single logout).
+type LogoutResponder interface {
+	HandleLogoutResponse(r *http.Request) error
+}
+
 // Metadataer is implemented by providers that publish metadata (SAML SP
 // metadata).
 type Metadataer interface {
@@ -108,6 +114,15 @@ type Config interface {
 	Validate() []error
 	Open(ctx context.Context, id string, deps Deps) (Provider, error)
 }
+
+// FieldError is a validation problem with one key of a provider's
+// config block; usher reports it with the key's YAML path and line.
+type FieldError struct {
+	Field string // YAML key inside the IdP's config block, e.g. "issuer"
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // ErrRefused marks a login the provider refused on purpose: a bad
 // signature, a wrong audience, a replay, a state mismatch. Such errors map

@@ -41,7 +41,7 @@ type Event struct {
 }
 
 // AuditFilter selects events; zero fields match everything. Results are
-// newest first.
+// newest first (by Time, then by ID). Since is inclusive, Until exclusive.
 type AuditFilter struct {
 	IdP      string
 	Username string
@@ -59,7 +59,10 @@ type Store interface {
 	// stored binding. It is idempotent. When the identity is already bound
 	// to another username, the binding moves to the new one (a rename at
 	// the IdP) if that username is free. ErrUsernameTaken when another
-	// identity owns the username; nothing changes then.
+	// identity owns the username; nothing changes then. Usernames compare
+	// case-insensitively, as the apps compare them, and come back as bound.
+	// A zero CreatedAt means now; LastLogin is ignored (see RecordLogin).
+	// Times are kept at millisecond precision and returned in UTC.
 	Bind(ctx context.Context, b Binding) (Binding, error)
 	// Binding returns the binding of an identity, or ErrNotFound.
 	Binding(ctx context.Context, idp, subject string) (Binding, error)
@@ -68,7 +71,8 @@ type Store interface {
 	// RecordLogin sets the identity's last login time. ErrNotFound when the
 	// identity is not bound.
 	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
-	// Append adds audit events in order, in one transaction.
+	// Append adds audit events in order, in one transaction. A zero Time
+	// means now; ID is assigned by the store and increases.
 	Append(ctx context.Context, events ...Event) error
 	// Audit lists events matching f, newest first.
 	Audit(ctx context.Context, f AuditFilter) ([]Event, error)

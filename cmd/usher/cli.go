@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/usherhq/usher/config"
+)
+
+const usage = `usher: a login-time sync proxy for Atlassian apps
+
+usage:
+  usher serve --config FILE    run usher
+  usher check --config FILE    check a config file and summarise it
+  usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
+  usher saml keygen --cn NAME  print a new SAML SP key and certificate (PEM)
+  usher version                print the version
+`
+
+// run is the whole command line; it returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(ctx, args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "saml":
+		err = cmdSAML(args[1:], stdout)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "usher", version())
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "usher: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "usher %s: %v\n", args[0], ue.err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "usher %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "usher.yaml", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: cfg, Log: newLogger(stderr)}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	m.Log.Info("usher serving", "listen", m.Addr(), "public_url", cfg.Server.PublicURL, "version", version())
+	return m.Wait(ctx)
+}
+
+// cmdCheck reports every problem in a config file at once, with its YAML
+// path and line, including those inside each IdP's own config block.
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	path := fs.String("config", "usher.yaml", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n\n%s", *path, cfg.Summary())
+	return nil
+}
+
+// loadConfig loads, validates and checks the provider blocks, so that serve
+// and check refuse exactly the same files.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	var errs config.Errors
+	if err != nil && !errors.As(err, &errs) {
+		return nil, err
+	}
+	if cfg != nil {
+		for i, idp := range cfg.IdPs {
+			if _, perr := providerConfig(cfg, i); perr != nil {
+				var pe config.Errors
+				if errors.As(perr, &pe) {
+					errs = append(errs, pe...)
+				} else {
+					errs = append(errs, idp.Config.ErrorAt("", perr.Error()))
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

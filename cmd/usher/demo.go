@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/usherhq/usher/providers/oidc/oidctest"
+)
+
+// demoUsers are the people of the two demo companies. Each company has its
+// own IdP, so the chooser and e-mail discovery have something to choose.
+var demoIdPs = []struct {
+	id, name, domain string
+	users            []oidctest.User
+}{
+	{"acme", "Acme Okta (demo)", "acme.test", []oidctest.User{
+		{Subject: "00u-alice", Username: "alice", Password: "alice", Email: "alice@acme.test", Name: "Alice Archer", Groups: []string{"engineering", "jira-users"}},
+		{Subject: "00u-carol", Username: "carol", Password: "carol", Email: "carol@acme.test", Name: "Carol Chen", Groups: []string{"support"}},
+	}},
+	{"globex", "Globex Entra ID (demo)", "globex.test", []oidctest.User{
+		{Subject: "a6f3-bob", Username: "bob", Password: "bob", Email: "bob@globex.test", Name: "Bob Baker", Groups: []string{"sales"}},
+	}},
+}
+
+// cmdDemo runs usher with everything it needs in one process: two demo
+// OpenID Providers (real ones, on zitadel/oidc), a demo app that shows the
+// identity headers it receives, and SQLite in a temp dir.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", stderr)
+	port := fs.Int("port", 8080, "port for usher on 127.0.0.1")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	if err != nil {
+		return fmt.Errorf("listen on 127.0.0.1:%d: %w (is something else running there? try --port)", *port, err)
+	}
+	public := "http://" + ln.Addr().String()
+
+	app, err := startDemoApp(whoami())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer app.Close()
+
+	var idpYAML strings.Builder
+	for _, d := range demoIdPs {
+		idp, err := oidctest.Start(oidctest.Options{
+			Name:  d.name,
+			Users: d.users,
+			Clients: []oidctest.Client{{
+				ID: "usher", Secret: "demo-secret",
+				RedirectURIs:           []string{public + "/usher/oidc/" + d.id + "/callback"},
+				PostLogoutRedirectURIs: []string{public + "/usher/logged-out"},
+			}},
+			Log: log,
+		})
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("start demo IdP %s: %w", d.id, err)
+		}
+		defer idp.Close()
+		fmt.Fprintf(&idpYAML, `  - id: %s
+    name: %q
+    type: oidc
+    domains: [%s]
+    config:
+      issuer: %s
+      client_id: usher
+      client_secret: demo-secret
+`, d.id, d.name, d.domain, idp.Issuer())
+	}
+
+	dir, err := os.MkdirTemp("", "usher-demo-")
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer os.RemoveAll(dir)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	yaml := fmt.Sprintf(`server:
+  public_url: %s
+  data_dir: %s
+session:
+  keys: [%s]
+apps:
+  - name: demo-app
+    kind: generic
+    upstream: %s
+    route: {path_prefix: /}
+idps:
+%s`, public, dir, hex.EncodeToString(key), app.URL, idpYAML.String())
+	cfgPath := filepath.Join(dir, "usher.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("demo config: %w", err)
+	}
+	m := &Main{Config: cfg, Log: log}
+	m.Listen(ln)
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+
+	fmt.Fprintf(stdout, "usher demo is running.\n\n  Open %s/ in your browser.\n\n", public)
+	fmt.Fprintf(stdout, "  Sign in with an e-mail address to pick the IdP, or choose one:\n")
+	for _, d := range demoIdPs {
+		for _, u := range d.users {
+			fmt.Fprintf(stdout, "    %-24s password %-6s (%s)\n", u.Email, u.Password, d.name)
+		}
+	}
+	fmt.Fprintf(stdout, "\n  Config used: %s\n  Press Ctrl-C to stop.\n", cfgPath)
+	return m.Wait(ctx)
+}
+
+// whoami is the demo app: it shows the identity headers usher set.
+func whoami() http.Handler {
+	page := template.Must(template.New("").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Demo app</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}td{padding:.2rem .8rem;border-bottom:1px solid #ddd;vertical-align:top}code{word-break:break-all}</style></head><body>
+{{if .User}}<h1>Hello, {{.Name}}</h1><p>You reached the demo app through usher as <b>{{.User}}</b>.</p>{{else}}<h1>No identity</h1>{{end}}
+<h2>Identity headers received</h2><table>{{range .Headers}}<tr><td><code>{{.K}}</code></td><td><code>{{.V}}</code></td></tr>{{end}}</table>
+<p><a href="/usher/logout">Sign out</a></p></body></html>`))
+	type kv struct{ K, V string }
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var hs []kv
+		for k, vs := range r.Header {
+			if strings.HasPrefix(k, "X-") {
+				hs = append(hs, kv{k, strings.Join(vs, " | ")})
+			}
+		}
+		sort.Slice(hs, func(i, j int) bool { return hs[i].K < hs[j].K })
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = page.Execute(w, map[string]any{"User": r.Header.Get("X-Remote-User"), "Name": r.Header.Get("X-Remote-Name"), "Headers": hs})
+	})
+}
+
+// demoServer serves a demo app on a loopback port.
+type demoServer struct {
+	URL string
+	srv *http.Server
+}
+
+func startDemoApp(h http.Handler) (*demoServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo app: listen: %w", err)
+	}
+	s := &demoServer{URL: "http://" + ln.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *demoServer) Close() { s.srv.Close() }

@@ -1,0 +1,18 @@
+// Command usher is the login-time sync proxy: it logs people in through
+// their identity providers and forwards them to Jira, Confluence and
+// Bitbucket with trusted identity headers.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/providers/oidc"
+	"github.com/usherhq/usher/providers/saml"
+)
+
+// providerTypes maps an IdP's `type:` to its config struct. It is the one
+// place where protocols are wired in; no package registers itself.
+var providerTypes = map[string]func() providers.Config{
+	"oidc": func() providers.Config { return new(oidc.Config) },
+	"saml": func() providers.Config { return new(saml.Config) },
+}
+
+// providerConfig decodes and validates IdP i's `config:` block strictly
+// into its type's own struct, reporting problems with YAML path and line.
+func providerConfig(cfg *config.Config, i int) (providers.Config, error) {
+	idp := cfg.IdPs[i]
+	newConfig, ok := providerTypes[idp.Type]
+	if !ok {
+		return nil, fmt.Errorf("idps[%d].type: unknown type %q", i, idp.Type)
+	}
+	pc := newConfig()
+	if err := idp.Config.Decode(pc); err != nil {
+		return nil, err
+	}
+	var errs config.Errors
+	for _, e := range pc.Validate() {
+		var fe *providers.FieldError
+		if errors.As(e, &fe) {
+			errs = append(errs, idp.Config.ErrorAt(fe.Field, fe.Msg))
+		} else {
+			errs = append(errs, idp.Config.ErrorAt("", e.Error()))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return pc, nil
+}

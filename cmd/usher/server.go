@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/proxy"
+	"github.com/usherhq/usher/session"
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/store/postgres"
+	"github.com/usherhq/usher/store/sqlite"
+)
+
+// Main is one running usher. Tests build it with a ":0" listener and a temp
+// data dir; the serve and demo commands build it from a config file.
+type Main struct {
+	Config *config.Config
+	Log    *slog.Logger
+	// Client talks to IdPs (discovery, token, metadata). Default: a client
+	// with a 10 s timeout.
+	Client *http.Client
+	Now    func() time.Time
+
+	store   store.Store
+	handler *proxy.Handler
+	revoked *session.Revocations
+	srv     *http.Server
+	ln      net.Listener
+	closers []io.Closer
+	served  chan error
+}
+
+// Open starts everything: store, providers, the public listener. On error
+// nothing is left running.
+func (m *Main) Open(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	cfg := m.Config
+	if m.Log == nil {
+		m.Log = slog.Default()
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	if m.Client == nil {
+		m.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	public, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		return fmt.Errorf("server.public_url: %w", err)
+	}
+
+	keys := make([][]byte, 0, len(cfg.Session.Keys))
+	for i, k := range cfg.Session.Keys {
+		v, err := k.Resolve()
+		if err != nil {
+			return fmt.Errorf("session.keys[%d]: %w", i, err)
+		}
+		keys = append(keys, []byte(v))
+	}
+	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
+	codec, err := session.NewCodec(keys, session.Options{
+		Name:     cfg.Session.CookieName,
+		Domain:   cfg.Session.CookieDomain,
+		Secure:   public.Scheme == "https",
+		Idle:     cfg.Session.IdleTimeout,
+		Absolute: cfg.Session.AbsoluteTimeout,
+		Now:      m.Now,
+		Revoker:  m.revoked,
+	})
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+
+	if m.store, err = openStore(ctx, cfg.Store); err != nil {
+		return err
+	}
+	m.closers = append(m.closers, m.store)
+
+	deps := providers.Deps{PublicURL: public, Log: m.Log, Client: m.Client}
+	var idps []proxy.IdP
+	for i, c := range cfg.IdPs {
+		pc, err := providerConfig(cfg, i)
+		if err != nil {
+			return err
+		}
+		p, err := pc.Open(ctx, c.ID, deps)
+		if err != nil {
+			return fmt.Errorf("idp %s: %w", c.ID, err)
+		}
+		if cl, ok := p.(io.Closer); ok {
+			m.closers = append(m.closers, cl)
+		}
+		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Claims: c.Claims})
+	}
+
+	names := proxy.HeaderNames{
+		Username: cfg.Headers.Username, Email: cfg.Headers.Email,
+		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups,
+		Strip: cfg.Headers.Strip,
+	}
+	if ss := cfg.Headers.SharedSecret; ss != nil {
+		v, err := ss.Value.Resolve()
+		if err != nil {
+			return fmt.Errorf("headers.shared_secret.value: %w", err)
+		}
+		names.SecretHeader, names.SecretValue = ss.Header, v
+	}
+	transport := proxy.SharedTransport()
+	var apps []proxy.App
+	for _, a := range cfg.Apps {
+		up, err := url.Parse(a.Upstream)
+		if err != nil {
+			return fmt.Errorf("app %s: upstream: %w", a.Name, err)
+		}
+		apps = append(apps, proxy.App{
+			Name: a.Name, Route: a.Route, PassThrough: a.PassThrough,
+			Forwarder: proxy.NewForwarder(up, names, transport, m.Log.With("app", a.Name)),
+		})
+	}
+
+	m.handler = proxy.New(proxy.Options{
+		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Revocations: m.revoked,
+		Store: m.store, FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
+	})
+	if m.ln == nil {
+		if m.ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
+		}
+	}
+	m.srv = &http.Server{
+		Handler:           m.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.srv.Serve(m.ln) }()
+	return nil
+}
+
+func openStore(ctx context.Context, c config.Store) (store.Store, error) {
+	switch c.Driver {
+	case "postgres":
+		dsn, err := c.DSN.Resolve()
+		if err != nil {
+			return nil, fmt.Errorf("store.dsn: %w", err)
+		}
+		s, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return s, nil
+	default:
+		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return s, nil
+	}
+}
+
+// Listen makes Open use ln instead of listening on the configured address.
+func (m *Main) Listen(ln net.Listener) { m.ln = ln }
+
+// Addr is the public listener's address.
+func (m *Main) Addr() string {
+	if m.ln == nil {
+		return ""
+	}
+	return m.ln.Addr().String()
+}
+
+// Handler is the public handler (for tests and benchmarks).
+func (m *Main) Handler() http.Handler { return m.handler }
+
+// Wait serves until ctx ends or the server fails, then shuts down
+// gracefully: in-flight requests get up to 30 s to finish.
+func (m *Main) Wait(ctx context.Context) error {
+	select {
+	case err := <-m.served:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return m.srv.Shutdown(sctx)
+}
+
+// Close stops the listener and releases the store and providers.
+func (m *Main) Close() error {
+	var errs []error
+	if m.srv != nil {
+		errs = append(errs, m.srv.Close())
+	} else if m.ln != nil {
+		errs = append(errs, m.ln.Close())
+	}
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		errs = append(errs, m.closers[i].Close())
+	}
+	m.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/usherhq/usher/session"
+)
+
+// Forwarder sends requests to one upstream app with usher's identity
+// headers. It is safe for concurrent use; set the exported fields before
+// the first Forward.
+type Forwarder struct {
+	// PreserveHost sends the client's Host to the upstream (default true),
+	// so the app sees its public host name (Jira's base URL check).
+	PreserveHost bool
+	// Proto, when set, is sent as X-Forwarded-Proto instead of the scheme
+	// of the connection usher received ("https" behind a TLS terminator).
+	Proto string
+
+	upstream  *url.URL
+	names     HeaderNames
+	canon     HeaderNames // names in canonical form, computed once
+	protected protectedSet
+	rp        *httputil.ReverseProxy
+	log       *slog.Logger
+}
+
+// sessionKey carries the session from Forward to rewrite through the
+// request context, the only per-request channel ReverseProxy offers.
+type sessionKey struct{}
+
+// NewForwarder returns a Forwarder to upstream. upstream's path is joined
+// in front of the request path (httputil.ProxyRequest.SetURL). transport
+// nil means a new SharedTransport; log nil discards.
+func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper, log *slog.Logger) *Forwarder {
+	if transport == nil {
+		transport = SharedTransport()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Forwarder{
+		PreserveHost: true,
+		upstream:     upstream,
+		names:        h,
+		protected:    newProtectedSet(h),
+		log:          log,
+	}
+	f.canon = HeaderNames{
+		Username:     http.CanonicalHeaderKey(h.Username),
+		Email:        http.CanonicalHeaderKey(h.Email),
+		DisplayName:  http.CanonicalHeaderKey(h.DisplayName),
+		Groups:       http.CanonicalHeaderKey(h.Groups),
+		SecretHeader: http.CanonicalHeaderKey(h.SecretHeader),
+		SecretValue:  h.SecretValue,
+	}
+	f.rp = &httputil.ReverseProxy{
+		Rewrite:      f.rewrite,
+		Transport:    transport,
+		BufferPool:   bufferPool{},
+		ErrorHandler: f.fail,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// FlushInterval stays 0: ReverseProxy flushes every write of
+		// text/event-stream and of responses without Content-Length.
+	}
+	return f
+}
+
+// Forward proxies r to the upstream. With s == nil (pass-through traffic)
+// the client's identity headers are stripped and none are set.
+func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.Session) {
+	if s != nil {
+		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+	}
+	f.rp.ServeHTTP(w, r)
+}
+
+// rewrite runs after ReverseProxy has removed hop-by-hop headers, including
+// those the client named in Connection, so a client cannot use Connection
+// to remove the headers set here.
+func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	f.protected.strip(out.Header)
+	f.protected.strip(out.Trailer)
+	pr.SetURL(f.upstream)
+	pr.SetXForwarded()
+	if f.Proto != "" {
+		out.Header["X-Forwarded-Proto"] = []string{f.Proto}
+	}
+	if f.PreserveHost {
+		out.Host = pr.In.Host
+	}
+	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
+		out.Header[f.canon.SecretHeader] = []string{f.canon.SecretValue}
+	}
+	s, _ := pr.In.Context().Value(sessionKey{}).(*session.Session)
+	if s == nil {
+		return
+	}
+	// One backing array for all identity values instead of one each.
+	vals := make([]string, 0, 4)
+	set := func(name, v string) {
+		vals = append(vals, v)
+		out.Header[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	dropped := 0
+	for _, h := range [...]struct{ name, v string }{
+		{f.canon.Username, s.Username}, {f.canon.Email, s.Email}, {f.canon.DisplayName, s.DisplayName},
+	} {
+		switch {
+		case h.name == "" || h.v == "":
+		case headerValueOK(h.v):
+			set(h.name, h.v)
+		default:
+			dropped++
+		}
+	}
+	if f.canon.Groups != "" {
+		v, n := joinGroups(s.Groups)
+		if v != "" {
+			set(f.canon.Groups, v)
+		}
+		dropped += n
+	}
+	if dropped > 0 {
+		// Debug, not warn: this repeats on every request of the session;
+		// login reports it once through HeaderProblems.
+		f.log.Debug("proxy: identity values not sendable as headers left out",
+			"idp", s.IdP, "session", s.ID, "dropped", dropped)
+	}
+}
+
+// fail answers when the upstream could not be reached or did not answer.
+// The client gets a short message; the cause goes to the log.
+func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		f.log.Debug("proxy: client went away", "upstream", f.upstream.Redacted(), "method", r.Method, "path", r.URL.Path)
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	f.log.Error("proxy: upstream request failed", "upstream", f.upstream.Redacted(),
+		"method", r.Method, "host", r.Host, "path", r.URL.Path, "err", err)
+	http.Error(w, "Bad gateway: the application did not answer.", http.StatusBadGateway)
+}
+
+// SharedTransport returns a pooled transport for upstreams, meant to be
+// shared by every Forwarder. It ignores HTTP_PROXY (upstreams are
+// internal), keeps many idle connections per upstream and speaks HTTP/1.1
+// (WebSocket upgrades need it). There is no response header timeout:
+// some app requests (reports, exports) legitimately take minutes, and a
+// client that gives up cancels the upstream request.
+func SharedTransport() *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext:           d.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+}
+
+// bufferPool recycles ReverseProxy's copy buffers (32 KiB each otherwise
+// allocated per request).
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

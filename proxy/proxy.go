@@ -1,0 +1,249 @@
+// Package proxy is usher's public HTTP face: it routes requests to the
+// apps by host and path, checks the session cookie, runs the login
+// endpoints (IdP chooser, callbacks, logout) and forwards authenticated
+// requests with trusted identity headers.
+package proxy
+
+import (
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/session"
+	"github.com/usherhq/usher/store"
+)
+
+// App is one routed upstream.
+type App struct {
+	Name        string
+	Route       config.Route
+	PassThrough config.PassThrough
+	Forwarder   *Forwarder
+}
+
+// IdP is one configured identity provider with its display settings.
+type IdP struct {
+	Provider providers.Provider
+	Name     string
+	Domains  []string
+	Claims   config.Claims
+}
+
+// Options configure a Handler.
+type Options struct {
+	PublicURL   *url.URL
+	Apps        []App
+	IdPs        []IdP
+	Codec       *session.Codec
+	Revocations *session.Revocations
+	Store       store.Store
+	FlowTimeout time.Duration
+	Log         *slog.Logger
+	Now         func() time.Time
+}
+
+// Handler serves everything on usher's public listener.
+type Handler struct {
+	opt     Options
+	log     *slog.Logger
+	now     func() time.Time
+	apps    []App // most specific route first
+	idps    map[string]*IdP
+	order   []*IdP // chooser order, as configured
+	domains map[string]*IdP
+	hosts   map[string]bool // hosts a return URL may name
+	scheme  string
+	mux     *http.ServeMux // /usher/ endpoints
+	reqIDs  requestIDs
+}
+
+// New builds the public handler.
+func New(opt Options) *Handler {
+	h := &Handler{
+		opt:     opt,
+		log:     opt.Log,
+		now:     opt.Now,
+		idps:    map[string]*IdP{},
+		domains: map[string]*IdP{},
+		hosts:   map[string]bool{},
+		scheme:  opt.PublicURL.Scheme,
+		reqIDs:  newRequestIDs(),
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.opt.FlowTimeout <= 0 {
+		h.opt.FlowTimeout = 10 * time.Minute
+	}
+	for i := range opt.IdPs {
+		idp := &opt.IdPs[i]
+		h.idps[idp.Provider.ID()] = idp
+		h.order = append(h.order, idp)
+		for _, d := range idp.Domains {
+			h.domains[strings.ToLower(d)] = idp
+		}
+	}
+	h.hosts[strings.ToLower(opt.PublicURL.Host)] = true
+	h.apps = append([]App(nil), opt.Apps...)
+	for _, a := range h.apps {
+		if a.Route.Host != "" {
+			h.hosts[strings.ToLower(a.Route.Host)] = true
+		}
+	}
+	sort.SliceStable(h.apps, func(i, j int) bool { return moreSpecific(h.apps[i].Route, h.apps[j].Route) })
+	h.mux = h.routes()
+	return h
+}
+
+// moreSpecific orders routes: a host beats no host, then a longer path
+// prefix beats a shorter one.
+func moreSpecific(a, b config.Route) bool {
+	if (a.Host != "") != (b.Host != "") {
+		return a.Host != ""
+	}
+	return len(a.PathPrefix) > len(b.PathPrefix)
+}
+
+func (h *Handler) routes() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /usher/login", h.login)
+	m.HandleFunc("POST /usher/login", h.discover)
+	m.HandleFunc("GET /usher/oidc/{idp}/callback", h.callback("oidc"))
+	m.HandleFunc("POST /usher/oidc/{idp}/callback", h.callback("oidc"))
+	m.HandleFunc("POST /usher/saml/{idp}/acs", h.callback("saml"))
+	m.HandleFunc("GET /usher/saml/{idp}/metadata", h.metadata)
+	m.HandleFunc("/usher/saml/{idp}/slo", h.sloReturn)
+	m.HandleFunc("GET /usher/logout", h.logoutPage)
+	m.HandleFunc("POST /usher/logout", h.logout)
+	m.HandleFunc("GET /usher/logged-out", h.loggedOut)
+	m.HandleFunc("/usher/", func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, http.StatusNotFound, "Not found", "There is no such usher page.", nil)
+	})
+	return m
+}
+
+// ServeHTTP routes a request: usher's own pages, pass-through traffic,
+// authenticated traffic, or a login redirect.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/usher/") {
+		id := h.reqIDs.next()
+		w.Header().Set("X-Request-Id", id)
+		h.mux.ServeHTTP(w, withRequestID(r, id))
+		return
+	}
+	app := h.match(r)
+	if app == nil {
+		h.fail(w, r, http.StatusNotFound, "Not found", "No application is configured for this address.", nil)
+		return
+	}
+	if passThrough(app.PassThrough, r) {
+		app.Forwarder.Forward(w, r, nil)
+		return
+	}
+	s, refresh, err := h.opt.Codec.Load(r) // also consults revocations
+	if err != nil {
+		h.unauthenticated(w, r, err)
+		return
+	}
+	if refresh {
+		if err := h.opt.Codec.Save(w, s); err != nil {
+			h.log.Warn("refresh session cookie", "err", err)
+		}
+	}
+	app.Forwarder.Forward(w, r, s)
+}
+
+// match finds the app for a request. Host comparison ignores the port
+// only when the route names none.
+func (h *Handler) match(r *http.Request) *App {
+	host := strings.ToLower(r.Host)
+	bare := host
+	if i := strings.LastIndexByte(bare, ':'); i >= 0 && !strings.Contains(bare[i:], "]") {
+		bare = bare[:i]
+	}
+	for i := range h.apps {
+		a := &h.apps[i]
+		if rh := a.Route.Host; rh != "" && !strings.EqualFold(rh, host) && !strings.EqualFold(rh, bare) {
+			continue
+		}
+		if pathHasPrefix(r.URL.Path, a.Route.PathPrefix) {
+			return a
+		}
+	}
+	return nil
+}
+
+// pathHasPrefix matches whole path segments: "/jira" matches "/jira" and
+// "/jira/x" but not "/jiraffe".
+func pathHasPrefix(path, prefix string) bool {
+	if prefix == "" || prefix == "/" {
+		return true
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+func passThrough(p config.PassThrough, r *http.Request) bool {
+	if p.Authorization {
+		a := r.Header.Get("Authorization")
+		if len(a) > 6 && (strings.EqualFold(a[:6], "basic ") || (len(a) > 7 && strings.EqualFold(a[:7], "bearer "))) {
+			return true
+		}
+	}
+	for _, prefix := range p.Paths {
+		if pathHasPrefix(r.URL.Path, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// unauthenticated answers a request without a usable session: browsers
+// navigating go to the login page with their destination kept; API and
+// XHR callers get 401, since a redirect to an HTML login page would only
+// confuse them.
+func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, err error) {
+	if isNavigation(r) {
+		rd := r.URL.RequestURI()
+		if h.needsAbsoluteReturn(r) {
+			rd = h.scheme + "://" + strings.ToLower(r.Host) + rd
+		}
+		target := h.opt.PublicURL.JoinPath("/usher/login")
+		target.RawQuery = url.Values{"rd": {rd}}.Encode()
+		http.Redirect(w, r, target.String(), http.StatusFound)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Usher realm="usher"`)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write([]byte(`{"error":"login required","login":"` + h.opt.PublicURL.JoinPath("/usher/login").String() + `"}` + "\n"))
+}
+
+// needsAbsoluteReturn reports whether the request came to a configured app
+// host other than the public one, so the return URL must name it.
+func (h *Handler) needsAbsoluteReturn(r *http.Request) bool {
+	host := strings.ToLower(r.Host)
+	return host != strings.ToLower(h.opt.PublicURL.Host) && h.hosts[host]
+}
+
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if strings.EqualFold(r.Header.Get("X-Requested-With"), "XMLHttpRequest") {
+		return false
+	}
+	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" {
+		return m == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
