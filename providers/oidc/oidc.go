@@ -1,0 +1,568 @@
+// Package oidc owns usher's generic OpenID Connect relying party: the
+// authorization code flow with PKCE (S256) and nonce, RFC 9207 issuer
+// checks, ID token verification restricted to asymmetric algorithms, an
+// optional userinfo merge, claim flattening into providers.Identity and
+// RP-initiated logout. Vendor quirks (Entra, Okta, Google) belong in thin
+// option sets around this package, not in it.
+package oidc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/providers"
+)
+
+// Config is an OIDC IdP's `config:` block.
+type Config struct {
+	// Issuer is the IdP's issuer URL; discovery is fetched from
+	// {issuer}/.well-known/openid-configuration and ID tokens must carry it.
+	Issuer       string        `yaml:"issuer"`
+	ClientID     string        `yaml:"client_id"`
+	ClientSecret config.Secret `yaml:"client_secret"`
+	// Scopes default to openid, profile, email; openid is required.
+	Scopes []string `yaml:"scopes"`
+	// UseUserinfo merges the userinfo endpoint's claims into the ID
+	// token's (for IdPs that keep groups out of the ID token).
+	UseUserinfo bool `yaml:"use_userinfo"`
+	// RedirectURL overrides {PublicURL}/usher/oidc/{id}/callback.
+	RedirectURL string `yaml:"redirect_url"`
+	// ExtraAuthParams are added to the authorization request (prompt,
+	// domain_hint, ...). Protocol parameters cannot be overridden.
+	ExtraAuthParams map[string]string `yaml:"extra_auth_params"`
+	// AllowedAlgs restrict ID token signatures; only asymmetric algorithms
+	// are accepted, default RS256, RS384, RS512, ES256, ES384, ES512,
+	// PS256, PS384, PS512, EdDSA.
+	AllowedAlgs []string `yaml:"allowed_algs"`
+	// Skew is the clock skew tolerated on ID token expiry, default 60s.
+	Skew time.Duration `yaml:"skew"`
+
+	// Now is the clock (tests set it); default time.Now.
+	Now func() time.Time `yaml:"-"`
+}
+
+var _ providers.Config = (*Config)(nil)
+
+var asymmetricAlgs = []string{
+	gooidc.RS256, gooidc.RS384, gooidc.RS512,
+	gooidc.ES256, gooidc.ES384, gooidc.ES512,
+	gooidc.PS256, gooidc.PS384, gooidc.PS512,
+	gooidc.EdDSA,
+}
+
+// reservedParams are set by the flow itself; letting configuration
+// override them would undo PKCE, nonce or state binding.
+var reservedParams = []string{
+	"client_id", "client_secret", "code_challenge", "code_challenge_method",
+	"login_hint", "nonce", "redirect_uri", "response_type", "scope", "state",
+	"request", "request_uri",
+}
+
+const (
+	defaultSkew = 60 * time.Second
+	maxSkew     = 5 * time.Minute
+)
+
+// withDefaults is the one place defaults are applied.
+func (c Config) withDefaults() Config {
+	if len(c.Scopes) == 0 {
+		c.Scopes = []string{gooidc.ScopeOpenID, "profile", "email"}
+	}
+	if len(c.AllowedAlgs) == 0 {
+		c.AllowedAlgs = slices.Clone(asymmetricAlgs)
+	}
+	if c.Skew == 0 {
+		c.Skew = defaultSkew
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports every problem in the block as a *providers.FieldError
+// naming the key it concerns.
+func (c *Config) Validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &providers.FieldError{Field: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Issuer == "" {
+		bad("issuer", "required")
+	} else if err := checkURL(c.Issuer); err != nil {
+		bad("issuer", "%v", err)
+	}
+	if c.ClientID == "" {
+		bad("client_id", "required")
+	}
+	if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, gooidc.ScopeOpenID) {
+		bad("scopes", "must include %q", gooidc.ScopeOpenID)
+	}
+	if c.RedirectURL != "" {
+		if err := checkURL(c.RedirectURL); err != nil {
+			bad("redirect_url", "%v", err)
+		}
+	}
+	for k := range c.ExtraAuthParams {
+		if slices.Contains(reservedParams, k) {
+			bad("extra_auth_params."+k, "is set by usher itself and cannot be overridden")
+		}
+	}
+	for _, a := range c.AllowedAlgs {
+		switch {
+		case slices.Contains(asymmetricAlgs, a):
+		case a == "none" || strings.HasPrefix(a, "HS"):
+			bad("allowed_algs", "%q is never allowed: ID tokens must be signed with the IdP's private key", a)
+		default:
+			bad("allowed_algs", "unknown algorithm %q (allowed: %s)", a, strings.Join(asymmetricAlgs, ", "))
+		}
+	}
+	if c.Skew < 0 || c.Skew > maxSkew {
+		bad("skew", "must be between 0 and %s", maxSkew)
+	}
+	return errs
+}
+
+// checkURL accepts absolute https URLs, and http only on loopback (demo and
+// tests), because codes and tokens travel over these connections.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", err)
+	}
+	if u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must be an absolute URL without query or fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%q must use https (http only on loopback)", raw)
+	default:
+		return fmt.Errorf("%q must use https", raw)
+	}
+}
+
+// Open validates the block, resolves the client secret and runs discovery.
+func (c *Config) Open(ctx context.Context, id string, deps providers.Deps) (providers.Provider, error) {
+	if errs := c.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("oidc %s: invalid config: %w", id, errors.Join(errs...))
+	}
+	var secret string
+	if !c.ClientSecret.IsZero() {
+		s, err := c.ClientSecret.Resolve()
+		if err != nil {
+			return nil, fmt.Errorf("oidc %s: client_secret: %w", id, err)
+		}
+		secret = s
+	}
+	return c.open(ctx, id, deps, secret)
+}
+
+// Provider is one OIDC IdP. Safe for concurrent use.
+type Provider struct {
+	id          string
+	issuer      string
+	clientID    string
+	oauth       oauth2.Config
+	op          *gooidc.Provider
+	verifier    *gooidc.IDTokenVerifier
+	algs        []string
+	authParams  []oauth2.AuthCodeOption
+	useUserinfo bool
+	// requireIss is the discovery flag
+	// authorization_response_iss_parameter_supported (RFC 9207).
+	requireIss bool
+	endSession string
+	client     *http.Client
+}
+
+var (
+	_ providers.Provider = (*Provider)(nil)
+	_ providers.Logouter = (*Provider)(nil)
+)
+
+func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secret string) (*Provider, error) {
+	cfg := c.withDefaults()
+	redirect := cfg.RedirectURL
+	if redirect == "" {
+		if deps.PublicURL == nil {
+			return nil, fmt.Errorf("oidc %s: no public URL to derive the redirect URL from", id)
+		}
+		redirect = deps.PublicURL.JoinPath("usher", "oidc", id, "callback").String()
+	}
+	client := deps.Client
+	if client == nil {
+		client = &http.Client{Timeout: 15 * time.Second}
+	}
+	logger := deps.Log
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	op, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), cfg.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: discovery at %s: %w", id, cfg.Issuer, err)
+	}
+	var meta struct {
+		EndSession string   `json:"end_session_endpoint"`
+		IssParam   bool     `json:"authorization_response_iss_parameter_supported"`
+		Algs       []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := op.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("oidc %s: discovery document: %w", id, err)
+	}
+	if len(meta.Algs) > 0 && !slices.ContainsFunc(meta.Algs, func(a string) bool { return slices.Contains(cfg.AllowedAlgs, a) }) {
+		logger.Warn("oidc: the IdP announces no allowed ID token algorithm; logins will fail",
+			"idp", id, "announced", meta.Algs, "allowed", cfg.AllowedAlgs)
+	}
+
+	now, skew := cfg.Now, cfg.Skew
+	p := &Provider{
+		id:       id,
+		issuer:   cfg.Issuer,
+		clientID: cfg.ClientID,
+		oauth: oauth2.Config{
+			ClientID:     cfg.ClientID,
+			ClientSecret: secret,
+			Endpoint:     op.Endpoint(),
+			RedirectURL:  redirect,
+			Scopes:       cfg.Scopes,
+		},
+		op: op,
+		verifier: op.Verifier(&gooidc.Config{
+			ClientID:             cfg.ClientID,
+			SupportedSigningAlgs: cfg.AllowedAlgs,
+			Now:                  func() time.Time { return now().Add(-skew) },
+		}),
+		algs:        cfg.AllowedAlgs,
+		useUserinfo: cfg.UseUserinfo,
+		requireIss:  meta.IssParam,
+		endSession:  meta.EndSession,
+		client:      client,
+	}
+	for k, v := range cfg.ExtraAuthParams {
+		p.authParams = append(p.authParams, oauth2.SetAuthURLParam(k, v))
+	}
+	return p, nil
+}
+
+// ID is the configured IdP id.
+func (p *Provider) ID() string { return p.id }
+
+// Type is "oidc".
+func (p *Provider) Type() string { return "oidc" }
+
+// flowState is what Begin hands usher to keep in the encrypted flow cookie.
+type flowState struct {
+	IdP      string `json:"idp"`
+	Issuer   string `json:"iss"`
+	FlowID   string `json:"flow"`
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"pkce"`
+}
+
+// Begin builds the authorization request: code flow, PKCE S256, a fresh
+// nonce, state = flowID.
+func (p *Provider) Begin(_ context.Context, flowID, loginHint string) (*providers.Challenge, error) {
+	if flowID == "" {
+		return nil, fmt.Errorf("oidc %s: begin: empty flow id", p.id)
+	}
+	st := flowState{
+		IdP:      p.id,
+		Issuer:   p.issuer,
+		FlowID:   flowID,
+		Nonce:    randomString(),
+		Verifier: oauth2.GenerateVerifier(),
+	}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: encode flow state: %w", p.id, err)
+	}
+	opts := slices.Clone(p.authParams)
+	opts = append(opts,
+		oauth2.S256ChallengeOption(st.Verifier),
+		gooidc.Nonce(st.Nonce),
+	)
+	if loginHint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login_hint", loginHint))
+	}
+	return &providers.Challenge{URL: p.oauth.AuthCodeURL(flowID, opts...), State: raw}, nil
+}
+
+func randomString() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// callbackParams reads the authorization response from the query, or from
+// the body for response_mode=form_post.
+func callbackParams(r *http.Request) url.Values {
+	if err := r.ParseForm(); err != nil {
+		return r.URL.Query()
+	}
+	return r.Form
+}
+
+// FlowID returns the callback's state parameter.
+func (p *Provider) FlowID(r *http.Request) string {
+	return callbackParams(r).Get("state")
+}
+
+// Finish checks the authorization response against the flow that started
+// it, redeems the code at this IdP's token endpoint with the PKCE verifier
+// and verifies the ID token.
+func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*providers.Result, error) {
+	if state == nil {
+		return nil, providers.Refused("oidc %s: callback without a login flow (expired, or not started by usher)", p.id)
+	}
+	var st flowState
+	if err := json.Unmarshal(state, &st); err != nil {
+		return nil, providers.Refused("oidc %s: unreadable flow state", p.id)
+	}
+	if st.IdP != p.id || st.Issuer != p.issuer {
+		return nil, providers.Refused("oidc %s: flow was started for IdP %q (issuer %s)", p.id, st.IdP, st.Issuer)
+	}
+	if st.FlowID == "" || st.Nonce == "" || st.Verifier == "" {
+		return nil, providers.Refused("oidc %s: incomplete flow state", p.id)
+	}
+	q := callbackParams(r)
+	if got := q.Get("state"); subtle.ConstantTimeCompare([]byte(got), []byte(st.FlowID)) != 1 {
+		if got == "" {
+			return nil, providers.Refused("oidc %s: callback has no state parameter", p.id)
+		}
+		return nil, providers.Refused("oidc %s: state parameter does not belong to this login flow", p.id)
+	}
+	// RFC 9207: the iss parameter tells which IdP produced the response, so
+	// a response from another IdP cannot be replayed here (mix-up attack).
+	if iss, ok := q["iss"]; ok {
+		if len(iss) != 1 || iss[0] != p.issuer {
+			return nil, providers.Refused("oidc %s: authorization response from issuer %q, expected %q", p.id, strings.Join(iss, ","), p.issuer)
+		}
+	} else if p.requireIss {
+		return nil, providers.Refused("oidc %s: authorization response lacks the iss parameter the IdP promises (RFC 9207)", p.id)
+	}
+	if e := q.Get("error"); e != "" {
+		if d := q.Get("error_description"); d != "" {
+			return nil, providers.Refused("oidc %s: IdP answered %s: %s", p.id, e, d)
+		}
+		return nil, providers.Refused("oidc %s: IdP answered %s", p.id, e)
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, providers.Refused("oidc %s: callback has no code", p.id)
+	}
+
+	ctx = gooidc.ClientContext(ctx, p.client)
+	tok, err := p.oauth.Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			// The code is unknown, used, expired, issued to another
+			// client or for another PKCE verifier: a refusal, not an outage.
+			return nil, providers.Refused("oidc %s: token endpoint rejected the code: %s %s", p.id, re.ErrorCode, re.ErrorDescription)
+		}
+		return nil, fmt.Errorf("oidc %s: exchange code: %w", p.id, err)
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		return nil, providers.Refused("oidc %s: token response has no id_token", p.id)
+	}
+	idt, claims, err := p.verifyIDToken(ctx, rawID, st.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	if idt.AccessTokenHash != "" {
+		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
+			return nil, providers.Refused("oidc %s: access token does not match the ID token's at_hash", p.id)
+		}
+	}
+	if p.useUserinfo {
+		if err := p.mergeUserinfo(ctx, tok, idt.Subject, claims); err != nil {
+			return nil, err
+		}
+	}
+	return &providers.Result{Identity: providers.Identity{
+		IdP:     p.id,
+		Subject: idt.Subject,
+		Claims:  flatten(claims),
+	}}, nil
+}
+
+// verifyIDToken checks signature (allowed asymmetric algorithms only),
+// issuer, audience, azp, expiry and nonce, and returns the raw claims.
+func (p *Provider) verifyIDToken(ctx context.Context, raw, nonce string) (*gooidc.IDToken, map[string]any, error) {
+	alg, err := jwtAlg(raw)
+	if err != nil {
+		return nil, nil, providers.Refused("oidc %s: malformed ID token: %v", p.id, err)
+	}
+	if !slices.Contains(p.algs, alg) {
+		return nil, nil, providers.Refused("oidc %s: ID token signed with %q, which is not allowed", p.id, alg)
+	}
+	idt, err := p.verifier.Verify(ctx, raw)
+	if err != nil {
+		var expired *gooidc.TokenExpiredError
+		switch {
+		case errors.As(err, &expired):
+			return nil, nil, providers.Refused("oidc %s: ID token expired at %s", p.id, expired.Expiry.UTC().Format(time.RFC3339))
+		case strings.Contains(err.Error(), "fetching keys"):
+			// go-oidc flattens its errors to text; a failed JWKS fetch is
+			// the only outage among them.
+			return nil, nil, fmt.Errorf("oidc %s: verify ID token: %w", p.id, err)
+		default:
+			return nil, nil, providers.Refused("oidc %s: ID token rejected: %v", p.id, err)
+		}
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return nil, nil, providers.Refused("oidc %s: ID token nonce does not match this login flow", p.id)
+	}
+	if idt.Subject == "" {
+		return nil, nil, providers.Refused("oidc %s: ID token has no subject", p.id)
+	}
+	var claims map[string]any
+	if err := decodeClaims(idt, &claims); err != nil {
+		return nil, nil, providers.Refused("oidc %s: ID token claims: %v", p.id, err)
+	}
+	azp, hasAzp := claims["azp"].(string)
+	switch {
+	case hasAzp && azp != p.clientID:
+		return nil, nil, providers.Refused("oidc %s: ID token authorized party %q is not client %q", p.id, azp, p.clientID)
+	case !hasAzp && (claims["azp"] != nil || len(idt.Audience) > 1):
+		return nil, nil, providers.Refused("oidc %s: ID token has several audiences but no authorized party (azp)", p.id)
+	}
+	return idt, claims, nil
+}
+
+// jwtAlg reads the alg header without trusting anything else in the token.
+func jwtAlg(raw string) (string, error) {
+	head, _, ok := strings.Cut(raw, ".")
+	if !ok {
+		return "", errors.New("not a JWS")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return "", fmt.Errorf("header: %v", err)
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return "", fmt.Errorf("header: %v", err)
+	}
+	return h.Alg, nil
+}
+
+// decodeClaims keeps numbers as written (json.Number), so 1700000000 does
+// not become 1.7e+09.
+func decodeClaims(src interface{ Claims(any) error }, into *map[string]any) error {
+	var raw json.RawMessage
+	if err := src.Claims(&raw); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	return dec.Decode(into)
+}
+
+// protocolClaims describe the token, not the person; the ID token's values
+// win over userinfo's.
+var protocolClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "auth_time", "nonce", "azp", "at_hash", "c_hash", "acr", "amr", "sid", "jti"}
+
+func (p *Provider) mergeUserinfo(ctx context.Context, tok *oauth2.Token, sub string, claims map[string]any) error {
+	ui, err := p.op.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+	if err != nil {
+		return fmt.Errorf("oidc %s: userinfo: %w", p.id, err)
+	}
+	if ui.Subject != sub {
+		return providers.Refused("oidc %s: userinfo subject %q differs from the ID token's %q", p.id, ui.Subject, sub)
+	}
+	var extra map[string]any
+	if err := decodeClaims(ui, &extra); err != nil {
+		return fmt.Errorf("oidc %s: userinfo claims: %w", p.id, err)
+	}
+	for k, v := range extra {
+		if !slices.Contains(protocolClaims, k) {
+			claims[k] = v
+		}
+	}
+	return nil
+}
+
+// dropped are token mechanics that would only clutter an Identity.
+var dropped = []string{"nonce", "at_hash", "c_hash", "_claim_names", "_claim_sources"}
+
+// flatten turns JSON claims into string lists: scalars as text, arrays of
+// scalars as lists, nested objects under dotted keys (realm_access.roles).
+func flatten(claims map[string]any) map[string][]string {
+	out := make(map[string][]string, len(claims))
+	for k, v := range claims {
+		if slices.Contains(dropped, k) {
+			continue
+		}
+		flattenInto(out, k, v)
+	}
+	return out
+}
+
+func flattenInto(out map[string][]string, key string, v any) {
+	switch v := v.(type) {
+	case nil:
+	case string:
+		out[key] = append(out[key], v)
+	case json.Number:
+		out[key] = append(out[key], v.String())
+	case bool:
+		out[key] = append(out[key], fmt.Sprint(v))
+	case float64:
+		out[key] = append(out[key], fmt.Sprint(v))
+	case []any:
+		for _, e := range v {
+			flattenInto(out, key, e)
+		}
+	case map[string]any:
+		for k, e := range v {
+			flattenInto(out, key+"."+k, e)
+		}
+	}
+}
+
+// LogoutURL is the IdP's end_session_endpoint with client_id and
+// post_logout_redirect_uri; no id_token_hint, so the session cookie need
+// not carry the ID token. "" when the IdP has no such endpoint.
+func (p *Provider) LogoutURL(_ context.Context, _ providers.Identity, returnTo string) (string, error) {
+	if p.endSession == "" {
+		return "", nil
+	}
+	u, err := url.Parse(p.endSession)
+	if err != nil {
+		return "", fmt.Errorf("oidc %s: end_session_endpoint: %w", p.id, err)
+	}
+	q := u.Query()
+	q.Set("client_id", p.clientID)
+	if returnTo != "" {
+		q.Set("post_logout_redirect_uri", returnTo)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
