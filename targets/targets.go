@@ -1,0 +1,139 @@
+// Package targets is usher's view of an app's user directory: one small
+// interface (Directory) that the Jira, Confluence, Bitbucket and Crowd
+// adapters implement over each app's own REST API, a shared REST client
+// (auth, timeouts, concurrency limit, 429/5xx backoff), and the errors
+// provisioning needs to tell "not there" from "try again later".
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// User is a user as an app reports it.
+type User struct {
+	// Name is the login username (Jira name, Confluence username,
+	// Bitbucket name, Crowd name). Apps compare it case-insensitively.
+	Name string
+	// Key is the app's immutable identifier where it has one (Jira key,
+	// Confluence userKey, Bitbucket numeric id or slug); "" otherwise.
+	Key         string
+	DisplayName string
+	Email       string
+	Active      bool
+	// LastLogin is zero when the app does not expose it.
+	LastLogin time.Time
+}
+
+// NewUser is what CreateUser needs.
+type NewUser struct {
+	Name        string
+	DisplayName string
+	Email       string
+	// Password is set only for apps that require one on create; adapters
+	// generate a long random one when empty, since logins go through usher.
+	Password string
+}
+
+// Update changes profile fields; nil fields are left alone.
+type Update struct {
+	DisplayName *string
+	Email       *string
+}
+
+// Page is one page of ListUsers. Next is the cursor of the following
+// page, "" after the last one.
+type Page struct {
+	Users []User
+	Next  string
+}
+
+// Directory is one app's user directory. Methods are safe for concurrent
+// use and honour context cancellation. Usernames are matched the way the
+// app matches them (case-insensitively for all four Atlassian apps).
+type Directory interface {
+	// App is the configured app name ("jira"), for errors and metrics.
+	App() string
+	// GetUser returns ErrNotFound when the user does not exist.
+	GetUser(ctx context.Context, username string) (*User, error)
+	// CreateUser returns ErrExists when the username is taken; it does not
+	// add groups (apps that put new users into default groups do so).
+	CreateUser(ctx context.Context, u NewUser) (*User, error)
+	// UpdateUser changes display name and/or e-mail. ErrNotFound.
+	UpdateUser(ctx context.Context, username string, u Update) error
+	// SetActive activates or deactivates. Idempotent. For Bitbucket, which
+	// has no REST deactivation, false frees the seat by removing the
+	// licensing groups and true adds the configured licence group back.
+	SetActive(ctx context.Context, username string, active bool) error
+	// UserGroups lists the user's direct group memberships. ErrNotFound.
+	UserGroups(ctx context.Context, username string) ([]string, error)
+	// AddToGroup is idempotent (already a member → nil). ErrNotFound when
+	// the user is missing; ErrGroupNotFound when the group is.
+	AddToGroup(ctx context.Context, username, group string) error
+	// RemoveFromGroup is idempotent (not a member → nil).
+	RemoveFromGroup(ctx context.Context, username, group string) error
+	// CreateGroup is idempotent (exists → nil).
+	CreateGroup(ctx context.Context, group string) error
+	// ListUsers returns one page starting at cursor ("" = first page).
+	ListUsers(ctx context.Context, cursor string, limit int) (Page, error)
+}
+
+// AttributeSetter is implemented by apps with a place for custom
+// attributes (Jira user properties, Crowd user attributes).
+type AttributeSetter interface {
+	// SetAttributes writes the given attributes (others are left alone).
+	SetAttributes(ctx context.Context, username string, attrs map[string]string) error
+	// Attributes reads the attributes usher may have written.
+	Attributes(ctx context.Context, username string, names []string) (map[string]string, error)
+}
+
+// Renamer is implemented by apps that can change a username in place.
+type Renamer interface {
+	Rename(ctx context.Context, from, to string) error
+}
+
+// Deleter is implemented by apps that can delete users.
+type Deleter interface {
+	DeleteUser(ctx context.Context, username string) error
+}
+
+var (
+	// ErrNotFound: the user does not exist.
+	ErrNotFound = errors.New("user not found")
+	// ErrGroupNotFound: the group does not exist.
+	ErrGroupNotFound = errors.New("group not found")
+	// ErrExists: the username is taken.
+	ErrExists = errors.New("user already exists")
+)
+
+// Error is a failed app call: which app, which operation, which user, and
+// whether trying again later may help (outage, 5xx, 429).
+type Error struct {
+	App       string
+	Op        string // "create user", "add to group jira-users", ...
+	User      string
+	Status    int // HTTP status, 0 when the request did not get an answer
+	Temporary bool
+	Err       error
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("%s: %s %s", e.App, e.Op, e.User)
+	if e.Status != 0 {
+		s += fmt.Sprintf(": HTTP %d", e.Status)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsTemporary reports whether err is worth retrying later.
+func IsTemporary(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Temporary
+}
