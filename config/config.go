@@ -14,6 +14,10 @@ type Config struct {
 	Headers Headers `yaml:"headers"`
 	Apps    []App   `yaml:"apps"`
 	IdPs    []IdP   `yaml:"idps"`
+
+	// src is the parsed file, kept so that Validate and PathOf can give
+	// line numbers; nil for a Config built in code.
+	src *source
 }
 
 // Server is the public listener.
@@ -118,7 +122,8 @@ type IdP struct {
 	Config Raw    `yaml:"config"`
 }
 
-// Claims names the claims that become the identity headers.
+// Claims names the claims that become the identity headers. An empty
+// Username for a SAML IdP means the assertion's NameID.
 type Claims struct {
 	Username    string `yaml:"username"`
 	Email       string `yaml:"email"`

@@ -90,6 +90,7 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
 	f.protected.strip(out.Header)
 	f.protected.strip(out.Trailer)
+	stripCookies(out.Header, f.names.CookiePrefixes)
 	pr.SetURL(f.upstream)
 	pr.SetXForwarded()
 	if f.Proto != "" {

@@ -19,6 +19,66 @@ type HeaderNames struct {
 	// forwarded request, with or without a session, so the app can tell
 	// the request came through usher.
 	SecretHeader, SecretValue string
+	// CookiePrefixes name usher's own cookies (session, login flows). They
+	// are removed from the Cookie header: the app has no use for them, and
+	// an app that logs or echoes cookies should never hold a session.
+	CookiePrefixes []string
+}
+
+// stripCookies removes cookies whose name starts with one of prefixes
+// from the Cookie header, keeping everything else byte for byte.
+func stripCookies(h http.Header, prefixes []string) {
+	vs := h["Cookie"]
+	if len(vs) == 0 || len(prefixes) == 0 {
+		return
+	}
+	kept := vs[:0]
+	for _, v := range vs {
+		if !mentionsAny(v, prefixes) {
+			kept = append(kept, v)
+			continue
+		}
+		var b strings.Builder
+		for _, part := range strings.Split(v, ";") {
+			name := strings.TrimSpace(part)
+			if i := strings.IndexByte(name, '='); i >= 0 {
+				name = name[:i]
+			}
+			if hasAnyPrefix(name, prefixes) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(strings.TrimSpace(part))
+		}
+		if b.Len() > 0 {
+			kept = append(kept, b.String())
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}
+
+func mentionsAny(s string, subs []string) bool {
+	for _, p := range subs {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // alwaysStripped are headers usher computes itself. ReverseProxy drops

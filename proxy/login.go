@@ -25,7 +25,9 @@ type flow struct {
 	Return string `json:"r"`
 }
 
-const flowCookiePrefix = "usher_flow_"
+// FlowCookiePrefix starts the name of every login flow cookie; the flow
+// ID completes it, so parallel logins in several tabs do not collide.
+const FlowCookiePrefix = "usher_flow_"
 
 // login serves GET /usher/login: the chooser page, or straight to the IdP
 // when only one is configured or ?idp= names one.
@@ -96,7 +98,7 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not start the sign-in.", err)
 		return
 	}
-	h.opt.Codec.SetCookie(w, flowCookiePrefix+flowID, sealed, h.opt.FlowTimeout)
+	h.opt.Codec.SetCookie(w, FlowCookiePrefix+flowID, sealed, h.opt.FlowTimeout)
 	w.Header().Set("Cache-Control", "no-store")
 	if ch.Form == nil {
 		http.Redirect(w, r, ch.URL, http.StatusFound)
@@ -116,7 +118,7 @@ func (h *Handler) callback(typ string) http.HandlerFunc {
 		}
 		var fl *flow
 		if flowID := idp.Provider.FlowID(r); validFlowID(flowID) {
-			name := flowCookiePrefix + flowID
+			name := FlowCookiePrefix + flowID
 			if c, err := r.Cookie(h.opt.Codec.PrefixedName(name)); err == nil {
 				h.opt.Codec.ClearCookie(w, name) // one use only
 				raw, err := h.opt.Codec.Open("flow:"+flowID, c.Value)
@@ -242,15 +244,17 @@ func NormalizeUsername(raw string) (string, error) {
 	if n != raw {
 		return "", fmt.Errorf("user name %q holds compatibility characters", raw)
 	}
-	u := strings.ToLower(n)
-	if len(u) == 0 || len(u) > 255 {
+	if len(n) == 0 || len(n) > 255 {
 		return "", fmt.Errorf("user name %q is empty or too long", raw)
 	}
-	for _, c := range u {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '+' || c == '-') {
+	// Check before lowercasing: Unicode lowercasing maps some non-ASCII
+	// letters into ASCII (U+0130 "İ" becomes "i").
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '+' || c == '-') {
 			return "", fmt.Errorf("user name %q holds the character %q, which is not allowed", raw, c)
 		}
 	}
+	u := strings.ToLower(n)
 	return u, nil
 }
 

@@ -219,6 +219,11 @@ func TestLoginReachesUpstreamWithIdentity(t *testing.T) {
 		}
 	}
 
+	// usher's own cookies never reach the app.
+	if ck := h.Get("Cookie"); strings.Contains(ck, "usher") {
+		t.Errorf("upstream saw usher's cookies: %q", ck)
+	}
+
 	// The session now carries the user; spoofed headers are replaced.
 	resp = e.get(c, e.url+"/x", "X-Remote-User", "admin", "x_remote_user", "admin", "Connection", "X-Remote-User")
 	wantStatus(t, resp, http.StatusOK)

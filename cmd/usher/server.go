@@ -109,7 +109,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	names := proxy.HeaderNames{
 		Username: cfg.Headers.Username, Email: cfg.Headers.Email,
 		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups,
-		Strip: cfg.Headers.Strip,
+		Strip:          cfg.Headers.Strip,
+		CookiePrefixes: []string{codec.CookieName(), codec.PrefixedName(proxy.FlowCookiePrefix)},
 	}
 	if ss := cfg.Headers.SharedSecret; ss != nil {
 		v, err := ss.Value.Resolve()
@@ -125,10 +126,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("app %s: upstream: %w", a.Name, err)
 		}
-		apps = append(apps, proxy.App{
-			Name: a.Name, Route: a.Route, PassThrough: a.PassThrough,
-			Forwarder: proxy.NewForwarder(up, names, transport, m.Log.With("app", a.Name)),
-		})
+		fwd := proxy.NewForwarder(up, names, transport, m.Log.With("app", a.Name))
+		fwd.Proto = public.Scheme // the browser's scheme, also behind a TLS terminator
+		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
 	}
 
 	m.handler = proxy.New(proxy.Options{

@@ -1,0 +1,278 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+type wantErr struct {
+	path      string
+	line, col int // 0 skips the check
+	msg       string
+}
+
+func checkErrors(t *testing.T, err error, want []wantErr) {
+	t.Helper()
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error = %v (%T), want Errors", err, err)
+	}
+	if len(es) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%v", len(es), len(want), err)
+	}
+	for i := 0; i < len(es) && i < len(want); i++ {
+		g, w := es[i], want[i]
+		if g.Path != w.path || (w.line != 0 && g.Line != w.line) || (w.col != 0 && g.Column != w.col) || !strings.Contains(g.Msg, w.msg) {
+			t.Errorf("error %d = %s:%d:%d %s: %s\n          want %s:%d:%d %s: ...%s...", i, g.File, g.Line, g.Column, g.Path, g.Msg, "usher.yaml", w.line, w.col, w.path, w.msg)
+		}
+		if g.File != "usher.yaml" {
+			t.Errorf("error %d file = %q", i, g.File)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []wantErr
+	}{{
+		name: "unknown top-level key",
+		src:  base + "listen: \":8080\"\n",
+		want: []wantErr{{"listen", 13, 1, "unknown key"}},
+	}, {
+		name: "unknown nested key with suggestion",
+		src:  strings.Replace(base, "server:\n", "server:\n  listn: \":9090\"\n", 1),
+		want: []wantErr{{"server.listn", 2, 3, `unknown key (did you mean "listen"?)`}},
+	}, {
+		name: "unknown key in a list item",
+		src:  strings.Replace(base, "    route: {host: jira.example.com}\n", "    route: {host: jira.example.com}\n    upstrem: http://x\n", 1),
+		want: []wantErr{{"apps[0].upstrem", 10, 5, `did you mean "upstream"?`}},
+	}, {
+		name: "unknown key in a flow mapping",
+		src:  strings.Replace(base, "{host: jira.example.com}", "{host: jira.example.com, prefix: /x}", 1),
+		want: []wantErr{{"apps[0].route.prefix", 9, 37, "unknown key"}},
+	}, {
+		name: "several problems at once",
+		src: `server:
+  public_url: https://sso.example.com/path
+  listen: "8080"
+session:
+  keys: []
+  idle_timeout: 48h
+store:
+  driver: postgres
+apps:
+  - name: Jira
+    kind: jura
+    upstream: jira:8080
+    route: {path_prefix: jira}
+idps:
+  - id: Okta
+    type: oauth
+    domains: [Example.com]
+    extra: 1
+`,
+		want: []wantErr{
+			{"server.public_url", 2, 3, "scheme and host only"},
+			{"server.listen", 3, 3, "want host:port"},
+			{"session.keys", 5, 3, "at least one key"},
+			{"session.idle_timeout", 6, 3, "longer than absolute_timeout"},
+			{"store.dsn", 7, 1, "required for driver postgres"},
+			{"apps[0].name", 10, 5, "want lowercase"},
+			{"apps[0].kind", 11, 5, "want one of"},
+			{"apps[0].upstream", 12, 5, "absolute http or https URL"},
+			{"apps[0].route.path_prefix", 13, 13, "must start with /"},
+			{"idps[0].id", 15, 5, "want 1-32 lowercase"},
+			{"idps[0].type", 16, 5, "want oidc or saml"},
+			{"idps[0].domains[0]", 17, 15, "lowercase DNS name"},
+			{"idps[0].extra", 18, 5, "unknown key"},
+		},
+	}, {
+		name: "bad duration",
+		src:  strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  idle_timeout: 8 hours\n", 1),
+		want: []wantErr{{"session.idle_timeout", 5, 17, `want a duration such as 90s, 10m or 8h, got "8 hours"`}},
+	}, {
+		name: "duration without unit",
+		src:  strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  flow_timeout: 600\n", 1),
+		want: []wantErr{{"session.flow_timeout", 5, 17, "want a duration such as 90s, 10m or 8h, got a number"}},
+	}, {
+		name: "string where a list is wanted",
+		src:  base + "    domains: example.com\n",
+		want: []wantErr{{"idps[0].domains", 13, 14, "want a list, got a string"}},
+	}, {
+		name: "string where a mapping is wanted, no follow-up noise",
+		src:  strings.Replace(base, "server:\n  public_url: https://sso.example.com\n", "server: https://sso.example.com\n", 1),
+		want: []wantErr{{"server", 1, 9, "want a mapping, got a string"}},
+	}, {
+		name: "not a boolean",
+		src:  strings.Replace(base, "    route: {host: jira.example.com}\n", "    route: {host: jira.example.com}\n    pass_through: {authorization: maybe}\n", 1),
+		want: []wantErr{{"apps[0].pass_through.authorization", 10, 35, "want true or false"}},
+	}, {
+		name: "list where a string is wanted",
+		src:  strings.Replace(base, "kind: jira", "kind: [jira]", 1),
+		want: []wantErr{{"apps[0].kind", 7, 11, "want a string, got a list"}},
+	}, {
+		name: "secret with no source",
+		src:  strings.Replace(base, "keys: [{env: K}]", "keys: [{}]", 1),
+		want: []wantErr{{"session.keys[0]", 4, 10, "secret needs one of value, env or file"}},
+	}, {
+		name: "secret with two sources",
+		src:  strings.Replace(base, "keys: [{env: K}]", "keys: [{env: K, file: /k}]", 1),
+		want: []wantErr{{"session.keys[0]", 4, 10, "only one of value, env or file, got env and file"}},
+	}, {
+		name: "secret with unknown source",
+		src:  strings.Replace(base, "keys: [{env: K}]", "keys: [{enf: K}]", 1),
+		want: []wantErr{{"session.keys[0].enf", 4, 11, `did you mean "env"?`}},
+	}, {
+		name: "secret env that is not a variable name",
+		src:  strings.Replace(base, "keys: [{env: K}]", "keys: [{env: $K}]", 1),
+		want: []wantErr{{"session.keys[0].env", 4, 16, "want an environment variable name"}},
+	}, {
+		name: "unset variable",
+		src:  strings.Replace(base, "public_url: https://sso.example.com", "public_url: ${USHER_TEST_UNSET}", 1),
+		want: []wantErr{{"server.public_url", 2, 15, "environment variable USHER_TEST_UNSET is not set"}},
+	}, {
+		name: "malformed variable",
+		src:  strings.Replace(base, "public_url: https://sso.example.com", `public_url: "${ URL }"`, 1),
+		want: []wantErr{{"server.public_url", 2, 15, `write "$${" for a literal`}},
+	}, {
+		name: "unset variable inside an IdP block",
+		src:  base + "    config:\n      client_secret: ${USHER_TEST_UNSET}\n",
+		want: []wantErr{{"idps[0].config.client_secret", 14, 22, "USHER_TEST_UNSET is not set"}},
+	}, {
+		name: "duplicate app names and routes",
+		src: `server: {public_url: https://sso.example.com}
+session: {keys: [{env: K}]}
+apps:
+  - name: jira
+    kind: jira
+    upstream: http://jira:8080
+    route: {host: jira.example.com, path_prefix: /a}
+  - name: jira
+    kind: confluence
+    upstream: http://wiki:8090
+    route: {host: jira.example.com, path_prefix: /a/}
+idps: [{id: okta, type: oidc}]
+`,
+		want: []wantErr{
+			{"apps[1].name", 8, 5, `duplicate app name "jira" (also apps[0])`},
+			{"apps[1].route", 11, 5, "same route as apps[0]"},
+		},
+	}, {
+		name: "domain claimed by two IdPs",
+		src: base + `    domains: [example.com]
+  - id: entra
+    type: oidc
+    domains: [example.org, example.com]
+  - id: okta
+    type: saml
+`,
+		want: []wantErr{
+			{"idps[1].domains[1]", 16, 28, "domain example.com is already claimed by idps[0] (okta)"},
+			{"idps[2].id", 17, 5, `duplicate IdP id "okta"`},
+		},
+	}, {
+		name: "no IdP, no key, no public URL",
+		src:  "apps: []\n",
+		want: []wantErr{
+			{"server.public_url", 1, 1, "required"},
+			{"session.keys", 1, 1, "at least one key"},
+			{"idps", 1, 1, "at least one identity provider"},
+		},
+	}, {
+		name: "empty file",
+		src:  "",
+		want: []wantErr{
+			{"server.public_url", 0, 0, "required"},
+			{"session.keys", 0, 0, "at least one key"},
+			{"idps", 0, 0, "at least one identity provider"},
+		},
+	}, {
+		name: "sqlite with dsn",
+		src:  base + "store:\n  dsn: postgres://x\n",
+		want: []wantErr{{"store.dsn", 14, 3, "only for driver postgres"}},
+	}, {
+		name: "headers clash and bad names",
+		src:  base + "headers:\n  email: x-remote-user\n  groups: \"X Groups\"\n  shared_secret: {header: X-Remote-Name}\n",
+		want: []wantErr{
+			{"headers.email", 14, 3, "also used by headers.username"},
+			{"headers.groups", 15, 3, "want an HTTP header name"},
+			{"headers.shared_secret.value", 16, 3, "required"},
+			{"headers.shared_secret.header", 16, 19, "also used by headers.display_name"},
+		},
+	}, {
+		name: "route without host or prefix",
+		src:  strings.Replace(base, "{host: jira.example.com}", "{}", 1),
+		want: []wantErr{{"apps[0].route", 9, 5, "needs host, path_prefix or both"}},
+	}, {
+		name: "root is a list",
+		src:  "- a\n",
+		want: []wantErr{{"", 1, 1, "want a mapping of settings (server, session, apps, idps, ...), got a list"}},
+	}, {
+		name: "syntax error",
+		src:  "server:\n  public_url: [x\n",
+		want: []wantErr{{"", 2, 0, "not found"}},
+	}, {
+		name: "duplicate key",
+		src:  base + "server: {}\n",
+		want: []wantErr{{"", 13, 1, "already defined"}},
+	}, {
+		name: "two documents",
+		src:  base + "---\nidps: []\n",
+		want: []wantErr{{"", 0, 0, "one YAML document"}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("usher.yaml", []byte(tt.src))
+			checkErrors(t, err, tt.want)
+		})
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	tests := []struct {
+		e    Error
+		want string
+	}{
+		{Error{File: "usher.yaml", Path: "idps[1].config.issuer", Line: 12, Column: 5, Msg: "required"}, "usher.yaml:12:5: idps[1].config.issuer: required"},
+		{Error{File: "usher.yaml", Path: "idps", Msg: "at least one"}, "usher.yaml: idps: at least one"},
+		{Error{Path: "apps[0].name", Msg: "required"}, "apps[0].name: required"},
+		{Error{File: "u.yaml", Line: 3, Column: 1, Msg: "syntax"}, "u.yaml:3:1: syntax"},
+	}
+	for _, tt := range tests {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+	es := Errors{tests[0].e, tests[1].e}
+	if got, want := es.Error(), tests[0].want+"\n"+tests[1].want; got != want {
+		t.Errorf("Errors.Error() = %q, want %q", got, want)
+	}
+	if Errors(nil).Err() != nil {
+		t.Errorf("empty Errors.Err() is not nil")
+	}
+}
+
+func TestPathOf(t *testing.T) {
+	c := mustParse(t, base)
+	tests := []struct {
+		path      string
+		line, col int
+	}{
+		{"server.public_url", 2, 3},
+		{"apps[0].route.host", 9, 13},
+		{"apps[0]", 6, 5},                // the entry's first key
+		{"idps[0].config.issuer", 11, 5}, // absent: the IdP entry
+		{"nothing.here", 1, 1},
+	}
+	for _, tt := range tests {
+		if line, col := c.PathOf(tt.path); line != tt.line || col != tt.col {
+			t.Errorf("PathOf(%q) = %d:%d, want %d:%d", tt.path, line, col, tt.line, tt.col)
+		}
+	}
+	if got := c.ErrorAt("apps[0].upstream", "unreachable").Error(); got != "usher.yaml:8:5: apps[0].upstream: unreachable" {
+		t.Errorf("ErrorAt = %q", got)
+	}
+}

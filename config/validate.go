@@ -1,0 +1,328 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PathOf gives the position of a YAML path such as "idps[1].domains[0]"
+// in the file the Config was parsed from. For a path the file does not
+// contain it gives the closest enclosing one; 0, 0 for a Config built in
+// code.
+func (c *Config) PathOf(yamlPath string) (line, col int) {
+	if c.src == nil || c.src.root == nil {
+		return 0, 0
+	}
+	return locate(c.src.root, c.src.anchors, yamlPath)
+}
+
+// ErrorAt makes a positioned Error for a YAML path of this Config.
+func (c *Config) ErrorAt(yamlPath, msg string) Error {
+	line, col := c.PathOf(yamlPath)
+	e := Error{Path: yamlPath, Line: line, Column: col, Msg: msg}
+	if c.src != nil {
+		e.File = c.src.file
+	}
+	return e
+}
+
+type validator struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, v.c.ErrorAt(path, fmt.Sprintf(format, args...)))
+}
+
+var (
+	appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	idpIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+)
+
+var appKinds = []string{"jira", "confluence", "bitbucket", "crowd", "generic"}
+
+// Validate checks the common schema after defaults and returns every
+// problem found. It does not read secrets (that happens when usher opens
+// them) and does not look into IdP `config:` blocks (cmd/usher decodes and
+// validates those with the provider type).
+func (c *Config) Validate() Errors {
+	v := &validator{c: c}
+	v.server()
+	v.session()
+	v.store()
+	v.headers()
+	v.apps()
+	v.idps()
+	return v.errs
+}
+
+func (v *validator) server() {
+	s := v.c.Server
+	if s.PublicURL == "" {
+		v.errorf("server.public_url", "required: usher's external base URL, such as https://sso.example.com")
+	} else if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.errorf("server.public_url", "want an absolute http or https URL, got %q", s.PublicURL)
+	} else if u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		v.errorf("server.public_url", "want scheme and host only (no path, query, fragment or user info), got %q", s.PublicURL)
+	}
+	if !validListen(s.Listen) {
+		v.errorf("server.listen", "want host:port such as :8080 or 127.0.0.1:8080, got %q", s.Listen)
+	}
+	if s.DataDir == "" {
+		v.errorf("server.data_dir", "required")
+	}
+}
+
+func validListen(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func (v *validator) session() {
+	s := v.c.Session
+	if len(s.Keys) == 0 {
+		v.errorf("session.keys", "at least one key is required")
+	}
+	for i, k := range s.Keys {
+		if k.IsZero() {
+			v.errorf(joinIndex("session.keys", i), "empty key")
+		}
+	}
+	if !isToken(s.CookieName) {
+		v.errorf("session.cookie_name", "want a cookie name (letters, digits and !#$%%&'*+-.^_`|~), got %q", s.CookieName)
+	}
+	if s.CookieDomain != "" && !isDNSName(s.CookieDomain) {
+		v.errorf("session.cookie_domain", "want a lowercase DNS name without leading dot, got %q", s.CookieDomain)
+	}
+	for _, d := range []struct {
+		path string
+		val  time.Duration
+	}{{"session.idle_timeout", s.IdleTimeout}, {"session.absolute_timeout", s.AbsoluteTimeout}, {"session.flow_timeout", s.FlowTimeout}} {
+		if d.val <= 0 {
+			v.errorf(d.path, "must be positive")
+		}
+	}
+	if s.IdleTimeout > s.AbsoluteTimeout {
+		v.errorf("session.idle_timeout", "%s is longer than absolute_timeout %s", s.IdleTimeout, s.AbsoluteTimeout)
+	}
+}
+
+func (v *validator) store() {
+	s := v.c.Store
+	switch s.Driver {
+	case "sqlite":
+		if !s.DSN.IsZero() {
+			v.errorf("store.dsn", "only for driver postgres")
+		}
+		if s.Path == "" {
+			v.errorf("store.path", "required for driver sqlite")
+		}
+	case "postgres":
+		if s.DSN.IsZero() {
+			v.errorf("store.dsn", "required for driver postgres")
+		}
+		if s.Path != "" {
+			v.errorf("store.path", "only for driver sqlite")
+		}
+	default:
+		v.errorf("store.driver", "want sqlite or postgres, got %q", s.Driver)
+	}
+}
+
+func (v *validator) headers() {
+	h := v.c.Headers
+	type named struct{ path, name string }
+	names := []named{
+		{"headers.username", h.Username},
+		{"headers.email", h.Email},
+		{"headers.display_name", h.DisplayName},
+		{"headers.groups", h.Groups},
+	}
+	if h.SharedSecret != nil {
+		names = append(names, named{"headers.shared_secret.header", h.SharedSecret.Header})
+		if h.SharedSecret.Value.IsZero() {
+			v.errorf("headers.shared_secret.value", "required")
+		}
+	}
+	seen := map[string]string{}
+	for _, n := range names {
+		if !isToken(n.name) {
+			v.errorf(n.path, "want an HTTP header name, got %q", n.name)
+			continue
+		}
+		key := strings.ToLower(n.name)
+		if other, dup := seen[key]; dup {
+			v.errorf(n.path, "header %s is also used by %s", n.name, other)
+			continue
+		}
+		seen[key] = n.path
+	}
+	for i, s := range h.Strip {
+		if !isToken(s) {
+			v.errorf(joinIndex("headers.strip", i), "want an HTTP header name, got %q", s)
+		}
+	}
+}
+
+func (v *validator) apps() {
+	names := map[string]int{}
+	routes := map[string]int{}
+	for i, a := range v.c.Apps {
+		p := joinIndex("apps", i)
+		switch {
+		case a.Name == "":
+			v.errorf(p+".name", "required")
+		case !appNameRE.MatchString(a.Name):
+			v.errorf(p+".name", "want lowercase letters, digits and '-', got %q", a.Name)
+		default:
+			if j, dup := names[a.Name]; dup {
+				v.errorf(p+".name", "duplicate app name %q (also apps[%d])", a.Name, j)
+			} else {
+				names[a.Name] = i
+			}
+		}
+		if !oneOf(a.Kind, appKinds) {
+			v.errorf(p+".kind", "want one of %s, got %q", strings.Join(appKinds, ", "), a.Kind)
+		}
+		if a.Upstream == "" {
+			v.errorf(p+".upstream", "required")
+		} else if u, err := url.Parse(a.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			v.errorf(p+".upstream", "want an absolute http or https URL without query, got %q", a.Upstream)
+		}
+		r := a.Route
+		if r.Host == "" && r.PathPrefix == "" {
+			v.errorf(p+".route", "needs host, path_prefix or both")
+		}
+		if r.Host != "" && !validHostPort(r.Host) {
+			v.errorf(p+".route.host", "want a lowercase host name (with optional :port), got %q", r.Host)
+		}
+		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+			v.errorf(p+".route.path_prefix", "must start with /, got %q", r.PathPrefix)
+		}
+		if r.Host != "" || r.PathPrefix != "" {
+			key := r.Host + "\x00" + strings.TrimSuffix(r.PathPrefix, "/")
+			if j, dup := routes[key]; dup {
+				v.errorf(p+".route", "same route as apps[%d] (%s)", j, routeString(r))
+			} else {
+				routes[key] = i
+			}
+		}
+		for k, pt := range a.PassThrough.Paths {
+			if !strings.HasPrefix(pt, "/") {
+				v.errorf(joinIndex(p+".pass_through.paths", k), "must start with /, got %q", pt)
+			}
+		}
+	}
+}
+
+func (v *validator) idps() {
+	if len(v.c.IdPs) == 0 {
+		v.errorf("idps", "at least one identity provider is required")
+	}
+	ids := map[string]int{}
+	domains := map[string]string{}
+	for i, idp := range v.c.IdPs {
+		p := joinIndex("idps", i)
+		switch {
+		case idp.ID == "":
+			v.errorf(p+".id", "required")
+		case !idpIDRE.MatchString(idp.ID):
+			v.errorf(p+".id", "want 1-32 lowercase letters, digits and '-', starting with a letter or digit, got %q", idp.ID)
+		default:
+			if j, dup := ids[idp.ID]; dup {
+				v.errorf(p+".id", "duplicate IdP id %q (also idps[%d])", idp.ID, j)
+			} else {
+				ids[idp.ID] = i
+			}
+		}
+		if idp.Type != "oidc" && idp.Type != "saml" {
+			v.errorf(p+".type", "want oidc or saml, got %q", idp.Type)
+		}
+		for k, d := range idp.Domains {
+			dp := joinIndex(p+".domains", k)
+			if !isDNSName(d) {
+				v.errorf(dp, "want a lowercase DNS name, got %q", d)
+				continue
+			}
+			if other, dup := domains[d]; dup {
+				v.errorf(dp, "domain %s is already claimed by %s", d, other)
+				continue
+			}
+			domains[d] = fmt.Sprintf("idps[%d] (%s)", i, idp.ID)
+		}
+	}
+}
+
+func oneOf(s string, list []string) bool {
+	for _, x := range list {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+func routeString(r Route) string {
+	switch {
+	case r.Host == "":
+		return "path " + r.PathPrefix
+	case r.PathPrefix == "":
+		return "host " + r.Host
+	}
+	return "host " + r.Host + " path " + r.PathPrefix
+}
+
+// isToken reports an RFC 9110 token: a valid header or cookie name.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isDNSName reports a lowercase ASCII host name (IDNs in their xn-- form).
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return isDNSName(s)
+	}
+	n, err := strconv.Atoi(port)
+	return isDNSName(host) && err == nil && n > 0 && n <= 65535
+}

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/session"
+	"github.com/usherhq/usher/store"
+)
+
+func TestSafeReturn(t *testing.T) {
+	hosts := map[string]bool{"sso.example.com": true, "jira.example.com": true}
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"", "/", true},
+		{"/", "/", true},
+		{"/browse/ABC-1?x=1#top", "/browse/ABC-1?x=1#top", true},
+		{"/a%20b", "/a%20b", true},
+		{"https://jira.example.com/browse/X", "https://jira.example.com/browse/X", true},
+		{"HTTPS://JIRA.example.com/x", "https://jira.example.com/x", true},
+		{"//evil.example", "", false},
+		{"///evil.example", "", false},
+		{"/\\evil.example", "", false},
+		{"\\\\evil.example", "", false},
+		{"/%2F%2Fevil.example", "", false},
+		{"/%2f/evil.example", "", false},
+		{"/%5Cevil.example", "", false},
+		{"/%255C%255Cevil.example", "", false},
+		{"/%252F%252Fevil.example", "", false},
+		{"https://evil.example/", "", false},
+		{"http://jira.example.com/", "", false}, // scheme downgrade
+		{"https://jira.example.com@evil.example/", "", false},
+		{"https://user@jira.example.com/", "", false},
+		{"javascript:alert(1)", "", false},
+		{"data:text/html,x", "", false},
+		{"relative/path", "", false},
+		{"/x\r\nLocation: https://evil.example", "", false},
+		{"/x\x00", "", false},
+		{" /x", "", false},
+		{"/%", "", false},
+	} {
+		got, err := safeReturn(tc.in, "https", hosts)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("safeReturn(%q) = %q, %v; want %q, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestStripCookies(t *testing.T) {
+	prefixes := []string{"__Host-usher_session", "__Host-usher_flow_"}
+	for _, tc := range []struct {
+		in   []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{"JSESSIONID=1"}, []string{"JSESSIONID=1"}},
+		{[]string{"__Host-usher_session=abc"}, nil},
+		{[]string{"a=1; __Host-usher_session=abc; b=2"}, []string{"a=1; b=2"}},
+		{[]string{"__Host-usher_flow_X=1;__Host-usher_session=2", "seraph=3"}, []string{"seraph=3"}},
+		{[]string{"usher_session=not-ours-when-secure"}, []string{"usher_session=not-ours-when-secure"}},
+	} {
+		h := http.Header{}
+		if tc.in != nil {
+			h["Cookie"] = append([]string(nil), tc.in...)
+		}
+		stripCookies(h, prefixes)
+		got := h["Cookie"]
+		if len(got) != len(tc.want) {
+			t.Errorf("stripCookies(%q) = %q, want %q", tc.in, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("stripCookies(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		}
+	}
+}
+
+func TestMatchRoutes(t *testing.T) {
+	h := &Handler{apps: []App{
+		{Name: "jira-api", Route: config.Route{Host: "jira.example.com", PathPrefix: "/rest"}},
+		{Name: "jira", Route: config.Route{Host: "jira.example.com"}},
+		{Name: "wiki", Route: config.Route{PathPrefix: "/wiki"}},
+		{Name: "root", Route: config.Route{PathPrefix: "/"}},
+	}}
+	for _, tc := range []struct{ host, path, want string }{
+		{"jira.example.com", "/rest/api/2/myself", "jira-api"},
+		{"JIRA.example.com:443", "/browse/X", "jira"},
+		{"jira.example.com", "/restful", "jira"},
+		{"other.example.com", "/wiki", "wiki"},
+		{"other.example.com", "/wiki/x", "wiki"},
+		{"other.example.com", "/wikipedia", "root"},
+	} {
+		r := httptest.NewRequest("GET", "http://"+tc.host+tc.path, nil)
+		a := h.match(r)
+		if a == nil || a.Name != tc.want {
+			t.Errorf("match(%s%s) = %v, want %s", tc.host, tc.path, a, tc.want)
+		}
+	}
+}
+
+func TestNormalizeUsername(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"alice", "alice", true},
+		{"Alice.Archer@Example.com", "alice.archer@example.com", true},
+		{"ADMIN", "admin", true},
+		{"adm\u0130n", "", false},  // dotted capital I
+		{"\u212Aelvin", "", false}, // Kelvin sign
+		{"\uFF41dmin", "", false},  // full-width a
+		{"ad\uFB01n", "", false},   // fi ligature
+		{"a b", "", false},         // space
+		{"a,b", "", false},         // separator
+		{"", "", false},            // empty
+		{"al\xffice", "", false},   // invalid UTF-8
+		{"o'brien", "", false},     // quote
+		{"jos\u00e9", "", false},   // non-ASCII letter outside the allowed set
+		{"first_last-1+x", "first_last-1+x", true},
+	} {
+		got, err := NormalizeUsername(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("NormalizeUsername(%q) = %q, %v; want %q ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// countingStore fails nothing but counts calls: the hot path must make none.
+type countingStore struct {
+	store.Store
+	calls atomic.Int64
+}
+
+func (s *countingStore) Binding(ctx context.Context, idp, subject string) (store.Binding, error) {
+	s.calls.Add(1)
+	return store.Binding{}, store.ErrNotFound
+}
+
+func (s *countingStore) Append(ctx context.Context, e ...store.Event) error {
+	s.calls.Add(1)
+	return nil
+}
+
+// BenchmarkProxy compares a request with a valid session through usher's
+// whole public handler (route match, session cookie decryption and
+// checks, header stripping and injection) with a bare ReverseProxy, over
+// real loopback HTTP. The store counts calls; the hot path must make none.
+func BenchmarkProxy(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upstream ok")
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	transport := SharedTransport()
+	defer transport.CloseIdleConnections()
+
+	codec, err := session.NewCodec([][]byte{[]byte("0123456789abcdef0123456789abcdef")}, session.Options{
+		Name: "usher_session", Secure: true, Idle: 8 * time.Hour, Absolute: 24 * time.Hour,
+		Revoker: session.NewRevocations(24*time.Hour, nil),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := codec.NewSession()
+	s.IdP, s.Subject, s.Username, s.Email, s.DisplayName = "okta", "00u123", "alice", "alice@example.com", "Alice Archer"
+	s.Groups = []string{"jira-users", "jira-developers", "confluence-users", "team-platform"}
+	rec := httptest.NewRecorder()
+	if err := codec.Save(rec, s); err != nil {
+		b.Fatal(err)
+	}
+	cookie := rec.Result().Cookies()[0]
+
+	st := &countingStore{}
+	public, _ := url.Parse("https://sso.example.com")
+	names := testNames
+	names.CookiePrefixes = []string{codec.CookieName(), codec.PrefixedName(FlowCookiePrefix)}
+	h := New(Options{
+		PublicURL: public, Codec: codec, Store: st,
+		Apps: []App{{Name: "jira", Route: config.Route{PathPrefix: "/"}, Forwarder: NewForwarder(u, names, transport, nil)}},
+	})
+	bare := &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+		Transport:  transport,
+		BufferPool: bufferPool{},
+	}
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+	}{{"bare", bare}, {"usher", h}} {
+		b.Run(bc.name, func(b *testing.B) {
+			front := httptest.NewServer(bc.h)
+			defer front.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			req, _ := http.NewRequest("GET", front.URL+"/browse/X-1", nil)
+			req.Header.Set("User-Agent", "Mozilla/5.0")
+			req.Header.Set("Accept", "text/html,application/xhtml+xml")
+			req.Header.Set("Accept-Language", "en-GB,en;q=0.9")
+			req.Header.Set("Cookie", cookie.Name+"="+cookie.Value+"; JSESSIONID=1234")
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatal(resp.Status)
+				}
+			}
+		})
+	}
+	if n := st.calls.Load(); n != 0 {
+		b.Fatalf("hot path made %d store calls", n)
+	}
+}
