@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/usherhq/usher/providers/oidc/oidctest"
+	"github.com/usherhq/usher/providers/saml/samltest"
 )
 
 // env is a running usher with two real OIDC IdPs and a recording upstream.
@@ -27,6 +28,7 @@ type env struct {
 	m        *Main
 	url      string
 	idps     map[string]*oidctest.IdP
+	saml     *samltest.IdP
 	upstream *recorder
 }
 
@@ -65,9 +67,16 @@ var testUsers = map[string][]oidctest.User{
 	},
 }
 
-// startEnv runs usher with IdPs "acme" (acme.test) and "globex"
-// (globex.test); extra YAML is appended to the config.
-func startEnv(t *testing.T) *env {
+// startEnv runs usher with OIDC IdPs "acme" (acme.test) and "globex"
+// (globex.test).
+func startEnv(t *testing.T) *env { return startEnvWith(t, envOptions{}) }
+
+type envOptions struct {
+	// SAML adds a SAML IdP "corp" (corp.test) from crewjam's samlidp.
+	SAML bool
+}
+
+func startEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,9 +104,12 @@ func startEnv(t *testing.T) *env {
 			id, id, id, idp.Issuer(), id, strings.ToUpper(id))
 		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}
+	dir := t.TempDir()
+	if o.SAML {
+		e.saml = startSAMLIdP(t, dir, &idps)
+	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	dir := t.TempDir()
 	cfgText := fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
@@ -127,6 +139,9 @@ idps:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.m.Close() })
+	if e.saml != nil {
+		registerSP(t, e.saml, e.url+"/usher/saml/corp/metadata")
+	}
 	return e
 }
 
