@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/usherhq/usher/config"
@@ -29,16 +28,7 @@ func providerConfig(cfg *config.Config, i int) (providers.Config, error) {
 	if err := idp.Config.Decode(pc); err != nil {
 		return nil, err
 	}
-	var errs config.Errors
-	for _, e := range pc.Validate() {
-		var fe *providers.FieldError
-		if errors.As(e, &fe) {
-			errs = append(errs, idp.Config.ErrorAt(fe.Field, fe.Msg))
-		} else {
-			errs = append(errs, idp.Config.ErrorAt("", e.Error()))
-		}
-	}
-	if len(errs) > 0 {
+	if errs := idp.Config.Errors(pc.Validate()); len(errs) > 0 {
 		return nil, errs
 	}
 	return pc, nil

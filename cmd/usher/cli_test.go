@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "usher.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodConfig = `server:
+  public_url: https://sso.example.com
+session:
+  keys: [{env: USHER_TEST_KEY}]
+apps:
+  - name: jira
+    kind: jira
+    upstream: http://jira.internal:8080
+    route: {host: sso.example.com}
+idps:
+  - id: okta
+    type: oidc
+    domains: [example.com]
+    config:
+      issuer: https://example.okta.com
+      client_id: abc
+      client_secret: {env: OKTA_SECRET}
+`
+
+func TestCheckReportsEveryProblemWithLine(t *testing.T) {
+	bad := `server:
+  public_url: https://sso.example.com
+  listn: ":8080"
+session:
+  keys: [{env: USHER_TEST_KEY}]
+apps:
+  - name: jira
+    kind: jirra
+    upstream: http://jira.internal:8080
+    route: {host: sso.example.com}
+idps:
+  - id: okta
+    type: oidc
+    config:
+      issuer: https://example.okta.com
+      client_idd: abc
+  - id: corp
+    type: saml
+    config:
+      metadata_url: https://idp.example.com/md
+      metadata_file: /etc/md.xml
+`
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, bad))
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"usher.yaml:3:3: server.listn",
+		"usher.yaml:8:5: apps[0].kind",
+		"idps[0].config.client_idd",
+		"idps[1].config: exactly one of metadata_url",
+		"idps[1].config.sp_key: required",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("check output lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestCheckSummarisesAGoodFile(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "very-secret-value")
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, goodConfig))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"ok", "jira", "okta", "example.com"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout+stderr, "very-secret-value") {
+		t.Fatal("check printed a secret")
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "usage"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"version"}, 0, "usher"},
+		{[]string{"check", "--config", "/nonexistent/usher.yaml"}, 1, "nonexistent"},
+		{[]string{"check", "--bogus"}, 2, "bogus"},
+		{[]string{"saml"}, 2, "keygen"},
+		{[]string{"saml", "keygen", "--days", "0"}, 2, "days"},
+	} {
+		code, stdout, stderr := runCLI(t, tc.args...)
+		if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
+			t.Errorf("usher %q: exit %d (want %d), output %q lacks %q", tc.args, code, tc.code, stdout+stderr, tc.want)
+		}
+	}
+}
+
+func TestSAMLKeygenWritesFilesOnce(t *testing.T) {
+	dir := t.TempDir()
+	key, cert := filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.crt")
+	if code, _, stderr := runCLI(t, "saml", "keygen", "--cn", "sso.example.com", "--key", key, "--cert", cert); code != 0 {
+		t.Fatalf("keygen: %s", stderr)
+	}
+	k, _ := os.ReadFile(key)
+	c, _ := os.ReadFile(cert)
+	if !bytes.Contains(k, []byte("PRIVATE KEY")) || !bytes.Contains(c, []byte("CERTIFICATE")) {
+		t.Fatalf("keygen wrote %q / %q", k[:min(len(k), 40)], c[:min(len(c), 40)])
+	}
+	if st, _ := os.Stat(key); st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
+	}
+	if code, _, stderr := runCLI(t, "saml", "keygen", "--key", key, "--cert", cert); code == 0 || !strings.Contains(stderr, "exists") {
+		t.Fatalf("second keygen over the same files: exit %d, %s", code, stderr)
+	}
+}
