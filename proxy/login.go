@@ -98,7 +98,7 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not start the sign-in.", err)
 		return
 	}
-	h.opt.Codec.SetCookie(w, FlowCookiePrefix+flowID, sealed, h.opt.FlowTimeout)
+	h.opt.Codec.SetFlowCookie(w, FlowCookiePrefix+flowID, sealed, h.opt.FlowTimeout)
 	w.Header().Set("Cache-Control", "no-store")
 	if ch.Form == nil {
 		http.Redirect(w, r, ch.URL, http.StatusFound)

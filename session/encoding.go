@@ -11,7 +11,8 @@ import (
 // encoding because Load runs on every proxied request (see BenchmarkLoad).
 //
 //	format (1) | ID | IdP | Subject | Username | Email | DisplayName | LogoutHint
-//	| group count (uvarint) | groups... | Created (varint unix ns) | Seen (varint unix ns)
+//	| group count (uvarint) | groups... | app count (uvarint) | apps...
+//	| Created (varint unix ns) | Seen (varint unix ns)
 //
 // Strings are uvarint length then bytes.
 const payloadFormat = 1
@@ -22,8 +23,10 @@ func encodeSession(s *Session) ([]byte, error) {
 	for _, v := range strs {
 		n += binary.MaxVarintLen64 + len(v)
 	}
-	for _, g := range s.Groups {
-		n += binary.MaxVarintLen64 + len(g)
+	for _, l := range [...][]string{s.Groups, s.Apps} {
+		for _, g := range l {
+			n += binary.MaxVarintLen64 + len(g)
+		}
 	}
 	if n > 2*maxCookieValue {
 		return nil, fmt.Errorf("%w: %d bytes of session data, %d groups", ErrTooLarge, n, len(s.Groups))
@@ -33,9 +36,11 @@ func encodeSession(s *Session) ([]byte, error) {
 	for _, v := range strs {
 		b = appendString(b, v)
 	}
-	b = binary.AppendUvarint(b, uint64(len(s.Groups)))
-	for _, g := range s.Groups {
-		b = appendString(b, g)
+	for _, l := range [...][]string{s.Groups, s.Apps} {
+		b = binary.AppendUvarint(b, uint64(len(l)))
+		for _, g := range l {
+			b = appendString(b, g)
+		}
 	}
 	b = binary.AppendVarint(b, s.Created.UnixNano())
 	b = binary.AppendVarint(b, s.Seen.UnixNano())
@@ -59,22 +64,32 @@ func decodeSession(p []byte) (*Session, error) {
 	for _, f := range [...]*string{&s.ID, &s.IdP, &s.Subject, &s.Username, &s.Email, &s.DisplayName, &s.LogoutHint} {
 		*f = d.string()
 	}
-	// Each group takes at least one byte, which bounds the allocation.
-	if n := d.uvarint(); n > 0 && d.err == nil {
-		if n > uint64(len(d.buf)-d.off) {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, errMalformed)
-		}
-		s.Groups = make([]string, n)
-		for i := range s.Groups {
-			s.Groups[i] = d.string()
-		}
-	}
+	s.Groups = d.strings()
+	s.Apps = d.strings()
 	created, seen := d.varint(), d.varint()
 	if d.err != nil || d.off != len(d.buf) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errMalformed)
 	}
 	s.Created, s.Seen = time.Unix(0, created), time.Unix(0, seen)
 	return s, nil
+}
+
+// strings reads a counted list. Each element takes at least one byte,
+// which bounds the allocation by the input size.
+func (d *decoder) strings() []string {
+	n := d.uvarint()
+	if n == 0 || d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.buf)-d.off) {
+		d.err = errMalformed
+		return nil
+	}
+	l := make([]string, n)
+	for i := range l {
+		l[i] = d.string()
+	}
+	return l
 }
 
 type decoder struct {

@@ -57,9 +57,12 @@ type Session struct {
 	Email       string
 	DisplayName string
 	Groups      []string
-	LogoutHint  string
-	Created     time.Time // absolute timeout counts from here
-	Seen        time.Time // idle timeout counts from here; refreshed at most once a minute
+	// Apps are the apps the person may enter; nil means every app (the
+	// IdP's access policy names no apps).
+	Apps       []string
+	LogoutHint string
+	Created    time.Time // absolute timeout counts from here
+	Seen       time.Time // idle timeout counts from here; refreshed at most once a minute
 }
 
 // Revoker tells Load whether a genuine, unexpired session was revoked. It
@@ -250,6 +253,26 @@ func (c *Codec) Clear(w http.ResponseWriter) { c.writeCookie(w, c.name, "", -1) 
 // base name; read it back with CookieValue. maxAge <= 0 deletes it.
 func (c *Codec) SetCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
 	c.writeCookie(w, c.prefixed(name), value, maxAge)
+}
+
+// SetFlowCookie sets a login flow cookie. It differs from SetCookie in one
+// attribute: under HTTPS it is SameSite=None, because the IdP answers a
+// SAML login (and an OIDC form_post) with a cross-site POST, on which
+// browsers do not send Lax cookies. Its value is sealed to one flow ID and
+// is useless to anyone but the browser that started the login. Without
+// HTTPS, browsers refuse SameSite=None, so it stays Lax (fine for
+// loopback demos, where IdP and usher are the same site).
+func (c *Codec) SetFlowCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
+	if !c.opts.Secure {
+		c.writeCookie(w, c.prefixed(name), value, maxAge)
+		return
+	}
+	ck := &http.Cookie{
+		Name: c.prefixed(name), Value: value, Path: "/", Domain: c.opts.Domain,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteNoneMode,
+		MaxAge: int((maxAge + time.Second - 1) / time.Second),
+	}
+	http.SetCookie(w, ck)
 }
 
 // ClearCookie deletes a cookie set by SetCookie.

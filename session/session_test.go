@@ -51,6 +51,7 @@ func sampleSession(c *Codec) *Session {
 	s.IdP, s.Subject = "entra", "00u1abc"
 	s.Username, s.Email, s.DisplayName = "jdoe", "jdoe@example.com", "Jürgen Döe"
 	s.Groups = []string{"jira-users", "confluence-users", "team, with comma"}
+	s.Apps = []string{"jira", "confluence"}
 	s.LogoutHint = "nameid=jdoe;idx=_abc"
 	return s
 }
@@ -79,7 +80,7 @@ func sameSession(t *testing.T, got, want *Session) {
 	t.Helper()
 	if got.ID != want.ID || got.IdP != want.IdP || got.Subject != want.Subject || got.Username != want.Username ||
 		got.Email != want.Email || got.DisplayName != want.DisplayName || got.LogoutHint != want.LogoutHint ||
-		!slices.Equal(got.Groups, want.Groups) || !got.Created.Equal(want.Created) || !got.Seen.Equal(want.Seen) {
+		!slices.Equal(got.Groups, want.Groups) || !slices.Equal(got.Apps, want.Apps) || !got.Created.Equal(want.Created) || !got.Seen.Equal(want.Seen) {
 		t.Fatalf("session mismatch\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -572,6 +573,25 @@ func BenchmarkLoad(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := c.Load(r); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestFlowCookieCrossSitePOST(t *testing.T) {
+	for _, secure := range []bool{true, false} {
+		c, err := NewCodec([][]byte{[]byte(strings.Repeat("k", 32))}, Options{Name: "usher_session", Secure: secure, Idle: time.Hour, Absolute: 2 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		c.SetFlowCookie(rec, "usher_flow_x", "v", time.Minute)
+		ck := rec.Result().Cookies()[0]
+		want := http.SameSiteLaxMode
+		if secure {
+			want = http.SameSiteNoneMode
+		}
+		if ck.SameSite != want || ck.Secure != secure || !ck.HttpOnly || ck.MaxAge != 60 {
+			t.Errorf("secure=%v: flow cookie %+v", secure, ck)
 		}
 	}
 }

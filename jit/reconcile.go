@@ -1,0 +1,415 @@
+package jit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/targets"
+)
+
+// Desired is what one app should hold for one person: the part of a
+// Profile that concerns that app. It is self-contained, so a queued retry
+// needs neither the IdP's claims nor the mapping that produced it.
+type Desired struct {
+	App          string            `json:"app"`
+	IdP          string            `json:"idp"`
+	Subject      string            `json:"subject"`
+	Username     string            `json:"username"`
+	PrevUsername string            `json:"prev_username,omitempty"` // a rename at the IdP
+	Email        string            `json:"email"`
+	DisplayName  string            `json:"display_name"`
+	Attributes   map[string]string `json:"attributes,omitempty"`
+	Groups       []Grant           `json:"groups"`
+	Sync         string            `json:"sync"`
+	Hash         string            `json:"hash"`
+	Why          string            `json:"why"` // "login via okta", "scim", "admin:alice"
+}
+
+// DesiredFor extracts app's desired state from a profile.
+func DesiredFor(p *Profile, app, why string) Desired {
+	ap := p.Apps[app]
+	d := Desired{
+		App: app, IdP: p.IdP, Subject: p.Subject, Username: p.Username,
+		Email: p.Email, DisplayName: p.DisplayName, Attributes: p.Attributes,
+		Hash: p.Hash(app), Why: why, Sync: SyncFull,
+	}
+	if ap != nil {
+		d.Groups, d.Sync = ap.Groups, ap.Sync
+	}
+	return d
+}
+
+// Store is what reconcile needs from persistence.
+type Store interface {
+	store.Provisioning
+	Append(ctx context.Context, events ...store.Event) error
+}
+
+// Reconciler makes apps match desired states with the fewest calls: it
+// reads the actual user and groups, writes only differences, and records
+// each change as an audit event. It is safe for concurrent use.
+type Reconciler struct {
+	Apps  map[string]targets.Directory
+	Store Store
+	Log   *slog.Logger
+	Now   func() time.Time
+	// FastPath is how long an applied profile counts as fresh: a login
+	// whose profile hash matches within it makes no app call. Zero
+	// disables the fast path.
+	FastPath time.Duration
+	// CreateGroups creates a mapped group that does not exist yet.
+	CreateGroups bool
+}
+
+// Outcome is what reconcile did for one app.
+type Outcome struct {
+	App     string
+	Skipped string   // "fast path", "deprovisioned", "" when it ran
+	Changes []string // human summaries, e.g. "added to jira-users"
+	Queued  bool     // a temporary failure was put on the retry queue
+	Err     error
+}
+
+// ErrDeprovisioned means the person was deprovisioned by policy in an app
+// and a login does not bring them back.
+var ErrDeprovisioned = errors.New("deprovisioned by policy")
+
+// Login reconciles every app of the profile concurrently, so the login
+// waits for the slowest app, not the sum. known says the person logged in
+// before: then a temporary app failure queues the change and the login
+// proceeds; for a new person it fails the login, since the app would not
+// know them.
+func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername string, known bool) ([]Outcome, error) {
+	apps := make([]string, 0, len(p.Apps))
+	for app := range p.Apps {
+		if r.Apps[app] != nil {
+			apps = append(apps, app)
+		}
+	}
+	slices.Sort(apps)
+	out := make([]Outcome, len(apps))
+	var wg sync.WaitGroup
+	for i, app := range apps {
+		d := DesiredFor(p, app, "login via "+p.IdP)
+		d.PrevUsername = prevUsername
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = r.Apply(ctx, d, true)
+			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && known {
+				out[i].Queued = r.enqueue(ctx, d, out[i].Err)
+			}
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, o := range out {
+		if o.Err != nil && !o.Queued && !errors.Is(o.Err, ErrDeprovisioned) {
+			errs = append(errs, o.Err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (r *Reconciler) enqueue(ctx context.Context, d Desired, cause error) bool {
+	payload, err := json.Marshal(d)
+	if err == nil {
+		_, err = r.Store.Enqueue(ctx, store.Job{Kind: "reconcile", App: d.App, Key: d.Username, Payload: payload, NotBefore: r.now()})
+	}
+	if err != nil {
+		r.log().Error("queue provisioning retry", "app", d.App, "username", d.Username, "err", err, "cause", cause)
+		return false
+	}
+	r.audit(ctx, d, "queue", "queued", cause.Error())
+	return true
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Reconciler) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.Default()
+}
+
+// Apply makes one app match d. With fast set, an unchanged recent profile
+// is skipped without any app call. Apply is idempotent: it re-reads the
+// actual state first, so a retry after a crash or an outage never applies
+// a change twice.
+func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
+	o := Outcome{App: d.App}
+	dir := r.Apps[d.App]
+	if dir == nil {
+		o.Err = fmt.Errorf("reconcile %s: no such app", d.App)
+		return o
+	}
+	st, err := r.Store.AppState(ctx, d.App, d.Username)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		st = store.AppState{App: d.App, Username: d.Username}
+	case err != nil:
+		o.Err = fmt.Errorf("reconcile %s for %s: read state: %w", d.App, d.Username, err)
+		return o
+	}
+	if st.Deprovisioned {
+		o.Skipped, o.Err = "deprovisioned", fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
+		return o
+	}
+	if fast && r.FastPath > 0 && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath {
+		o.Skipped = "fast path"
+		return o
+	}
+	a := applier{r: r, dir: dir, d: d, o: &o}
+	if err := a.run(ctx); err != nil {
+		o.Err = err
+		return o
+	}
+	st.IdP, st.Subject, st.Hash, st.SyncedAt = d.IdP, d.Subject, d.Hash, r.now()
+	if err := r.Store.PutAppState(ctx, st); err != nil {
+		o.Err = fmt.Errorf("reconcile %s for %s: save state: %w", d.App, d.Username, err)
+	}
+	return o
+}
+
+// applier runs one reconcile of one app.
+type applier struct {
+	r   *Reconciler
+	dir targets.Directory
+	d   Desired
+	o   *Outcome
+}
+
+func (a *applier) change(ctx context.Context, action, detail string) {
+	a.o.Changes = append(a.o.Changes, detail)
+	a.r.audit(ctx, a.d, action, "ok", detail)
+}
+
+func (a *applier) failed(ctx context.Context, action string, err error) error {
+	a.r.audit(ctx, a.d, action, "error", err.Error())
+	return err
+}
+
+func (a *applier) run(ctx context.Context) error {
+	d := a.d
+	u, err := a.dir.GetUser(ctx, d.Username)
+	if errors.Is(err, targets.ErrNotFound) && d.PrevUsername != "" && !strings.EqualFold(d.PrevUsername, d.Username) {
+		u, err = a.rename(ctx)
+	}
+	switch {
+	case errors.Is(err, targets.ErrNotFound):
+		u, err = a.dir.CreateUser(ctx, targets.NewUser{Name: d.Username, DisplayName: d.DisplayName, Email: d.Email})
+		if errors.Is(err, targets.ErrExists) {
+			// A retried create that had landed: read what is there.
+			u, err = a.dir.GetUser(ctx, d.Username)
+		} else if err == nil {
+			a.change(ctx, "app.create", fmt.Sprintf("created %s (%q, %s)", d.Username, d.DisplayName, d.Email))
+		}
+		if err != nil {
+			return a.failed(ctx, "app.create", err)
+		}
+	case err != nil:
+		return a.failed(ctx, "app.read", err)
+	}
+
+	var up targets.Update
+	var what []string
+	if d.DisplayName != "" && u.DisplayName != d.DisplayName {
+		up.DisplayName = &d.DisplayName
+		what = append(what, fmt.Sprintf("display name %q → %q", u.DisplayName, d.DisplayName))
+	}
+	if d.Email != "" && !strings.EqualFold(u.Email, d.Email) {
+		up.Email = &d.Email
+		what = append(what, fmt.Sprintf("e-mail %q → %q", u.Email, d.Email))
+	}
+	if len(what) > 0 {
+		if err := a.dir.UpdateUser(ctx, d.Username, up); err != nil {
+			return a.failed(ctx, "app.update", err)
+		}
+		a.change(ctx, "app.update", strings.Join(what, ", "))
+	}
+	if !u.Active {
+		if err := a.dir.SetActive(ctx, d.Username, true); err != nil {
+			return a.failed(ctx, "app.activate", err)
+		}
+		a.change(ctx, "app.activate", "reactivated "+d.Username)
+	}
+	if err := a.groups(ctx); err != nil {
+		return err
+	}
+	return a.attributes(ctx)
+}
+
+// rename moves the app account of a person whose username changed at the
+// IdP, so the same (idp, subject) keeps one account.
+func (a *applier) rename(ctx context.Context) (*targets.User, error) {
+	d := a.d
+	rn, ok := a.dir.(targets.Renamer)
+	if !ok {
+		return nil, targets.ErrNotFound // the app cannot rename: a new account is made
+	}
+	if _, err := a.dir.GetUser(ctx, d.PrevUsername); err != nil {
+		return nil, err
+	}
+	if err := rn.Rename(ctx, d.PrevUsername, d.Username); err != nil {
+		return nil, a.failed(ctx, "app.rename", err)
+	}
+	a.change(ctx, "app.rename", fmt.Sprintf("renamed %s → %s", d.PrevUsername, d.Username))
+	if err := a.r.Store.RemoveManaged(ctx, d.App, d.PrevUsername, a.managedNames(ctx, d.PrevUsername)...); err != nil {
+		a.r.log().Warn("forget managed groups of old username", "app", d.App, "username", d.PrevUsername, "err", err)
+	}
+	return a.dir.GetUser(ctx, d.Username)
+}
+
+func (a *applier) managedNames(ctx context.Context, username string) []string {
+	ms, err := a.r.Store.Managed(ctx, a.d.App, username)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Group
+	}
+	return names
+}
+
+// groups adds missing desired groups and, in full sync, removes the
+// memberships usher added that are no longer desired. Memberships usher
+// did not add are never removed.
+func (a *applier) groups(ctx context.Context) error {
+	d := a.d
+	actual, err := a.dir.UserGroups(ctx, d.Username)
+	if err != nil {
+		return a.failed(ctx, "app.groups", err)
+	}
+	have := make(map[string]bool, len(actual))
+	for _, g := range actual {
+		have[strings.ToLower(g)] = true
+	}
+	want := make(map[string]bool, len(d.Groups))
+	for _, g := range d.Groups {
+		want[strings.ToLower(g.Group)] = true
+		if have[strings.ToLower(g.Group)] {
+			continue // present already, by usher or by hand: not ours to claim
+		}
+		// Record first, add second: a crash between the two leaves a
+		// record of a membership that is missing, which the next run
+		// forgets and redoes, never a membership usher added but would
+		// not know to remove.
+		m := store.Membership{App: d.App, Username: d.Username, Group: g.Group, IdP: d.IdP, Rule: g.Rule, AddedAt: a.r.now()}
+		if err := a.r.Store.AddManaged(ctx, m); err != nil {
+			return fmt.Errorf("reconcile %s for %s: record managed %s: %w", d.App, d.Username, g.Group, err)
+		}
+		err := a.dir.AddToGroup(ctx, d.Username, g.Group)
+		if errors.Is(err, targets.ErrGroupNotFound) && a.r.CreateGroups {
+			if err = a.dir.CreateGroup(ctx, g.Group); err == nil {
+				a.change(ctx, "app.group.create", "created group "+g.Group)
+				err = a.dir.AddToGroup(ctx, d.Username, g.Group)
+			}
+		}
+		if err != nil {
+			if ferr := a.r.Store.RemoveManaged(context.WithoutCancel(ctx), d.App, d.Username, g.Group); ferr != nil {
+				a.r.log().Warn("forget unapplied membership", "app", d.App, "username", d.Username, "group", g.Group, "err", ferr)
+			}
+			return a.failed(ctx, "app.group.add", fmt.Errorf("add to %s: %w", g.Group, err))
+		}
+		a.change(ctx, "app.group.add", fmt.Sprintf("added to %s (%s)", g.Group, g.Rule))
+		have[strings.ToLower(g.Group)] = true
+	}
+
+	managed, err := a.r.Store.Managed(ctx, d.App, d.Username)
+	if err != nil {
+		return fmt.Errorf("reconcile %s for %s: read managed groups: %w", d.App, d.Username, err)
+	}
+	var forget []string
+	for _, m := range managed {
+		k := strings.ToLower(m.Group)
+		switch {
+		case want[k]:
+		case !have[k]:
+			forget = append(forget, m.Group) // removed by hand meanwhile
+		case d.Sync == SyncAddOnly:
+		default:
+			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); err != nil {
+				return a.failed(ctx, "app.group.remove", fmt.Errorf("remove from %s: %w", m.Group, err))
+			}
+			a.change(ctx, "app.group.remove", "removed from "+m.Group)
+			if err := a.r.Store.RemoveManaged(ctx, d.App, d.Username, m.Group); err != nil {
+				return fmt.Errorf("reconcile %s for %s: forget managed %s: %w", d.App, d.Username, m.Group, err)
+			}
+		}
+	}
+	if len(forget) > 0 {
+		if err := a.r.Store.RemoveManaged(ctx, d.App, d.Username, forget...); err != nil {
+			return fmt.Errorf("reconcile %s for %s: forget managed groups: %w", d.App, d.Username, err)
+		}
+	}
+	return nil
+}
+
+func (a *applier) attributes(ctx context.Context) error {
+	d := a.d
+	as, ok := a.dir.(targets.AttributeSetter)
+	if !ok || len(d.Attributes) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(d.Attributes))
+	for k := range d.Attributes {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	cur, err := as.Attributes(ctx, d.Username, names)
+	if err != nil {
+		return a.failed(ctx, "app.attributes", err)
+	}
+	diff := map[string]string{}
+	var what []string
+	for _, k := range names {
+		if cur[k] != d.Attributes[k] {
+			diff[k] = d.Attributes[k]
+			what = append(what, fmt.Sprintf("%s %q → %q", k, cur[k], d.Attributes[k]))
+		}
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	if err := as.SetAttributes(ctx, d.Username, diff); err != nil {
+		return a.failed(ctx, "app.attributes", err)
+	}
+	a.change(ctx, "app.attributes", strings.Join(what, ", "))
+	return nil
+}
+
+func (r *Reconciler) audit(ctx context.Context, d Desired, action, outcome, detail string) {
+	actor := "login"
+	switch {
+	case strings.HasPrefix(d.Why, "scim"):
+		actor = "scim"
+	case strings.HasPrefix(d.Why, "admin"):
+		actor = d.Why
+	case strings.HasPrefix(d.Why, "retry"):
+		actor = "retry"
+	}
+	e := store.Event{
+		Time: r.now(), Action: action, IdP: d.IdP, Subject: d.Subject, Username: d.Username,
+		App: d.App, Actor: actor, Outcome: outcome, Detail: d.Why + ": " + detail,
+	}
+	// The audit write must not ride on a cancelled login context: the
+	// change happened and must be recorded.
+	if err := r.Store.Append(context.WithoutCancel(ctx), e); err != nil {
+		r.log().Error("audit", "action", action, "app", d.App, "username", d.Username, "err", err)
+	}
+}
