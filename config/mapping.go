@@ -67,8 +67,9 @@ type GroupMapping struct {
 	Sync string `yaml:"sync"`
 }
 
-// GroupMap is one explicit mapping line: exactly one of IdPGroup (a name)
-// or IdPGroupID (an object ID, as Entra sends, compared case-insensitively).
+// GroupMap is one explicit mapping line: exactly one of IdPGroup (a name,
+// compared exactly) or IdPGroupID (an object ID, as Entra sends, compared
+// case-insensitively).
 type GroupMap struct {
 	IdPGroup   string    `yaml:"idp_group"`
 	IdPGroupID string    `yaml:"idp_group_id"`
@@ -84,7 +85,8 @@ type GroupRule struct {
 // Access is who may enter through this IdP, and where.
 type Access struct {
 	// RequireGroups: the user must be in at least one of these IdP groups
-	// (checked before Include/Exclude filter the groups).
+	// (checked before Include/Exclude filter the groups; names compare
+	// exactly, GUID-shaped IDs case-insensitively).
 	RequireGroups []string `yaml:"require_groups"`
 	// RequireClaims: for every claim listed, one of the user's values must
 	// be among the listed values.
