@@ -14,6 +14,9 @@ type Config struct {
 	Headers Headers `yaml:"headers"`
 	Apps    []App   `yaml:"apps"`
 	IdPs    []IdP   `yaml:"idps"`
+	// Provisioning holds the settings just-in-time provisioning shares
+	// across IdPs.
+	Provisioning Provisioning `yaml:"provisioning"`
 
 	// src is the parsed file, kept so that Validate and PathOf can give
 	// line numbers; nil for a Config built in code.
@@ -88,6 +91,10 @@ type App struct {
 	Route    Route  `yaml:"route"`
 	// PassThrough is traffic the app authenticates itself.
 	PassThrough PassThrough `yaml:"pass_through"`
+	// API is how usher reaches the app's REST API to provision users
+	// (credentials, concurrency); decoded strictly into the app kind's own
+	// struct. Without it usher only proxies to the app.
+	API Raw `yaml:"api"`
 }
 
 // Route matches requests to an app by host, path prefix or both. The most
@@ -116,17 +123,8 @@ type IdP struct {
 	// Domains route users to this IdP by the domain of the e-mail address
 	// they type on the chooser page (home-realm discovery).
 	Domains []string `yaml:"domains"`
-	// Claims names the claims usher reads (until the mapping engine takes
-	// over): defaults depend on Type.
-	Claims Claims `yaml:"claims"`
-	Config Raw    `yaml:"config"`
-}
-
-// Claims names the claims that become the identity headers. An empty
-// Username for a SAML IdP means the assertion's NameID.
-type Claims struct {
-	Username    string `yaml:"username"`
-	Email       string `yaml:"email"`
-	DisplayName string `yaml:"display_name"`
-	Groups      string `yaml:"groups"`
+	// Mapping turns the IdP's claims into the app profile: username,
+	// e-mail, display name, attributes, groups, access policy.
+	Mapping Mapping `yaml:"mapping"`
+	Config  Raw     `yaml:"config"`
 }

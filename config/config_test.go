@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestLoadFull(t *testing.T) {
 		t.Errorf("app = %+v", a)
 	}
 	idp := c.IdPs[0]
-	if idp.Name != "Okta" || idp.Claims.Username != "preferred_username" || idp.Config.IsZero() || idp.Config.Path() != "idps[0].config" {
+	if idp.Name != "Okta" || idp.Mapping.Username.Claim != "preferred_username" || idp.Config.IsZero() || idp.Config.Path() != "idps[0].config" {
 		t.Errorf("idp = %+v", idp)
 	}
 	var oc sampleOIDC
@@ -88,14 +89,12 @@ func TestDefaults(t *testing.T) {
 		{"headers.display_name", c.Headers.DisplayName, "X-Remote-Name"},
 		{"headers.groups", c.Headers.Groups, "X-Remote-Groups"},
 		{"idps[0].name", c.IdPs[0].Name, "okta"},
-		{"idps[0].claims.username", c.IdPs[0].Claims.Username, "preferred_username"},
-		{"idps[0].claims.email", c.IdPs[0].Claims.Email, "email"},
-		{"idps[0].claims.display_name", c.IdPs[0].Claims.DisplayName, "name"},
-		{"idps[0].claims.groups", c.IdPs[0].Claims.Groups, "groups"},
-		{"idps[1].claims.username (NameID)", c.IdPs[1].Claims.Username, ""},
-		{"idps[1].claims.email", c.IdPs[1].Claims.Email, "email"},
-		{"idps[1].claims.display_name", c.IdPs[1].Claims.DisplayName, "displayName"},
-		{"idps[1].claims.groups", c.IdPs[1].Claims.Groups, "groups"},
+		{"idps[0].mapping.username", fmt.Sprint(c.IdPs[0].Mapping.Username.Claim), "preferred_username"},
+		{"idps[0].mapping.display_name", fmt.Sprint(c.IdPs[0].Mapping.DisplayName.Claim), "name"},
+		{"idps[1].mapping.username (NameID)", fmt.Sprint(c.IdPs[1].Mapping.Username.Claim), "nameid"},
+		{"idps[1].mapping.display_name", fmt.Sprint(c.IdPs[1].Mapping.DisplayName.Claim), "displayName"},
+		{"idps[1].mapping.groups.claim", c.IdPs[1].Mapping.Groups.Claim, "groups"},
+		{"provisioning.on_app_down", c.Provisioning.OnAppDown, "allow_known"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {

@@ -139,18 +139,15 @@ func applyDefaults(c *Config) {
 	for i := range c.IdPs {
 		idp := &c.IdPs[i]
 		setDefault(&idp.Name, idp.ID)
-		switch idp.Type {
-		case "oidc":
-			setDefault(&idp.Claims.Username, "preferred_username")
-			setDefault(&idp.Claims.Email, "email")
-			setDefault(&idp.Claims.DisplayName, "name")
-			setDefault(&idp.Claims.Groups, "groups")
-		case "saml":
-			// Username stays "": the assertion's NameID.
-			setDefault(&idp.Claims.Email, "email")
-			setDefault(&idp.Claims.DisplayName, "displayName")
-			setDefault(&idp.Claims.Groups, "groups")
-		}
+		idp.Mapping = idp.Mapping.WithDefaults(idp.Type)
+	}
+	if c.Provisioning.FastPath == 0 {
+		c.Provisioning.FastPath = time.Hour
+	}
+	setDefault(&c.Provisioning.OnAppDown, "allow_known")
+	if c.Provisioning.CreateGroups == nil {
+		yes := true
+		c.Provisioning.CreateGroups = &yes
 	}
 }
 

@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // Mapping is how one IdP's claims become the profile usher provisions in
 // each app (the `mapping:` block of an IdP entry). It is data only: package
 // jit fills the defaults, compiles and checks it, and reports problems with
@@ -106,4 +108,48 @@ type Provisioning struct {
 	// NFKC and lowercasing, written like a regexp class body without the
 	// brackets; default "a-z0-9._@+-".
 	UsernameAllowed string `yaml:"username_allowed"`
+	// FastPath is how long an applied profile counts as fresh: a login
+	// with an unchanged profile within it makes no app call. Default 1h.
+	FastPath time.Duration `yaml:"fast_path"`
+	// OnAppDown decides a login while an app is unreachable:
+	// "allow_known" (default) lets people the app already knows in and
+	// queues their changes; "deny" refuses every login that cannot be
+	// provisioned. A new person is always refused then.
+	OnAppDown string `yaml:"on_app_down"`
+	// CreateGroups creates mapped groups missing in an app (default true).
+	CreateGroups *bool `yaml:"create_groups"`
+}
+
+// WithDefaults returns m with the defaults for an IdP of type idpType
+// ("oidc" or "saml"): username from preferred_username (OIDC) or the
+// SAML NameID, e-mail from email, display name from name (OIDC) or
+// displayName (SAML), groups from the groups claim, full group sync and
+// provisioning on login. A value rule gets its default claim only when it
+// names neither a claim nor a template.
+func (m Mapping) WithDefaults(idpType string) Mapping {
+	fill := func(r *ValueRule, claim string) {
+		if r.Claim == nil && r.Template == "" && claim != "" {
+			r.Claim = claim
+		}
+	}
+	var user, name string
+	switch idpType {
+	case "oidc":
+		user, name = "preferred_username", "name"
+	case "saml":
+		user, name = "nameid", "displayName"
+	}
+	fill(&m.Username, user)
+	fill(&m.Email, "email")
+	fill(&m.DisplayName, name)
+	if m.Groups.Claim == "" {
+		m.Groups.Claim = "groups"
+	}
+	if m.Groups.Sync == "" {
+		m.Groups.Sync = "full"
+	}
+	if m.Provisioning == "" {
+		m.Provisioning = "on_login"
+	}
+	return m
 }

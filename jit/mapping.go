@@ -55,39 +55,9 @@ func DefaultPrivilegedGroups() config.AppGroups {
 	}
 }
 
-// Defaults returns m with the defaults for an IdP of type idpType ("oidc"
-// or "saml") filled in: the username from preferred_username (OIDC) or the
-// SAML NameID, email from email, display name from name (OIDC) or
-// displayName (SAML), groups from the groups claim, full group sync and
-// provisioning on login. A value rule gets its default claim only when it
-// names neither a claim nor a template.
-func Defaults(idpType string, m config.Mapping) config.Mapping {
-	fill := func(r *config.ValueRule, claim string) {
-		if r.Claim == nil && r.Template == "" && claim != "" {
-			r.Claim = claim
-		}
-	}
-	var user, name string
-	switch idpType {
-	case "oidc":
-		user, name = "preferred_username", "name"
-	case "saml":
-		user, name = "nameid", "displayName"
-	}
-	fill(&m.Username, user)
-	fill(&m.Email, "email")
-	fill(&m.DisplayName, name)
-	if m.Groups.Claim == "" {
-		m.Groups.Claim = "groups"
-	}
-	if m.Groups.Sync == "" {
-		m.Groups.Sync = SyncFull
-	}
-	if m.Provisioning == "" {
-		m.Provisioning = ProvisionOnLogin
-	}
-	return m
-}
+// Defaults returns m with the defaults for an IdP of type idpType; see
+// config.Mapping.WithDefaults, the one place they are defined.
+func Defaults(idpType string, m config.Mapping) config.Mapping { return m.WithDefaults(idpType) }
 
 // ErrDenied marks an access-policy refusal; errors.Is(err, ErrDenied) holds
 // for every *DeniedError.

@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
-	"unicode/utf8"
 
-	"golang.org/x/text/unicode/norm"
-
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -162,13 +161,29 @@ func (h *Handler) callback(typ string) http.HandlerFunc {
 	}
 }
 
-// establish binds the identity, records the login and issues the session.
+// establish maps the identity to a profile, applies the access policy,
+// binds the identity, provisions the apps and issues the session.
 func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id providers.Identity, rd string) {
 	ctx := r.Context()
 	now := h.now()
-	p, err := profileOf(idp, id)
-	if err != nil {
-		h.refuse(w, r, id.IdP, id.Subject, err, "Your account could not be mapped to a user name: "+err.Error()+".")
+	p, err := idp.Mapper.Map(id)
+	var denied *jit.DeniedError
+	switch {
+	case errors.As(err, &denied):
+		h.audit(r, store.Event{Action: "login.denied", IdP: id.IdP, Subject: id.Subject, Outcome: "refused", Detail: denied.Reason})
+		h.fail(w, r, http.StatusForbidden, "Access denied", "You signed in, but "+denied.Reason+".", err)
+		return
+	case err != nil:
+		h.refuse(w, r, id.IdP, id.Subject, err, "Your account could not be mapped: "+err.Error()+".")
+		return
+	}
+	for _, warn := range p.Warnings {
+		h.log.Warn("mapping", "idp", id.IdP, "subject", id.Subject, "warning", warn, "request_id", requestID(r))
+	}
+	prev, err := h.opt.Store.Binding(ctx, id.IdP, id.Subject)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not read your account. Try again in a moment.", fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
 	_, err = h.opt.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: now})
@@ -177,18 +192,37 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		h.fail(w, r, http.StatusForbidden, "Account name already in use", "The user name "+p.Username+" already belongs to another account, so usher will not sign you in as that user. Ask your administrator to link the accounts.", err)
 		return
 	}
-	if err == nil {
-		err = h.opt.Store.RecordLogin(ctx, id.IdP, id.Subject, now)
-	}
 	if err != nil {
+		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err))
+		return
+	}
+	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionOnLogin {
+		prevName := ""
+		if known && prev.Username != p.Username {
+			prevName = prev.Username
+		}
+		outs, err := h.opt.Provisioner.Login(ctx, p, prevName, known && h.opt.QueueWhenDown)
+		if err != nil {
+			var apps []string
+			for _, o := range outs {
+				if o.Err != nil && !o.Queued {
+					apps = append(apps, o.App)
+				}
+			}
+			h.audit(r, store.Event{Action: "login.failed", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "error", Detail: err.Error()})
+			h.fail(w, r, http.StatusServiceUnavailable, "Your account could not be set up", "usher could not set up your account in "+strings.Join(apps, ", ")+". Try again in a few minutes.", err)
+			return
+		}
+	}
+	if err := h.opt.Store.RecordLogin(ctx, id.IdP, id.Subject, now); err != nil {
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
 	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok"})
 	s := &session.Session{
 		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
-		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.Groups,
-		LogoutHint: id.LogoutHint, Created: now, Seen: now,
+		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
+		Apps: h.allowedApps(p), LogoutHint: id.LogoutHint, Created: now, Seen: now,
 	}
 	if err := h.opt.Codec.Save(w, s); err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not create your session.", err)
@@ -199,63 +233,24 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	http.Redirect(w, r, rd, http.StatusFound)
 }
 
-// profile is what the session carries about a person.
-type profile struct {
-	Username, Email, DisplayName string
-	Groups                       []string
-}
-
-// profileOf derives the profile from an identity's claims. The username
-// is normalised by one rule, Unicode NFKC then lowercase, and refused when
-// it holds anything but letters, digits and . _ @ + -, so that two
-// spellings can never silently become one account.
-func profileOf(idp *IdP, id providers.Identity) (profile, error) {
-	claim := idp.Claims.Username
-	if claim == "" {
-		claim = "nameid"
-	}
-	raw := id.Claim(claim)
-	if raw == "" {
-		return profile{}, fmt.Errorf("the identity provider sent no %q claim", claim)
-	}
-	u, err := NormalizeUsername(raw)
-	if err != nil {
-		return profile{}, err
-	}
-	return profile{
-		Username:    u,
-		Email:       id.Claim(idp.Claims.Email),
-		DisplayName: id.Claim(idp.Claims.DisplayName),
-		Groups:      id.Claims[idp.Claims.Groups],
-	}, nil
-}
-
-// NormalizeUsername applies usher's username rule: Unicode NFKC, then
-// lowercase, then only ASCII letters, digits and . _ @ + - are allowed.
-// Input that NFKC would change (full-width letters, the Kelvin sign,
-// ligatures) is refused rather than folded, so that two different IdP
-// spellings can never silently become one app account; the identity
-// binding in the store is the second line of defence.
-func NormalizeUsername(raw string) (string, error) {
-	if !utf8.ValidString(raw) {
-		return "", errors.New("user name is not valid UTF-8")
-	}
-	n := norm.NFKC.String(raw)
-	if n != raw {
-		return "", fmt.Errorf("user name %q holds compatibility characters", raw)
-	}
-	if len(n) == 0 || len(n) > 255 {
-		return "", fmt.Errorf("user name %q is empty or too long", raw)
-	}
-	// Check before lowercasing: Unicode lowercasing maps some non-ASCII
-	// letters into ASCII (U+0130 "İ" becomes "i").
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '+' || c == '-') {
-			return "", fmt.Errorf("user name %q holds the character %q, which is not allowed", raw, c)
+// allowedApps is the session's app list: nil when the profile allows
+// every routed app, so the common case costs nothing per request.
+func (h *Handler) allowedApps(p *jit.Profile) []string {
+	all := true
+	for _, a := range h.apps {
+		if p.Apps[a.Name] == nil {
+			all = false
 		}
 	}
-	u := strings.ToLower(n)
-	return u, nil
+	if all {
+		return nil
+	}
+	apps := []string{}
+	for name := range p.Apps {
+		apps = append(apps, name)
+	}
+	slices.Sort(apps)
+	return apps
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, idp, subject string, err error, msg string) {

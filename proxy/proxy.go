@@ -5,14 +5,17 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -26,12 +29,19 @@ type App struct {
 	Forwarder   *Forwarder
 }
 
-// IdP is one configured identity provider with its display settings.
+// IdP is one configured identity provider with its display settings and
+// the mapping from its claims to the app profile.
 type IdP struct {
 	Provider providers.Provider
 	Name     string
 	Domains  []string
-	Claims   config.Claims
+	Mapper   *jit.Mapper
+}
+
+// Provisioner brings the apps in line with a person's profile at login
+// (jit.Reconciler).
+type Provisioner interface {
+	Login(ctx context.Context, p *jit.Profile, prevUsername string, known bool) ([]jit.Outcome, error)
 }
 
 // Options configure a Handler.
@@ -42,9 +52,14 @@ type Options struct {
 	Codec       *session.Codec
 	Revocations *session.Revocations
 	Store       store.Store
-	FlowTimeout time.Duration
-	Log         *slog.Logger
-	Now         func() time.Time
+	// Provisioner, when set, provisions on login (mapping.provisioning:
+	// on_login). QueueWhenDown lets people the apps already know log in
+	// while an app is down, with their changes queued.
+	Provisioner   Provisioner
+	QueueWhenDown bool
+	FlowTimeout   time.Duration
+	Log           *slog.Logger
+	Now           func() time.Time
 }
 
 // Handler serves everything on usher's public listener.
@@ -151,6 +166,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s, refresh, err := h.opt.Codec.Load(r) // also consults revocations
 	if err != nil {
 		h.unauthenticated(w, r, err)
+		return
+	}
+	if s.Apps != nil && !slices.Contains(s.Apps, app.Name) {
+		h.fail(w, r, http.StatusForbidden, "No access to "+app.Name, "Your account is not allowed to use "+app.Name+". Ask your administrator if you need it.", nil)
 		return
 	}
 	if refresh {

@@ -133,21 +133,46 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, err
 	}
 	if cfg != nil {
-		for i, idp := range cfg.IdPs {
-			if _, perr := providerConfig(cfg, i); perr != nil {
-				var pe config.Errors
-				if errors.As(perr, &pe) {
-					errs = append(errs, pe...)
-				} else {
-					errs = append(errs, idp.Config.ErrorAt("", perr.Error()))
-				}
+		add := func(err error, at func(string) config.Error) {
+			var pe config.Errors
+			switch {
+			case err == nil:
+			case errors.As(err, &pe):
+				errs = append(errs, pe...)
+			default:
+				errs = append(errs, at(err.Error()))
 			}
 		}
+		for i, idp := range cfg.IdPs {
+			_, err := providerConfig(cfg, i)
+			add(err, func(msg string) config.Error { return idp.Config.ErrorAt("", msg) })
+			_, err = mapperFor(cfg, i)
+			add(err, func(msg string) config.Error { return cfg.ErrorAt(fmt.Sprintf("idps[%d]", i), msg) })
+		}
+		for i, app := range cfg.Apps {
+			_, err := targetConfig(cfg, i)
+			add(err, func(msg string) config.Error { return app.API.ErrorAt("", msg) })
+		}
+		errs = dedupe(errs)
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// dedupe drops repeats: a problem in the shared provisioning block is
+// reported once, not once per IdP.
+func dedupe(errs config.Errors) config.Errors {
+	seen := map[string]bool{}
+	out := errs[:0]
+	for _, e := range errs {
+		if k := e.Error(); !seen[k] {
+			seen[k] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func newLogger(w io.Writer) *slog.Logger {

@@ -44,7 +44,11 @@ func startSAMLIdP(t *testing.T, dir string, idps *strings.Builder) *samltest.IdP
     name: Corp SAML
     type: saml
     domains: [corp.test]
-    claims: {username: uid, email: mail, display_name: cn, groups: eduPersonAffiliation}
+    mapping:
+      username: {claim: uid}
+      email: {claim: mail}
+      display_name: {claim: cn}
+      groups: {claim: eduPersonAffiliation}
     config:
       metadata_url: %s
       sp_key: {file: %s}
@@ -123,7 +127,7 @@ func TestSAMLLoginReachesUpstream(t *testing.T) {
 	h := e.upstream.lastHeader()
 	for k, want := range map[string]string{
 		"X-Remote-User": "carol", "X-Remote-Email": "carol@corp.test",
-		"X-Remote-Name": "Carol Chen", "X-Remote-Groups": "Support,Staff",
+		"X-Remote-Name": "Carol Chen", "X-Remote-Groups": "Staff,Support",
 	} {
 		if got := h.Get(k); got != want {
 			t.Errorf("upstream %s = %q, want %q", k, got, want)

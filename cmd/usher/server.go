@@ -9,15 +9,18 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/postgres"
 	"github.com/usherhq/usher/store/sqlite"
+	"github.com/usherhq/usher/targets"
 )
 
 // Main is one running usher. Tests build it with a ":0" listener and a temp
@@ -37,6 +40,13 @@ type Main struct {
 	ln      net.Listener
 	closers []io.Closer
 	served  chan error
+
+	reconciler *jit.Reconciler
+	worker     *jit.Worker
+	stopWorker func()
+	// NoWorker keeps the retry worker from running in the background
+	// (tests drain the queue themselves).
+	NoWorker bool
 }
 
 // Open starts everything: store, providers, the public listener. On error
@@ -103,7 +113,41 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		if cl, ok := p.(io.Closer); ok {
 			m.closers = append(m.closers, cl)
 		}
-		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Claims: c.Claims})
+		mapper, err := mapperFor(cfg, i)
+		if err != nil {
+			return err
+		}
+		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Mapper: mapper})
+	}
+
+	var provisioner proxy.Provisioner
+	dirs := map[string]targets.Directory{}
+	for i, a := range cfg.Apps {
+		tc, err := targetConfig(cfg, i)
+		if err != nil {
+			return err
+		}
+		if tc == nil {
+			continue
+		}
+		dir, err := tc.Open(a.Name, targets.Deps{Upstream: mustParse(a.Upstream), Log: m.Log.With("app", a.Name), Now: m.Now})
+		if err != nil {
+			return fmt.Errorf("app %s: %w", a.Name, err)
+		}
+		dirs[a.Name] = dir
+	}
+	if len(dirs) > 0 {
+		ps, ok := m.store.(jit.Store)
+		if !ok {
+			return fmt.Errorf("store %s cannot hold provisioning state", cfg.Store.Driver)
+		}
+		rec := &jit.Reconciler{
+			Apps: dirs, Store: ps, Log: m.Log, Now: m.Now,
+			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
+		}
+		provisioner = rec
+		m.worker = &jit.Worker{Reconciler: rec, Store: ps, Owner: workerName()}
+		m.reconciler = rec
 	}
 
 	names := proxy.HeaderNames{
@@ -133,7 +177,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 
 	m.handler = proxy.New(proxy.Options{
 		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Revocations: m.revoked,
-		Store: m.store, FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
+		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
+		FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
 	})
 	if m.ln == nil {
 		if m.ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
@@ -149,7 +194,24 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.srv.Serve(m.ln) }()
+	if m.worker != nil && !m.NoWorker {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); m.worker.Run(wctx) }()
+		m.stopWorker = func() { cancel(); <-done }
+	}
 	return nil
+}
+
+func mustParse(s string) *url.URL {
+	u, _ := url.Parse(s) // validated by config
+	return u
+}
+
+// workerName identifies this process in job leases.
+func workerName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
 
 func openStore(ctx context.Context, c config.Store) (store.Store, error) {
@@ -205,6 +267,10 @@ func (m *Main) Wait(ctx context.Context) error {
 
 // Close stops the listener and releases the store and providers.
 func (m *Main) Close() error {
+	if m.stopWorker != nil {
+		m.stopWorker() // finishes the job at hand first
+		m.stopWorker = nil
+	}
 	var errs []error
 	if m.srv != nil {
 		errs = append(errs, m.srv.Close())

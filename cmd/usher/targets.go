@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/targets"
+	"github.com/usherhq/usher/targets/bitbucket"
+	"github.com/usherhq/usher/targets/confluence"
+	"github.com/usherhq/usher/targets/crowd"
+	"github.com/usherhq/usher/targets/jira"
+)
+
+// targetKinds maps an app's `kind:` to its REST adapter config. A generic
+// app has none: usher only proxies to it.
+var targetKinds = map[string]func() targets.Config{
+	"jira":       func() targets.Config { return new(jira.Config) },
+	"confluence": func() targets.Config { return new(confluence.Config) },
+	"bitbucket":  func() targets.Config { return new(bitbucket.Config) },
+	"crowd":      func() targets.Config { return new(crowd.Config) },
+}
+
+// targetConfig decodes app i's `api:` block strictly into its kind's
+// struct; nil when the app has no API block (proxy only).
+func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
+	app := cfg.Apps[i]
+	if app.API.IsZero() {
+		return nil, nil
+	}
+	newConfig, ok := targetKinds[app.Kind]
+	if !ok {
+		return nil, config.Errors{app.API.ErrorAt("", fmt.Sprintf("apps of kind %q cannot be provisioned; remove the api block", app.Kind))}
+	}
+	tc := newConfig()
+	if err := app.API.Decode(tc); err != nil {
+		return nil, err
+	}
+	if errs := app.API.Errors(tc.Validate()); len(errs) > 0 {
+		return nil, errs
+	}
+	return tc, nil
+}
+
+// mapperFor compiles IdP i's mapping against the configured apps.
+func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
+	idp := cfg.IdPs[i]
+	apps := make([]string, len(cfg.Apps))
+	for j, a := range cfg.Apps {
+		apps[j] = a.Name
+	}
+	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps)
+	if err != nil {
+		return nil, mappingErrors(cfg, i, err)
+	}
+	m.SetName(idp.Name)
+	return m, nil
+}
+
+// mappingErrors places mapping problems at their YAML lines: fields
+// starting "mapping." are inside idps[i], "provisioning." at the root.
+func mappingErrors(cfg *config.Config, i int, err error) error {
+	errs := []error{err}
+	if u, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = u.Unwrap()
+	}
+	var out config.Errors
+	for _, e := range errs {
+		var fe *providers.FieldError
+		switch {
+		case !errors.As(e, &fe):
+			out = append(out, cfg.ErrorAt(fmt.Sprintf("idps[%d].mapping", i), e.Error()))
+		case strings.HasPrefix(fe.Field, "provisioning."):
+			out = append(out, cfg.ErrorAt(fe.Field, fe.Msg))
+		default:
+			out = append(out, cfg.ErrorAt(fmt.Sprintf("idps[%d].%s", i, fe.Field), fe.Msg))
+		}
+	}
+	return out
+}
