@@ -420,3 +420,23 @@ func (i *IdP) leaving(resp *http.Response) (string, bool) {
 func (i *IdP) owns(u *url.URL) bool {
 	return strings.HasPrefix(u.Scheme+"://"+u.Host+"/", i.issuer+"/")
 }
+
+// SetUser adds a user or replaces the one with the same Subject, so a test
+// can change groups or names between two logins.
+func (i *IdP) SetUser(u User) {
+	st := i.store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if old, ok := st.users[u.Subject]; ok {
+		delete(st.byName, old.Username)
+		if st.byName[old.Email] == old {
+			delete(st.byName, old.Email)
+		}
+	}
+	u.Groups = append([]string(nil), u.Groups...)
+	st.users[u.Subject] = &u
+	st.byName[u.Username] = &u
+	if _, taken := st.byName[u.Email]; u.Email != "" && !taken {
+		st.byName[u.Email] = &u
+	}
+}

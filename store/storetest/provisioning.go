@@ -1,0 +1,664 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/store"
+)
+
+// suiteClock is the store's injected clock in the provisioning and
+// coordination suites: tests move it instead of sleeping.
+type suiteClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *suiteClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *suiteClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type clockedTest[S any] struct {
+	name string
+	fn   func(t *testing.T, s S, clock *suiteClock)
+}
+
+// runClocked runs each test on a fresh store whose clock starts at base,
+// closing the store afterwards when it can be closed.
+func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Time) S, tests []clockedTest[S]) {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &suiteClock{now: base}
+			s := open(t, clock.Now)
+			t.Cleanup(func() {
+				if c, ok := any(s).(io.Closer); ok {
+					if err := c.Close(); err != nil {
+						t.Errorf("close: %v", err)
+					}
+				}
+			})
+			tt.fn(t, s, clock)
+		})
+	}
+}
+
+// RunProvisioning runs the store.Provisioning conformance suite as
+// subtests. open must return a store on a fresh, empty, migrated database
+// that takes its time from now; the suite closes it if it is an io.Closer.
+func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time) store.Provisioning) {
+	runClocked(t, open, []clockedTest[store.Provisioning]{
+		{"AppState", testAppState},
+		{"AppStatesPaging", testAppStatesPaging},
+		{"Managed", testManaged},
+		{"EnqueueDedup", testEnqueueDedup},
+		{"ClaimOrder", testClaimOrder},
+		{"CompleteRetry", testCompleteRetry},
+		{"CompleteAfterReenqueue", testCompleteAfterReenqueue},
+		{"QueueStats", testQueueStats},
+		{"ConcurrentClaim", testConcurrentClaim},
+		{"ProvisioningContextCanceled", testProvisioningCanceled},
+	})
+}
+
+func sameAppState(t *testing.T, what string, got, want store.AppState) {
+	t.Helper()
+	want.SyncedAt, want.DeprovisionedAt = msOrZero(want.SyncedAt), msOrZero(want.DeprovisionedAt)
+	if got.App != want.App || got.Username != want.Username || got.IdP != want.IdP ||
+		got.Subject != want.Subject || got.Hash != want.Hash || !got.SyncedAt.Equal(want.SyncedAt) ||
+		got.Deprovisioned != want.Deprovisioned || !got.DeprovisionedAt.Equal(want.DeprovisionedAt) ||
+		got.DeprovisionedReason != want.DeprovisionedReason {
+		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+	inUTC(t, what, got.SyncedAt, got.DeprovisionedAt)
+}
+
+func msOrZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return ms(t)
+}
+
+func inUTC(t *testing.T, what string, times ...time.Time) {
+	t.Helper()
+	for _, tm := range times {
+		if !tm.IsZero() && tm.Location() != time.UTC {
+			t.Fatalf("%s: time %v not in UTC", what, tm)
+		}
+	}
+}
+
+func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	if _, err := s.AppState(ctx, "jira", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AppState of nobody = %v, want ErrNotFound", err)
+	}
+	st := store.AppState{App: "jira", Username: "alice", IdP: "okta", Subject: "123", Hash: "h1", SyncedAt: base}
+	if err := s.PutAppState(ctx, st); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	got, err := s.AppState(ctx, "jira", "alice")
+	if err != nil {
+		t.Fatalf("AppState: %v", err)
+	}
+	sameAppState(t, "AppState", got, st)
+	// The apps compare usernames case-insensitively; so does the store.
+	if got, err = s.AppState(ctx, "jira", "ALICE"); err != nil {
+		t.Fatalf("AppState(ALICE): %v", err)
+	}
+	sameAppState(t, "AppState(ALICE)", got, st)
+	if _, err := s.AppState(ctx, "confluence", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AppState in another app = %v, want ErrNotFound", err)
+	}
+
+	// Replacing, under another spelling, replaces everything.
+	st2 := store.AppState{App: "jira", Username: "Alice", IdP: "entra", Subject: "9", Hash: "h2",
+		SyncedAt: base.Add(time.Hour), Deprovisioned: true, DeprovisionedAt: base.Add(2 * time.Hour),
+		DeprovisionedReason: "sweep: gone from okta"}
+	if err := s.PutAppState(ctx, st2); err != nil {
+		t.Fatalf("PutAppState again: %v", err)
+	}
+	if got, err = s.AppState(ctx, "jira", "alice"); err != nil {
+		t.Fatalf("AppState: %v", err)
+	}
+	sameAppState(t, "replaced", got, st2)
+	// And back: zero times stay zero.
+	st3 := store.AppState{App: "jira", Username: "alice", Hash: "h3"}
+	if err := s.PutAppState(ctx, st3); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	if got, err = s.AppState(ctx, "jira", "alice"); err != nil {
+		t.Fatalf("AppState: %v", err)
+	}
+	sameAppState(t, "reactivated", got, st3)
+
+	for _, bad := range []store.AppState{{Username: "x"}, {App: "jira"}} {
+		if err := s.PutAppState(ctx, bad); err == nil {
+			t.Errorf("PutAppState(%+v) succeeded, want a validation error", bad)
+		}
+	}
+}
+
+func usernames(sts []store.AppState) []string {
+	var u []string
+	for _, st := range sts {
+		u = append(u, st.Username)
+	}
+	return u
+}
+
+func testAppStatesPaging(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	for _, u := range []string{"dave", "Bob", "alice", "carol", "Eve"} {
+		if err := s.PutAppState(ctx, store.AppState{App: "jira", Username: u, Hash: "h-" + u}); err != nil {
+			t.Fatalf("PutAppState: %v", err)
+		}
+	}
+	if err := s.PutAppState(ctx, store.AppState{App: "confluence", Username: "zed"}); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	page := func(after string, limit int) []string {
+		t.Helper()
+		sts, err := s.AppStates(ctx, "jira", after, limit)
+		if err != nil {
+			t.Fatalf("AppStates(%q, %d): %v", after, limit, err)
+		}
+		for _, st := range sts {
+			if st.App != "jira" || st.Hash != "h-"+st.Username {
+				t.Fatalf("AppStates returned %+v", st)
+			}
+		}
+		return usernames(sts)
+	}
+	// Ordered as the apps compare names: case does not sort "Bob" first.
+	tests := []struct {
+		after string
+		limit int
+		want  []string
+	}{
+		{"", 2, []string{"alice", "Bob"}},
+		{"Bob", 2, []string{"carol", "dave"}},
+		{"dave", 2, []string{"Eve"}},
+		{"Eve", 2, nil},
+		{"bob", 10, []string{"carol", "dave", "Eve"}},
+		{"", 0, []string{"alice", "Bob", "carol", "dave", "Eve"}},
+	}
+	for _, tt := range tests {
+		if got := page(tt.after, tt.limit); !slices.Equal(got, tt.want) {
+			t.Errorf("AppStates(after %q, limit %d) = %v, want %v", tt.after, tt.limit, got, tt.want)
+		}
+	}
+	sts, err := s.AppStates(ctx, "confluence", "", 10)
+	if err != nil || !slices.Equal(usernames(sts), []string{"zed"}) {
+		t.Fatalf("AppStates(confluence) = %v, %v; want [zed]", usernames(sts), err)
+	}
+}
+
+func managed(t *testing.T, s store.Provisioning, app, username string) []store.Membership {
+	t.Helper()
+	ms, err := s.Managed(context.Background(), app, username)
+	if err != nil {
+		t.Fatalf("Managed(%s, %s): %v", app, username, err)
+	}
+	for _, m := range ms {
+		inUTC(t, "Managed", m.AddedAt)
+	}
+	return ms
+}
+
+func groups(ms []store.Membership) []string {
+	var g []string
+	for _, m := range ms {
+		g = append(g, m.Group)
+	}
+	return g
+}
+
+func testManaged(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	if ms := managed(t, s, "jira", "alice"); len(ms) != 0 {
+		t.Fatalf("Managed of nobody = %v", ms)
+	}
+	if err := s.AddManaged(ctx); err != nil {
+		t.Fatalf("AddManaged(): %v", err)
+	}
+	users := store.Membership{App: "jira", Username: "alice", Group: "jira-users", IdP: "okta", Rule: "map[0]", AddedAt: base}
+	admins := store.Membership{App: "jira", Username: "alice", Group: "Jira-Admins", IdP: "okta", Rule: "rules[1]", AddedAt: base.Add(time.Minute)}
+	if err := s.AddManaged(ctx, users, admins,
+		store.Membership{App: "confluence", Username: "alice", Group: "confluence-users", IdP: "okta", Rule: "default"},
+		store.Membership{App: "jira", Username: "bob", Group: "jira-users", IdP: "entra", Rule: "default"},
+	); err != nil {
+		t.Fatalf("AddManaged: %v", err)
+	}
+	got := managed(t, s, "jira", "Alice")
+	admins.AddedAt, users.AddedAt = ms(admins.AddedAt), ms(users.AddedAt)
+	if len(got) != 2 || got[0] != admins || got[1] != users {
+		t.Fatalf("Managed(jira, Alice) =\n %+v\nwant\n %+v", got, []store.Membership{admins, users})
+	}
+
+	// Adding a group again in another case is the same group: the stored
+	// spelling and AddedAt stay, the grant is the latest.
+	if err := s.AddManaged(ctx, store.Membership{App: "jira", Username: "ALICE", Group: "JIRA-ADMINS",
+		IdP: "entra", Rule: "map[2]", AddedAt: base.Add(time.Hour)}); err != nil {
+		t.Fatalf("AddManaged again: %v", err)
+	}
+	got = managed(t, s, "jira", "alice")
+	admins.IdP, admins.Rule = "entra", "map[2]"
+	if len(got) != 2 || got[0] != admins {
+		t.Fatalf("after re-adding: %+v, want first %+v", got, admins)
+	}
+
+	// A zero AddedAt means now.
+	clock.Add(time.Minute)
+	if err := s.AddManaged(ctx, store.Membership{App: "jira", Username: "alice", Group: "jira-devs"}); err != nil {
+		t.Fatalf("AddManaged: %v", err)
+	}
+	got = managed(t, s, "jira", "alice")
+	if !slices.Equal(groups(got), []string{"Jira-Admins", "jira-devs", "jira-users"}) || !got[1].AddedAt.Equal(ms(clock.Now())) {
+		t.Fatalf("after adding jira-devs: %+v", got)
+	}
+
+	if err := s.RemoveManaged(ctx, "jira", "ALICE", "jira-ADMINS", "jira-devs", "never-added"); err != nil {
+		t.Fatalf("RemoveManaged: %v", err)
+	}
+	if err := s.RemoveManaged(ctx, "jira", "alice"); err != nil {
+		t.Fatalf("RemoveManaged of no groups: %v", err)
+	}
+	if err := s.RemoveManaged(ctx, "jira", "nobody", "jira-users"); err != nil {
+		t.Fatalf("RemoveManaged of nobody: %v", err)
+	}
+	if g := groups(managed(t, s, "jira", "alice")); !slices.Equal(g, []string{"jira-users"}) {
+		t.Fatalf("after RemoveManaged: %v, want [jira-users]", g)
+	}
+	if g := groups(managed(t, s, "jira", "bob")); !slices.Equal(g, []string{"jira-users"}) {
+		t.Fatalf("bob's groups: %v, want [jira-users]", g)
+	}
+	if g := groups(managed(t, s, "confluence", "alice")); !slices.Equal(g, []string{"confluence-users"}) {
+		t.Fatalf("alice's confluence groups: %v", g)
+	}
+
+	for _, bad := range []store.Membership{{Username: "a", Group: "g"}, {App: "jira", Group: "g"}, {App: "jira", Username: "a"}} {
+		if err := s.AddManaged(ctx, bad); err == nil {
+			t.Errorf("AddManaged(%+v) succeeded, want a validation error", bad)
+		}
+	}
+}
+
+func mustEnqueue(t *testing.T, s store.Provisioning, j store.Job) int64 {
+	t.Helper()
+	id, err := s.Enqueue(context.Background(), j)
+	if err != nil {
+		t.Fatalf("Enqueue(%s/%s/%s): %v", j.Kind, j.App, j.Key, err)
+	}
+	return id
+}
+
+func claim(t *testing.T, s store.Provisioning, owner string, now time.Time, limit int, lease time.Duration) []store.Job {
+	t.Helper()
+	jobs, err := s.Claim(context.Background(), owner, now, limit, lease)
+	if err != nil {
+		t.Fatalf("Claim(%s): %v", owner, err)
+	}
+	for _, j := range jobs {
+		inUTC(t, "Claim", j.NotBefore, j.CreatedAt, j.UpdatedAt)
+	}
+	return jobs
+}
+
+func jobIDs(jobs []store.Job) []int64 {
+	var ids []int64
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
+func queue(t *testing.T, s store.Provisioning) store.QueueStats {
+	t.Helper()
+	st, err := s.Queue(context.Background())
+	if err != nil {
+		t.Fatalf("Queue: %v", err)
+	}
+	return st
+}
+
+func testEnqueueDedup(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	id := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte(`{"v":1}`), NotBefore: base.Add(time.Minute)})
+	clock.Add(10 * time.Second)
+	again := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte(`{"v":2}`), NotBefore: base.Add(2 * time.Minute)})
+	if again != id {
+		t.Fatalf("Enqueue of a pending (kind, app, key) gave ID %d, want %d", again, id)
+	}
+	others := map[int64]bool{id: true}
+	for _, j := range []store.Job{
+		{Kind: "deprovision", App: "jira", Key: "alice"},
+		{Kind: "reconcile", App: "confluence", Key: "alice"},
+		{Kind: "reconcile", App: "jira", Key: "bob"},
+	} {
+		others[mustEnqueue(t, s, j)] = true
+	}
+	if len(others) != 4 {
+		t.Fatalf("jobs differing in kind, app or key share IDs: %v", others)
+	}
+	if st := queue(t, s); st.Depth != 4 || !st.Oldest.Equal(ms(base)) {
+		t.Fatalf("Queue = depth %d oldest %v, want 4 and %v", st.Depth, st.Oldest, ms(base))
+	}
+
+	// Not due before its replaced NotBefore.
+	for _, j := range claim(t, s, "w", base.Add(time.Minute+30*time.Second), 10, time.Minute) {
+		if j.ID == id {
+			t.Fatalf("job claimed before its replaced NotBefore: %+v", j)
+		}
+	}
+	jobs := claim(t, s, "w", base.Add(2*time.Minute), 10, time.Minute)
+	if len(jobs) != 1 || jobs[0].ID != id {
+		t.Fatalf("Claim at the new NotBefore = %v, want [%d]", jobIDs(jobs), id)
+	}
+	want := store.Job{ID: id, Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte(`{"v":2}`),
+		NotBefore: ms(base.Add(2 * time.Minute)), CreatedAt: ms(base), UpdatedAt: ms(base.Add(10 * time.Second))}
+	if got := jobs[0]; got.Kind != want.Kind || got.App != want.App || got.Key != want.Key ||
+		!bytes.Equal(got.Payload, want.Payload) || got.Attempts != 0 || got.LastError != "" ||
+		!got.NotBefore.Equal(want.NotBefore) || !got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) {
+		t.Fatalf("replaced job:\n got %+v\nwant %+v", got, want)
+	}
+
+	for _, bad := range []store.Job{{App: "jira", Key: "a"}, {Kind: "reconcile", Key: "a"}, {Kind: "reconcile", App: "jira"}} {
+		if _, err := s.Enqueue(ctx, bad); err == nil {
+			t.Errorf("Enqueue(%+v) succeeded, want a validation error", bad)
+		}
+	}
+}
+
+func testClaimOrder(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	at := func(d time.Duration) store.Job {
+		return store.Job{Kind: "reconcile", App: "jira", Key: fmt.Sprint("user-", d), NotBefore: base.Add(d)}
+	}
+	j1 := mustEnqueue(t, s, at(3*time.Minute))
+	j2 := mustEnqueue(t, s, at(time.Minute))
+	j3 := mustEnqueue(t, s, store.Job{Kind: "deprovision", App: "jira", Key: "x", NotBefore: base.Add(time.Minute)})
+	j4 := mustEnqueue(t, s, at(10*time.Minute))
+	j5 := mustEnqueue(t, s, at(2*time.Minute))
+	// A zero NotBefore is due at once (the store's now).
+	j6 := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "now"})
+
+	now := base.Add(5 * time.Minute)
+	if got := jobIDs(claim(t, s, "a", now, 4, time.Minute)); !slices.Equal(got, []int64{j6, j2, j3, j5}) {
+		t.Fatalf("first Claim = %v, want %v (by NotBefore, then ID)", got, []int64{j6, j2, j3, j5})
+	}
+	if got := jobIDs(claim(t, s, "b", now, 10, time.Minute)); !slices.Equal(got, []int64{j1}) {
+		t.Fatalf("second Claim = %v, want [%d]: leased and future jobs stay", got, j1)
+	}
+	if got := claim(t, s, "b", now.Add(59*time.Second), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("Claim while leases run = %v, want none", jobIDs(got))
+	}
+	// When the lease ends, the jobs are free for anyone.
+	if got := jobIDs(claim(t, s, "c", now.Add(time.Minute), 10, time.Hour)); !slices.Equal(got, []int64{j6, j2, j3, j5, j1}) {
+		t.Fatalf("Claim after the leases = %v, want %v", got, []int64{j6, j2, j3, j5, j1})
+	}
+	if got := jobIDs(claim(t, s, "d", base.Add(10*time.Minute), 10, time.Minute)); !slices.Equal(got, []int64{j4}) {
+		t.Fatalf("Claim at j4's NotBefore = %v, want [%d]", got, j4)
+	}
+
+	if got := claim(t, s, "e", base.Add(time.Hour), 0, time.Minute); len(got) != 0 {
+		t.Fatalf("Claim(limit 0) = %v, want none", jobIDs(got))
+	}
+	if _, err := s.Claim(ctx, "", now, 1, time.Minute); err == nil {
+		t.Error("Claim without owner succeeded")
+	}
+	if _, err := s.Claim(ctx, "a", now, 1, 0); err == nil {
+		t.Error("Claim without lease succeeded")
+	}
+}
+
+func testCompleteRetry(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	now := clock.Now()
+	id := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice"})
+	claim(t, s, "a", now, 1, time.Minute)
+	if err := s.Complete(ctx, id, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Complete by a non-owner = %v, want ErrNotFound", err)
+	}
+	if err := s.Complete(ctx, id, ""); err == nil {
+		t.Fatal("Complete by no owner succeeded")
+	}
+	if st := queue(t, s); st.Depth != 1 {
+		t.Fatalf("depth after refused Complete = %d, want 1", st.Depth)
+	}
+	if err := s.Complete(ctx, id, "a"); err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 0 || !st.Oldest.IsZero() {
+		t.Fatalf("Queue after Complete = %+v, want empty", st)
+	}
+	if err := s.Complete(ctx, id, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Complete twice = %v, want ErrNotFound", err)
+	}
+
+	// Retry: counted, delayed, released.
+	id = mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "bob", Payload: []byte("p")})
+	claim(t, s, "a", now, 1, time.Minute)
+	if err := s.Retry(ctx, id, "b", now.Add(time.Minute), "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Retry by a non-owner = %v, want ErrNotFound", err)
+	}
+	clock.Add(time.Second)
+	if err := s.Retry(ctx, id, "a", now.Add(5*time.Minute), "jira: 503"); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	if got := claim(t, s, "b", now.Add(5*time.Minute-time.Millisecond), 1, time.Minute); len(got) != 0 {
+		t.Fatalf("claimed before the retry's NotBefore: %+v", got)
+	}
+	jobs := claim(t, s, "b", now.Add(5*time.Minute), 1, time.Minute)
+	if len(jobs) != 1 {
+		t.Fatalf("Claim at the retry's NotBefore = %v, want the job", jobs)
+	}
+	if j := jobs[0]; j.ID != id || j.Attempts != 1 || j.LastError != "jira: 503" || string(j.Payload) != "p" ||
+		!j.NotBefore.Equal(ms(now.Add(5*time.Minute))) || !j.UpdatedAt.Equal(ms(clock.Now())) {
+		t.Fatalf("retried job = %+v", j)
+	}
+	// a's claim is gone: b holds it now.
+	if err := s.Complete(ctx, id, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Complete by the former owner = %v, want ErrNotFound", err)
+	}
+	if err := s.Retry(ctx, id, "b", now.Add(6*time.Minute), "jira: 502"); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	jobs = claim(t, s, "c", now.Add(6*time.Minute), 1, time.Minute)
+	if len(jobs) != 1 || jobs[0].Attempts != 2 || jobs[0].LastError != "jira: 502" {
+		t.Fatalf("twice retried job = %+v", jobs)
+	}
+
+	// An expired lease is taken over; the old owner's Complete is refused.
+	later := now.Add(8 * time.Minute)
+	if got := jobIDs(claim(t, s, "d", later, 1, time.Minute)); !slices.Equal(got, []int64{id}) {
+		t.Fatalf("Claim of an expired lease = %v, want [%d]", got, id)
+	}
+	if err := s.Complete(ctx, id, "c"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Complete after losing the lease = %v, want ErrNotFound", err)
+	}
+	if err := s.Complete(ctx, id, "d"); err != nil {
+		t.Fatalf("Complete by the new owner: %v", err)
+	}
+}
+
+func testCompleteAfterReenqueue(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	now := clock.Now()
+	id := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte("old")})
+	jobs := claim(t, s, "a", now, 1, time.Minute)
+	if len(jobs) != 1 || string(jobs[0].Payload) != "old" {
+		t.Fatalf("Claim = %+v", jobs)
+	}
+	// A login wants something newer while a is applying "old".
+	if got := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte("new")}); got != id {
+		t.Fatalf("re-enqueue gave ID %d, want %d", got, id)
+	}
+	// The lease still runs: nobody else gets it meanwhile.
+	if got := claim(t, s, "b", now, 1, time.Minute); len(got) != 0 {
+		t.Fatalf("re-enqueued leased job claimed by another owner: %+v", got)
+	}
+	if err := s.Complete(ctx, id, "a"); err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 1 {
+		t.Fatalf("depth after completing an outdated payload = %d, want 1", st.Depth)
+	}
+	jobs = claim(t, s, "b", now, 1, time.Minute)
+	if len(jobs) != 1 || jobs[0].ID != id || string(jobs[0].Payload) != "new" {
+		t.Fatalf("Claim after Complete = %+v, want the released job with the new payload", jobs)
+	}
+	if err := s.Complete(ctx, id, "b"); err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 0 {
+		t.Fatalf("depth after completing the newest payload = %d, want 0", st.Depth)
+	}
+
+	// A completed job enqueued again is a new job.
+	if again := mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "alice"}); again == id {
+		t.Fatalf("enqueue after Complete reused ID %d", id)
+	}
+}
+
+func testQueueStats(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	if st := queue(t, s); st.Depth != 0 || !st.Oldest.IsZero() || len(st.LastErrors) != 0 {
+		t.Fatalf("empty Queue = %+v", st)
+	}
+	start := clock.Now()
+	var ids []int64
+	for i := range 12 {
+		ids = append(ids, mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: fmt.Sprint("u", i)}))
+		clock.Add(time.Second)
+	}
+	now := clock.Now()
+	claim(t, s, "w", now, 100, time.Minute)
+	if st := queue(t, s); st.Depth != 12 || !st.Oldest.Equal(ms(start)) || st.Oldest.Location() != time.UTC {
+		t.Fatalf("Queue with leased jobs = depth %d oldest %v, want 12 and %v", st.Depth, st.Oldest, ms(start))
+	}
+	// Fail them in an order unlike their IDs.
+	order := []int{5, 0, 11, 3, 7, 1, 9, 2, 10, 4, 8, 6}
+	for _, i := range order {
+		clock.Add(time.Second)
+		if err := s.Retry(ctx, ids[i], "w", now.Add(time.Hour), fmt.Sprint("e", i)); err != nil {
+			t.Fatalf("Retry: %v", err)
+		}
+	}
+	st := queue(t, s)
+	var got []string
+	for _, j := range st.LastErrors {
+		got = append(got, j.LastError)
+	}
+	var want []string
+	for k := len(order) - 1; k >= 2; k-- {
+		want = append(want, fmt.Sprint("e", order[k]))
+	}
+	if st.Depth != 12 || !slices.Equal(got, want) {
+		t.Fatalf("Queue = depth %d, errors %v; want 12, %v", st.Depth, got, want)
+	}
+}
+
+// Many workers of two owners drain one queue at once: while leases run,
+// each job goes to exactly one of them.
+func testConcurrentClaim(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	const jobs, workers = 200, 16
+	for i := range jobs {
+		mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: fmt.Sprint("u", i)})
+	}
+	now := clock.Now()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		claims = map[int64][]string{}
+		errs   []error
+	)
+	start := make(chan struct{})
+	for w := range workers {
+		owner := []string{"a", "b"}[w%2]
+		wg.Go(func() {
+			<-start
+			for {
+				got, err := s.Claim(context.Background(), owner, now, 7, time.Hour)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, j := range got {
+					claims[j.ID] = append(claims[j.ID], owner)
+				}
+				mu.Unlock()
+				if err != nil || len(got) == 0 {
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		t.Fatalf("Claim: %v", err)
+	}
+	if len(claims) != jobs {
+		t.Fatalf("%d jobs claimed, want %d", len(claims), jobs)
+	}
+	for id, owners := range claims {
+		if len(owners) != 1 {
+			t.Fatalf("job %d claimed %d times (%v), want once", id, len(owners), owners)
+		}
+	}
+	if got := claim(t, s, "c", now.Add(time.Hour-time.Millisecond), 10, time.Hour); len(got) != 0 {
+		t.Fatalf("Claim while every lease runs = %d jobs, want none", len(got))
+	}
+	// Expired leases: everything is claimable again.
+	if got := claim(t, s, "c", now.Add(time.Hour), 1000, time.Hour); len(got) != jobs {
+		t.Fatalf("Claim after the leases expired = %d jobs, want %d", len(got), jobs)
+	}
+}
+
+func testProvisioningCanceled(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := map[string]func() error{
+		"AppState":      func() error { _, err := s.AppState(ctx, "jira", "alice"); return err },
+		"PutAppState":   func() error { return s.PutAppState(ctx, store.AppState{App: "jira", Username: "alice"}) },
+		"AppStates":     func() error { _, err := s.AppStates(ctx, "jira", "", 10); return err },
+		"Managed":       func() error { _, err := s.Managed(ctx, "jira", "alice"); return err },
+		"AddManaged":    func() error { return s.AddManaged(ctx, store.Membership{App: "jira", Username: "alice", Group: "g"}) },
+		"RemoveManaged": func() error { return s.RemoveManaged(ctx, "jira", "alice", "g") },
+		"Enqueue": func() error {
+			_, err := s.Enqueue(ctx, store.Job{Kind: "reconcile", App: "jira", Key: "alice"})
+			return err
+		},
+		"Claim":    func() error { _, err := s.Claim(ctx, "a", base, 1, time.Minute); return err },
+		"Complete": func() error { return s.Complete(ctx, 1, "a") },
+		"Retry":    func() error { return s.Retry(ctx, 1, "a", base, "x") },
+		"Queue":    func() error { _, err := s.Queue(ctx); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with canceled context = %v, want context.Canceled", name, err)
+		}
+	}
+	if _, err := s.AppState(context.Background(), "jira", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("canceled PutAppState left a state: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 0 {
+		t.Errorf("canceled Enqueue left %d jobs", st.Depth)
+	}
+}
