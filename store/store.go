@@ -13,6 +13,10 @@ import (
 // ErrNotFound is returned when a looked-up record does not exist.
 var ErrNotFound = errors.New("store: not found")
 
+// ErrConflict is returned when a unique value (a SCIM userName or
+// externalId within an IdP) is already taken.
+var ErrConflict = errors.New("store: conflict")
+
 // ErrUsernameTaken is returned when a username is already bound to another
 // (idp, subject).
 var ErrUsernameTaken = errors.New("store: username bound to another identity")

@@ -48,7 +48,12 @@ func startSAMLIdP(t *testing.T, dir string, idps *strings.Builder) *samltest.IdP
       username: {claim: uid}
       email: {claim: mail}
       display_name: {claim: cn}
-      groups: {claim: eduPersonAffiliation}
+      groups:
+        claim: eduPersonAffiliation
+        map:
+          - idp_group: Support
+            groups: {"*": [support-staff]}
+        defaults: {"*": [usher-users]}
     config:
       metadata_url: %s
       sp_key: {file: %s}

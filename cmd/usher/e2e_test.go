@@ -18,8 +18,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/providers/oidc/oidctest"
 	"github.com/usherhq/usher/providers/saml/samltest"
+	"github.com/usherhq/usher/targets/atlassiantest"
 )
 
 // env is a running usher with two real OIDC IdPs and a recording upstream.
@@ -30,6 +32,8 @@ type env struct {
 	idps     map[string]*oidctest.IdP
 	saml     *samltest.IdP
 	upstream *recorder
+	apps     map[string]*atlassiantest.Server
+	cfg      *config.Config
 }
 
 // recorder is an upstream app that remembers the headers of each request.
@@ -74,6 +78,12 @@ func startEnv(t *testing.T) *env { return startEnvWith(t, envOptions{}) }
 type envOptions struct {
 	// SAML adds a SAML IdP "corp" (corp.test) from crewjam's samlidp.
 	SAML bool
+	// Apps adds emulated Jira, Confluence, Bitbucket and Crowd with
+	// provisioning, routed at /jira, /wiki, /bitbucket and /crowd.
+	Apps bool
+	// Mapping is the YAML body of every IdP's mapping block (indented
+	// by six spaces).
+	Mapping string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -102,11 +112,18 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 		e.idps[id] = idp
 		fmt.Fprintf(&idps, "  - id: %s\n    name: %s IdP\n    type: oidc\n    domains: [%s.test]\n    config:\n      issuer: %s\n      client_id: usher-%s\n      client_secret: {env: TEST_SECRET_%s}\n",
 			id, id, id, idp.Issuer(), id, strings.ToUpper(id))
+		if o.Mapping != "" {
+			fmt.Fprintf(&idps, "    mapping:\n%s", o.Mapping)
+		}
 		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}
 	dir := t.TempDir()
 	if o.SAML {
 		e.saml = startSAMLIdP(t, dir, &idps)
+	}
+	var apps string
+	if o.Apps {
+		apps = e.startApps(t)
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
@@ -123,8 +140,8 @@ apps:
     pass_through:
       authorization: true
       paths: [/status]
-idps:
-%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, idps.String())
+%sidps:
+%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, apps, idps.String())
 	path := filepath.Join(dir, "usher.yaml")
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -133,7 +150,8 @@ idps:
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, cfgText)
 	}
-	e.m = &Main{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	e.cfg = cfg
+	e.m = &Main{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true}
 	e.m.Listen(ln)
 	if err := e.m.Open(context.Background()); err != nil {
 		t.Fatal(err)

@@ -169,3 +169,11 @@ func BenchmarkLogin(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logins/s")
 }
+
+func TestSCIMConformance(t *testing.T) {
+	storetest.RunSCIM(t, func(t *testing.T) *Store { return open(t, pgtest.DSN(t), Options{}) })
+}
+
+func TestSweepsConformance(t *testing.T) {
+	storetest.RunSweeps(t, func(t *testing.T) *Store { return open(t, pgtest.DSN(t), Options{}) })
+}

@@ -184,3 +184,11 @@ func TestTwoHandlesOneFile(t *testing.T) {
 		t.Fatalf("Audit = %d events, %v; want 200", len(evs), err)
 	}
 }
+
+func TestSCIMConformance(t *testing.T) {
+	storetest.RunSCIM(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
+}
+
+func TestSweepsConformance(t *testing.T) {
+	storetest.RunSweeps(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
+}

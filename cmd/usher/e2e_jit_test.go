@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/providers/oidc/oidctest"
+	"github.com/usherhq/usher/targets"
+	"github.com/usherhq/usher/targets/atlassiantest"
+	"github.com/usherhq/usher/targets/jira"
+)
+
+// startApps runs the four emulated apps and returns their config entries.
+func (e *env) startApps(t *testing.T) string {
+	t.Helper()
+	e.apps = map[string]*atlassiantest.Server{}
+	var b strings.Builder
+	for _, a := range []struct{ name, kind, prefix, api string }{
+		{"jira", "jira", "/jira", "username: admin\n      password: admin-pw"},
+		{"confluence", "confluence", "/wiki", "token: {value: conf-token}"},
+		{"bitbucket", "bitbucket", "/bitbucket", "username: admin\n      password: admin-pw\n      licence_groups: [stash-users]"},
+		{"crowd", "crowd", "/crowd", "application: usher\n      application_password: crowd-pw"},
+	} {
+		srv := atlassiantest.New(atlassiantest.Kind(a.kind), atlassiantest.Options{
+			AdminUser: "admin", AdminPassword: "admin-pw", Token: "conf-token",
+			CrowdApp: "usher", CrowdAppPassword: "crowd-pw",
+			Users:  []atlassiantest.User{{Name: "localadmin", DisplayName: "Local Admin", Email: "root@local", Active: true}},
+			Groups: []string{"jira-developers", "confluence-eng", "developers", "eng", "support-team", "team-platform", "usher-users", "hand-picked"},
+		})
+		hs := httptest.NewServer(srv)
+		t.Cleanup(hs.Close)
+		e.apps[a.name] = srv
+		fmt.Fprintf(&b, "  - name: %s\n    kind: %s\n    upstream: %s\n    route: {path_prefix: %s}\n    api:\n      %s\n", a.name, a.kind, hs.URL, a.prefix, a.api)
+	}
+	return b.String()
+}
+
+// calls counts app calls across the emulators since the last reset.
+func (e *env) calls() (reads, writes int) {
+	for _, s := range e.apps {
+		reads += s.Reads()
+		writes += s.Writes()
+	}
+	return reads, writes
+}
+
+func (e *env) resetCalls() {
+	for _, s := range e.apps {
+		s.ResetCalls()
+	}
+}
+
+const jitMapping = `      attributes:
+        department: {claim: department}
+      groups:
+        map:
+          - idp_group: engineering
+            groups: {jira: [jira-developers], confluence: [confluence-eng], bitbucket: [developers], crowd: [eng]}
+          - idp_group: support
+            groups: {"*": [support-team]}
+          - idp_group: admins
+            groups: {jira: [jira-administrators]}
+        rules:
+          - match: "^team-(.+)$"
+            groups: {"*": ["team-$1"]}
+        defaults: {"*": [usher-users]}
+`
+
+func groupsOf(t *testing.T, s *atlassiantest.Server, user string) []string {
+	t.Helper()
+	u, ok := s.User(user)
+	if !ok {
+		t.Fatalf("%s has no user %s", s.Kind(), user)
+	}
+	g := append([]string(nil), u.Groups...)
+	slices.Sort(g)
+	return g
+}
+
+func hasAll(have []string, want ...string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestProvisioningOnLogin(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
+	alice := oidctest.User{
+		Subject: "00u-alice", Username: "alice", Password: "pw-alice", Email: "alice@acme.test", Name: "Alice Archer",
+		Groups: []string{"engineering", "team-platform", "jira-administrators"}, Claims: map[string]any{"department": "R&D"},
+	}
+	e.idps["acme"].SetUser(alice)
+
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	appGroups := map[string][]string{
+		"jira":       {"jira-developers", "team-platform", "usher-users"},
+		"confluence": {"confluence-eng", "team-platform", "usher-users"},
+		"bitbucket":  {"developers", "team-platform", "usher-users"},
+		"crowd":      {"eng", "team-platform", "usher-users"},
+	}
+	for app, want := range appGroups {
+		s := e.apps[app]
+		u, ok := s.User("alice")
+		if !ok || !u.Active || u.DisplayName != "Alice Archer" || u.Email != "alice@acme.test" {
+			t.Fatalf("%s: alice = %+v, %v", app, u, ok)
+		}
+		if g := groupsOf(t, s, "alice"); !hasAll(g, want...) || slices.Contains(g, "jira-administrators") {
+			t.Errorf("%s groups %q, want %q and never jira-administrators (an IdP group of the same name)", app, g, want)
+		}
+	}
+	for _, app := range []string{"jira", "crowd"} {
+		if u, _ := e.apps[app].User("alice"); u.Attributes["department"] != "R&D" {
+			t.Errorf("%s: department attribute = %q", app, u.Attributes["department"])
+		}
+	}
+
+	// An admin grants a group by hand; it must survive every later sync.
+	jd := openJira(t, e)
+	if err := jd.AddToGroup(context.Background(), "alice", "hand-picked"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Unchanged re-login: the fast path makes no app call at all.
+	e.resetCalls()
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	if r, w := e.calls(); r+w != 0 {
+		t.Fatalf("unchanged re-login made %d reads and %d writes, want none", r, w)
+	}
+
+	// Moving from engineering to support: exactly the managed
+	// memberships change; hand-picked and the app's default group stay.
+	alice.Groups = []string{"support", "team-platform"}
+	e.idps["acme"].SetUser(alice)
+	e.resetCalls()
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	g := groupsOf(t, e.apps["jira"], "alice")
+	if !hasAll(g, "support-team", "team-platform", "usher-users", "hand-picked", "jira-software-users") || slices.Contains(g, "jira-developers") {
+		t.Fatalf("jira groups after change: %q", g)
+	}
+	jr, jw := e.apps["jira"].Reads(), e.apps["jira"].Writes()
+	t.Logf("one-group change in jira: %d reads, %d writes (%v)", jr, jw, e.apps["jira"].Calls())
+	if jw != 2 || jr > 3 {
+		t.Errorf("jira made %d reads and %d writes, want at most 3 reads (user, groups, properties) and 2 writes (add support-team, remove jira-developers): %v", jr, jw, e.apps["jira"].Calls())
+	}
+	r, w := e.calls()
+	t.Logf("one-group change, all four apps: %d reads, %d writes", r, w)
+}
+
+func openJira(t *testing.T, e *env) targets.Directory {
+	t.Helper()
+	for i, a := range e.cfg.Apps {
+		if a.Name != "jira" {
+			continue
+		}
+		tc, err := targetConfig(e.cfg, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := tc.(*jira.Config).Open("jira", targets.Deps{Upstream: mustParse(a.Upstream)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	t.Fatal("no jira app")
+	return nil
+}
+
+func TestProvisioningWhenAppIsDown(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
+	ctx := context.Background()
+
+	// A new person while Jira is down: the login fails with a clear page.
+	e.apps["jira"].SetDown(true)
+	c := e.browser()
+	resp := e.get(c, e.url+"/usher/login?idp=acme&rd=/wiki/")
+	cb, err := e.idps["acme"].Login(c, resp.Header.Get("Location"), "alice", "pw-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp = e.get(c, cb)
+	wantStatus(t, resp, http.StatusServiceUnavailable)
+	if body := bodyOf(resp); !strings.Contains(body, "could not set up your account in jira") || !strings.Contains(body, "Request ID") {
+		t.Fatalf("outage page: %s", body)
+	}
+	wantStatus(t, e.get(c, e.url+"/wiki/"), http.StatusFound) // no session was issued
+	e.apps["jira"].SetDown(false)
+
+	// Log in once with Jira up, so alice is known everywhere.
+	wantStatus(t, e.login(e.browser(), "/wiki/", "acme", "alice", "pw-alice"), http.StatusOK)
+
+	// Known person, Jira down, groups changed: the login proceeds and the
+	// change waits in the queue.
+	e.idps["acme"].SetUser(oidctest.User{Subject: "00u-alice", Username: "alice", Password: "pw-alice", Email: "alice@acme.test", Name: "Alice Archer", Groups: []string{"support"}})
+	e.apps["jira"].SetDown(true)
+	wantStatus(t, e.login(e.browser(), "/wiki/", "acme", "alice", "pw-alice"), http.StatusOK)
+	if g := groupsOf(t, e.apps["confluence"], "alice"); !slices.Contains(g, "support-team") {
+		t.Fatalf("confluence should have been provisioned at once: %q", g)
+	}
+
+	// usher restarts with the job still queued: nothing is lost.
+	e.m.Close()
+	m2 := &Main{Config: e.cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	m2.Listen(ln)
+	if err := m2.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if n, err := m2.worker.Drain(ctx); err != nil || n != 0 {
+		t.Fatalf("drain while jira is down: %d done, %v", n, err)
+	}
+
+	// Jira recovers; the job is due again after its backoff.
+	e.apps["jira"].SetDown(false)
+	m2.reconciler.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if n, err := m2.worker.Drain(ctx); err != nil || n != 1 {
+		t.Fatalf("drain after recovery: %d done, %v", n, err)
+	}
+	if g := groupsOf(t, e.apps["jira"], "alice"); !slices.Contains(g, "support-team") || slices.Contains(g, "jira-developers") {
+		t.Fatalf("jira after recovery: %q", g)
+	}
+}
+
+func TestSAMLLoginProvisions(t *testing.T) {
+	e := startEnvWith(t, envOptions{SAML: true, Apps: true, Mapping: jitMapping})
+	c := e.browser()
+	resp := e.get(c, e.url+"/usher/login?idp=corp&rd=/jira/")
+	wantStatus(t, resp, http.StatusFound)
+	resp = e.samlLogin(c, resp.Header.Get("Location"), "carol", "pw-carol")
+	wantStatus(t, resp, http.StatusFound)
+	for app, s := range e.apps {
+		u, ok := s.User("carol")
+		if !ok || !u.Active || u.Email != "carol@corp.test" || u.DisplayName != "Carol Chen" {
+			t.Fatalf("%s: carol = %+v, %v", app, u, ok)
+		}
+		if g := groupsOf(t, s, "carol"); !hasAll(g, "usher-users", "support-staff") {
+			t.Errorf("%s: carol's groups %q", app, g)
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// AppState is what usher last applied to one app for one user: the fast
+// path compares Hash with the freshly mapped profile and skips the app
+// when it matches and SyncedAt is recent.
+type AppState struct {
+	App      string
+	Username string
+	IdP      string
+	Subject  string
+	Hash     string    // hash of the last profile applied in full
+	SyncedAt time.Time // when Hash was applied
+	// Deprovisioned is set when a sweep, SCIM or an admin took access
+	// away; a later login does not reactivate the user while it is set.
+	Deprovisioned       bool
+	DeprovisionedAt     time.Time
+	DeprovisionedReason string
+}
+
+// Membership is a group membership usher added and therefore manages:
+// full sync may remove it later. Memberships an admin granted by hand
+// never appear here and are never removed.
+type Membership struct {
+	App      string
+	Username string
+	Group    string
+	IdP      string // which IdP's mapping granted it
+	Rule     string // which mapping line ("map[0]", "rules[1]", "default")
+	AddedAt  time.Time
+}
+
+// Job is one durable provisioning task: the change a login could not
+// apply because the app was down, retried with backoff until it lands.
+// Jobs are deduplicated by (Kind, App, Key): enqueuing again replaces the
+// payload of a pending job, so a retry always applies the newest wish.
+type Job struct {
+	ID        int64
+	Kind      string // "reconcile", "deprovision", ...
+	App       string
+	Key       string // the username
+	Payload   []byte // JSON, owned by the caller
+	Attempts  int
+	NotBefore time.Time
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// QueueStats describe the retry queue for the admin page and metrics.
+type QueueStats struct {
+	Depth      int
+	Oldest     time.Time // zero when empty
+	LastErrors []Job     // most recently failed first, at most 10
+}
+
+// Provisioning is the state of just-in-time provisioning. Methods are safe
+// for concurrent use by several replicas.
+type Provisioning interface {
+	// AppState returns ErrNotFound when usher never provisioned the user
+	// into the app.
+	AppState(ctx context.Context, app, username string) (AppState, error)
+	// PutAppState creates or replaces the state.
+	PutAppState(ctx context.Context, s AppState) error
+	// AppStates lists the states of one app, ordered by username, after
+	// the cursor (a username; "" = from the start).
+	AppStates(ctx context.Context, app, after string, limit int) ([]AppState, error)
+
+	// Managed lists the memberships usher manages for a user in an app.
+	Managed(ctx context.Context, app, username string) ([]Membership, error)
+	// AddManaged records memberships usher added (upsert).
+	AddManaged(ctx context.Context, ms ...Membership) error
+	// RemoveManaged forgets memberships (no error when absent).
+	RemoveManaged(ctx context.Context, app, username string, groups ...string) error
+
+	// Enqueue adds a job or, when a job with the same (Kind, App, Key) is
+	// pending, replaces its payload and NotBefore; it returns the job ID.
+	Enqueue(ctx context.Context, j Job) (int64, error)
+	// Claim leases up to limit due jobs (NotBefore <= now, not leased or
+	// lease expired) to owner for lease. Two callers never get the same
+	// job while its lease runs.
+	Claim(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]Job, error)
+	// Complete deletes a job the owner finished. A job re-enqueued since
+	// it was claimed (newer payload) is kept and released instead.
+	Complete(ctx context.Context, id int64, owner string) error
+	// Retry releases a job for another attempt at notBefore, recording
+	// the error and counting the attempt.
+	Retry(ctx context.Context, id int64, owner string, notBefore time.Time, lastErr string) error
+	// Queue returns depth, oldest job and recent errors.
+	Queue(ctx context.Context) (QueueStats, error)
+}

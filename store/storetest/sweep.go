@@ -1,0 +1,421 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/store"
+)
+
+// RunSweeps runs the store.Sweeps conformance suite as subtests. open must
+// return a store backed by a fresh, empty, migrated database; the suite
+// closes it.
+func RunSweeps[S interface {
+	store.Store
+	store.Sweeps
+}](t *testing.T, open func(t *testing.T) S) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s sweepStore)
+	}{
+		{"RunLifecycle", testSweepRunLifecycle},
+		{"UnfinishedLatest", testSweepUnfinishedLatest},
+		{"RunsOrderAndLimit", testSweepRunsOrder},
+		{"MarkSwept", testSweepMarkSwept},
+		{"BindingsPaging", testSweepBindingsPaging},
+		{"BindingsCursor", testSweepBindingsCursor},
+		{"AccessExpiry", testSweepAccessExpiry},
+		{"ContextCanceled", testSweepContextCanceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			tt.fn(t, s)
+		})
+	}
+}
+
+// sweepStore is what the sweep suite needs: Bind to make bindings to page
+// through, and the Sweeps under test.
+type sweepStore interface {
+	store.Store
+	store.Sweeps
+}
+
+func sweepStart(t *testing.T, s store.Sweeps, r store.SweepRun) int64 {
+	t.Helper()
+	id, err := s.StartSweep(context.Background(), r)
+	if err != nil {
+		t.Fatalf("StartSweep(%s): %v", r.Policy, err)
+	}
+	return id
+}
+
+func sweepRuns(t *testing.T, s store.Sweeps, limit int) []store.SweepRun {
+	t.Helper()
+	runs, err := s.SweepRuns(context.Background(), limit)
+	if err != nil {
+		t.Fatalf("SweepRuns(%d): %v", limit, err)
+	}
+	return runs
+}
+
+func sweepSameRun(t *testing.T, what string, got, want store.SweepRun) {
+	t.Helper()
+	if got.ID != want.ID || got.Policy != want.Policy || got.DryRun != want.DryRun ||
+		!got.Started.Equal(ms(want.Started)) || !got.Finished.Equal(ms(want.Finished)) ||
+		got.State != want.State || got.Planned != want.Planned || got.Applied != want.Applied ||
+		got.Failed != want.Failed || got.Reason != want.Reason || !bytes.Equal(got.Plan, want.Plan) {
+		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+	for _, tm := range []time.Time{got.Started, got.Finished} {
+		if !tm.IsZero() && tm.Location() != time.UTC {
+			t.Fatalf("%s: time %v not in UTC", what, tm)
+		}
+	}
+}
+
+func testSweepRunLifecycle(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	plan := []byte(`{"deactivate":[{"app":"jira","username":"alice"}],"note":"ünïcode \u0000 bytes"}`)
+	run := store.SweepRun{Policy: "nightly", Started: base, State: "running", Planned: 1, Plan: plan}
+	run.ID = sweepStart(t, s, run)
+	if run.ID <= 0 {
+		t.Fatalf("StartSweep returned ID %d", run.ID)
+	}
+	runs := sweepRuns(t, s, 10)
+	if len(runs) != 1 {
+		t.Fatalf("SweepRuns = %+v, want one run", runs)
+	}
+	sweepSameRun(t, "started run", runs[0], run)
+	got, err := s.UnfinishedSweep(ctx, "nightly")
+	if err != nil {
+		t.Fatalf("UnfinishedSweep: %v", err)
+	}
+	sweepSameRun(t, "unfinished run", got, run)
+	if _, err := s.UnfinishedSweep(ctx, "weekly"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UnfinishedSweep(other policy) = %v, want ErrNotFound", err)
+	}
+
+	// FinishSweep sets counts, state, reason and Finished, and keeps the
+	// rest (the plan, the start).
+	fin := store.SweepRun{ID: run.ID, Policy: "ignored", Started: base.Add(time.Hour), State: "failed",
+		Planned: 3, Applied: 1, Failed: 2, Reason: "jira: 503", Finished: base.Add(time.Minute), Plan: []byte(`{}`)}
+	if err := s.FinishSweep(ctx, fin); err != nil {
+		t.Fatalf("FinishSweep: %v", err)
+	}
+	want := run
+	want.State, want.Planned, want.Applied, want.Failed, want.Reason, want.Finished = "failed", 3, 1, 2, "jira: 503", base.Add(time.Minute)
+	sweepSameRun(t, "finished run", sweepRuns(t, s, 10)[0], want)
+	if _, err := s.UnfinishedSweep(ctx, "nightly"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UnfinishedSweep after finish = %v, want ErrNotFound", err)
+	}
+	if err := s.FinishSweep(ctx, store.SweepRun{ID: run.ID + 1000, State: "done"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FinishSweep(unknown) = %v, want ErrNotFound", err)
+	}
+
+	// Defaults: a zero Started or Finished is now, an empty State is
+	// "running" at the start and "done" at the end; a blocked dry run is
+	// recorded as such.
+	before := time.Now().Add(-time.Second)
+	id := sweepStart(t, s, store.SweepRun{Policy: "nightly", DryRun: true})
+	r, err := s.UnfinishedSweep(ctx, "nightly")
+	if err != nil || r.ID != id || !r.DryRun || r.State != "running" || r.Started.Before(before) || len(r.Plan) != 0 {
+		t.Fatalf("defaulted run = %+v, %v", r, err)
+	}
+	if err := s.FinishSweep(ctx, store.SweepRun{ID: id}); err != nil {
+		t.Fatalf("FinishSweep: %v", err)
+	}
+	r = sweepRuns(t, s, 1)[0]
+	if r.ID != id || r.State != "done" || r.Finished.Before(before) || r.Finished.After(time.Now().Add(time.Second)) {
+		t.Fatalf("defaulted finish = %+v", r)
+	}
+	blocked := store.SweepRun{Policy: "nightly", Started: base, Finished: base, State: "blocked",
+		Planned: 500, Reason: "500 of 600 managed users exceeds 10%"}
+	blocked.ID = sweepStart(t, s, blocked)
+	sweepSameRun(t, "blocked run", sweepRuns(t, s, 1)[0], blocked)
+
+	if _, err := s.StartSweep(ctx, store.SweepRun{}); err == nil {
+		t.Fatal("StartSweep without a policy succeeded")
+	}
+}
+
+func testSweepUnfinishedLatest(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	older := sweepStart(t, s, store.SweepRun{Policy: "p", Started: base})
+	newer := sweepStart(t, s, store.SweepRun{Policy: "p", Started: base.Add(time.Hour)})
+	other := sweepStart(t, s, store.SweepRun{Policy: "q", Started: base.Add(2 * time.Hour)})
+	done := sweepStart(t, s, store.SweepRun{Policy: "p", Started: base.Add(3 * time.Hour)})
+	if err := s.FinishSweep(ctx, store.SweepRun{ID: done, State: "done"}); err != nil {
+		t.Fatalf("FinishSweep: %v", err)
+	}
+	for _, tt := range []struct {
+		policy string
+		want   int64
+	}{{"p", newer}, {"q", other}} {
+		r, err := s.UnfinishedSweep(ctx, tt.policy)
+		if err != nil || r.ID != tt.want || r.Policy != tt.policy {
+			t.Fatalf("UnfinishedSweep(%s) = %+v, %v; want run %d", tt.policy, r, err, tt.want)
+		}
+	}
+	if err := s.FinishSweep(ctx, store.SweepRun{ID: newer, State: "failed", Reason: "crash"}); err != nil {
+		t.Fatalf("FinishSweep: %v", err)
+	}
+	if r, err := s.UnfinishedSweep(ctx, "p"); err != nil || r.ID != older {
+		t.Fatalf("UnfinishedSweep(p) = %+v, %v; want run %d", r, err, older)
+	}
+}
+
+func testSweepRunsOrder(t *testing.T, s sweepStore) {
+	if runs := sweepRuns(t, s, 10); len(runs) != 0 {
+		t.Fatalf("SweepRuns on an empty store = %+v", runs)
+	}
+	var ids []int64
+	for i := range 5 {
+		ids = append(ids, sweepStart(t, s, store.SweepRun{Policy: "p", Started: base.Add(time.Duration(i) * time.Minute)}))
+	}
+	slices.Reverse(ids)
+	runIDs := func(runs []store.SweepRun) []int64 {
+		var got []int64
+		for _, r := range runs {
+			got = append(got, r.ID)
+		}
+		return got
+	}
+	if got := runIDs(sweepRuns(t, s, 3)); !slices.Equal(got, ids[:3]) {
+		t.Fatalf("SweepRuns(3) = %v, want %v", got, ids[:3])
+	}
+	if got := runIDs(sweepRuns(t, s, 0)); !slices.Equal(got, ids) {
+		t.Fatalf("SweepRuns(0) = %v, want all %v", got, ids)
+	}
+}
+
+func testSweepMarkSwept(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	run := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	other := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	swept := func(id int64) map[string]bool {
+		t.Helper()
+		done, err := s.Swept(ctx, id)
+		if err != nil {
+			t.Fatalf("Swept(%d): %v", id, err)
+		}
+		if done == nil {
+			t.Fatalf("Swept(%d) = nil map", id)
+		}
+		return done
+	}
+	if done := swept(run); len(done) != 0 {
+		t.Fatalf("Swept of a new run = %v", done)
+	}
+	// A resumed sweep marks again what it did before the crash.
+	for _, item := range []string{"jira/alice", "jira/bob", "jira/alice", "confluence/alice", "jira/bob"} {
+		if err := s.MarkSwept(ctx, run, item); err != nil {
+			t.Fatalf("MarkSwept(%d, %s): %v", run, item, err)
+		}
+	}
+	want := map[string]bool{"jira/alice": true, "jira/bob": true, "confluence/alice": true}
+	if done := swept(run); len(done) != len(want) || !done["jira/alice"] || !done["jira/bob"] || !done["confluence/alice"] {
+		t.Fatalf("Swept = %v, want %v", done, want)
+	}
+	if done := swept(other); len(done) != 0 {
+		t.Fatalf("Swept of another run = %v, want none", done)
+	}
+	if done := swept(run + 1000); len(done) != 0 {
+		t.Fatalf("Swept of an unknown run = %v, want none", done)
+	}
+	if err := s.MarkSwept(ctx, run+1000, "jira/alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("MarkSwept(unknown run) = %v, want ErrNotFound", err)
+	}
+}
+
+// sweepCursorOf is the documented cursor of a binding.
+func sweepCursorOf(b store.Binding) string { return b.IdP + "\x00" + b.Subject }
+
+func testSweepBindingsPaging(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	if bs, err := s.Bindings(ctx, "", 100); err != nil || len(bs) != 0 {
+		t.Fatalf("Bindings of an empty store = %v, %v", bs, err)
+	}
+	// IdPs that prefix each other and subjects that sort differently as
+	// numbers, in another case or beyond ASCII, bound in random order.
+	idps := []string{"ok", "okta", "Okta", "entra", "entra-2"}
+	type key struct{ idp, sub string }
+	var want []key
+	for i := range 250 {
+		idp := idps[i%len(idps)]
+		sub := fmt.Sprint(i)
+		switch i % 7 {
+		case 1:
+			sub = "A" + sub
+		case 2:
+			sub = "a" + sub
+		case 3:
+			sub = "é" + sub
+		case 4:
+			sub = "z-" + sub
+		}
+		want = append(want, key{idp, sub})
+	}
+	for _, i := range rand.Perm(len(want)) {
+		k := want[i]
+		mustBind(t, s, store.Binding{IdP: k.idp, Subject: k.sub, Username: "user" + fmt.Sprint(i), CreatedAt: base})
+	}
+	slices.SortFunc(want, func(a, b key) int {
+		return strings.Compare(a.idp+"\x00"+a.sub, b.idp+"\x00"+b.sub)
+	})
+
+	var (
+		got   []key
+		after string
+		pages []int
+	)
+	for range 10 {
+		bs, err := s.Bindings(ctx, after, 100)
+		if err != nil {
+			t.Fatalf("Bindings(%q, 100): %v", after, err)
+		}
+		pages = append(pages, len(bs))
+		if len(bs) == 0 {
+			break
+		}
+		for _, b := range bs {
+			got = append(got, key{b.IdP, b.Subject})
+			if b.Username == "" || !b.CreatedAt.Equal(ms(base)) {
+				t.Fatalf("paged binding %+v lacks its fields", b)
+			}
+		}
+		after = sweepCursorOf(bs[len(bs)-1])
+	}
+	if !slices.Equal(pages, []int{100, 100, 50, 0}) {
+		t.Fatalf("page sizes = %v, want [100 100 50 0]", pages)
+	}
+	if !slices.Equal(got, want) {
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Fatalf("binding %d = %q, want %q (bytewise (idp, subject) order)", i, got[i], want[i])
+			}
+		}
+		t.Fatalf("paged %d bindings, want %d", len(got), len(want))
+	}
+
+	// limit <= 0 is a default page, not everything or nothing.
+	if bs, err := s.Bindings(ctx, "", 0); err != nil || len(bs) == 0 || len(bs) > 250 {
+		t.Fatalf("Bindings(\"\", 0) = %d bindings, %v", len(bs), err)
+	}
+}
+
+func testSweepBindingsCursor(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	for i, k := range [][2]string{{"a", "1"}, {"a", "2"}, {"ab", "0"}, {"b", "1"}} {
+		mustBind(t, s, store.Binding{IdP: k[0], Subject: k[1], Username: fmt.Sprint("u", i)})
+	}
+	tests := []struct {
+		after string
+		want  []string
+	}{
+		{"", []string{"a/1", "a/2", "ab/0", "b/1"}},
+		{"a\x001", []string{"a/2", "ab/0", "b/1"}},
+		{"a\x0015", []string{"a/2", "ab/0", "b/1"}}, // need not name a binding
+		{"a\x00", []string{"a/1", "a/2", "ab/0", "b/1"}},
+		{"a\x00z", []string{"ab/0", "b/1"}}, // "a" ends before "ab" starts
+		{"ab\x000", []string{"b/1"}},
+		{"b\x001", nil},
+		{"c\x00", nil},
+	}
+	for _, tt := range tests {
+		bs, err := s.Bindings(ctx, tt.after, 10)
+		var got []string
+		for _, b := range bs {
+			got = append(got, b.IdP+"/"+b.Subject)
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("Bindings(%q) = %v, %v; want %v", tt.after, got, err, tt.want)
+		}
+	}
+	if bs, err := s.Bindings(ctx, "a", 10); err == nil {
+		t.Errorf("Bindings with a cursor lacking NUL = %v, want an error", bs)
+	}
+}
+
+func testSweepAccessExpiry(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	expiry := func(idp, subject string) time.Time {
+		t.Helper()
+		at, err := s.AccessExpiry(ctx, idp, subject)
+		if err != nil {
+			t.Fatalf("AccessExpiry(%s/%s): %v", idp, subject, err)
+		}
+		return at
+	}
+	set := func(idp, subject string, at time.Time) {
+		t.Helper()
+		if err := s.SetAccessExpiry(ctx, idp, subject, at); err != nil {
+			t.Fatalf("SetAccessExpiry(%s/%s, %v): %v", idp, subject, at, err)
+		}
+	}
+	if at := expiry("okta", "1"); !at.IsZero() {
+		t.Fatalf("unset expiry = %v, want zero", at)
+	}
+	at := time.Date(2026, 6, 30, 17, 0, 0, 999_999_999, time.FixedZone("PST", -8*3600))
+	set("okta", "1", at) // no binding needed
+	if got := expiry("okta", "1"); !got.Equal(ms(at)) || got.Location() != time.UTC {
+		t.Fatalf("expiry = %v, want %v UTC", got, ms(at))
+	}
+	if got := expiry("entra", "1"); !got.IsZero() {
+		t.Fatalf("another IdP's identity has expiry %v", got)
+	}
+	set("okta", "1", base)
+	if got := expiry("okta", "1"); !got.Equal(ms(base)) {
+		t.Fatalf("moved expiry = %v, want %v", got, ms(base))
+	}
+	set("okta", "1", time.Time{})
+	if got := expiry("okta", "1"); !got.IsZero() {
+		t.Fatalf("cleared expiry = %v, want zero", got)
+	}
+	set("okta", "1", time.Time{}) // clearing again is fine
+}
+
+func testSweepContextCanceled(t *testing.T, s sweepStore) {
+	run := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := map[string]func() error{
+		"StartSweep":      func() error { _, err := s.StartSweep(ctx, store.SweepRun{Policy: "q"}); return err },
+		"FinishSweep":     func() error { return s.FinishSweep(ctx, store.SweepRun{ID: run, State: "done"}) },
+		"SweepRuns":       func() error { _, err := s.SweepRuns(ctx, 10); return err },
+		"UnfinishedSweep": func() error { _, err := s.UnfinishedSweep(ctx, "p"); return err },
+		"MarkSwept":       func() error { return s.MarkSwept(ctx, run, "x") },
+		"Swept":           func() error { _, err := s.Swept(ctx, run); return err },
+		"Bindings":        func() error { _, err := s.Bindings(ctx, "", 10); return err },
+		"SetAccessExpiry": func() error { return s.SetAccessExpiry(ctx, "okta", "1", base) },
+		"AccessExpiry":    func() error { _, err := s.AccessExpiry(ctx, "okta", "1"); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with canceled context = %v, want context.Canceled", name, err)
+		}
+	}
+	bg := context.Background()
+	if r, err := s.UnfinishedSweep(bg, "p"); err != nil || r.ID != run {
+		t.Errorf("canceled FinishSweep finished the run: %+v, %v", r, err)
+	}
+	if done, err := s.Swept(bg, run); err != nil || len(done) != 0 {
+		t.Errorf("canceled MarkSwept marked: %v, %v", done, err)
+	}
+	if at, err := s.AccessExpiry(bg, "okta", "1"); err != nil || !at.IsZero() {
+		t.Errorf("canceled SetAccessExpiry set %v, %v", at, err)
+	}
+}
