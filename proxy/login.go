@@ -336,8 +336,12 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.opt.Codec.Clear(w)
-	if h.opt.Revocations != nil {
-		h.opt.Revocations.Add(s.ID, s.Created.Add(h.opt.Codec.Absolute()))
+	if h.opt.Sessions != nil {
+		if err := h.opt.Sessions.RevokeSession(r.Context(), s); err != nil {
+			// This replica refuses the cookie already; others may accept
+			// it until it expires. Say so loudly, but sign out anyway.
+			h.log.Error("revoke session at logout", "idp", s.IdP, "err", err, "request_id", requestID(r))
+		}
 	}
 	h.audit(r, store.Event{Action: "logout", IdP: s.IdP, Subject: s.Subject, Username: s.Username, Outcome: "ok"})
 	target := "/usher/logged-out"

@@ -46,12 +46,15 @@ type Provisioner interface {
 
 // Options configure a Handler.
 type Options struct {
-	PublicURL   *url.URL
-	Apps        []App
-	IdPs        []IdP
-	Codec       *session.Codec
-	Revocations *session.Revocations
-	Store       store.Store
+	PublicURL *url.URL
+	Apps      []App
+	IdPs      []IdP
+	Codec     *session.Codec
+	// Sessions ends a session everywhere at logout (session.Shared).
+	Sessions interface {
+		RevokeSession(ctx context.Context, s *session.Session) error
+	}
+	Store store.Store
 	// Provisioner, when set, provisions on login (mapping.provisioning:
 	// on_login). QueueWhenDown lets people the apps already know log in
 	// while an app is down, with their changes queued.

@@ -83,4 +83,9 @@ type Store interface {
 	// Ping checks the database is reachable.
 	Ping(ctx context.Context) error
 	Close() error
+
+	Provisioning
+	Coordination
+	SCIM
+	Sweeps
 }

@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/providers/saml"
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -41,9 +43,13 @@ type Main struct {
 	closers []io.Closer
 	served  chan error
 
-	reconciler *jit.Reconciler
-	worker     *jit.Worker
-	stopWorker func()
+	reconciler     *jit.Reconciler
+	worker         *jit.Worker
+	sessions       *session.Shared
+	stopBackground func()
+	// RevocationPoll is how often revocations from other replicas are
+	// read, default 1s.
+	RevocationPoll time.Duration
 	// NoWorker keeps the retry worker from running in the background
 	// (tests drain the queue themselves).
 	NoWorker bool
@@ -98,6 +104,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		return err
 	}
 	m.closers = append(m.closers, m.store)
+	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log}
+	if err := m.sessions.Refresh(ctx); err != nil {
+		return err
+	}
 
 	deps := providers.Deps{PublicURL: public, Log: m.Log, Client: m.Client}
 	var idps []proxy.IdP
@@ -106,7 +116,13 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		p, err := pc.Open(ctx, c.ID, deps)
+		var p providers.Provider
+		if sc, ok := pc.(*saml.Config); ok {
+			// Replicas share the assertion replay cache through the store.
+			p, err = sc.OpenWith(ctx, c.ID, deps, saml.Options{Replay: replayCache{m.store}, Now: m.Now})
+		} else {
+			p, err = pc.Open(ctx, c.ID, deps)
+		}
 		if err != nil {
 			return fmt.Errorf("idp %s: %w", c.ID, err)
 		}
@@ -137,10 +153,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		dirs[a.Name] = dir
 	}
 	if len(dirs) > 0 {
-		ps, ok := m.store.(jit.Store)
-		if !ok {
-			return fmt.Errorf("store %s cannot hold provisioning state", cfg.Store.Driver)
-		}
+		ps := m.store
 		rec := &jit.Reconciler{
 			Apps: dirs, Store: ps, Log: m.Log, Now: m.Now,
 			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
@@ -176,7 +189,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 
 	m.handler = proxy.New(proxy.Options{
-		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Revocations: m.revoked,
+		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Sessions: m.sessions,
 		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
 		FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
 	})
@@ -194,13 +207,33 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.srv.Serve(m.ln) }()
-	if m.worker != nil && !m.NoWorker {
-		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { defer close(done); m.worker.Run(wctx) }()
-		m.stopWorker = func() { cancel(); <-done }
-	}
+	m.background(ctx)
 	return nil
+}
+
+// background starts the loops that run beside the server: revocation
+// refresh and the retry worker. Close stops them at a safe point.
+func (m *Main) background(ctx context.Context) {
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	poll := m.RevocationPoll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); m.sessions.Run(bctx, poll) }()
+	if m.worker != nil && !m.NoWorker {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.worker.Run(bctx) }()
+	}
+	m.stopBackground = func() { cancel(); wg.Wait() }
+}
+
+// replayCache lets SAML providers share assertion IDs through the store.
+type replayCache struct{ s store.Coordination }
+
+func (c replayCache) Seen(ctx context.Context, id string, expires time.Time) (bool, error) {
+	return c.s.SeenOnce(ctx, id, expires)
 }
 
 func mustParse(s string) *url.URL {
@@ -267,9 +300,9 @@ func (m *Main) Wait(ctx context.Context) error {
 
 // Close stops the listener and releases the store and providers.
 func (m *Main) Close() error {
-	if m.stopWorker != nil {
-		m.stopWorker() // finishes the job at hand first
-		m.stopWorker = nil
+	if m.stopBackground != nil {
+		m.stopBackground() // the worker finishes the job at hand first
+		m.stopBackground = nil
 	}
 	var errs []error
 	if m.srv != nil {
