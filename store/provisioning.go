@@ -92,4 +92,11 @@ type Provisioning interface {
 	Retry(ctx context.Context, id int64, owner string, notBefore time.Time, lastErr string) error
 	// Queue returns depth, oldest job and recent errors.
 	Queue(ctx context.Context) (QueueStats, error)
+
+	// PutProfile keeps the last mapped profile of an identity (JSON owned
+	// by the caller), so an admin's "sync now" and manual provisioning
+	// can apply it without a new login. It replaces the previous one.
+	PutProfile(ctx context.Context, idp, subject string, profile []byte, at time.Time) error
+	// Profile returns it and when it was stored, or ErrNotFound.
+	Profile(ctx context.Context, idp, subject string) ([]byte, time.Time, error)
 }

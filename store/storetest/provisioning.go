@@ -72,7 +72,32 @@ func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time)
 		{"QueueStats", testQueueStats},
 		{"ConcurrentClaim", testConcurrentClaim},
 		{"ProvisioningContextCanceled", testProvisioningCanceled},
+		{"Profile", testProfile},
 	})
+}
+
+func testProfile(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	if _, _, err := s.Profile(ctx, "okta", "00u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing profile: err = %v, want ErrNotFound", err)
+	}
+	at := base.Add(time.Minute)
+	if err := s.PutProfile(ctx, "okta", "00u1", []byte(`{"v":1}`), at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutProfile(ctx, "okta", "00u1", []byte(`{"v":2}`), at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutProfile(ctx, "entra", "00u1", []byte(`{"other":true}`), at); err != nil {
+		t.Fatal(err)
+	}
+	p, when, err := s.Profile(ctx, "okta", "00u1")
+	if err != nil || string(p) != `{"v":2}` || !when.Equal(msOrZero(at.Add(time.Second))) || when.Location() != time.UTC {
+		t.Fatalf("Profile = %s, %v, %v", p, when, err)
+	}
+	if err := s.PutProfile(ctx, "", "x", nil, at); err == nil {
+		t.Fatal("PutProfile without idp succeeded")
+	}
 }
 
 func sameAppState(t *testing.T, what string, got, want store.AppState) {
