@@ -88,6 +88,9 @@ var ErrDeprovisioned = errors.New("deprovisioned by policy")
 // proceeds; for a new person it fails the login, since the app would not
 // know them.
 func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername string, known bool) ([]Outcome, error) {
+	if err := r.Record(ctx, p, "login via "+p.IdP); err != nil {
+		return nil, err
+	}
 	apps := make([]string, 0, len(p.Apps))
 	for app := range p.Apps {
 		if r.Apps[app] != nil {
@@ -412,4 +415,57 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action, outcome, deta
 	if err := r.Store.Append(context.WithoutCancel(ctx), e); err != nil {
 		r.log().Error("audit", "action", action, "app", d.App, "username", d.Username, "err", err)
 	}
+}
+
+// Record keeps the profile's per-app desired states in the store, so that
+// an admin's "sync now" (or manual provisioning) can apply them later.
+func (r *Reconciler) Record(ctx context.Context, p *Profile, why string) error {
+	ds := make(map[string]Desired, len(p.Apps))
+	for app := range p.Apps {
+		if r.Apps[app] != nil {
+			ds[app] = DesiredFor(p, app, why)
+		}
+	}
+	b, err := json.Marshal(ds)
+	if err != nil {
+		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+	}
+	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
+		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+	}
+	return nil
+}
+
+// Sync applies the identity's last recorded profile to every app now,
+// without the fast path: the "sync now" an admin expects.
+func (r *Reconciler) Sync(ctx context.Context, idp, subject, why string) ([]Outcome, error) {
+	b, _, err := r.Store.Profile(ctx, idp, subject)
+	if err != nil {
+		return nil, fmt.Errorf("sync %s/%s: %w", idp, subject, err)
+	}
+	var ds map[string]Desired
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return nil, fmt.Errorf("sync %s/%s: read profile: %w", idp, subject, err)
+	}
+	apps := make([]string, 0, len(ds))
+	for app := range ds {
+		apps = append(apps, app)
+	}
+	slices.Sort(apps)
+	out := make([]Outcome, len(apps))
+	var wg sync.WaitGroup
+	for i, app := range apps {
+		d := ds[app]
+		d.Why = why
+		wg.Add(1)
+		go func() { defer wg.Done(); out[i] = r.Apply(ctx, d, false) }()
+	}
+	wg.Wait()
+	var errs []error
+	for _, o := range out {
+		if o.Err != nil {
+			errs = append(errs, o.Err)
+		}
+	}
+	return out, errors.Join(errs...)
 }

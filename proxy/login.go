@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -196,6 +197,13 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
+	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionManual {
+		if err := h.opt.Provisioner.Record(ctx, p, "login via "+id.IdP); err != nil {
+			h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", err)
+			return
+		}
+		h.audit(r, store.Event{Action: "provisioning.planned", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: "manual provisioning: waiting for an admin's sync"})
+	}
 	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionOnLogin {
 		prevName := ""
 		if known && prev.Username != p.Username {
@@ -218,7 +226,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
-	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok"})
+	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: loginDetail(id, p)})
 	s := &session.Session{
 		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
 		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
@@ -231,6 +239,42 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	h.log.Info("login", "idp", id.IdP, "subject", id.Subject, "username", p.Username, "request_id", requestID(r))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, rd, http.StatusFound)
+}
+
+// secretClaim matches claim names whose values must not reach the audit
+// log: tokens, secrets, one-time values.
+var secretClaim = regexp.MustCompile(`(?i)token|secret|password|assertion|nonce|at_hash|c_hash|^code$`)
+
+// loginDetail is the audit record of a login: the claims received
+// (secrets dropped) and the profile the mapping produced, so an admin can
+// see why a person got what they got.
+func loginDetail(id providers.Identity, p *jit.Profile) string {
+	claims := make(map[string][]string, len(id.Claims))
+	for k, v := range id.Claims {
+		if secretClaim.MatchString(k) {
+			v = []string{"[redacted]"}
+		}
+		claims[k] = v
+	}
+	apps := make(map[string][]string, len(p.Apps))
+	for name, ap := range p.Apps {
+		gs := make([]string, len(ap.Groups))
+		for i, g := range ap.Groups {
+			gs[i] = g.Group
+		}
+		apps[name] = gs
+	}
+	b, err := json.Marshal(map[string]any{
+		"claims": claims,
+		"profile": map[string]any{
+			"username": p.Username, "email": p.Email, "display_name": p.DisplayName,
+			"attributes": p.Attributes, "idp_groups": p.IdPGroups, "apps": apps, "warnings": p.Warnings,
+		},
+	})
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // allowedApps is the session's app list: nil when the profile allows

@@ -42,6 +42,9 @@ type IdP struct {
 // (jit.Reconciler).
 type Provisioner interface {
 	Login(ctx context.Context, p *jit.Profile, prevUsername string, known bool) ([]jit.Outcome, error)
+	// Record keeps the profile for a later "sync now" without applying it
+	// (mapping.provisioning: manual).
+	Record(ctx context.Context, p *jit.Profile, why string) error
 }
 
 // Options configure a Handler.
