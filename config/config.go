@@ -126,5 +126,22 @@ type IdP struct {
 	// Mapping turns the IdP's claims into the app profile: username,
 	// e-mail, display name, attributes, groups, access policy.
 	Mapping Mapping `yaml:"mapping"`
-	Config  Raw     `yaml:"config"`
+	// SCIM, when set, lets this IdP push users to /scim/v2 with its own
+	// bearer token.
+	SCIM   *SCIM `yaml:"scim"`
+	Config Raw   `yaml:"config"`
+}
+
+// SCIM is an IdP's SCIM push endpoint settings.
+type SCIM struct {
+	// Token is the bearer token the IdP sends; each IdP has its own and
+	// sees only its own users.
+	Token Secret `yaml:"token"`
+	// Subject names the SCIM attribute that equals the login subject
+	// (OIDC sub, SAML subject): externalId (default), userName, id, or
+	// urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber.
+	Subject string `yaml:"subject"`
+	// Automatic applies SCIM creates and updates to the apps at once, so
+	// people exist before their first login. Deactivations always apply.
+	Automatic bool `yaml:"automatic"`
 }

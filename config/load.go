@@ -140,6 +140,9 @@ func applyDefaults(c *Config) {
 		idp := &c.IdPs[i]
 		setDefault(&idp.Name, idp.ID)
 		idp.Mapping = idp.Mapping.WithDefaults(idp.Type)
+		if idp.SCIM != nil {
+			setDefault(&idp.SCIM.Subject, "externalId")
+		}
 	}
 	if c.Provisioning.FastPath == 0 {
 		c.Provisioning.FastPath = time.Hour

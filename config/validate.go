@@ -260,6 +260,14 @@ func (v *validator) idps() {
 			}
 			domains[d] = fmt.Sprintf("idps[%d] (%s)", i, idp.ID)
 		}
+		if sc := idp.SCIM; sc != nil {
+			if sc.Token.IsZero() {
+				v.errorf(p+".scim.token", "required: the bearer token this IdP sends to /scim/v2")
+			}
+			if sc.Subject != "" && !oneOf(sc.Subject, []string{"externalId", "userName", "id", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"}) {
+				v.errorf(p+".scim.subject", "want externalId, userName, id or the enterprise employeeNumber URN, got %q", sc.Subject)
+			}
+		}
 	}
 }
 

@@ -82,13 +82,14 @@ type Outcome struct {
 // and a login does not bring them back.
 var ErrDeprovisioned = errors.New("deprovisioned by policy")
 
-// Login reconciles every app of the profile concurrently, so the login
+// Login reconciles every app of the profile concurrently; why says what
+// caused it ("login via okta", "scim")., so the login
 // waits for the slowest app, not the sum. known says the person logged in
 // before: then a temporary app failure queues the change and the login
 // proceeds; for a new person it fails the login, since the app would not
 // know them.
-func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername string, known bool) ([]Outcome, error) {
-	if err := r.Record(ctx, p, "login via "+p.IdP); err != nil {
+func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why string, known bool) ([]Outcome, error) {
+	if err := r.Record(ctx, p, why); err != nil {
 		return nil, err
 	}
 	apps := make([]string, 0, len(p.Apps))
@@ -101,7 +102,7 @@ func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername string,
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
-		d := DesiredFor(p, app, "login via "+p.IdP)
+		d := DesiredFor(p, app, why)
 		d.PrevUsername = prevUsername
 		wg.Add(1)
 		go func() {

@@ -73,6 +73,9 @@ func (w *Worker) Drain(ctx context.Context) (int, error) {
 }
 
 func (w *Worker) run(ctx context.Context, j store.Job) bool {
+	if j.Kind == "deprovision" {
+		return w.runDeprovision(ctx, j)
+	}
 	r := w.Reconciler
 	var d Desired
 	if err := json.Unmarshal(j.Payload, &d); err != nil {
@@ -110,4 +113,24 @@ func (w *Worker) backoff(attempt int) time.Duration {
 		d = m
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+func (w *Worker) runDeprovision(ctx context.Context, j store.Job) bool {
+	r := w.Reconciler
+	var l Leaver
+	if err := json.Unmarshal(j.Payload, &l); err != nil {
+		_ = w.Store.Retry(ctx, j.ID, w.Owner, r.now().Add(w.maxBackoff()), "unreadable payload: "+err.Error())
+		return false
+	}
+	if err := r.deactivate(ctx, l); err != nil {
+		next := r.now().Add(w.backoff(j.Attempts + 1))
+		if rerr := w.Store.Retry(ctx, j.ID, w.Owner, next, err.Error()); rerr != nil {
+			r.log().Error("reschedule job", "job", j.ID, "err", rerr)
+		}
+		return false
+	}
+	if err := w.Store.Complete(ctx, j.ID, w.Owner); err != nil {
+		r.log().Error("complete job", "job", j.ID, "err", err)
+	}
+	return true
 }

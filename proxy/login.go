@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -204,12 +203,13 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		}
 		h.audit(r, store.Event{Action: "provisioning.planned", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: "manual provisioning: waiting for an admin's sync"})
 	}
+	var removed []string // apps that took this person's access away
 	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionOnLogin {
 		prevName := ""
 		if known && prev.Username != p.Username {
 			prevName = prev.Username
 		}
-		outs, err := h.opt.Provisioner.Login(ctx, p, prevName, known && h.opt.QueueWhenDown)
+		outs, err := h.opt.Provisioner.Login(ctx, p, prevName, "login via "+id.IdP, known && h.opt.QueueWhenDown)
 		if err != nil {
 			var apps []string
 			for _, o := range outs {
@@ -221,16 +221,26 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 			h.fail(w, r, http.StatusServiceUnavailable, "Your account could not be set up", "usher could not set up your account in "+strings.Join(apps, ", ")+". Try again in a few minutes.", err)
 			return
 		}
+		for _, o := range outs {
+			if errors.Is(o.Err, jit.ErrDeprovisioned) {
+				removed = append(removed, o.App)
+			}
+		}
+		if len(outs) > 0 && len(removed) == len(outs) {
+			h.audit(r, store.Event{Action: "login.refused", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "refused", Detail: "deprovisioned in every app"})
+			h.fail(w, r, http.StatusForbidden, "Access removed", "Your access to these applications has been removed. Ask your administrator if this is a mistake.", nil)
+			return
+		}
 	}
 	if err := h.opt.Store.RecordLogin(ctx, id.IdP, id.Subject, now); err != nil {
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
-	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: loginDetail(id, p)})
+	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: jit.Explain(id, p)})
 	s := &session.Session{
 		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
 		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
-		Apps: h.allowedApps(p), LogoutHint: id.LogoutHint, Created: now, Seen: now,
+		Apps: h.allowedApps(p, removed), LogoutHint: id.LogoutHint, Created: now, Seen: now,
 	}
 	if err := h.opt.Codec.Save(w, s); err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not create your session.", err)
@@ -241,46 +251,10 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	http.Redirect(w, r, rd, http.StatusFound)
 }
 
-// secretClaim matches claim names whose values must not reach the audit
-// log: tokens, secrets, one-time values.
-var secretClaim = regexp.MustCompile(`(?i)token|secret|password|assertion|nonce|at_hash|c_hash|^code$`)
-
-// loginDetail is the audit record of a login: the claims received
-// (secrets dropped) and the profile the mapping produced, so an admin can
-// see why a person got what they got.
-func loginDetail(id providers.Identity, p *jit.Profile) string {
-	claims := make(map[string][]string, len(id.Claims))
-	for k, v := range id.Claims {
-		if secretClaim.MatchString(k) {
-			v = []string{"[redacted]"}
-		}
-		claims[k] = v
-	}
-	apps := make(map[string][]string, len(p.Apps))
-	for name, ap := range p.Apps {
-		gs := make([]string, len(ap.Groups))
-		for i, g := range ap.Groups {
-			gs[i] = g.Group
-		}
-		apps[name] = gs
-	}
-	b, err := json.Marshal(map[string]any{
-		"claims": claims,
-		"profile": map[string]any{
-			"username": p.Username, "email": p.Email, "display_name": p.DisplayName,
-			"attributes": p.Attributes, "idp_groups": p.IdPGroups, "apps": apps, "warnings": p.Warnings,
-		},
-	})
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
-
 // allowedApps is the session's app list: nil when the profile allows
 // every routed app, so the common case costs nothing per request.
-func (h *Handler) allowedApps(p *jit.Profile) []string {
-	all := true
+func (h *Handler) allowedApps(p *jit.Profile, removed []string) []string {
+	all := len(removed) == 0
 	for _, a := range h.apps {
 		if p.Apps[a.Name] == nil {
 			all = false
@@ -291,7 +265,9 @@ func (h *Handler) allowedApps(p *jit.Profile) []string {
 	}
 	apps := []string{}
 	for name := range p.Apps {
-		apps = append(apps, name)
+		if !slices.Contains(removed, name) {
+			apps = append(apps, name)
+		}
 	}
 	slices.Sort(apps)
 	return apps

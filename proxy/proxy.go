@@ -41,7 +41,7 @@ type IdP struct {
 // Provisioner brings the apps in line with a person's profile at login
 // (jit.Reconciler).
 type Provisioner interface {
-	Login(ctx context.Context, p *jit.Profile, prevUsername string, known bool) ([]jit.Outcome, error)
+	Login(ctx context.Context, p *jit.Profile, prevUsername, why string, known bool) ([]jit.Outcome, error)
 	// Record keeps the profile for a later "sync now" without applying it
 	// (mapping.provisioning: manual).
 	Record(ctx context.Context, p *jit.Profile, why string) error
@@ -64,8 +64,10 @@ type Options struct {
 	Provisioner   Provisioner
 	QueueWhenDown bool
 	FlowTimeout   time.Duration
-	Log           *slog.Logger
-	Now           func() time.Time
+	// SCIM serves /scim/v2 when IdPs push users; nil when none does.
+	SCIM http.Handler
+	Log  *slog.Logger
+	Now  func() time.Time
 }
 
 // Handler serves everything on usher's public listener.
@@ -158,6 +160,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id := h.reqIDs.next()
 		w.Header().Set("X-Request-Id", id)
 		h.mux.ServeHTTP(w, withRequestID(r, id))
+		return
+	}
+	if h.opt.SCIM != nil && (r.URL.Path == "/scim/v2" || strings.HasPrefix(r.URL.Path, "/scim/v2/")) {
+		h.opt.SCIM.ServeHTTP(w, r)
 		return
 	}
 	app := h.match(r)

@@ -84,6 +84,9 @@ type envOptions struct {
 	// Mapping is the YAML body of every IdP's mapping block (indented
 	// by six spaces).
 	Mapping string
+	// SCIM lets acme push users with bearer token "scim-acme" (and globex
+	// with "scim-globex"), applied to the apps at once.
+	SCIM bool
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -114,6 +117,9 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 			id, id, id, idp.Issuer(), id, strings.ToUpper(id))
 		if o.Mapping != "" {
 			fmt.Fprintf(&idps, "    mapping:\n%s", o.Mapping)
+		}
+		if o.SCIM {
+			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: true}\n", id)
 		}
 		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}

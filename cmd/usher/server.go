@@ -111,6 +111,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 
 	deps := providers.Deps{PublicURL: public, Log: m.Log, Client: m.Client}
 	var idps []proxy.IdP
+	mappers := map[string]*jit.Mapper{}
 	for i, c := range cfg.IdPs {
 		pc, err := providerConfig(cfg, i)
 		if err != nil {
@@ -133,6 +134,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
+		mappers[c.ID] = mapper
 		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Mapper: mapper})
 	}
 
@@ -188,7 +190,12 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
 	}
 
+	scimH, err := m.scimHandler(cfg, public, mappers)
+	if err != nil {
+		return err
+	}
 	m.handler = proxy.New(proxy.Options{
+		SCIM:      scimH,
 		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Sessions: m.sessions,
 		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
 		FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
