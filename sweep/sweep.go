@@ -1,0 +1,341 @@
+// Package sweep owns scheduled deprovisioning: a pure planning pass that
+// turns evidence (SCIM push state, a directory pull, login inactivity, end
+// dates, admin-set expiries) into a plan over the users usher itself
+// provisioned; a safety valve that refuses implausible plans; an executor
+// that re-checks every user right before acting, records per-item progress
+// so a crashed run resumes without repeating itself, and audits every
+// change; and the schedule, where a database lease makes exactly one
+// replica sweep.
+package sweep
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/targets"
+)
+
+// Store is what a sweep reads and writes.
+type Store interface {
+	store.Store
+	store.Provisioning
+	store.Coordination
+	store.Sweeps
+	store.SCIM
+}
+
+// Deps are the sweeper's collaborators.
+type Deps struct {
+	Store Store
+	// Apps are the configured apps by name.
+	Apps map[string]targets.Directory
+	// Revoke ends the identity's sessions created before before. Nil
+	// records a store revocation kept for 30 days.
+	Revoke func(ctx context.Context, idp, subject string, before time.Time) error
+	Log    *slog.Logger
+	Now    func() time.Time
+	// HTTP is used for directory pulls; nil means http.DefaultClient.
+	HTTP *http.Client
+	// Owner names this replica in leases; default hostname plus random.
+	Owner string
+	// Lease is the lease TTL for Run (default 2m), renewed at a third.
+	Lease time.Duration
+	// OnBlocked is called whenever Run refuses a plan (metrics).
+	OnBlocked func(policy, reason string)
+}
+
+// Sweeper runs one policy. It is safe for concurrent use; concurrent runs
+// of the same policy are serialised by the store lease.
+type Sweeper struct {
+	p       Policy
+	d       Deps
+	apps    []string // in scope, sorted
+	idps    map[string]bool
+	blocked atomic.Int64
+}
+
+// ErrLeaseHeld is returned by Run when another owner holds the policy's
+// lease: another replica (or run) is sweeping.
+var ErrLeaseHeld = errors.New("sweep: lease held by another owner")
+
+// ErrBlocked is returned when the safety valve refused a plan.
+var ErrBlocked = errors.New("sweep blocked by safety valve")
+
+const revokeKeep = 30 * 24 * time.Hour
+
+// New checks p and deps and returns the Sweeper.
+func New(p Policy, deps Deps) (*Sweeper, error) {
+	if errs := p.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("sweep %s: %w", p.Name, errors.Join(errs...))
+	}
+	p = p.withDefaults()
+	if deps.Store == nil {
+		return nil, fmt.Errorf("sweep %s: no store", p.Name)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	deps.Log = deps.Log.With("sweep", p.Name)
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.HTTP == nil {
+		deps.HTTP = http.DefaultClient
+	}
+	if deps.Lease <= 0 {
+		deps.Lease = 2 * time.Minute
+	}
+	if deps.Owner == "" {
+		deps.Owner = defaultOwner()
+	}
+	if deps.Revoke == nil {
+		st := deps.Store
+		deps.Revoke = func(ctx context.Context, idp, subject string, before time.Time) error {
+			_, err := st.Revoke(ctx, store.Revocation{IdP: idp, Subject: subject, Before: before, Until: before.Add(revokeKeep)})
+			return err
+		}
+	}
+	s := &Sweeper{p: p, d: deps, idps: map[string]bool{}}
+	for _, idp := range p.IdPs {
+		s.idps[idp] = true
+	}
+	s.apps = p.Apps
+	if len(s.apps) == 0 {
+		for name := range deps.Apps {
+			s.apps = append(s.apps, name)
+		}
+	}
+	s.apps = slices.Clone(s.apps)
+	slices.Sort(s.apps)
+	for _, app := range s.apps {
+		dir, ok := deps.Apps[app]
+		if !ok {
+			return nil, fmt.Errorf("sweep %s: apps: no app %q", p.Name, app)
+		}
+		if _, ok := dir.(targets.Deleter); p.Action == Delete && !ok {
+			return nil, fmt.Errorf("sweep %s: action delete: app %s cannot delete users", p.Name, app)
+		}
+	}
+	if len(s.apps) == 0 {
+		return nil, fmt.Errorf("sweep %s: no apps to sweep", p.Name)
+	}
+	return s, nil
+}
+
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// Policy returns the policy with defaults applied.
+func (s *Sweeper) Policy() Policy { return s.p }
+
+// Blocked counts the runs the safety valve refused.
+func (s *Sweeper) Blocked() int64 { return s.blocked.Load() }
+
+// Run sweeps once: take the lease "sweep:<name>", finish a run a crash
+// left unfinished or else plan, check the valve, apply, and record the run.
+// Dry runs (dryRun or the policy's dry_run) plan and record only. It
+// returns ErrLeaseHeld when another owner is sweeping; a blocked plan
+// returns the Result together with an error wrapping ErrBlocked. When ctx
+// ends mid-run the run stays "running" and the next Run resumes it.
+func (s *Sweeper) Run(ctx context.Context, dryRun bool) (*Result, error) {
+	return s.run(ctx, s.d.Owner, s.d.Lease, dryRun || s.p.DryRun)
+}
+
+func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryRun bool) (*Result, error) {
+	lease := "sweep:" + s.p.Name
+	ok, err := s.d.Store.Lease(ctx, lease, owner, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	if !ok {
+		return nil, ErrLeaseHeld
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.d.Store.ReleaseLease(rctx, lease, owner); err != nil {
+			s.d.Log.Warn("sweep: release lease", "err", err)
+		}
+	}()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := s.renew(ctx, cancel, lease, owner, ttl)
+	defer stop()
+
+	if !dryRun {
+		res, err := s.resume(ctx)
+		if res != nil || err != nil {
+			return res, err
+		}
+	}
+	plan, err := s.Plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(plan)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: encode plan: %w", s.p.Name, err)
+	}
+	now := s.d.Now()
+	run := store.SweepRun{Policy: s.p.Name, DryRun: dryRun, Started: now, Planned: plan.Actions(), Plan: data}
+	res := &Result{Policy: s.p.Name, DryRun: dryRun, Plan: plan, Planned: plan.Actions(),
+		Blocked: plan.Blocked, BlockReason: plan.BlockReason}
+	switch {
+	case dryRun:
+		run.State, run.Finished = "done", now
+		if plan.Blocked {
+			run.Reason = "dry run; would be blocked: " + plan.BlockReason
+		} else {
+			run.Reason = "dry run"
+		}
+	case plan.Blocked:
+		run.State, run.Finished, run.Reason = "blocked", now, plan.BlockReason
+		s.blocked.Add(1)
+		s.d.Log.Error("sweep blocked by safety valve", "reason", plan.BlockReason,
+			"planned", plan.Actions(), "users", plan.Users, "managed", plan.Managed)
+		if s.d.OnBlocked != nil {
+			s.d.OnBlocked(s.p.Name, plan.BlockReason)
+		}
+	default:
+		run.State = "running"
+	}
+	if res.RunID, err = s.d.Store.StartSweep(ctx, run); err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	switch {
+	case dryRun:
+		return res, nil
+	case plan.Blocked:
+		return res, fmt.Errorf("sweep %s: %w: %s", s.p.Name, ErrBlocked, plan.BlockReason)
+	}
+	return s.execute(ctx, res, map[string]bool{})
+}
+
+// resume finishes the policy's run a crash left "running". It returns
+// nil, nil when there is none.
+func (s *Sweeper) resume(ctx context.Context) (*Result, error) {
+	run, err := s.d.Store.UnfinishedSweep(ctx, s.p.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	var plan Plan
+	if run.DryRun || json.Unmarshal(run.Plan, &plan) != nil || plan.Blocked {
+		// Nothing to resume: close it so it is not found again.
+		run.State, run.Reason = "failed", "abandoned: nothing to resume"
+		run.Finished = s.d.Now()
+		if err := s.d.Store.FinishSweep(ctx, run); err != nil {
+			return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+		}
+		return nil, nil
+	}
+	done, err := s.d.Store.Swept(ctx, run.ID)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	s.d.Log.Info("sweep: resuming unfinished run", "run", run.ID, "done", len(done), "planned", plan.Actions())
+	res := &Result{RunID: run.ID, Policy: s.p.Name, Resumed: true, Plan: &plan, Planned: plan.Actions()}
+	return s.execute(ctx, res, done)
+}
+
+// execute applies res.Plan under run res.RunID and records the outcome,
+// unless ctx ended first: then the run stays open for resume.
+func (s *Sweeper) execute(ctx context.Context, res *Result, done map[string]bool) (*Result, error) {
+	s.apply(ctx, res, done)
+	if err := context.Cause(ctx); err != nil {
+		return res, fmt.Errorf("sweep %s: run %d interrupted after %d items: %w", s.p.Name, res.RunID, res.Applied+res.Skipped, err)
+	}
+	if n := unrecorded(res); n > 0 {
+		// Leave the run open: the next Run resumes it and, finding this
+		// run's marker, finishes the bookkeeping without touching the app.
+		return res, fmt.Errorf("sweep %s: run %d: %d items changed in the app but not fully recorded; the next run finishes them",
+			s.p.Name, res.RunID, n)
+	}
+	run := store.SweepRun{ID: res.RunID, Policy: s.p.Name, Planned: res.Planned, Applied: res.Applied,
+		Failed: res.Failed, State: "done", Finished: s.d.Now()}
+	if res.Failed > 0 {
+		run.Reason = fmt.Sprintf("%d items failed; the next run retries them", res.Failed)
+	}
+	if err := s.d.Store.FinishSweep(ctx, run); err != nil {
+		return res, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	s.d.Log.Info("sweep: done", "run", res.RunID, "applied", res.Applied, "skipped", res.Skipped, "failed", res.Failed)
+	return res, nil
+}
+
+func unrecorded(res *Result) int {
+	n := 0
+	for _, o := range res.Items {
+		if o.unrecorded {
+			n++
+		}
+	}
+	return n
+}
+
+// renew keeps the lease while the run lasts and cancels the run when the
+// lease is lost, so two replicas never act at once for long.
+func (s *Sweeper) renew(ctx context.Context, cancel context.CancelCauseFunc, lease, owner string, ttl time.Duration) func() {
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				ok, err := s.d.Store.Lease(ctx, lease, owner, ttl)
+				if err == nil && !ok {
+					err = ErrLeaseHeld
+				}
+				if err != nil {
+					s.d.Log.Error("sweep: lost lease; stopping", "err", err)
+					cancel(fmt.Errorf("lease lost: %w", err))
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}
+
+// Apply acts on p outside Run (no lease; the caller coordinates), as a new
+// recorded run. It refuses a blocked plan.
+func (s *Sweeper) Apply(ctx context.Context, p *Plan) (*Result, error) {
+	if p.Blocked {
+		return nil, fmt.Errorf("sweep %s: %w: %s", s.p.Name, ErrBlocked, p.BlockReason)
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: encode plan: %w", s.p.Name, err)
+	}
+	res := &Result{Policy: s.p.Name, Plan: p, Planned: p.Actions()}
+	res.RunID, err = s.d.Store.StartSweep(ctx, store.SweepRun{Policy: s.p.Name, Started: s.d.Now(),
+		State: "running", Planned: p.Actions(), Plan: data})
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	return s.execute(ctx, res, map[string]bool{})
+}

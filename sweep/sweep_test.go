@@ -1,0 +1,600 @@
+package sweep
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/targets"
+	"github.com/usherhq/usher/targets/atlassiantest"
+)
+
+func days(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
+
+// company is the main fixture: one user per rule, the protected ones, a
+// hand-made account and bystanders.
+func company() []person {
+	recent := t0.Add(-days(1))
+	return []person{
+		{name: "alice", scim: "active", lastLogin: recent},
+		{name: "bob", scim: "active", lastLogin: recent},
+		{name: "carol", scim: "active", lastLogin: recent},
+		{name: "leaver", scim: "inactive", lastLogin: recent},
+		{name: "gone", lastLogin: recent}, // bound, provisioned, no SCIM user any more
+		{name: "sleepy", scim: "active", lastLogin: t0.Add(-days(120))},
+		{name: "never", scim: "active", created: t0.Add(-days(200))},
+		{name: "fresh", scim: "active", created: t0.Add(-days(5))},
+		{name: "contractor", scim: "active", lastLogin: recent,
+			attrs: map[string]any{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": map[string]any{"contractEndDate": "2025-05-15"}}},
+		{name: "contractor2", scim: "active", lastLogin: recent, attrs: map[string]any{"contractEndDate": "2025-12-31"}},
+		{name: "lastday", scim: "active", lastLogin: recent, attrs: map[string]any{"contractEndDate": "2025-06-01"}},
+		{name: "expired", scim: "active", lastLogin: recent, expiry: t0.Add(-time.Hour)},
+		{name: "later", scim: "active", lastLogin: recent, expiry: t0.Add(days(3))},
+		{name: "admin", scim: "inactive", lastLogin: recent},
+		{name: "svc-build", scim: "inactive", lastLogin: recent},
+		{name: "boss", scim: "inactive", lastLogin: recent, groups: []string{"jira-administrators"}},
+		{name: "local-bob", local: true},
+		{name: "local-old", local: true},
+	}
+}
+
+var companyLeavers = map[string]string{
+	"leaver": RuleSCIM, "gone": RuleSCIM, "sleepy": RuleInactive, "never": RuleInactive,
+	"contractor": RuleEndDate, "expired": RuleAccessExpiry,
+}
+
+var companySkipped = map[string]string{
+	"admin": "protected user (admin)", "svc-build": "protected user (svc-*)",
+	"boss": "member of protected group jira-administrators",
+}
+
+func TestPlan(t *testing.T) {
+	e := newEnv(t, company())
+	s := e.sweeper(t, policy())
+	p, err := s.Plan(t.Context())
+	must(t, err)
+	if p.Blocked {
+		t.Fatalf("blocked: %s", p.BlockReason)
+	}
+	got := map[string]Item{}
+	for _, it := range p.Items {
+		got[it.Username] = it
+	}
+	for name, rule := range companyLeavers {
+		it, ok := got[name]
+		if !ok || it.Action != Deactivate || it.Rule != rule {
+			t.Errorf("%s: got %+v, want deactivate by %s", name, it, rule)
+		}
+	}
+	for name, why := range companySkipped {
+		if it := got[name]; it.Action != Skip || it.Skip != why {
+			t.Errorf("%s: got %+v, want skip %q", name, it, why)
+		}
+	}
+	if len(got) != len(companyLeavers)+len(companySkipped) {
+		t.Errorf("plan has %d items, want %d:\n%s", len(got), len(companyLeavers)+len(companySkipped), p.Table())
+	}
+	if p.Managed != 16 || p.Users != 6 {
+		t.Errorf("managed %d users %d, want 16 and 6", p.Managed, p.Users)
+	}
+	if e.srv.Writes() != 0 {
+		t.Errorf("Plan wrote %d times to the app", e.srv.Writes())
+	}
+	table := p.Table()
+	for _, want := range []string{"6 actions for 6 of 16 managed users", "contractor", "skipped: protected user (svc-*)"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	var back Plan
+	data, _ := json.Marshal(p)
+	must(t, json.Unmarshal(data, &back))
+	if !slices.Equal(back.Items, p.Items) {
+		t.Error("plan does not survive JSON")
+	}
+}
+
+func TestRunDeactivatesLeavers(t *testing.T) {
+	e := newEnv(t, company())
+	s := e.sweeper(t, policy())
+	res, err := s.Run(t.Context(), false)
+	must(t, err)
+	if res.Applied != 6 || res.Failed != 0 || res.Skipped != 0 {
+		t.Fatalf("applied %d failed %d skipped %d, want 6/0/0: %+v", res.Applied, res.Failed, res.Skipped, res.Items)
+	}
+	for _, p := range company() {
+		_, leaver := companyLeavers[p.name]
+		if got := e.active(t, p.name); got == leaver {
+			t.Errorf("%s: active %v, want %v", p.name, got, !leaver)
+		}
+		if p.local {
+			continue
+		}
+		as, err := e.st.AppState(t.Context(), "jira", p.name)
+		must(t, err)
+		if as.Deprovisioned != leaver {
+			t.Errorf("%s: app state deprovisioned %v, want %v", p.name, as.Deprovisioned, leaver)
+		}
+	}
+	if n := e.srv.Calls()[putUser]; n != 6 {
+		t.Errorf("%d user writes, want 6", n)
+	}
+	slices.Sort(e.revoked)
+	if want := []string{"okta/sub-contractor", "okta/sub-expired", "okta/sub-gone", "okta/sub-leaver", "okta/sub-never", "okta/sub-sleepy"}; !slices.Equal(e.revoked, want) {
+		t.Errorf("revoked %v, want %v", e.revoked, want)
+	}
+	evs := e.audit(t)
+	if len(evs) != 6 {
+		t.Fatalf("%d audit events, want 6", len(evs))
+	}
+	for _, ev := range evs {
+		if ev.Action != "sweep.deactivate" || ev.Outcome != "ok" || ev.App != "jira" || !strings.Contains(ev.Detail, `"rule":"`+companyLeavers[ev.Username]+`"`) {
+			t.Errorf("audit event %+v", ev)
+		}
+	}
+	run := e.lastRun(t)
+	if run.State != "done" || run.Planned != 6 || run.Applied != 6 || run.DryRun || len(run.Plan) == 0 {
+		t.Errorf("run %+v", run)
+	}
+
+	// A second run finds nothing left to do and writes nothing.
+	e.srv.ResetCalls()
+	res, err = s.Run(t.Context(), false)
+	must(t, err)
+	if res.Planned != 0 || e.srv.Writes() != 0 {
+		t.Errorf("second run planned %d and wrote %d times", res.Planned, e.srv.Writes())
+	}
+}
+
+func TestDryRunActsOnNothing(t *testing.T) {
+	for _, viaPolicy := range []bool{false, true} {
+		e := newEnv(t, company())
+		p := policy()
+		p.DryRun = viaPolicy
+		res, err := e.sweeper(t, p).Run(t.Context(), !viaPolicy)
+		must(t, err)
+		if !res.DryRun || res.Planned != 6 || res.Applied != 0 || res.Plan == nil {
+			t.Errorf("result %+v", res)
+		}
+		if e.srv.Writes() != 0 || len(e.revoked) != 0 || len(e.audit(t)) != 0 {
+			t.Errorf("dry run wrote %d times, revoked %v", e.srv.Writes(), e.revoked)
+		}
+		if run := e.lastRun(t); !run.DryRun || run.State != "done" || run.Planned != 6 || run.Applied != 0 {
+			t.Errorf("run %+v", run)
+		}
+		as, err := e.st.AppState(t.Context(), "jira", "leaver")
+		must(t, err)
+		if as.Deprovisioned {
+			t.Error("dry run marked leaver deprovisioned")
+		}
+	}
+}
+
+func TestValveBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tweak  func(*Policy)
+		reason string
+	}{
+		{"max_count", func(p *Policy) { p.MaxCount = 5 }, "more than max_count 5"},
+		{"max_share", func(p *Policy) { p.MaxShare = 0.2 }, "6 of 16 managed users (37.5%), more than max_share 20.0%"},
+		{"default share", func(p *Policy) { p.MaxShare = 0 }, "more than max_share 5.0%"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, company())
+			p := policy()
+			tc.tweak(&p)
+			var logs logBuffer
+			var hooked []string
+			d := e.deps()
+			d.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			d.OnBlocked = func(policy, reason string) { hooked = append(hooked, policy+": "+reason) }
+			s := e.sweeper(t, p, d)
+			res, err := s.Run(t.Context(), false)
+			if !errors.Is(err, ErrBlocked) {
+				t.Fatalf("err %v, want ErrBlocked", err)
+			}
+			if !res.Blocked || !strings.Contains(res.BlockReason, tc.reason) {
+				t.Errorf("block reason %q, want %q", res.BlockReason, tc.reason)
+			}
+			assertNobody(t, e)
+			if s.Blocked() != 1 || len(hooked) != 1 {
+				t.Errorf("counter %d, hook %v", s.Blocked(), hooked)
+			}
+			if !strings.Contains(logs.String(), "level=ERROR msg=\"sweep blocked by safety valve\"") {
+				t.Errorf("log lacks the stable message:\n%s", logs.String())
+			}
+			run := e.lastRun(t)
+			if run.State != "blocked" || !strings.Contains(run.Reason, tc.reason) || len(run.Plan) == 0 || run.Finished.IsZero() {
+				t.Errorf("run %+v", run)
+			}
+		})
+	}
+}
+
+func assertNobody(t *testing.T, e *env) {
+	t.Helper()
+	if w := e.srv.Writes(); w != 0 {
+		t.Errorf("%d app writes, want none", w)
+	}
+	for _, u := range e.srv.Users() {
+		if !u.Active {
+			t.Errorf("%s was deactivated", u.Name)
+		}
+	}
+	if len(e.revoked) != 0 || len(e.audit(t)) != 0 {
+		t.Errorf("revoked %v, audit %v", e.revoked, e.audit(t))
+	}
+}
+
+func TestDirectoryPull(t *testing.T) {
+	people := []person{
+		{name: "alice", lastLogin: t0}, {name: "bob", lastLogin: t0}, {name: "carol", lastLogin: t0},
+		{name: "dave", lastLogin: t0}, {name: "local-eve", local: true},
+	}
+	dave := scimUsers("dave")[0]
+	dave["active"] = false
+	full := append(scimUsers("alice", "bob"), dave)
+	for _, tc := range []struct {
+		name   string
+		srv    scimServer
+		gone   []string // deactivated
+		reason string   // non-empty: blocked with this
+	}{
+		{"complete", scimServer{users: full}, []string{"carol", "dave"}, ""},
+		{"empty", scimServer{}, nil, "directory pull returned no users while usher manages 4 users of okta"},
+		{"server error", scimServer{users: full, status: http.StatusInternalServerError}, nil, "HTTP 500"},
+		{"total above served", scimServer{users: full, serve: 2}, nil, "empty page at startIndex 3 after 2 of 3 users: directory listing truncated"},
+		{"short page", scimServer{users: full, perPage: 2, total: 5}, nil, "holds 1 of its itemsPerPage 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, people)
+			tc.srv.token = "tok"
+			hs := httptest.NewServer(&tc.srv)
+			defer hs.Close()
+			p := Policy{Name: "leavers", IdPs: []string{"okta"}, MaxShare: 1, Sources: Sources{
+				Directory: &DirectorySource{URL: hs.URL + "/scim/v2", Token: config.SecretValue("tok"), PageSize: 2}}}
+			s := e.sweeper(t, p)
+			res, err := s.Run(t.Context(), false)
+			if tc.reason != "" {
+				if !errors.Is(err, ErrBlocked) || !strings.Contains(res.BlockReason, tc.reason) {
+					t.Fatalf("err %v, reason %q; want blocked with %q", err, res.BlockReason, tc.reason)
+				}
+				assertNobody(t, e)
+				if run := e.lastRun(t); run.State != "blocked" {
+					t.Errorf("run state %s", run.State)
+				}
+				return
+			}
+			must(t, err)
+			var got []string
+			for _, u := range e.srv.Users() {
+				if !u.Active {
+					got = append(got, u.Name)
+				}
+			}
+			if !slices.Equal(got, tc.gone) {
+				t.Errorf("deactivated %v, want %v", got, tc.gone)
+			}
+		})
+	}
+}
+
+// TestSCIMWithoutData: an IdP that never pushed SCIM does not make every
+// user "deleted".
+func TestSCIMWithoutData(t *testing.T) {
+	e := newEnv(t, []person{{name: "alice", lastLogin: t0}, {name: "bob", lastLogin: t0}})
+	p := policy()
+	p.Sources = Sources{SCIM: true}
+	plan, err := e.sweeper(t, p).Plan(t.Context())
+	must(t, err)
+	if len(plan.Items) != 0 || plan.Managed != 2 {
+		t.Errorf("plan %s", plan.Table())
+	}
+}
+
+func TestKillAndResume(t *testing.T) {
+	var people []person
+	for i := range 20 {
+		people = append(people, person{name: "leaver" + string(rune('a'+i)), scim: "inactive", lastLogin: t0})
+		people = append(people, person{name: "stayer" + string(rune('a'+i)), scim: "active", lastLogin: t0})
+	}
+	e := newEnv(t, people)
+	p := policy()
+	p.Concurrency = 1
+	s := e.sweeper(t, p)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	e.onRevoke = func(n int) {
+		if n == 5 {
+			cancel() // the "crash": after the fifth user's app change
+		}
+	}
+	res, err := s.Run(ctx, false)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want canceled", err)
+	}
+	if res.Applied != 5 {
+		t.Errorf("first run applied %d, want 5", res.Applied)
+	}
+	if run := e.lastRun(t); run.State != "running" {
+		t.Fatalf("run state %s, want running", run.State)
+	}
+	e.onRevoke = nil
+
+	res, err = s.Run(t.Context(), false)
+	must(t, err)
+	if !res.Resumed || res.Applied != 15 || res.Failed != 0 {
+		t.Errorf("resumed %v applied %d failed %d, want true/15/0", res.Resumed, res.Applied, res.Failed)
+	}
+	if n := e.srv.Calls()[putUser]; n != 20 {
+		t.Errorf("%d user writes, want 20 (one per leaver)", n)
+	}
+	if n := len(e.audit(t)); n != 20 {
+		t.Errorf("%d audit events, want 20", n)
+	}
+	if len(e.revoked) != 20 {
+		t.Errorf("%d revocations, want 20", len(e.revoked))
+	}
+	for _, p := range people {
+		if got := e.active(t, p.name); got != (p.scim == "active") {
+			t.Errorf("%s active %v", p.name, got)
+		}
+	}
+	if run := e.lastRun(t); run.State != "done" || run.Applied != 15 {
+		t.Errorf("run %+v", run)
+	}
+	// Nothing is left: a further run plans nothing.
+	res, err = s.Run(t.Context(), false)
+	must(t, err)
+	if res.Resumed || res.Planned != 0 {
+		t.Errorf("third run %+v", res)
+	}
+}
+
+// TestBookkeepingFailureResumes: the app changed but recording failed;
+// the next run finishes the records without a second app write.
+func TestBookkeepingFailureResumes(t *testing.T) {
+	e := newEnv(t, []person{{name: "leaver", scim: "inactive", lastLogin: t0}, {name: "alice", scim: "active", lastLogin: t0}})
+	fail := true
+	d := e.deps()
+	d.Revoke = func(ctx context.Context, idp, subject string, before time.Time) error {
+		if fail {
+			return errors.New("revocation store down")
+		}
+		return e.revoke(ctx, idp, subject, before)
+	}
+	s := e.sweeper(t, policy(), d)
+	if _, err := s.Run(t.Context(), false); err == nil || !strings.Contains(err.Error(), "not fully recorded") {
+		t.Fatalf("err %v", err)
+	}
+	fail = false
+	res, err := s.Run(t.Context(), false)
+	must(t, err)
+	if !res.Resumed || res.Applied != 1 {
+		t.Errorf("result %+v", res)
+	}
+	if n := e.srv.Calls()[putUser]; n != 1 {
+		t.Errorf("%d user writes, want 1", n)
+	}
+	if len(e.revoked) != 1 {
+		t.Errorf("revoked %v", e.revoked)
+	}
+	evs := e.audit(t)
+	if len(evs) != 2 || evs[0].Outcome != "ok" {
+		t.Errorf("audit %+v", evs)
+	}
+}
+
+func TestLeaseOneSweeper(t *testing.T) {
+	var people []person
+	for i := range 10 {
+		people = append(people, person{name: "leaver" + string(rune('a'+i)), scim: "inactive", lastLogin: t0})
+		people = append(people, person{name: "stayer" + string(rune('a'+i)), scim: "active", lastLogin: t0})
+	}
+	e := newEnv(t, people)
+	// The leader's first revocation waits until the other sweeper gave
+	// up, so both runs overlap for certain.
+	loserDone := make(chan struct{})
+	var once sync.Once
+	e.onRevoke = func(n int) {
+		if n == 1 {
+			<-loserDone
+		}
+	}
+	var (
+		wg      sync.WaitGroup
+		results [2]*Result
+		errs    [2]error
+	)
+	for i, owner := range []string{"replica-a", "replica-b"} {
+		d := e.deps()
+		d.Owner = owner
+		s := e.sweeper(t, policy(), d)
+		wg.Go(func() {
+			results[i], errs[i] = s.Run(t.Context(), false)
+			if errors.Is(errs[i], ErrLeaseHeld) {
+				once.Do(func() { close(loserDone) })
+			}
+		})
+	}
+	wg.Wait()
+	held, swept := 0, 0
+	for i := range 2 {
+		switch {
+		case errors.Is(errs[i], ErrLeaseHeld):
+			held++
+		case errs[i] == nil && results[i].Applied == 10:
+			swept++
+		default:
+			t.Errorf("run %d: %v %+v", i, errs[i], results[i])
+		}
+	}
+	if held != 1 || swept != 1 {
+		t.Errorf("%d held off, %d swept; want 1 and 1", held, swept)
+	}
+	if n := e.srv.Calls()[putUser]; n != 10 {
+		t.Errorf("%d user writes, want 10", n)
+	}
+	runs, err := e.st.SweepRuns(t.Context(), 10)
+	must(t, err)
+	if len(runs) != 1 {
+		t.Errorf("%d runs recorded, want 1", len(runs))
+	}
+}
+
+func TestRemoveManagedGroups(t *testing.T) {
+	e := newEnv(t, []person{
+		{name: "leaver", scim: "inactive", lastLogin: t0, groups: []string{"jira-devs", "jira-hand"}, managed: []string{"jira-devs"}},
+		{name: "alice", scim: "active", lastLogin: t0},
+	})
+	p := policy()
+	p.Action = RemoveManagedGroups
+	res, err := e.sweeper(t, p).Run(t.Context(), false)
+	must(t, err)
+	if res.Applied != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	u, _ := e.srv.User("leaver")
+	if !u.Active || slices.Contains(u.Groups, "jira-devs") || !slices.Contains(u.Groups, "jira-hand") {
+		t.Errorf("leaver %+v: want active, without jira-devs, still in jira-hand", u)
+	}
+	ms, err := e.st.Managed(t.Context(), "jira", "leaver")
+	must(t, err)
+	if len(ms) != 0 {
+		t.Errorf("managed %v", ms)
+	}
+	if evs := e.audit(t); len(evs) != 1 || evs[0].Action != "sweep.remove_managed_groups" {
+		t.Errorf("audit %+v", evs)
+	}
+}
+
+// TestRecheck: the world changes between plan and apply.
+func TestRecheck(t *testing.T) {
+	e := newEnv(t, []person{
+		{name: "back", scim: "inactive", lastLogin: t0},     // reactivated in SCIM meanwhile
+		{name: "promoted", scim: "inactive", lastLogin: t0}, // made an admin meanwhile
+		{name: "unbound", scim: "inactive", lastLogin: t0},  // deprovisioned by SCIM meanwhile
+		{name: "leaver", scim: "inactive", lastLogin: t0},
+		{name: "alice", scim: "active", lastLogin: t0},
+	})
+	s := e.sweeper(t, policy())
+	plan, err := s.Plan(t.Context())
+	must(t, err)
+	if plan.Actions() != 4 {
+		t.Fatalf("plan:\n%s", plan.Table())
+	}
+	ctx := t.Context()
+	u, err := e.st.SCIMUser(ctx, "okta", "id-back")
+	must(t, err)
+	u.Active = true
+	must(t, e.st.PutSCIMUser(ctx, u))
+	e.srv.AddUser(atlassiantest.User{Name: "promoted", Active: true, Groups: []string{"jira-software-users", "service-accounts"}})
+	as, err := e.st.AppState(ctx, "jira", "unbound")
+	must(t, err)
+	as.Deprovisioned, as.DeprovisionedReason = true, "scim: deactivated"
+	must(t, e.st.PutAppState(ctx, as))
+	e.srv.ResetCalls()
+
+	res, err := s.Apply(ctx, plan)
+	must(t, err)
+	if res.Applied != 1 || res.Skipped != 3 {
+		t.Errorf("applied %d skipped %d: %+v", res.Applied, res.Skipped, res.Items)
+	}
+	for _, name := range []string{"back", "promoted", "unbound"} {
+		if !e.active(t, name) {
+			t.Errorf("%s deactivated", name)
+		}
+	}
+	if e.active(t, "leaver") {
+		t.Error("leaver still active")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Policy
+		want []string
+	}{
+		{"empty", Policy{}, []string{"name: required", "idps:", "sources:"}},
+		{"both schedules", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Schedule: "0 3 * * *", Every: time.Hour}, []string{"every: set schedule or every"}},
+		{"bad cron", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Schedule: "soon"}, []string{"schedule: not a cron"}},
+		{"directory two idps", Policy{Name: "x", IdPs: []string{"a", "b"}, Sources: Sources{Directory: &DirectorySource{URL: "ftp://x"}}},
+			[]string{"sources.directory: a directory pull belongs to exactly one IdP", "sources.directory.url:", "sources.directory.token: required"}},
+		{"licence group", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Action: RemoveLicenceGroup, Apps: []string{"jira"}},
+			[]string{"licence_groups.jira: required"}},
+		{"action", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Action: "nuke"}, []string{"action: want"}},
+		{"globs and valve", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, ProtectedUsers: []string{"["}, MaxShare: 2},
+			[]string{"protected_users[0]: bad glob", "max_share:"}},
+		{"ok", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{InactiveDays: 90}, Schedule: "0 3 * * *"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := tc.p.Validate()
+			var got []string
+			for _, err := range errs {
+				got = append(got, err.Error())
+			}
+			joined := strings.Join(got, "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(joined, w) {
+					t.Errorf("errors lack %q:\n%s", w, joined)
+				}
+			}
+			if tc.want == nil && len(errs) > 0 {
+				t.Errorf("unexpected errors:\n%s", joined)
+			}
+		})
+	}
+}
+
+// onlyDirectory hides the adapter's optional capabilities.
+type onlyDirectory struct{ targets.Directory }
+
+func TestNewChecksApps(t *testing.T) {
+	e := newEnv(t, nil)
+	p := policy()
+	p.Apps = []string{"confluence"}
+	if _, err := New(p, e.deps()); err == nil || !strings.Contains(err.Error(), `no app "confluence"`) {
+		t.Errorf("unknown app: err %v", err)
+	}
+	p.Apps, p.Action = nil, Delete
+	if _, err := New(p, e.deps()); err != nil {
+		t.Errorf("jira can delete: %v", err)
+	}
+	d := e.deps()
+	d.Apps = map[string]targets.Directory{"jira": onlyDirectory{e.apps["jira"]}}
+	if _, err := New(p, d); err == nil || !strings.Contains(err.Error(), "cannot delete users") {
+		t.Errorf("delete without Deleter: err %v", err)
+	}
+}
+
+func TestEndDate(t *testing.T) {
+	for _, tc := range []struct {
+		res  string
+		want time.Time
+		err  bool
+	}{
+		{`{"contractEndDate":"2025-05-15"}`, time.Date(2025, 5, 16, 0, 0, 0, 0, time.UTC), false},
+		{`{"ContractEndDate":"2025-05-15T12:00:00+02:00"}`, time.Date(2025, 5, 15, 10, 0, 0, 0, time.UTC), false},
+		{`{"urn:x:ext":{"contractEndDate":"2025-05-15"}}`, time.Date(2025, 5, 16, 0, 0, 0, 0, time.UTC), false},
+		{`{"other":1}`, time.Time{}, false},
+		{`{"contractEndDate":null}`, time.Time{}, false},
+		{`{"contractEndDate":"next week"}`, time.Time{}, true},
+		{`{"contractEndDate":5}`, time.Time{}, true},
+	} {
+		got, err := endDate([]byte(tc.res), "contractEndDate")
+		if (err != nil) != tc.err || !got.Equal(tc.want) {
+			t.Errorf("%s: got %v, %v", tc.res, got, err)
+		}
+	}
+}
