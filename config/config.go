@@ -17,6 +17,9 @@ type Config struct {
 	// Provisioning holds the settings just-in-time provisioning shares
 	// across IdPs.
 	Provisioning Provisioning `yaml:"provisioning"`
+	// Sweeps are deprovisioning policies; each entry is decoded strictly
+	// into the sweep package's Policy by cmd/usher.
+	Sweeps []Raw `yaml:"sweeps"`
 
 	// src is the parsed file, kept so that Validate and PathOf can give
 	// line numbers; nil for a Config built in code.

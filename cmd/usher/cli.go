@@ -18,6 +18,8 @@ const usage = `usher: a login-time sync proxy for Atlassian apps
 usage:
   usher serve --config FILE    run usher
   usher check --config FILE    check a config file and summarise it
+  usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
+                               run deprovisioning sweeps now (--dry-run: print the plan only)
   usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
   usher saml keygen --cn NAME  print a new SAML SP key and certificate (PEM)
   usher version                print the version
@@ -39,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "saml":
 		err = cmdSAML(args[1:], stdout)
+	case "sweep":
+		err = cmdSweep(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "usher", version())
 		return 0
@@ -152,6 +156,10 @@ func loadConfig(path string) (*config.Config, error) {
 		for i, app := range cfg.Apps {
 			_, err := targetConfig(cfg, i)
 			add(err, func(msg string) config.Error { return app.API.ErrorAt("", msg) })
+		}
+		for i, raw := range cfg.Sweeps {
+			_, err := sweepPolicy(cfg, i)
+			add(err, func(msg string) config.Error { return raw.ErrorAt("", msg) })
 		}
 		errs = dedupe(errs)
 	}

@@ -34,6 +34,7 @@ type env struct {
 	upstream *recorder
 	apps     map[string]*atlassiantest.Server
 	cfg      *config.Config
+	cfgPath  string
 }
 
 // recorder is an upstream app that remembers the headers of each request.
@@ -87,6 +88,8 @@ type envOptions struct {
 	// SCIM lets acme push users with bearer token "scim-acme" (and globex
 	// with "scim-globex"), applied to the apps at once.
 	SCIM bool
+	// Extra is appended to the config file (top-level YAML).
+	Extra string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -147,8 +150,9 @@ apps:
       authorization: true
       paths: [/status]
 %sidps:
-%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, apps, idps.String())
+%s%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, apps, idps.String(), o.Extra)
 	path := filepath.Join(dir, "usher.yaml")
+	e.cfgPath = path
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/postgres"
 	"github.com/usherhq/usher/store/sqlite"
+	"github.com/usherhq/usher/sweep"
 	"github.com/usherhq/usher/targets"
 )
 
@@ -53,6 +54,15 @@ type Main struct {
 	// NoWorker keeps the retry worker from running in the background
 	// (tests drain the queue themselves).
 	NoWorker bool
+	// NoSchedule keeps sweeps from running on their schedules.
+	NoSchedule bool
+	// Offline opens store, apps and sweeps but no listener and no
+	// background loops: for one-shot commands (usher sweep).
+	Offline bool
+
+	sweepers   map[string]*sweep.Sweeper
+	sweepOrder []string
+	stopSweeps func()
 }
 
 // Open starts everything: store, providers, the public listener. On error
@@ -190,6 +200,12 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
 	}
 
+	if err := m.openSweepers(cfg, dirs); err != nil {
+		return err
+	}
+	if m.Offline {
+		return nil
+	}
 	scimH, err := m.scimHandler(cfg, public, mappers)
 	if err != nil {
 		return err
@@ -215,6 +231,17 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.srv.Serve(m.ln) }()
 	m.background(ctx)
+	if len(m.sweepers) > 0 && !m.NoSchedule {
+		var ss []*sweep.Sweeper
+		for _, name := range m.sweepOrder {
+			ss = append(ss, m.sweepers[name])
+		}
+		stop, err := sweep.Schedule(context.WithoutCancel(ctx), ss, workerName(), 0)
+		if err != nil {
+			return fmt.Errorf("schedule sweeps: %w", err)
+		}
+		m.stopSweeps = stop
+	}
 	return nil
 }
 
@@ -307,6 +334,10 @@ func (m *Main) Wait(ctx context.Context) error {
 
 // Close stops the listener and releases the store and providers.
 func (m *Main) Close() error {
+	if m.stopSweeps != nil {
+		m.stopSweeps() // a running sweep stops between users
+		m.stopSweeps = nil
+	}
 	if m.stopBackground != nil {
 		m.stopBackground() // the worker finishes the job at hand first
 		m.stopBackground = nil

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/sweep"
+	"github.com/usherhq/usher/targets"
+)
+
+// sweepPolicy decodes sweeps[i] strictly and validates it.
+func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
+	raw := cfg.Sweeps[i]
+	var p sweep.Policy
+	if err := raw.Decode(&p); err != nil {
+		return nil, err
+	}
+	if errs := raw.Errors(p.Validate()); len(errs) > 0 {
+		return nil, errs
+	}
+	return &p, nil
+}
+
+// openSweepers builds one Sweeper per configured policy.
+func (m *Main) openSweepers(cfg *config.Config, dirs map[string]targets.Directory) error {
+	m.sweepers = map[string]*sweep.Sweeper{}
+	for i := range cfg.Sweeps {
+		p, err := sweepPolicy(cfg, i)
+		if err != nil {
+			return err
+		}
+		s, err := sweep.New(*p, sweep.Deps{
+			Store: m.store, Apps: dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: workerName(),
+			Revoke: func(ctx context.Context, idp, subject string, _ time.Time) error {
+				return m.sessions.RevokeIdentity(ctx, idp, subject)
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("sweeps[%d] (%s): %w", i, p.Name, err)
+		}
+		m.sweepers[p.Name] = s
+		m.sweepOrder = append(m.sweepOrder, p.Name)
+	}
+	return nil
+}
+
+// cmdSweep runs one sweep now, or with --dry-run prints the plan and acts
+// on nothing.
+func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sweep", stderr)
+	path := fs.String("config", "usher.yaml", "config file")
+	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	only := fs.String("policy", "", "run only this policy (default: all)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Sweeps) == 0 {
+		return fmt.Errorf("%s has no sweeps", *path)
+	}
+	m := &Main{Config: cfg, Log: newLogger(stderr), Offline: true}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	ran := false
+	for _, name := range m.sweepOrder {
+		if *only != "" && name != *only {
+			continue
+		}
+		ran = true
+		res, err := m.sweepers[name].Run(ctx, *dry)
+		if res != nil {
+			if *asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			} else {
+				printSweep(stdout, res)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("sweep %s: %w", name, err)
+		}
+	}
+	if !ran {
+		return usageError{fmt.Errorf("no sweep policy named %q", *only)}
+	}
+	return nil
+}
+
+func printSweep(w io.Writer, r *sweep.Result) {
+	mode := "applied"
+	if r.DryRun {
+		mode = "dry run: nothing changed"
+	}
+	fmt.Fprintf(w, "sweep %s (%s)\n", r.Policy, mode)
+	if r.Plan != nil {
+		fmt.Fprint(w, r.Plan.Table())
+	}
+	if r.Blocked {
+		fmt.Fprintf(w, "BLOCKED by the safety valve: %s\n", r.BlockReason)
+	}
+	fmt.Fprintf(w, "planned %d, applied %d, skipped %d, failed %d\n\n", r.Planned, r.Applied, r.Skipped, r.Failed)
+}
