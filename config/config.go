@@ -63,6 +63,15 @@ type Store struct {
 	Path string `yaml:"path"`
 	// DSN is the PostgreSQL connection string.
 	DSN Secret `yaml:"dsn"`
+	// Migrate is "auto" (default: usher applies schema migrations at
+	// start) or "manual" (usher refuses to start on an old schema; run
+	// `usher migrate` first, e.g. once per upgrade before rolling the
+	// replicas).
+	Migrate string `yaml:"migrate"`
+	// MaxConns caps PostgreSQL connections per replica (default 10).
+	MaxConns int `yaml:"max_conns"`
+	// StatementTimeout bounds every PostgreSQL statement (default 5s).
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
 }
 
 // Headers are the trusted identity headers usher sets on proxied requests.

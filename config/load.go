@@ -144,6 +144,7 @@ func applyDefaults(c *Config) {
 			setDefault(&idp.SCIM.Subject, "externalId")
 		}
 	}
+	setDefault(&c.Store.Migrate, "auto")
 	if c.Provisioning.FastPath == 0 {
 		c.Provisioning.FastPath = time.Hour
 	}

@@ -137,6 +137,12 @@ func (v *validator) store() {
 	default:
 		v.errorf("store.driver", "want sqlite or postgres, got %q", s.Driver)
 	}
+	if m := v.c.Store.Migrate; m != "auto" && m != "manual" {
+		v.errorf("store.migrate", "want auto or manual, got %q", m)
+	}
+	if v.c.Store.MaxConns < 0 {
+		v.errorf("store.max_conns", "must not be negative")
+	}
 }
 
 func (v *validator) headers() {

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/store/postgres"
+	"github.com/usherhq/usher/store/sqlite"
 )
 
 const usage = `usher: a login-time sync proxy for Atlassian apps
@@ -20,6 +22,7 @@ usage:
   usher check --config FILE    check a config file and summarise it
   usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
                                run deprovisioning sweeps now (--dry-run: print the plan only)
+  usher migrate --config FILE  apply database schema migrations and exit
   usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
   usher saml keygen --cn NAME  print a new SAML SP key and certificate (PEM)
   usher version                print the version
@@ -43,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdSAML(args[1:], stdout)
 	case "sweep":
 		err = cmdSweep(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "usher", version())
 		return 0
@@ -125,6 +130,37 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n\n%s", *path, cfg.Summary())
+	return nil
+}
+
+// cmdMigrate applies the store's schema migrations. With store.migrate:
+// manual, upgrades run it once before starting the new version.
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("migrate", stderr)
+	path := fs.String("config", "usher.yaml", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	switch cfg.Store.Driver {
+	case "postgres":
+		dsn, err := cfg.Store.DSN.Resolve()
+		if err != nil {
+			return fmt.Errorf("store.dsn: %w", err)
+		}
+		err = postgres.Migrate(ctx, dsn)
+		if err != nil {
+			return err
+		}
+	default:
+		if err := sqlite.Migrate(ctx, cfg.Store.Path); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%s store is up to date\n", cfg.Store.Driver)
 	return nil
 }
 

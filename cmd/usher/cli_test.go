@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/usherhq/usher/store/sqlite"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -138,5 +140,27 @@ func TestSAMLKeygenWritesFilesOnce(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "saml", "keygen", "--key", key, "--cert", cert); code == 0 || !strings.Contains(stderr, "exists") {
 		t.Fatalf("second keygen over the same files: exit %d, %s", code, stderr)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "usher.db")
+	cfg := strings.Replace(goodConfig, "server:\n", "store:\n  path: "+db+"\n  migrate: manual\nserver:\n", 1)
+	path := writeConfig(t, cfg)
+	if _, err := sqlite.Open(context.Background(), db, sqlite.Options{NoMigrate: true}); err == nil || !strings.Contains(err.Error(), "migrate") {
+		t.Fatalf("opening an unmigrated store with migrate: manual: %v, want advice to run usher migrate", err)
+	}
+	code, stdout, stderr := runCLI(t, "migrate", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "up to date") {
+		t.Fatalf("migrate: exit %d: %s %s", code, stdout, stderr)
+	}
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{NoMigrate: true})
+	if err != nil {
+		t.Fatalf("open after migrate: %v", err)
+	}
+	s.Close()
+	if code, _, stderr := runCLI(t, "migrate", "--config", path); code != 0 {
+		t.Fatalf("second migrate: %s", stderr)
 	}
 }

@@ -288,13 +288,15 @@ func openStore(ctx context.Context, c config.Store) (store.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store.dsn: %w", err)
 		}
-		s, err := postgres.Open(ctx, dsn, postgres.Options{})
+		s, err := postgres.Open(ctx, dsn, postgres.Options{
+			NoMigrate: c.Migrate == "manual", MaxConns: int32(c.MaxConns), StatementTimeout: c.StatementTimeout,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		return s, nil
 	default:
-		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{})
+		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual"})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
