@@ -63,8 +63,9 @@ type Directory interface {
 	CreateUser(ctx context.Context, u NewUser) (*User, error)
 	// UpdateUser changes display name and/or e-mail. ErrNotFound.
 	UpdateUser(ctx context.Context, username string, u Update) error
-	// SetActive activates or deactivates. Idempotent. For Bitbucket, which
-	// has no REST deactivation, false frees the seat by removing the
+	// SetActive activates or deactivates. Idempotent, and writes nothing
+	// when the user is already in that state. ErrNotFound. For Bitbucket,
+	// which has no REST deactivation, false frees the seat by removing the
 	// licensing groups and true adds the configured licence group back.
 	SetActive(ctx context.Context, username string, active bool) error
 	// UserGroups lists the user's direct group memberships. ErrNotFound.
@@ -72,7 +73,8 @@ type Directory interface {
 	// AddToGroup is idempotent (already a member → nil). ErrNotFound when
 	// the user is missing; ErrGroupNotFound when the group is.
 	AddToGroup(ctx context.Context, username, group string) error
-	// RemoveFromGroup is idempotent (not a member → nil).
+	// RemoveFromGroup is idempotent: nil whenever the user ends up not a
+	// member, including when the user or the group does not exist.
 	RemoveFromGroup(ctx context.Context, username, group string) error
 	// CreateGroup is idempotent (exists → nil).
 	CreateGroup(ctx context.Context, group string) error

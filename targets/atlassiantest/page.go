@@ -1,0 +1,85 @@
+package atlassiantest
+
+import (
+	"html/template"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// The identity page stands in for the app's UI behind usher: it shows
+// who the trusted header says the visitor is, what the other X-Remote-*
+// headers add, and the emulator's record of that user. A visit by a
+// known, active user counts as a login (it sets the last-login time), as
+// the header authenticator in front of a real app would.
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.Product}} (emulated)</title></head>
+<body>
+<h1>{{.Product}} (emulated) — {{if .Name}}you are {{.Name}}{{else}}you are not signed in{{end}}</h1>
+{{if not .Name}}<p>No {{.Header}} header reached the app.</p>{{end}}
+{{if .Headers}}<h2>Identity headers</h2><dl>{{range .Headers}}<dt>{{.Name}}</dt><dd>{{.Value}}</dd>{{end}}</dl>{{end}}
+{{if .Name}}<h2>{{.Product}} account</h2>
+{{with .User}}<dl>
+<dt>Username</dt><dd>{{.Name}}</dd>
+<dt>Display name</dt><dd>{{.DisplayName}}</dd>
+<dt>Email</dt><dd>{{.Email}}</dd>
+<dt>Status</dt><dd>{{if .Active}}active{{else}}deactivated — the app refuses this login{{end}}</dd>
+<dt>Groups</dt><dd>{{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g}}{{else}}(none){{end}}</dd>
+</dl>{{else}}<p>There is no such user in {{.Product}}: the app refuses this login.</p>{{end}}{{end}}
+</body></html>
+`))
+
+type pageHeader struct{ Name, Value string }
+
+func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
+	name := r.Header.Get(s.header)
+	data := struct {
+		Product, Header, Name string
+		Headers               []pageHeader
+		User                  *User
+	}{Product: productName(s.kind), Header: s.header, Name: name}
+	for k, vs := range r.Header {
+		if strings.HasPrefix(k, "X-Remote-") || k == http.CanonicalHeaderKey(s.header) {
+			data.Headers = append(data.Headers, pageHeader{k, strings.Join(vs, ", ")})
+		}
+	}
+	slices.SortFunc(data.Headers, func(a, b pageHeader) int { return strings.Compare(a.Name, b.Name) })
+	status := http.StatusUnauthorized
+	if name != "" {
+		s.mu.Lock()
+		if u := s.lookup(name); u != nil {
+			if u.active {
+				u.lastLogin = s.now()
+				s.gen.Add(1)
+				status = http.StatusOK
+			} else {
+				status = http.StatusForbidden
+			}
+			e := s.export(u)
+			data.User = &e
+		} else {
+			status = http.StatusForbidden
+		}
+		s.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := pageTmpl.Execute(w, data); err != nil {
+		s.log.Warn("identity page: render", "err", err)
+	}
+}
+
+func productName(k Kind) string {
+	switch k {
+	case Jira:
+		return "Jira"
+	case Confluence:
+		return "Confluence"
+	case Bitbucket:
+		return "Bitbucket"
+	case Crowd:
+		return "Crowd"
+	}
+	return string(k)
+}

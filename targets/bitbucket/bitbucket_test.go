@@ -1,0 +1,102 @@
+package bitbucket_test
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/targets"
+	"github.com/usherhq/usher/targets/atlassiantest"
+	"github.com/usherhq/usher/targets/bitbucket"
+	"github.com/usherhq/usher/targets/targettest"
+)
+
+func TestContract(t *testing.T) {
+	targettest.Run(t, func(t *testing.T, deps targets.Deps) (targets.Directory, *atlassiantest.Server) {
+		srv := atlassiantest.New(atlassiantest.Bitbucket, atlassiantest.Options{AdminUser: "admin", AdminPassword: "s3cret"})
+		deps.Upstream = targettest.Serve(t, srv)
+		cfg := &bitbucket.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("s3cret")}, LicenceGroups: []string{"stash-users"}}
+		if errs := cfg.Validate(); len(errs) > 0 {
+			t.Fatalf("Validate: %v", errs)
+		}
+		dir, err := cfg.Open("bitbucket", deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir, srv
+	})
+}
+
+// TestDirectLicence: a user licensed by a direct LICENSED_USER grant and
+// no group reads as active, loses the grant on SetActive(false) and gets
+// the first licence group back on SetActive(true) (§5.5).
+func TestDirectLicence(t *testing.T) {
+	srv := atlassiantest.New(atlassiantest.Bitbucket, atlassiantest.Options{AdminUser: "admin", AdminPassword: "s3cret", DefaultGroup: "-"})
+	srv.AddUser(atlassiantest.User{Name: "solo", DisplayName: "Solo", Email: "solo@example.com", Active: true})
+	u := targettest.Serve(t, srv)
+	req, _ := http.NewRequest(http.MethodPut, u.String()+"/rest/api/1.0/admin/permissions/users?name=solo&permission=LICENSED_USER", nil)
+	req.SetBasicAuth("admin", "s3cret")
+	req.Header.Set("X-Atlassian-Token", "no-check")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got, _ := srv.User("solo"); !got.Licensed {
+		t.Fatalf("grant failed: %d", res.StatusCode)
+	}
+	cfg := &bitbucket.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("s3cret")}, LicenceGroups: []string{"stash-users"}}
+	dir, err := cfg.Open("bitbucket", targets.Deps{Upstream: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if got, err := dir.GetUser(ctx, "solo"); err != nil || !got.Active {
+		t.Fatalf("GetUser = %+v, %v; want active", got, err)
+	}
+	if err := dir.SetActive(ctx, "solo", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := srv.User("solo"); got.Licensed {
+		t.Errorf("still licensed after SetActive(false)")
+	}
+	if got, err := dir.GetUser(ctx, "solo"); err != nil || got.Active {
+		t.Errorf("GetUser = %+v, %v; want inactive", got, err)
+	}
+	if err := dir.SetActive(ctx, "solo", true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := srv.User("solo"); !got.Licensed || !slices.Contains(got.Groups, "stash-users") {
+		t.Errorf("after SetActive(true): %+v", got)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  bitbucket.Config
+		want []string
+	}{
+		{"ok", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}, LicenceGroups: []string{"stash-users"}}, nil},
+		{"no licence groups", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}}, []string{"licence_groups"}},
+		{"blank group", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}, LicenceGroups: []string{" "}}, []string{"licence_groups[0]"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var fields []string
+			for _, err := range tc.cfg.Validate() {
+				var fe *providers.FieldError
+				if !errors.As(err, &fe) {
+					t.Fatalf("%v is not a FieldError", err)
+				}
+				fields = append(fields, fe.Field)
+			}
+			if !slices.Equal(fields, tc.want) {
+				t.Errorf("fields = %v, want %v", fields, tc.want)
+			}
+		})
+	}
+}
