@@ -235,7 +235,7 @@ func (a *applier) run(ctx context.Context) error {
 		up.DisplayName = &d.DisplayName
 		what = append(what, fmt.Sprintf("display name %q → %q", u.DisplayName, d.DisplayName))
 	}
-	if d.Email != "" && !strings.EqualFold(u.Email, d.Email) {
+	if d.Email != "" && !u.EmailUnknown && !strings.EqualFold(u.Email, d.Email) {
 		up.Email = &d.Email
 		what = append(what, fmt.Sprintf("e-mail %q → %q", u.Email, d.Email))
 	}

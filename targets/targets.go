@@ -22,7 +22,11 @@ type User struct {
 	Key         string
 	DisplayName string
 	Email       string
-	Active      bool
+	// EmailUnknown says the app did not report the e-mail address
+	// (Confluence's user resource has none), so an empty Email is not a
+	// difference to correct.
+	EmailUnknown bool
+	Active       bool
 	// LastLogin is zero when the app does not expose it.
 	LastLogin time.Time
 }

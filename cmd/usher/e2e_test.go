@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/providers/oidc/oidctest"
@@ -35,6 +36,25 @@ type env struct {
 	apps     map[string]*atlassiantest.Server
 	cfg      *config.Config
 	cfgPath  string
+	urlA     string
+}
+
+// replica starts another usher on the same config (and so the same
+// store and session keys), as a second replica behind a load balancer
+// would run, and returns its base URL.
+func (e *env) replica(t *testing.T) (*Main, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Main{Config: e.cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true, RevocationPoll: 500 * time.Millisecond}
+	m.Listen(ln)
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, "http://" + ln.Addr().String()
 }
 
 // recorder is an upstream app that remembers the headers of each request.
@@ -90,6 +110,8 @@ type envOptions struct {
 	SCIM bool
 	// Extra is appended to the config file (top-level YAML).
 	Extra string
+	// DSN switches the store to this PostgreSQL database.
+	DSN string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -136,7 +158,11 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	cfgText := fmt.Sprintf(`server:
+	storeYAML := ""
+	if o.DSN != "" {
+		storeYAML = fmt.Sprintf("store:\n  driver: postgres\n  dsn: {value: %q}\n", o.DSN)
+	}
+	cfgText := storeYAML + fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
 session:
@@ -167,6 +193,7 @@ apps:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.m.Close() })
+	e.urlA = e.url
 	if e.saml != nil {
 		registerSP(t, e.saml, e.url+"/usher/saml/corp/metadata")
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,7 @@ type Main struct {
 	// background loops: for one-shot commands (usher sweep).
 	Offline bool
 
+	owner      string // this replica's name in leases
 	sweepers   map[string]*sweep.Sweeper
 	sweepOrder []string
 	stopSweeps func()
@@ -80,6 +82,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
+	m.owner = ownerName()
 	if m.Client == nil {
 		m.Client = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -171,7 +174,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
 		}
 		provisioner = rec
-		m.worker = &jit.Worker{Reconciler: rec, Store: ps, Owner: workerName()}
+		m.worker = &jit.Worker{Reconciler: rec, Store: ps, Owner: m.owner}
 		m.reconciler = rec
 	}
 
@@ -236,7 +239,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		for _, name := range m.sweepOrder {
 			ss = append(ss, m.sweepers[name])
 		}
-		stop, err := sweep.Schedule(context.WithoutCancel(ctx), ss, workerName(), 0)
+		stop, err := sweep.Schedule(context.WithoutCancel(ctx), ss, m.owner, 0)
 		if err != nil {
 			return fmt.Errorf("schedule sweeps: %w", err)
 		}
@@ -275,10 +278,13 @@ func mustParse(s string) *url.URL {
 	return u
 }
 
-// workerName identifies this process in job leases.
-func workerName() string {
+// ownerName identifies this replica in job and sweep leases: host, process
+// and a random part, so two replicas in one process never share leases.
+func ownerName() string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s/%d", host, os.Getpid())
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }
 
 func openStore(ctx context.Context, c config.Store) (store.Store, error) {

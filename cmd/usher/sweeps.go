@@ -34,7 +34,7 @@ func (m *Main) openSweepers(cfg *config.Config, dirs map[string]targets.Director
 			return err
 		}
 		s, err := sweep.New(*p, sweep.Deps{
-			Store: m.store, Apps: dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: workerName(),
+			Store: m.store, Apps: dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
 			Revoke: func(ctx context.Context, idp, subject string, _ time.Time) error {
 				return m.sessions.RevokeIdentity(ctx, idp, subject)
 			},

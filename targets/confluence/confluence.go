@@ -61,7 +61,7 @@ type person struct {
 
 func (p *person) user() targets.User {
 	return targets.User{
-		Name: p.Username, Key: p.UserKey, DisplayName: p.DisplayName, Email: p.Email,
+		Name: p.Username, Key: p.UserKey, DisplayName: p.DisplayName, Email: p.Email, EmailUnknown: p.Email == "",
 		Active: !strings.EqualFold(p.Status, "Deactivated"), LastLogin: p.LastLogin.Time,
 	}
 }

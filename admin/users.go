@@ -1,0 +1,267 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/usherhq/usher/store"
+)
+
+const (
+	// maxHits bounds a search's answer.
+	maxHits = 100
+	// browsePage is how many bindings the user list shows without a query.
+	browsePage = 50
+	// timelineLimit bounds the events a timeline shows.
+	timelineLimit = 500
+)
+
+type userHit struct {
+	store.Binding
+	Match string // what matched: "username", "subject", "email"; "" when browsing
+}
+
+type usersData struct {
+	Q         string
+	Hits      []userHit
+	Truncated bool   // the search stopped at scanLimit bindings or maxHits hits
+	Next      string // browsing: the cursor of the next page
+}
+
+// searchUsers finds bindings by exact username, by substring of username
+// or subject over at most scanLimit bindings, and by the e-mail recent
+// login events carry. Without q it lists bindings from the cursor after.
+func (h *handler) searchUsers(ctx context.Context, q, after string) (usersData, error) {
+	d := usersData{Q: q}
+	if q == "" {
+		err := h.eachBinding(ctx, after, browsePage, func(b store.Binding) bool {
+			d.Hits = append(d.Hits, userHit{Binding: b})
+			return true
+		})
+		if len(d.Hits) == browsePage {
+			d.Next = bindingCursor(d.Hits[len(d.Hits)-1].Binding)
+		}
+		return d, err
+	}
+	seen := map[string]bool{}
+	add := func(b store.Binding, match string) bool {
+		k := bindingCursor(b)
+		if seen[k] {
+			return true
+		}
+		if len(d.Hits) >= maxHits {
+			d.Truncated = true
+			return false
+		}
+		seen[k] = true
+		d.Hits = append(d.Hits, userHit{Binding: b, Match: match})
+		return true
+	}
+	b, err := h.o.Store.BindingByUsername(ctx, q)
+	switch {
+	case err == nil:
+		add(b, "username")
+	case !errors.Is(err, store.ErrNotFound):
+		return d, fmt.Errorf("admin: search %q: %w", q, err)
+	}
+	lq := strings.ToLower(q)
+	scanned := 0
+	err = h.eachBinding(ctx, "", scanLimit, func(b store.Binding) bool {
+		scanned++
+		switch {
+		case strings.Contains(strings.ToLower(b.Username), lq):
+			return add(b, "username")
+		case strings.Contains(strings.ToLower(b.Subject), lq):
+			return add(b, "subject")
+		}
+		return true
+	})
+	if err != nil {
+		return d, fmt.Errorf("admin: search %q: %w", q, err)
+	}
+	if scanned >= scanLimit {
+		d.Truncated = true
+	}
+	if strings.Contains(q, "@") {
+		// The store keeps no e-mail column; logins record it in Detail.
+		evs, err := h.o.Store.Audit(ctx, store.AuditFilter{Action: "login", Limit: scanLimit})
+		if err != nil {
+			return d, fmt.Errorf("admin: search %q by e-mail: %w", q, err)
+		}
+		for _, e := range evs {
+			if seen[e.IdP+"\x00"+e.Subject] || !strings.Contains(strings.ToLower(loginEmail(e.Detail)), lq) {
+				continue
+			}
+			b, err := h.o.Store.Binding(ctx, e.IdP, e.Subject)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return d, fmt.Errorf("admin: search %q by e-mail: %w", q, err)
+			}
+			if !add(b, "email") {
+				break
+			}
+		}
+	}
+	return d, nil
+}
+
+func (h *handler) usersPage(w http.ResponseWriter, r *http.Request) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	d, err := h.searchUsers(r.Context(), q, r.URL.Query().Get("after"))
+	if err != nil {
+		h.fail(w, r, http.StatusInternalServerError, "The search failed.", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "users", "Users", d)
+}
+
+type appView struct {
+	App     string
+	State   *store.AppState
+	Managed []store.Membership
+}
+
+type timelineData struct {
+	IdP, Subject string
+	Binding      *store.Binding
+	AccessExpiry time.Time
+	Events       []eventView
+	Apps         []appView
+	// Changes are what "Sync now" did; Synced tells an empty list from
+	// no sync.
+	Changes []string
+	Synced  bool
+	Now     time.Time
+}
+
+// timeline gathers why a person has what: their audit events (newest
+// first), and per app what usher last applied and which groups it
+// manages. ErrNotFound when usher knows nothing of the identity.
+func (h *handler) timeline(ctx context.Context, idp, subject string) (timelineData, error) {
+	d := timelineData{IdP: idp, Subject: subject, Now: h.now()}
+	st := h.o.Store
+	b, err := st.Binding(ctx, idp, subject)
+	switch {
+	case err == nil:
+		d.Binding = &b
+	case !errors.Is(err, store.ErrNotFound):
+		return d, fmt.Errorf("admin: timeline %s/%s: %w", idp, subject, err)
+	}
+	byID := map[int64]store.Event{}
+	if d.Binding != nil {
+		evs, err := st.Audit(ctx, store.AuditFilter{IdP: idp, Username: b.Username, Limit: timelineLimit})
+		if err != nil {
+			return d, fmt.Errorf("admin: timeline %s/%s: %w", idp, subject, err)
+		}
+		for _, e := range evs {
+			// Another identity refused this username is not this person's story.
+			if e.Subject == subject || e.Subject == "" {
+				byID[e.ID] = e
+			}
+		}
+	}
+	// Refusals before any binding carry no username; find them by subject
+	// among the IdP's recent events.
+	evs, err := st.Audit(ctx, store.AuditFilter{IdP: idp, Limit: 4 * timelineLimit})
+	if err != nil {
+		return d, fmt.Errorf("admin: timeline %s/%s: %w", idp, subject, err)
+	}
+	for _, e := range evs {
+		if e.Subject == subject {
+			byID[e.ID] = e
+		}
+	}
+	if d.Binding == nil && len(byID) == 0 {
+		return d, fmt.Errorf("admin: timeline %s/%s: %w", idp, subject, store.ErrNotFound)
+	}
+	all := make([]store.Event, 0, len(byID))
+	for _, e := range byID {
+		all = append(all, e)
+	}
+	slices.SortFunc(all, func(a, b store.Event) int {
+		return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(b.ID, a.ID))
+	})
+	if len(all) > timelineLimit {
+		all = all[:timelineLimit]
+	}
+	apps := map[string]bool{}
+	for _, e := range all {
+		d.Events = append(d.Events, viewEvent(e, true))
+		if e.App != "" {
+			apps[e.App] = true
+		}
+	}
+	if d.AccessExpiry, err = st.AccessExpiry(ctx, idp, subject); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return d, fmt.Errorf("admin: timeline %s/%s: access expiry: %w", idp, subject, err)
+	}
+	if d.Binding == nil {
+		return d, nil
+	}
+	for _, app := range slices.Sorted(maps.Keys(apps)) {
+		v := appView{App: app}
+		s, err := st.AppState(ctx, app, b.Username)
+		switch {
+		case err == nil:
+			v.State = &s
+		case !errors.Is(err, store.ErrNotFound):
+			return d, fmt.Errorf("admin: timeline %s/%s: app %s: %w", idp, subject, app, err)
+		}
+		if v.Managed, err = st.Managed(ctx, app, b.Username); err != nil {
+			return d, fmt.Errorf("admin: timeline %s/%s: app %s: %w", idp, subject, app, err)
+		}
+		d.Apps = append(d.Apps, v)
+	}
+	return d, nil
+}
+
+func (h *handler) userPage(w http.ResponseWriter, r *http.Request) {
+	idp, subject := r.PathValue("idp"), r.PathValue("subject")
+	d, err := h.timeline(r.Context(), idp, subject)
+	if err != nil {
+		h.fail(w, r, statusOf(err, http.StatusInternalServerError), "No timeline for "+idp+" / "+subject+".", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "user", "User "+displayName(d), d)
+}
+
+func (h *handler) userSync(w http.ResponseWriter, r *http.Request) {
+	idp, subject := r.PathValue("idp"), r.PathValue("subject")
+	changes, err := h.syncUser(r, idp, subject)
+	if err != nil {
+		h.fail(w, r, http.StatusBadGateway, "Sync failed: "+err.Error(), err)
+		return
+	}
+	d, err := h.timeline(r.Context(), idp, subject)
+	if err != nil {
+		h.fail(w, r, statusOf(err, http.StatusInternalServerError), "Synced, but the timeline could not be read.", err)
+		return
+	}
+	d.Changes, d.Synced = changes, true
+	h.render(w, r, http.StatusOK, "user", "User "+displayName(d), d)
+}
+
+func (h *handler) syncUser(r *http.Request, idp, subject string) ([]string, error) {
+	actor := principalOf(r).Actor
+	changes, err := h.o.Actions.SyncUser(r.Context(), idp, subject, actor)
+	if err != nil {
+		return nil, fmt.Errorf("admin: sync %s/%s: %w", idp, subject, err)
+	}
+	h.log.Info("admin sync", "actor", actor, "idp", idp, "subject", subject, "changes", len(changes))
+	return changes, nil
+}
+
+func displayName(d timelineData) string {
+	if d.Binding != nil {
+		return d.Binding.Username
+	}
+	return d.Subject
+}
