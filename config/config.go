@@ -9,6 +9,8 @@ import "time"
 // Config is one usher configuration file.
 type Config struct {
 	Server  Server  `yaml:"server"`
+	Admin   Admin   `yaml:"admin"`
+	Log     Log     `yaml:"log"`
 	Session Session `yaml:"session"`
 	Store   Store   `yaml:"store"`
 	Headers Headers `yaml:"headers"`
@@ -36,6 +38,34 @@ type Server struct {
 	PublicURL string `yaml:"public_url"`
 	// DataDir holds the SQLite file and generated state, default "./data".
 	DataDir string `yaml:"data_dir"`
+	// TLS is how the public listener gets TLS (mode off, files or acme);
+	// decoded strictly into tlsserve.Config by cmd/usher.
+	TLS Raw `yaml:"tls"`
+	// HTTPListen, with TLS on, is a plain-HTTP listener (":80") that
+	// answers ACME HTTP-01 challenges and redirects to HTTPS.
+	HTTPListen string `yaml:"http_listen"`
+}
+
+// Admin is the admin listener: pages, JSON API, metrics, health.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9090; "off" disables the listener.
+	Listen string `yaml:"listen"`
+	// Token admits scripts, Prometheus (bearer) and browsers (login form).
+	Token Secret `yaml:"token"`
+	// SSOGroup admits people whose usher session carries this IdP group.
+	SSOGroup string `yaml:"sso_group"`
+}
+
+// Log configures usher's own logs.
+type Log struct {
+	// Format is json, text or auto (default: text on a terminal, JSON
+	// otherwise).
+	Format string `yaml:"format"`
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Drop names personal fields left out of every log line, e.g.
+	// [email, username, subject].
+	Drop []string `yaml:"drop"`
 }
 
 // Session is the browser session cookie.

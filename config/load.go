@@ -145,6 +145,9 @@ func applyDefaults(c *Config) {
 		}
 	}
 	setDefault(&c.Store.Migrate, "auto")
+	setDefault(&c.Admin.Listen, "127.0.0.1:9090")
+	setDefault(&c.Log.Format, "auto")
+	setDefault(&c.Log.Level, "info")
 	if c.Provisioning.FastPath == 0 {
 		c.Provisioning.FastPath = time.Hour
 	}

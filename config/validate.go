@@ -137,6 +137,22 @@ func (v *validator) store() {
 	default:
 		v.errorf("store.driver", "want sqlite or postgres, got %q", s.Driver)
 	}
+	if f := v.c.Log.Format; !oneOf(f, []string{"auto", "json", "text"}) {
+		v.errorf("log.format", "want auto, json or text, got %q", f)
+	}
+	if l := v.c.Log.Level; !oneOf(l, []string{"debug", "info", "warn", "error"}) {
+		v.errorf("log.level", "want debug, info, warn or error, got %q", l)
+	}
+	if a := v.c.Admin.Listen; a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			v.errorf("admin.listen", "want host:port or off, got %q", a)
+		}
+	}
+	if l := v.c.Server.HTTPListen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			v.errorf("server.http_listen", "want host:port, got %q", l)
+		}
+	}
 	if m := v.c.Store.Migrate; m != "auto" && m != "manual" {
 		v.errorf("store.migrate", "want auto or manual, got %q", m)
 	}

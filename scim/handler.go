@@ -65,6 +65,10 @@ type Config struct {
 	// "https://jira.example.com/scim/v2", used for meta.location. Empty
 	// means derived from the request: its Host plus "/scim/v2".
 	BaseURL string
+	// Observe, when set, is told about every request (metrics): the IdP
+	// ("" when unauthenticated), an op like "PATCH Users" and a result
+	// of ok, client_error or error.
+	Observe func(idp, op, result string)
 }
 
 // IdPConfig is one IdP allowed to push.
@@ -127,6 +131,7 @@ type idp struct {
 }
 
 type server struct {
+	onRequest func(idp, op, result string)
 	idps      []idp
 	store     store.SCIM
 	hooks     Hooks
@@ -153,15 +158,16 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("scim: hooks are required")
 	}
 	s := &server{
-		store:    cfg.Store,
-		hooks:    cfg.Hooks,
-		log:      cfg.Log,
-		now:      cfg.Now,
-		maxBody:  cfg.MaxBody,
-		baseURL:  strings.TrimRight(cfg.BaseURL, "/"),
-		userRes:  schema.CoreUserSchema(),
-		groupRes: schema.CoreGroupSchema(),
-		enterRes: schema.ExtensionEnterpriseUser(),
+		onRequest: cfg.Observe,
+		store:     cfg.Store,
+		hooks:     cfg.Hooks,
+		log:       cfg.Log,
+		now:       cfg.Now,
+		maxBody:   cfg.MaxBody,
+		baseURL:   strings.TrimRight(cfg.BaseURL, "/"),
+		userRes:   schema.CoreUserSchema(),
+		groupRes:  schema.CoreGroupSchema(),
+		enterRes:  schema.ExtensionEnterpriseUser(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -268,13 +274,48 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="usher-scim"`)
 		s.writeError(w, r, nil, errUnauthorized)
+		s.observe("", r, http.StatusUnauthorized)
 		return
 	}
 	req := &request{Request: r, idp: d}
 	if p != "" {
 		req.path = strings.Split(p, "/")
 	}
-	s.route(w, req)
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.route(sw, req)
+	s.observe(d.ID, r, sw.status)
+}
+
+// observe reports a request to Config.Observe with a fixed-set op
+// (method and resource type) and result (ok, client_error, error).
+func (s *server) observe(idp string, r *http.Request, status int) {
+	if s.onRequest == nil {
+		return
+	}
+	resource := "other"
+	p := strings.Trim(strings.TrimPrefix(r.URL.Path, "/scim/v2"), "/")
+	if first, _, _ := strings.Cut(p, "/"); first == "Users" || first == "Groups" {
+		resource = first
+	}
+	result := "ok"
+	switch {
+	case status >= 500:
+		result = "error"
+	case status >= 400:
+		result = "client_error"
+	}
+	s.onRequest(idp, r.Method+" "+resource, result)
+}
+
+// statusWriter remembers the status for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // authenticate compares the bearer token with every IdP's, always all of

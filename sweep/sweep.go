@@ -51,6 +51,8 @@ type Deps struct {
 	Owner string
 	// Lease is the lease TTL for Run (default 2m), renewed at a third.
 	Lease time.Duration
+	// OnRun is called after every run that got the lease (metrics).
+	OnRun func(res *Result, d time.Duration)
 	// OnBlocked is called whenever Run refuses a plan (metrics).
 	OnBlocked func(policy, reason string)
 }
@@ -156,7 +158,7 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool) (*Result, error) {
 	return s.run(ctx, s.d.Owner, s.d.Lease, dryRun || s.p.DryRun)
 }
 
-func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryRun bool) (*Result, error) {
+func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryRun bool) (res *Result, err error) {
 	lease := "sweep:" + s.p.Name
 	ok, err := s.d.Store.Lease(ctx, lease, owner, ttl)
 	if err != nil {
@@ -164,6 +166,14 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	}
 	if !ok {
 		return nil, ErrLeaseHeld
+	}
+	if s.d.OnRun != nil {
+		began := time.Now()
+		defer func() {
+			if res != nil {
+				s.d.OnRun(res, time.Since(began))
+			}
+		}()
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -193,7 +203,7 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	}
 	now := s.d.Now()
 	run := store.SweepRun{Policy: s.p.Name, DryRun: dryRun, Started: now, Planned: plan.Actions(), Plan: data}
-	res := &Result{Policy: s.p.Name, DryRun: dryRun, Plan: plan, Planned: plan.Actions(),
+	res = &Result{Policy: s.p.Name, DryRun: dryRun, Plan: plan, Planned: plan.Actions(),
 		Blocked: plan.Blocked, BlockReason: plan.BlockReason}
 	switch {
 	case dryRun:

@@ -54,6 +54,8 @@ type ClientConfig struct {
 	// Sleep waits d or until ctx ends; nil uses a timer. Tests inject one
 	// that records the waits and returns at once.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Observe, when set, is told about every attempt (metrics).
+	Observe func(op, result string, d time.Duration)
 }
 
 // Client is the REST client every adapter shares: JSON in and out,
@@ -164,7 +166,9 @@ func (c *Client) Do(ctx context.Context, r Request) (Response, error) {
 	idempotent := r.Idempotent || r.Method != http.MethodPost
 	var resp Response
 	for attempt := 0; ; attempt++ {
+		began := time.Now()
 		status, hdr, data, err := c.attempt(ctx, r, body)
+		c.observe(r.Op, status, err, time.Since(began))
 		if err != nil {
 			if ctx.Err() != nil {
 				return resp, c.cancelled(ctx, r)
@@ -204,6 +208,39 @@ func (c *Client) Do(ctx context.Context, r Request) (Response, error) {
 			return resp, err
 		}
 	}
+}
+
+// observe reports one attempt to the metrics hook, with the operation
+// reduced to its fixed words ("add to group jira-users" → "add to group")
+// so that group and user names never become label values.
+func (c *Client) observe(op string, status int, err error, d time.Duration) {
+	if c.cfg.Observe == nil {
+		return
+	}
+	result := "ok"
+	switch {
+	case err != nil || status >= 500:
+		result = "error"
+	case status == http.StatusTooManyRequests:
+		result = "throttled"
+	case status >= 400:
+		result = "error"
+	}
+	c.cfg.Observe(OpLabel(op), result, d)
+}
+
+// OpLabel keeps the fixed words of an operation name: the first two, or
+// three when the second is "to" or "from".
+func OpLabel(op string) string {
+	words := strings.Fields(op)
+	n := 2
+	if len(words) > 1 && (words[1] == "to" || words[1] == "from") {
+		n = 3
+	}
+	if len(words) > n {
+		words = words[:n]
+	}
+	return strings.Join(words, " ")
 }
 
 // attempt sends the call once, holding a concurrency slot only while the

@@ -372,3 +372,20 @@ func TestTimestamp(t *testing.T) {
 		}
 	}
 }
+
+func TestOpLabel(t *testing.T) {
+	for in, want := range map[string]string{
+		"add to group jira-users":  "add to group",
+		"remove from group x y":    "remove from group",
+		"create group team-a":      "create group",
+		"get user":                 "get user",
+		"rename user to bob":       "rename user",
+		"set attribute department": "set attribute",
+		"list users":               "list users",
+		"":                         "",
+	} {
+		if got := targets.OpLabel(in); got != want {
+			t.Errorf("OpLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

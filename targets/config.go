@@ -34,6 +34,8 @@ type Deps struct {
 	Now      func() time.Time
 	// Sleep waits between retries; nil uses a timer. Tests record waits.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Observe, when set, is told about every app call (metrics).
+	Observe func(op, result string, d time.Duration)
 }
 
 // Conn is the connection block Jira, Confluence and Bitbucket configs
@@ -99,7 +101,7 @@ func OpenClient(app, rawURL string, auth Auth, concurrency int, timeout time.Dur
 	return NewClient(ClientConfig{
 		App: app, BaseURL: base, Auth: auth, HTTP: deps.HTTP,
 		Timeout: timeout, Concurrency: concurrency,
-		Log: deps.Log, Now: deps.Now, Sleep: deps.Sleep,
+		Log: deps.Log, Now: deps.Now, Sleep: deps.Sleep, Observe: deps.Observe,
 	})
 }
 
