@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/session"
 )
 
@@ -24,6 +25,10 @@ type Forwarder struct {
 	// Proto, when set, is sent as X-Forwarded-Proto instead of the scheme
 	// of the connection usher received ("https" behind a TLS terminator).
 	Proto string
+	// App and Metrics count responses by app and status class; a nil
+	// Metrics counts nothing.
+	App     string
+	Metrics *metrics.Metrics
 
 	upstream  *url.URL
 	names     HeaderNames
@@ -67,7 +72,11 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 		Transport:    transport,
 		BufferPool:   bufferPool{},
 		ErrorHandler: f.fail,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ModifyResponse: func(resp *http.Response) error {
+			f.Metrics.Request(f.App, resp.StatusCode)
+			return nil
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// FlushInterval stays 0: ReverseProxy flushes every write of
 		// text/event-stream and of responses without Content-Length.
 	}
@@ -147,6 +156,7 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
+	f.Metrics.Request(f.App, http.StatusBadGateway)
 	f.log.Error("proxy: upstream request failed", "upstream", f.upstream.Redacted(),
 		"method", r.Method, "host", r.Host, "path", r.URL.Path, "err", err)
 	http.Error(w, "Bad gateway: the application did not answer.", http.StatusBadGateway)

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -146,6 +147,7 @@ func (h *Handler) callback(typ string) http.HandlerFunc {
 				h.refuse(w, r, id, "", err, "The identity provider's answer could not be accepted. Please try again.")
 				return
 			}
+			h.opt.Metrics.Login(id, metrics.OutcomeError, metrics.ReasonIdPError)
 			h.fail(w, r, http.StatusBadGateway, "Sign-in failed", "usher could not complete the sign-in with "+idp.Name+". Try again in a moment.", fmt.Errorf("finish login at %s: %w", id, err))
 			return
 		}
@@ -170,6 +172,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	var denied *jit.DeniedError
 	switch {
 	case errors.As(err, &denied):
+		h.opt.Metrics.Login(id.IdP, metrics.OutcomeDenied, metrics.ReasonPolicy)
 		h.audit(r, store.Event{Action: "login.denied", IdP: id.IdP, Subject: id.Subject, Outcome: "refused", Detail: denied.Reason})
 		h.fail(w, r, http.StatusForbidden, "Access denied", "You signed in, but "+denied.Reason+".", err)
 		return
@@ -183,16 +186,19 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	prev, err := h.opt.Store.Binding(ctx, id.IdP, id.Subject)
 	known := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not read your account. Try again in a moment.", fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
 	_, err = h.opt.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: now})
 	if errors.Is(err, store.ErrUsernameTaken) {
+		h.opt.Metrics.Login(id.IdP, metrics.OutcomeRefused, metrics.ReasonUsernameTaken)
 		h.audit(r, store.Event{Action: "login.refused", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "refused", Detail: "username bound to another identity"})
 		h.fail(w, r, http.StatusForbidden, "Account name already in use", "The user name "+p.Username+" already belongs to another account, so usher will not sign you in as that user. Ask your administrator to link the accounts.", err)
 		return
 	}
 	if err != nil {
+		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
@@ -217,6 +223,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 					apps = append(apps, o.App)
 				}
 			}
+			h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonProvisioning)
 			h.audit(r, store.Event{Action: "login.failed", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "error", Detail: err.Error()})
 			h.fail(w, r, http.StatusServiceUnavailable, "Your account could not be set up", "usher could not set up your account in "+strings.Join(apps, ", ")+". Try again in a few minutes.", err)
 			return
@@ -227,6 +234,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 			}
 		}
 		if len(outs) > 0 && len(removed) == len(outs) {
+			h.opt.Metrics.Login(id.IdP, metrics.OutcomeDenied, metrics.ReasonPolicy)
 			h.audit(r, store.Event{Action: "login.refused", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "refused", Detail: "deprovisioned in every app"})
 			h.fail(w, r, http.StatusForbidden, "Access removed", "Your access to these applications has been removed. Ask your administrator if this is a mistake.", nil)
 			return
@@ -236,6 +244,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
+	h.opt.Metrics.Login(id.IdP, metrics.OutcomeOK, metrics.ReasonNone)
 	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: jit.Explain(id, p)})
 	s := &session.Session{
 		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
@@ -274,8 +283,33 @@ func (h *Handler) allowedApps(p *jit.Profile, removed []string) []string {
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, idp, subject string, err error, msg string) {
+	h.opt.Metrics.Login(idp, metrics.OutcomeRefused, refusalReason(err))
 	h.audit(r, store.Event{Action: "login.refused", IdP: idp, Subject: subject, Outcome: "refused", Detail: err.Error()})
 	h.fail(w, r, http.StatusForbidden, "Sign-in refused", msg, err)
+}
+
+// refusalReason sorts a refusal into the small fixed set of metric
+// reasons, from the words providers use for it.
+func refusalReason(err error) string {
+	msg := strings.ToLower(err.Error())
+	for _, c := range []struct{ word, reason string }{
+		{"replay", metrics.ReasonReplay},
+		{"signature", metrics.ReasonSignature},
+		{"audience", metrics.ReasonAudience},
+		{"expired", metrics.ReasonExpired},
+		{"notonorafter", metrics.ReasonExpired},
+		{"too early", metrics.ReasonExpired},
+		{"state", metrics.ReasonState},
+		{"flow", metrics.ReasonState},
+		{"inresponseto", metrics.ReasonState},
+		{"identity provider answered", metrics.ReasonIdPError},
+		{"idp error", metrics.ReasonIdPError},
+	} {
+		if strings.Contains(msg, c.word) {
+			return c.reason
+		}
+	}
+	return metrics.ReasonOther
 }
 
 func (h *Handler) audit(r *http.Request, e store.Event) {

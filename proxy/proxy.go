@@ -16,6 +16,7 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -66,8 +67,10 @@ type Options struct {
 	FlowTimeout   time.Duration
 	// SCIM serves /scim/v2 when IdPs push users; nil when none does.
 	SCIM http.Handler
-	Log  *slog.Logger
-	Now  func() time.Time
+	// Metrics counts requests and logins; nil counts nothing.
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // Handler serves everything on usher's public listener.
@@ -177,10 +180,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s, refresh, err := h.opt.Codec.Load(r) // also consults revocations
 	if err != nil {
-		h.unauthenticated(w, r, err)
+		h.unauthenticated(w, r, app, err)
 		return
 	}
 	if s.Apps != nil && !slices.Contains(s.Apps, app.Name) {
+		h.opt.Metrics.Request(app.Name, http.StatusForbidden)
 		h.fail(w, r, http.StatusForbidden, "No access to "+app.Name, "Your account is not allowed to use "+app.Name+". Ask your administrator if you need it.", nil)
 		return
 	}
@@ -241,8 +245,9 @@ func passThrough(p config.PassThrough, r *http.Request) bool {
 // navigating go to the login page with their destination kept; API and
 // XHR callers get 401, since a redirect to an HTML login page would only
 // confuse them.
-func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, err error) {
+func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, app *App, err error) {
 	if isNavigation(r) {
+		h.opt.Metrics.Request(app.Name, http.StatusFound)
 		rd := r.URL.RequestURI()
 		if h.needsAbsoluteReturn(r) {
 			rd = h.scheme + "://" + strings.ToLower(r.Host) + rd
@@ -252,6 +257,7 @@ func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, err er
 		http.Redirect(w, r, target.String(), http.StatusFound)
 		return
 	}
+	h.opt.Metrics.Request(app.Name, http.StatusUnauthorized)
 	w.Header().Set("WWW-Authenticate", `Usher realm="usher"`)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
