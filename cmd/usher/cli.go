@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"strings"
+	"syscall"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/store/postgres"
@@ -22,6 +25,7 @@ usage:
   usher check --config FILE    check a config file and summarise it
   usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
                                run deprovisioning sweeps now (--dry-run: print the plan only)
+  usher reload --config FILE   make a running usher re-read its config (or send it SIGHUP)
   usher migrate --config FILE  apply database schema migrations and exit
   usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
   usher saml keygen --cn NAME  print a new SAML SP key and certificate (PEM)
@@ -46,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdSAML(args[1:], stdout)
 	case "sweep":
 		err = cmdSweep(ctx, args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
@@ -108,13 +114,58 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m := &Main{Config: cfg, Log: newLogger(stderr)}
+	m := &Main{Config: cfg, ConfigPath: *path, Log: newLogger(stderr, cfg.Log)}
 	if err := m.Open(ctx); err != nil {
 		return err
 	}
 	defer m.Close()
-	m.Log.Info("usher serving", "listen", m.Addr(), "public_url", cfg.Server.PublicURL, "version", version())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			_ = m.Reload(ctx) // logs why when refused
+		}
+	}()
+	m.Log.Info("usher serving", "listen", m.Addr(), "admin", m.AdminAddr(), "public_url", cfg.Server.PublicURL, "version", version())
 	return m.Wait(ctx)
+}
+
+// cmdReload asks a running usher to re-read its config, through the
+// admin API named in the same config file (or send it SIGHUP).
+func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", stderr)
+	path := fs.String("config", "usher.yaml", "config file of the running usher")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if cfg.Admin.Listen == "off" || cfg.Admin.Token.IsZero() {
+		return errors.New("reload needs admin.listen and admin.token in the config; or send the process SIGHUP")
+	}
+	tok, err := cfg.Admin.Token.Resolve()
+	if err != nil {
+		return fmt.Errorf("admin.token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+cfg.Admin.Listen+"/admin/api/reload", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach usher's admin listener at %s: %w", cfg.Admin.Listen, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("reload refused (%s): %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdout, "usher reloaded its config")
+	return nil
 }
 
 // cmdCheck reports every problem in a config file at once, with its YAML
@@ -217,16 +268,4 @@ func dedupe(errs config.Errors) config.Errors {
 		}
 	}
 	return out
-}
-
-func newLogger(w io.Writer) *slog.Logger {
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		return slog.New(slog.NewTextHandler(w, nil))
-	}
-	return slog.New(slog.NewJSONHandler(w, nil))
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/providers/oidc/oidctest"
+	"github.com/usherhq/usher/targets/atlassiantest"
 )
 
 // demoUsers are the people of the two demo companies. Each company has its
@@ -26,7 +27,7 @@ var demoIdPs = []struct {
 	users            []oidctest.User
 }{
 	{"acme", "Acme Okta (demo)", "acme.test", []oidctest.User{
-		{Subject: "00u-alice", Username: "alice", Password: "alice", Email: "alice@acme.test", Name: "Alice Archer", Groups: []string{"engineering", "jira-users"}},
+		{Subject: "00u-alice", Username: "alice", Password: "alice", Email: "alice@acme.test", Name: "Alice Archer", Groups: []string{"engineering", "usher-admins"}},
 		{Subject: "00u-carol", Username: "carol", Password: "carol", Email: "carol@acme.test", Name: "Carol Chen", Groups: []string{"support"}},
 	}},
 	{"globex", "Globex Entra ID (demo)", "globex.test", []oidctest.User{
@@ -57,6 +58,32 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer app.Close()
+	apiPassword := randomHex(12)
+	var appYAML strings.Builder
+	for _, a := range []struct{ name, kind, prefix string }{{"jira", "jira", "/jira"}, {"confluence", "confluence", "/wiki"}} {
+		emu, err := startDemoApp(atlassiantest.New(atlassiantest.Kind(a.kind), atlassiantest.Options{
+			AdminUser: "usher-admin", AdminPassword: apiPassword,
+			Groups: []string{"jira-developers", "confluence-eng", "usher-users", "sales-team"},
+			Users:  []atlassiantest.User{{Name: "localadmin", DisplayName: "Local Admin (made by hand)", Email: "admin@localhost", Active: true}},
+		}))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer emu.Close()
+		fmt.Fprintf(&appYAML, `  - name: %s
+    kind: %s
+    upstream: %s
+    route: {path_prefix: %s}
+    api: {username: usher-admin, password: %s}
+`, a.name, a.kind, emu.URL, a.prefix, apiPassword)
+	}
+	adminLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port+1))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin listener on 127.0.0.1:%d: %w (try another --port)", *port+1, err)
+	}
+	adminToken := randomHex(16)
 
 	var idpYAML strings.Builder
 	for _, d := range demoIdPs {
@@ -83,6 +110,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
       issuer: %s
       client_id: usher
       client_secret: demo-secret
+    mapping:
+      groups:
+        map:
+          - idp_group: engineering
+            groups: {jira: [jira-developers], confluence: [confluence-eng]}
+          - idp_group: sales
+            groups: {"*": [sales-team]}
+        defaults: {"*": [usher-users]}
 `, d.id, d.name, d.domain, idp.Issuer())
 	}
 
@@ -92,20 +127,29 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer os.RemoveAll(dir)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
 	yaml := fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
 session:
   keys: [%s]
+admin:
+  listen: %s
+  token: %s
+  sso_group: usher-admins
+log: {level: warn}
 apps:
-  - name: demo-app
+  - name: home
     kind: generic
     upstream: %s
     route: {path_prefix: /}
-idps:
-%s`, public, dir, hex.EncodeToString(key), app.URL, idpYAML.String())
+%sidps:
+%ssweeps:
+  - name: leavers
+    idps: [acme, globex]
+    sources: {inactive_days: 30, access_expiry: true}
+    protected_users: [localadmin]
+    max_share: 0.5
+`, public, dir, randomHex(32), adminLn.Addr(), adminToken, app.URL, appYAML.String(), idpYAML.String())
 	cfgPath := filepath.Join(dir, "usher.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		ln.Close()
@@ -116,8 +160,9 @@ idps:
 		ln.Close()
 		return fmt.Errorf("demo config: %w", err)
 	}
-	m := &Main{Config: cfg, Log: log}
+	m := &Main{Config: cfg, ConfigPath: cfgPath, Log: log}
 	m.Listen(ln)
+	m.ListenAdmin(adminLn)
 	if err := m.Open(ctx); err != nil {
 		return err
 	}
@@ -130,8 +175,17 @@ idps:
 			fmt.Fprintf(stdout, "    %-24s password %-6s (%s)\n", u.Email, u.Password, d.name)
 		}
 	}
+	fmt.Fprintf(stdout, "\n  Behind usher: a demo page at /, an emulated Jira at /jira/ and Confluence at /wiki/.\n")
+	fmt.Fprintf(stdout, "  usher creates your account in both at sign-in, with groups mapped from the IdP.\n\n")
+	fmt.Fprintf(stdout, "  Admin page: http://%s/admin/ (token %s, or sign in as alice, an usher admin)\n", adminLn.Addr(), adminToken)
 	fmt.Fprintf(stdout, "\n  Config used: %s\n  Press Ctrl-C to stop.\n", cfgPath)
 	return m.Wait(ctx)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // whoami is the demo app: it shows the identity headers usher set.
@@ -140,7 +194,7 @@ func whoami() http.Handler {
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}td{padding:.2rem .8rem;border-bottom:1px solid #ddd;vertical-align:top}code{word-break:break-all}</style></head><body>
 {{if .User}}<h1>Hello, {{.Name}}</h1><p>You reached the demo app through usher as <b>{{.User}}</b>.</p>{{else}}<h1>No identity</h1>{{end}}
 <h2>Identity headers received</h2><table>{{range .Headers}}<tr><td><code>{{.K}}</code></td><td><code>{{.V}}</code></td></tr>{{end}}</table>
-<p><a href="/usher/logout">Sign out</a></p></body></html>`))
+<p><a href="/jira/">Emulated Jira</a> · <a href="/wiki/">Emulated Confluence</a> · <a href="/usher/logout">Sign out</a></p></body></html>`))
 	type kv struct{ K, V string }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var hs []kv

@@ -219,14 +219,14 @@ func TestProvisioningWhenAppIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m2.Close()
-	if n, err := m2.worker.Drain(ctx); err != nil || n != 0 {
+	if n, err := m2.gen.Load().worker.Drain(ctx); err != nil || n != 0 {
 		t.Fatalf("drain while jira is down: %d done, %v", n, err)
 	}
 
 	// Jira recovers; the job is due again after its backoff.
 	e.apps["jira"].SetDown(false)
-	m2.reconciler.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	if n, err := m2.worker.Drain(ctx); err != nil || n != 1 {
+	m2.gen.Load().reconciler.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if n, err := m2.gen.Load().worker.Drain(ctx); err != nil || n != 1 {
 		t.Fatalf("drain after recovery: %d done, %v", n, err)
 	}
 	if g := groupsOf(t, e.apps["jira"], "alice"); !slices.Contains(g, "support-team") || slices.Contains(g, "jira-developers") {

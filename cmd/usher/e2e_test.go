@@ -162,7 +162,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	if o.DSN != "" {
 		storeYAML = fmt.Sprintf("store:\n  driver: postgres\n  dsn: {value: %q}\n", o.DSN)
 	}
-	cfgText := storeYAML + fmt.Sprintf(`server:
+	cfgText := storeYAML + "admin:\n  listen: 127.0.0.1:0\n  token: {value: admin-token}\n" + fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
 session:

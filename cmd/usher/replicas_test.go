@@ -86,7 +86,7 @@ func TestReplicasDrainOneQueue(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			if done[i], err = m.worker.Drain(ctx); err != nil {
+			if done[i], err = m.gen.Load().worker.Drain(ctx); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -130,7 +130,7 @@ func TestSweepLeaderAcrossReplicas(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := m.sweepers["expired"].Run(ctx, false)
+				res, err := m.gen.Load().sweepers["expired"].Run(ctx, false)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {

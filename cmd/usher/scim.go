@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
+	"strings"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
@@ -15,7 +15,7 @@ import (
 )
 
 // scimHandler builds the /scim/v2 endpoint when any IdP pushes SCIM.
-func (m *Main) scimHandler(cfg *config.Config, public *url.URL, mappers map[string]*jit.Mapper) (http.Handler, error) {
+func (m *Main) scimHandler(cfg *config.Config, g *generation, mappers map[string]*jit.Mapper) (http.Handler, error) {
 	var idps []scim.IdPConfig
 	for _, idp := range cfg.IdPs {
 		if idp.SCIM == nil {
@@ -31,8 +31,9 @@ func (m *Main) scimHandler(cfg *config.Config, public *url.URL, mappers map[stri
 		return nil, nil
 	}
 	return scim.New(scim.Config{
-		IdPs: idps, Store: m.store, Hooks: &scimHooks{m: m, mappers: mappers},
-		Log: m.Log, Now: m.Now, BaseURL: public.JoinPath("/scim/v2").String(),
+		IdPs: idps, Store: m.store, Hooks: &scimHooks{m: m, g: g, mappers: mappers},
+		Log: m.Log, Now: m.Now, BaseURL: g.public.JoinPath("/scim/v2").String(),
+		Observe: m.metrics.SCIM,
 	})
 }
 
@@ -40,6 +41,7 @@ func (m *Main) scimHandler(cfg *config.Config, public *url.URL, mappers map[stri
 // reconcile as a login, and deprovisioning that also ends sessions.
 type scimHooks struct {
 	m       *Main
+	g       *generation
 	mappers map[string]*jit.Mapper
 }
 
@@ -65,17 +67,18 @@ func (h *scimHooks) Provision(ctx context.Context, idp string, u scim.User) erro
 		return fmt.Errorf("scim provision %s/%s: %w", idp, u.Subject, err)
 	}
 	m.audit(ctx, store.Event{Action: "scim.push", IdP: idp, Subject: u.Subject, Username: p.Username, Actor: "scim", Outcome: "ok", Detail: jit.Explain(id, p)})
-	if m.reconciler == nil {
+	rec := h.g.reconciler
+	if rec == nil {
 		return nil
 	}
-	if err := m.reconciler.Reinstate(ctx, p.Username, "scim: active"); err != nil {
+	if err := rec.Reinstate(ctx, p.Username, "scim: active"); err != nil {
 		return err
 	}
 	prevName := ""
 	if known && prev.Username != p.Username {
 		prevName = prev.Username
 	}
-	_, err = m.reconciler.Login(ctx, p, prevName, "scim", true)
+	_, err = rec.Login(ctx, p, prevName, "scim", true)
 	return err
 }
 
@@ -87,6 +90,11 @@ func (h *scimHooks) Deprovision(ctx context.Context, idp, subject, reason string
 // every replica and every app that usher provisioned them into
 // deactivates them (or queues it while the app is down).
 func (m *Main) deprovision(ctx context.Context, idp, subject, reason, actor string) error {
+	source := actor
+	if strings.HasPrefix(actor, "admin") {
+		source = "admin"
+	}
+	m.metrics.Revocation(source)
 	if err := m.sessions.RevokeIdentity(ctx, idp, subject); err != nil {
 		return err
 	}
@@ -98,15 +106,16 @@ func (m *Main) deprovision(ctx context.Context, idp, subject, reason, actor stri
 		return fmt.Errorf("deprovision %s/%s: %w", idp, subject, err)
 	}
 	m.audit(ctx, store.Event{Action: "deprovision", IdP: idp, Subject: subject, Username: b.Username, Actor: actor, Outcome: "ok", Detail: reason})
-	if m.reconciler == nil {
+	rec := m.gen.Load().reconciler
+	if rec == nil {
 		return nil
 	}
 	var errs []error
-	for app := range m.reconciler.Apps {
+	for app := range rec.Apps {
 		if _, err := m.store.AppState(ctx, app, b.Username); errors.Is(err, store.ErrNotFound) {
 			continue // usher never provisioned them there
 		}
-		errs = append(errs, m.reconciler.Deactivate(ctx, jit.Leaver{App: app, IdP: idp, Subject: subject, Username: b.Username, Reason: reason, Actor: actor}))
+		errs = append(errs, rec.Deactivate(ctx, jit.Leaver{App: app, IdP: idp, Subject: subject, Username: b.Username, Reason: reason, Actor: actor}))
 	}
 	return errors.Join(errs...)
 }

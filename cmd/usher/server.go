@@ -3,55 +3,43 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/jit"
-	"github.com/usherhq/usher/providers"
-	"github.com/usherhq/usher/providers/saml"
+	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/postgres"
 	"github.com/usherhq/usher/store/sqlite"
-	"github.com/usherhq/usher/sweep"
-	"github.com/usherhq/usher/targets"
+	"github.com/usherhq/usher/tlsserve"
 )
 
-// Main is one running usher. Tests build it with a ":0" listener and a temp
+// Main is one running usher. Tests build it with ":0" listeners and a temp
 // data dir; the serve and demo commands build it from a config file.
 type Main struct {
 	Config *config.Config
-	Log    *slog.Logger
+	// ConfigPath is re-read by Reload; empty means reload is unavailable.
+	ConfigPath string
+	Log        *slog.Logger
 	// Client talks to IdPs (discovery, token, metadata). Default: a client
 	// with a 10 s timeout.
 	Client *http.Client
 	Now    func() time.Time
-
-	store   store.Store
-	handler *proxy.Handler
-	revoked *session.Revocations
-	srv     *http.Server
-	ln      net.Listener
-	closers []io.Closer
-	served  chan error
-
-	reconciler     *jit.Reconciler
-	worker         *jit.Worker
-	sessions       *session.Shared
-	stopBackground func()
-	// RevocationPoll is how often revocations from other replicas are
-	// read, default 1s.
-	RevocationPoll time.Duration
 	// NoWorker keeps the retry worker from running in the background
 	// (tests drain the queue themselves).
 	NoWorker bool
@@ -60,15 +48,30 @@ type Main struct {
 	// Offline opens store, apps and sweeps but no listener and no
 	// background loops: for one-shot commands (usher sweep).
 	Offline bool
+	// RevocationPoll is how often revocations from other replicas are
+	// read, default 1s.
+	RevocationPoll time.Duration
 
-	owner      string // this replica's name in leases
-	sweepers   map[string]*sweep.Sweeper
-	sweepOrder []string
-	stopSweeps func()
+	owner     string // this replica's name in leases
+	store     store.Store
+	revoked   *session.Revocations
+	sessions  *session.Shared
+	reg       *prometheus.Registry
+	metrics   *metrics.Metrics
+	transport *http.Transport
+	tls       *tlsserve.Server
+
+	gen      atomic.Pointer[generation]
+	reloadMu sync.Mutex
+
+	ln, adminLn          net.Listener
+	srv, adminSrv, plain *http.Server
+	served               chan error
+	stopBackground       func()
 }
 
-// Open starts everything: store, providers, the public listener. On error
-// nothing is left running.
+// Open starts everything: store, providers, listeners, background work.
+// On error nothing is left running.
 func (m *Main) Open(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -82,188 +85,189 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
-	m.owner = ownerName()
 	if m.Client == nil {
 		m.Client = &http.Client{Timeout: 10 * time.Second}
 	}
-	public, err := url.Parse(cfg.Server.PublicURL)
-	if err != nil {
-		return fmt.Errorf("server.public_url: %w", err)
-	}
-
-	keys := make([][]byte, 0, len(cfg.Session.Keys))
-	for i, k := range cfg.Session.Keys {
-		v, err := k.Resolve()
-		if err != nil {
-			return fmt.Errorf("session.keys[%d]: %w", i, err)
-		}
-		keys = append(keys, []byte(v))
-	}
-	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
-	codec, err := session.NewCodec(keys, session.Options{
-		Name:     cfg.Session.CookieName,
-		Domain:   cfg.Session.CookieDomain,
-		Secure:   public.Scheme == "https",
-		Idle:     cfg.Session.IdleTimeout,
-		Absolute: cfg.Session.AbsoluteTimeout,
-		Now:      m.Now,
-		Revoker:  m.revoked,
-	})
-	if err != nil {
-		return fmt.Errorf("session: %w", err)
-	}
+	m.owner = ownerName()
+	m.transport = proxy.SharedTransport()
+	m.reg = prometheus.NewRegistry()
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.metrics = metrics.New(m.reg)
 
 	if m.store, err = openStore(ctx, cfg.Store); err != nil {
 		return err
 	}
-	m.closers = append(m.closers, m.store)
+	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
 	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log}
 	if err := m.sessions.Refresh(ctx); err != nil {
 		return err
 	}
-
-	deps := providers.Deps{PublicURL: public, Log: m.Log, Client: m.Client}
-	var idps []proxy.IdP
-	mappers := map[string]*jit.Mapper{}
-	for i, c := range cfg.IdPs {
-		pc, err := providerConfig(cfg, i)
-		if err != nil {
-			return err
-		}
-		var p providers.Provider
-		if sc, ok := pc.(*saml.Config); ok {
-			// Replicas share the assertion replay cache through the store.
-			p, err = sc.OpenWith(ctx, c.ID, deps, saml.Options{Replay: replayCache{m.store}, Now: m.Now})
-		} else {
-			p, err = pc.Open(ctx, c.ID, deps)
-		}
-		if err != nil {
-			return fmt.Errorf("idp %s: %w", c.ID, err)
-		}
-		if cl, ok := p.(io.Closer); ok {
-			m.closers = append(m.closers, cl)
-		}
-		mapper, err := mapperFor(cfg, i)
-		if err != nil {
-			return err
-		}
-		mappers[c.ID] = mapper
-		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Mapper: mapper})
-	}
-
-	var provisioner proxy.Provisioner
-	dirs := map[string]targets.Directory{}
-	for i, a := range cfg.Apps {
-		tc, err := targetConfig(cfg, i)
-		if err != nil {
-			return err
-		}
-		if tc == nil {
-			continue
-		}
-		dir, err := tc.Open(a.Name, targets.Deps{Upstream: mustParse(a.Upstream), Log: m.Log.With("app", a.Name), Now: m.Now})
-		if err != nil {
-			return fmt.Errorf("app %s: %w", a.Name, err)
-		}
-		dirs[a.Name] = dir
-	}
-	if len(dirs) > 0 {
-		ps := m.store
-		rec := &jit.Reconciler{
-			Apps: dirs, Store: ps, Log: m.Log, Now: m.Now,
-			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
-		}
-		provisioner = rec
-		m.worker = &jit.Worker{Reconciler: rec, Store: ps, Owner: m.owner}
-		m.reconciler = rec
-	}
-
-	names := proxy.HeaderNames{
-		Username: cfg.Headers.Username, Email: cfg.Headers.Email,
-		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups,
-		Strip:          cfg.Headers.Strip,
-		CookiePrefixes: []string{codec.CookieName(), codec.PrefixedName(proxy.FlowCookiePrefix)},
-	}
-	if ss := cfg.Headers.SharedSecret; ss != nil {
-		v, err := ss.Value.Resolve()
-		if err != nil {
-			return fmt.Errorf("headers.shared_secret.value: %w", err)
-		}
-		names.SecretHeader, names.SecretValue = ss.Header, v
-	}
-	transport := proxy.SharedTransport()
-	var apps []proxy.App
-	for _, a := range cfg.Apps {
-		up, err := url.Parse(a.Upstream)
-		if err != nil {
-			return fmt.Errorf("app %s: upstream: %w", a.Name, err)
-		}
-		fwd := proxy.NewForwarder(up, names, transport, m.Log.With("app", a.Name))
-		fwd.Proto = public.Scheme // the browser's scheme, also behind a TLS terminator
-		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
-	}
-
-	if err := m.openSweepers(cfg, dirs); err != nil {
-		return err
-	}
-	if m.Offline {
-		return nil
-	}
-	scimH, err := m.scimHandler(cfg, public, mappers)
+	g, err := m.build(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	m.handler = proxy.New(proxy.Options{
-		SCIM:      scimH,
-		PublicURL: public, Apps: apps, IdPs: idps, Codec: codec, Sessions: m.sessions,
-		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
-		FlowTimeout: cfg.Session.FlowTimeout, Log: m.Log, Now: m.Now,
+	m.gen.Store(g)
+	if m.Offline {
+		return nil
+	}
+	if err := m.listen(ctx, cfg); err != nil {
+		return err
+	}
+	if err := g.start(m); err != nil {
+		return err
+	}
+	m.background()
+	return nil
+}
+
+// listen opens the public listener (with TLS when configured), the plain
+// HTTP listener for redirects and ACME challenges, and the admin listener.
+func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
+	var tc tlsserve.Config
+	if !cfg.Server.TLS.IsZero() {
+		if err := cfg.Server.TLS.Decode(&tc); err != nil {
+			return err
+		}
+	}
+	var err error
+	if m.tls, err = tlsserve.New(tc, m.Log, cfg.Server.DataDir); err != nil {
+		return err
+	}
+	if err := m.tls.Manage(ctx); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	var public http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.gen.Load().handler.ServeHTTP(w, r)
 	})
+	if len(tc.TrustedProxies) > 0 {
+		if public, err = tlsserve.TrustProxies(tc.TrustedProxies, public); err != nil {
+			return err
+		}
+	}
 	if m.ln == nil {
 		if m.ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 		}
 	}
-	m.srv = &http.Server{
-		Handler:           m.handler,
+	ln := m.ln
+	if tlsConf := m.tls.TLSConfig(); tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	m.srv = m.server(public)
+	m.served = make(chan error, 3)
+	go func() { m.served <- m.srv.Serve(ln) }()
+
+	if cfg.Server.HTTPListen != "" {
+		pln, err := net.Listen("tcp", cfg.Server.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Server.HTTPListen, err)
+		}
+		m.plain = m.server(m.tls.HTTPHandler(public))
+		go func() { m.served <- m.plain.Serve(pln) }()
+	}
+	if cfg.Admin.Listen != "off" {
+		if m.adminLn == nil {
+			if m.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+				return fmt.Errorf("admin listener on %s: %w (set admin.listen to another address, or off)", cfg.Admin.Listen, err)
+			}
+		}
+		m.adminSrv = m.server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m.gen.Load().admin.ServeHTTP(w, r)
+		}))
+		go func() { m.served <- m.adminSrv.Serve(m.adminLn) }()
+	}
+	return nil
+}
+
+func (m *Main) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn),
 	}
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.srv.Serve(m.ln) }()
-	m.background(ctx)
-	if len(m.sweepers) > 0 && !m.NoSchedule {
-		var ss []*sweep.Sweeper
-		for _, name := range m.sweepOrder {
-			ss = append(ss, m.sweepers[name])
-		}
-		stop, err := sweep.Schedule(context.WithoutCancel(ctx), ss, m.owner, 0)
-		if err != nil {
-			return fmt.Errorf("schedule sweeps: %w", err)
-		}
-		m.stopSweeps = stop
-	}
-	return nil
 }
 
-// background starts the loops that run beside the server: revocation
-// refresh and the retry worker. Close stops them at a safe point.
-func (m *Main) background(ctx context.Context) {
-	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+// background starts the loops that outlive generations: revocation
+// refresh and the queue gauges. Close stops them.
+func (m *Main) background() {
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	poll := m.RevocationPoll
 	if poll <= 0 {
 		poll = time.Second
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); m.sessions.Run(bctx, poll) }()
-	if m.worker != nil && !m.NoWorker {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.worker.Run(bctx) }()
-	}
+	wg.Add(2)
+	go func() { defer wg.Done(); m.sessions.Run(ctx, poll) }()
+	go func() { defer wg.Done(); m.gauges(ctx, 15*time.Second) }()
 	m.stopBackground = func() { cancel(); wg.Wait() }
+}
+
+// gauges keeps the retry queue metrics current.
+func (m *Main) gauges(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if q, err := m.store.Queue(ctx); err == nil {
+			var age time.Duration
+			if !q.Oldest.IsZero() {
+				age = m.Now().Sub(q.Oldest)
+			}
+			m.metrics.SetQueue(q.Depth, age)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Reload re-reads the config file and swaps in a new generation. A file
+// with problems is refused with every problem logged, and the running
+// config keeps serving. Sessions survive as long as the new session keys
+// still hold the key that sealed them.
+func (m *Main) Reload(ctx context.Context) error {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	if m.ConfigPath == "" {
+		return errors.New("reload: usher was not started from a config file")
+	}
+	cfg, err := loadConfig(m.ConfigPath)
+	if err != nil {
+		m.Log.Error("reload refused: the config file has problems; the running config stays", "file", m.ConfigPath, "err", err)
+		return fmt.Errorf("reload refused, running config kept: %w", err)
+	}
+	old := m.gen.Load()
+	for _, c := range []struct {
+		what     string
+		old, new any
+	}{
+		{"store", old.cfg.Store, cfg.Store},
+		{"server.listen", old.cfg.Server.Listen, cfg.Server.Listen},
+		{"server.http_listen", old.cfg.Server.HTTPListen, cfg.Server.HTTPListen},
+		{"admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen},
+	} {
+		if !reflect.DeepEqual(c.old, c.new) {
+			m.Log.Warn("reload: this setting takes effect at the next restart", "setting", c.what)
+		}
+	}
+	g, err := m.build(ctx, cfg)
+	if err != nil {
+		m.Log.Error("reload refused: the new config could not be opened; the running config stays", "err", err)
+		return fmt.Errorf("reload refused, running config kept: %w", err)
+	}
+	if err := g.start(m); err != nil {
+		g.close()
+		return fmt.Errorf("reload refused, running config kept: %w", err)
+	}
+	m.gen.Store(g)
+	m.Config = cfg
+	old.close()
+	m.audit(ctx, store.Event{Action: "config.reload", Actor: "admin", Outcome: "ok", Detail: m.ConfigPath})
+	m.Log.Info("config reloaded", "file", m.ConfigPath)
+	return nil
 }
 
 // replayCache lets SAML providers share assertion IDs through the store.
@@ -310,8 +314,12 @@ func openStore(ctx context.Context, c config.Store) (store.Store, error) {
 	}
 }
 
-// Listen makes Open use ln instead of listening on the configured address.
+// Listen makes Open use ln for the public listener instead of the
+// configured address.
 func (m *Main) Listen(ln net.Listener) { m.ln = ln }
+
+// ListenAdmin makes Open use ln for the admin listener.
+func (m *Main) ListenAdmin(ln net.Listener) { m.adminLn = ln }
 
 // Addr is the public listener's address.
 func (m *Main) Addr() string {
@@ -321,44 +329,64 @@ func (m *Main) Addr() string {
 	return m.ln.Addr().String()
 }
 
-// Handler is the public handler (for tests and benchmarks).
-func (m *Main) Handler() http.Handler { return m.handler }
+// AdminAddr is the admin listener's address, "" when off.
+func (m *Main) AdminAddr() string {
+	if m.adminLn == nil {
+		return ""
+	}
+	return m.adminLn.Addr().String()
+}
 
-// Wait serves until ctx ends or the server fails, then shuts down
-// gracefully: in-flight requests get up to 30 s to finish.
+// Wait serves until ctx ends or a listener fails, then shuts down
+// gracefully: in-flight requests get up to 30 s to finish, then the
+// retry worker and sweeps stop at a safe point (Close).
 func (m *Main) Wait(ctx context.Context) error {
+	var err error
 	select {
-	case err := <-m.served:
+	case err = <-m.served:
 		if errors.Is(err, http.ErrServerClosed) {
-			return nil
+			err = nil
 		}
-		return err
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return m.srv.Shutdown(sctx)
+	for _, s := range []*http.Server{m.srv, m.plain, m.adminSrv} {
+		if s != nil {
+			err = errors.Join(err, s.Shutdown(sctx))
+		}
+	}
+	return err
 }
 
-// Close stops the listener and releases the store and providers.
+// Close stops listeners, background work and the current generation,
+// then releases the store.
 func (m *Main) Close() error {
-	if m.stopSweeps != nil {
-		m.stopSweeps() // a running sweep stops between users
-		m.stopSweeps = nil
-	}
-	if m.stopBackground != nil {
-		m.stopBackground() // the worker finishes the job at hand first
-		m.stopBackground = nil
-	}
 	var errs []error
-	if m.srv != nil {
-		errs = append(errs, m.srv.Close())
-	} else if m.ln != nil {
+	for _, s := range []*http.Server{m.srv, m.plain, m.adminSrv} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	if m.srv == nil && m.ln != nil {
 		errs = append(errs, m.ln.Close())
 	}
-	for i := len(m.closers) - 1; i >= 0; i-- {
-		errs = append(errs, m.closers[i].Close())
+	if m.adminSrv == nil && m.adminLn != nil {
+		errs = append(errs, m.adminLn.Close())
 	}
-	m.closers = nil
+	if m.stopBackground != nil {
+		m.stopBackground()
+		m.stopBackground = nil
+	}
+	if g := m.gen.Swap(nil); g != nil {
+		g.close()
+	}
+	if m.tls != nil {
+		errs = append(errs, m.tls.Close())
+	}
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+		m.store = nil
+	}
 	return errors.Join(errs...)
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/sweep"
-	"github.com/usherhq/usher/targets"
 )
 
 // sweepPolicy decodes sweeps[i] strictly and validates it.
@@ -26,24 +25,27 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 }
 
 // openSweepers builds one Sweeper per configured policy.
-func (m *Main) openSweepers(cfg *config.Config, dirs map[string]targets.Directory) error {
-	m.sweepers = map[string]*sweep.Sweeper{}
+func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	for i := range cfg.Sweeps {
 		p, err := sweepPolicy(cfg, i)
 		if err != nil {
 			return err
 		}
 		s, err := sweep.New(*p, sweep.Deps{
-			Store: m.store, Apps: dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
+			Store: m.store, Apps: g.dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
 			Revoke: func(ctx context.Context, idp, subject string, _ time.Time) error {
+				m.metrics.Revocation("sweep")
 				return m.sessions.RevokeIdentity(ctx, idp, subject)
+			},
+			OnRun: func(res *sweep.Result, d time.Duration) {
+				m.metrics.Sweep(res.Policy, d, res.Planned, res.Applied, res.Blocked)
 			},
 		})
 		if err != nil {
 			return fmt.Errorf("sweeps[%d] (%s): %w", i, p.Name, err)
 		}
-		m.sweepers[p.Name] = s
-		m.sweepOrder = append(m.sweepOrder, p.Name)
+		g.sweepers[p.Name] = s
+		g.sweepOrder = append(g.sweepOrder, p.Name)
 	}
 	return nil
 }
@@ -66,18 +68,19 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(cfg.Sweeps) == 0 {
 		return fmt.Errorf("%s has no sweeps", *path)
 	}
-	m := &Main{Config: cfg, Log: newLogger(stderr), Offline: true}
+	m := &Main{Config: cfg, Log: newLogger(stderr, cfg.Log), Offline: true}
 	if err := m.Open(ctx); err != nil {
 		return err
 	}
 	defer m.Close()
 	ran := false
-	for _, name := range m.sweepOrder {
+	g := m.gen.Load()
+	for _, name := range g.sweepOrder {
 		if *only != "" && name != *only {
 			continue
 		}
 		ran = true
-		res, err := m.sweepers[name].Run(ctx, *dry)
+		res, err := g.sweepers[name].Run(ctx, *dry)
 		if res != nil {
 			if *asJSON {
 				enc := json.NewEncoder(stdout)

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/sweep"
+)
+
+// adminHandler builds the admin listener's handler for a generation.
+func (m *Main) adminHandler(g *generation) (http.Handler, error) {
+	cfg := g.cfg
+	opts := admin.Options{
+		Store: m.store, Actions: &adminActions{m: m, g: g}, Codec: g.codec,
+		Config:  cfg.Redacted,
+		Ready:   func(ctx context.Context) []admin.Check { return m.ready(ctx, g) },
+		Metrics: m.metrics.Handler(m.reg),
+		Log:     m.Log, Now: m.Now,
+	}
+	if !cfg.Admin.Token.IsZero() {
+		tok, err := cfg.Admin.Token.Resolve()
+		if err != nil {
+			return nil, fmt.Errorf("admin.token: %w", err)
+		}
+		opts.Token = tok
+	}
+	if cfg.Admin.SSOGroup != "" {
+		login := g.public.JoinPath("/usher/login")
+		login.RawQuery = url.Values{"rd": {"/"}}.Encode()
+		opts.SSO = &admin.SSO{Group: cfg.Admin.SSOGroup, LoginURL: login.String()}
+	}
+	return admin.New(opts), nil
+}
+
+// ready names what is wrong for /readyz: the store, each IdP, and each
+// app's REST API within a short timeout.
+func (m *Main) ready(ctx context.Context, g *generation) []admin.Check {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	checks := []admin.Check{{Name: "store", Err: m.store.Ping(ctx)}}
+	for _, p := range g.providers {
+		// Open fetched discovery or metadata; a provider that exists is
+		// loaded. A failing SAML metadata refresh keeps the last good copy.
+		checks = append(checks, admin.Check{Name: "idp:" + p.ID()})
+	}
+	type result struct {
+		app string
+		err error
+	}
+	results := make(chan result, len(g.dirs))
+	for app, dir := range g.dirs {
+		go func() {
+			_, err := dir.ListUsers(ctx, "", 1)
+			results <- result{app, err}
+		}()
+	}
+	for range g.dirs {
+		r := <-results
+		checks = append(checks, admin.Check{Name: "app:" + r.app, Err: r.err})
+	}
+	return checks
+}
+
+// adminActions are the admin page's buttons.
+type adminActions struct {
+	m *Main
+	g *generation
+}
+
+func (a *adminActions) SyncUser(ctx context.Context, idp, subject, actor string) ([]string, error) {
+	if a.g.reconciler == nil {
+		return nil, errors.New("no app is configured for provisioning")
+	}
+	outs, err := a.g.reconciler.Sync(ctx, idp, subject, actor)
+	var changes []string
+	for _, o := range outs {
+		for _, c := range o.Changes {
+			changes = append(changes, o.App+": "+c)
+		}
+		if o.Err == nil && len(o.Changes) == 0 {
+			changes = append(changes, o.App+": already in sync")
+		}
+	}
+	return changes, err
+}
+
+func (a *adminActions) PlanSweep(ctx context.Context, policy string) (*admin.SweepPlan, error) {
+	s := a.g.sweepers[policy]
+	if s == nil {
+		return nil, fmt.Errorf("no sweep policy %q", policy)
+	}
+	p, err := s.Plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return planView(p, nil), nil
+}
+
+func (a *adminActions) RunSweep(ctx context.Context, policy string, dryRun bool, actor string) (*admin.SweepPlan, error) {
+	s := a.g.sweepers[policy]
+	if s == nil {
+		return nil, fmt.Errorf("no sweep policy %q", policy)
+	}
+	a.m.Log.Info("sweep started by admin", "policy", policy, "dry_run", dryRun, "actor", actor)
+	res, err := s.Run(ctx, dryRun)
+	if res == nil {
+		return nil, err
+	}
+	v := planView(res.Plan, res)
+	return v, err
+}
+
+func (a *adminActions) Policies() []string { return a.g.sweepOrder }
+
+func (a *adminActions) Reload(ctx context.Context, actor string) error {
+	a.m.Log.Info("reload requested", "actor", actor)
+	return a.m.Reload(ctx)
+}
+
+func planView(p *sweep.Plan, res *sweep.Result) *admin.SweepPlan {
+	v := &admin.SweepPlan{}
+	if p != nil {
+		v.Policy, v.Blocked, v.BlockReason, v.Managed = p.Policy, p.Blocked, p.BlockReason, p.Managed
+		for _, it := range p.Items {
+			v.Items = append(v.Items, admin.SweepItem{IdP: it.IdP, Subject: it.Subject, Username: it.Username, App: it.App,
+				Reason: it.Reason, Action: string(it.Action)})
+		}
+	}
+	if res != nil {
+		v.Applied, v.Failed = res.Applied, res.Failed
+		outcome := map[string]string{}
+		for _, o := range res.Items {
+			outcome[o.App+"\x00"+o.Username] = o.Outcome
+		}
+		for i := range v.Items {
+			v.Items[i].Outcome = outcome[v.Items[i].App+"\x00"+v.Items[i].Username]
+		}
+	}
+	return v
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/providers/saml"
+	"github.com/usherhq/usher/proxy"
+	"github.com/usherhq/usher/session"
+	"github.com/usherhq/usher/sweep"
+	"github.com/usherhq/usher/targets"
+)
+
+// generation is everything built from one config file: IdPs, mappings,
+// app adapters, reconcile, sweeps, SCIM, the public and the admin
+// handler. A reload builds a new generation and swaps it in whole, so a
+// request sees either the old config or the new one, never a mix. The
+// store, the session revocations and the listeners outlive generations.
+type generation struct {
+	cfg        *config.Config
+	public     *url.URL
+	codec      *session.Codec
+	handler    *proxy.Handler
+	admin      http.Handler
+	providers  []providers.Provider
+	dirs       map[string]targets.Directory
+	reconciler *jit.Reconciler
+	worker     *jit.Worker
+	sweepers   map[string]*sweep.Sweeper
+	sweepOrder []string
+	closers    []io.Closer
+	stop       func()
+}
+
+// build opens a generation; on error nothing of it is left open.
+func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, err error) {
+	g = &generation{cfg: cfg, dirs: map[string]targets.Directory{}, sweepers: map[string]*sweep.Sweeper{}}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	if g.public, err = url.Parse(cfg.Server.PublicURL); err != nil {
+		return nil, fmt.Errorf("server.public_url: %w", err)
+	}
+	keys := make([][]byte, 0, len(cfg.Session.Keys))
+	for i, k := range cfg.Session.Keys {
+		v, err := k.Resolve()
+		if err != nil {
+			return nil, fmt.Errorf("session.keys[%d]: %w", i, err)
+		}
+		keys = append(keys, []byte(v))
+	}
+	g.codec, err = session.NewCodec(keys, session.Options{
+		Name: cfg.Session.CookieName, Domain: cfg.Session.CookieDomain, Secure: g.public.Scheme == "https",
+		Idle: cfg.Session.IdleTimeout, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Revoker: m.revoked,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+
+	deps := providers.Deps{PublicURL: g.public, Log: m.Log, Client: m.Client}
+	var idps []proxy.IdP
+	mappers := map[string]*jit.Mapper{}
+	for i, c := range cfg.IdPs {
+		pc, err := providerConfig(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		var p providers.Provider
+		if sc, ok := pc.(*saml.Config); ok {
+			// Replicas share the assertion replay cache through the store.
+			p, err = sc.OpenWith(ctx, c.ID, deps, saml.Options{Replay: replayCache{m.store}, Now: m.Now})
+		} else {
+			p, err = pc.Open(ctx, c.ID, deps)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("idp %s: %w", c.ID, err)
+		}
+		if cl, ok := p.(io.Closer); ok {
+			g.closers = append(g.closers, cl)
+		}
+		g.providers = append(g.providers, p)
+		mapper, err := mapperFor(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		mappers[c.ID] = mapper
+		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Mapper: mapper})
+	}
+
+	for i, a := range cfg.Apps {
+		tc, err := targetConfig(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		if tc == nil {
+			continue
+		}
+		app := a.Name
+		dir, err := tc.Open(app, targets.Deps{
+			Upstream: mustParse(a.Upstream), Log: m.Log.With("app", app), Now: m.Now,
+			Observe: func(op, result string, d time.Duration) { m.metrics.AppCall(app, op, result, d) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("app %s: %w", app, err)
+		}
+		g.dirs[app] = dir
+	}
+	var provisioner proxy.Provisioner
+	if len(g.dirs) > 0 {
+		g.reconciler = &jit.Reconciler{
+			Apps: g.dirs, Store: m.store, Log: m.Log, Now: m.Now,
+			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
+		}
+		provisioner = g.reconciler
+		g.worker = &jit.Worker{Reconciler: g.reconciler, Store: m.store, Owner: m.owner}
+	}
+	if err := m.openSweepers(g, cfg); err != nil {
+		return nil, err
+	}
+	if m.Offline {
+		return g, nil
+	}
+
+	names := proxy.HeaderNames{
+		Username: cfg.Headers.Username, Email: cfg.Headers.Email,
+		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups, Strip: cfg.Headers.Strip,
+		CookiePrefixes: []string{g.codec.CookieName(), g.codec.PrefixedName(proxy.FlowCookiePrefix), admin.CookieName},
+	}
+	if ss := cfg.Headers.SharedSecret; ss != nil {
+		v, err := ss.Value.Resolve()
+		if err != nil {
+			return nil, fmt.Errorf("headers.shared_secret.value: %w", err)
+		}
+		names.SecretHeader, names.SecretValue = ss.Header, v
+	}
+	var apps []proxy.App
+	for _, a := range cfg.Apps {
+		fwd := proxy.NewForwarder(mustParse(a.Upstream), names, m.transport, m.Log.With("app", a.Name))
+		fwd.Proto = g.public.Scheme // the browser's scheme, also behind a TLS terminator
+		fwd.App, fwd.Metrics = a.Name, m.metrics
+		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
+	}
+	scimH, err := m.scimHandler(cfg, g, mappers)
+	if err != nil {
+		return nil, err
+	}
+	g.handler = proxy.New(proxy.Options{
+		PublicURL: g.public, Apps: apps, IdPs: idps, Codec: g.codec, Sessions: m.sessions,
+		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
+		FlowTimeout: cfg.Session.FlowTimeout, SCIM: scimH, Metrics: m.metrics, Log: m.Log, Now: m.Now,
+	})
+	if g.admin, err = m.adminHandler(g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// start runs the generation's background work: the retry worker and
+// the sweep schedule.
+func (g *generation) start(m *Main) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if g.worker != nil && !m.NoWorker {
+			g.worker.Run(ctx)
+		}
+	}()
+	stopSweeps := func() {}
+	if len(g.sweepers) > 0 && !m.NoSchedule {
+		var ss []*sweep.Sweeper
+		for _, name := range g.sweepOrder {
+			ss = append(ss, g.sweepers[name])
+		}
+		stop, err := sweep.Schedule(ctx, ss, m.owner, 0)
+		if err != nil {
+			cancel()
+			<-done
+			return fmt.Errorf("schedule sweeps: %w", err)
+		}
+		stopSweeps = stop
+	}
+	g.stop = func() {
+		stopSweeps() // a running sweep stops between users
+		cancel()
+		<-done // the worker finishes the job at hand first
+	}
+	return nil
+}
+
+// close stops background work and releases providers.
+func (g *generation) close() {
+	if g == nil {
+		return
+	}
+	if g.stop != nil {
+		g.stop()
+		g.stop = nil
+	}
+	var errs []error
+	for i := len(g.closers) - 1; i >= 0; i-- {
+		errs = append(errs, g.closers[i].Close())
+	}
+	g.closers = nil
+	_ = errors.Join(errs...)
+}
