@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -16,6 +18,7 @@ import (
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/store/postgres"
 	"github.com/usherhq/usher/store/sqlite"
+	"github.com/usherhq/usher/tlsserve"
 )
 
 const usage = `usher: a login-time sync proxy for Atlassian apps
@@ -244,16 +247,53 @@ func loadConfig(path string) (*config.Config, error) {
 			_, err := targetConfig(cfg, i)
 			add(err, func(msg string) config.Error { return app.API.ErrorAt("", msg) })
 		}
+		if !cfg.Server.TLS.IsZero() {
+			var tc tlsserve.Config
+			err := cfg.Server.TLS.Decode(&tc)
+			if err == nil {
+				if errs := cfg.Server.TLS.Errors(tc.Validate()); len(errs) > 0 {
+					err = errs
+				}
+			}
+			add(err, func(msg string) config.Error { return cfg.Server.TLS.ErrorAt("", msg) })
+		}
 		for i, raw := range cfg.Sweeps {
 			_, err := sweepPolicy(cfg, i)
 			add(err, func(msg string) config.Error { return raw.ErrorAt("", msg) })
 		}
+		errs = append(errs, routeHosts(cfg)...)
 		errs = dedupe(errs)
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// routeHosts refuses app hosts a session cannot reach: the login lands
+// on the public URL's host, and the session cookie set there reaches
+// another host only through a shared session.cookie_domain.
+func routeHosts(cfg *config.Config) config.Errors {
+	u, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		return nil
+	}
+	public := strings.ToLower(u.Hostname())
+	domain := strings.ToLower(cfg.Session.CookieDomain)
+	under := func(h string) bool { return domain != "" && (h == domain || strings.HasSuffix(h, "."+domain)) }
+	var errs config.Errors
+	for i, a := range cfg.Apps {
+		h := strings.ToLower(a.Route.Host)
+		if hn, _, err := net.SplitHostPort(h); err == nil {
+			h = hn
+		}
+		if h == "" || h == public || (under(h) && under(public)) {
+			continue
+		}
+		errs = append(errs, cfg.ErrorAt(fmt.Sprintf("apps[%d].route.host", i), fmt.Sprintf(
+			"host %s differs from the public URL's host %s: set session.cookie_domain to a domain both are under, or route this app on %s", h, public, public)))
+	}
+	return errs
 }
 
 // dedupe drops repeats: a problem in the shared provisioning block is

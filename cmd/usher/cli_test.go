@@ -164,3 +164,16 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatalf("second migrate: %s", stderr)
 	}
 }
+
+func TestCheckRefusesHostsTheSessionCannotReach(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	cfg := strings.Replace(goodConfig, "route: {host: sso.example.com}", "route: {host: jira.example.com}", 1)
+	code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
+	if code != 1 || !strings.Contains(stderr, "apps[0].route.host: host jira.example.com differs") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	cfg = strings.Replace(cfg, "session:\n", "session:\n  cookie_domain: example.com\n", 1)
+	if code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg)); code != 0 {
+		t.Fatalf("with cookie_domain: exit %d: %s", code, stderr)
+	}
+}
