@@ -183,7 +183,7 @@ func TestBrowserLoginAdminTimelineSweepSync(t *testing.T) {
 	var result string
 	step(t, ctx, "sync now",
 		chromedp.Click(`//button[.="Sync now"]`),
-		chromedp.WaitVisible(`//h2[.="Sync resultX"]`),
+		chromedp.WaitVisible(`//h2[.="Sync result"]`),
 		into(chromedp.Text(`//h2[.="Sync result"]/following-sibling::*[1]`), &result),
 	)
 	// Nothing changed since the login: every app says so, none failed.

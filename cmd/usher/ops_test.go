@@ -269,7 +269,8 @@ func TestReloadAppliesNewMappingAndKeepsOldOnError(t *testing.T) {
 		name, text, want string
 	}{
 		{"unknown key", string(good) + "bogus_setting: 1\n", "bogus_setting"},
-		{"invalid YAML", string(good) + "sessions: [unclosed\n", "yaml"},
+		// The position of the unclosed bracket names the problem.
+		{"invalid YAML", string(good) + "sessions: [unclosed\n", fmt.Sprintf("usher.yaml:%d:", bytes.Count(good, []byte("\n"))+1)},
 		{"unknown key in a mapping", strings.Replace(string(good), newLine, newLine+"\n            bogus_grant: x", 1), "bogus_grant"},
 	}
 	for _, b := range broken {

@@ -152,12 +152,34 @@ func TestSweepLeaderAcrossReplicas(t *testing.T) {
 
 	// A leader dies mid-sweep holding the lease: the other replica waits
 	// for the lease to run out, then takes over.
-	wantStatus(t, e.login(e.browser(), "/jira/", "globex", "bob", "pw-bob"), http.StatusOK)
-	if err := e.m.store.SetAccessExpiry(ctx, "globex", "a6f3-bob", time.Now().Add(-time.Hour)); err != nil {
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "bob", "pw-mallory"), http.StatusOK)
+	if err := e.m.store.SetAccessExpiry(ctx, "acme", "00u-mallory", time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.m.store.Lease(ctx, "sweep:expired-all", "dead-replica", 2*time.Second); err != nil || !ok {
+	const ttl = 2 * time.Second
+	if ok, err := e.m.store.Lease(ctx, "sweep:expired", "dead-replica", ttl); err != nil || !ok {
 		t.Fatalf("dead replica lease: %v %v", ok, err)
 	}
-	_ = b
+	start := time.Now()
+	for {
+		_, err := b.gen.Load().sweepers["expired"].Run(ctx, false)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, sweep.ErrLeaseHeld) {
+			t.Fatal(err)
+		}
+		if time.Since(start) > ttl+5*time.Second {
+			t.Fatal("replica B never took over the sweep from the dead leader")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(start)
+	if took < ttl-200*time.Millisecond {
+		t.Fatalf("replica B swept after %v, before the dead leader's lease (%v) ran out", took, ttl)
+	}
+	if u, _ := jira.User("bob"); u.Active {
+		t.Fatal("bob still active after the takeover sweep")
+	}
+	t.Logf("replica B took over %v after the leader died (lease %v)", took.Round(10*time.Millisecond), ttl)
 }

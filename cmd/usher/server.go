@@ -204,10 +204,12 @@ func (m *Main) background() {
 	m.stopBackground = func() { cancel(); wg.Wait() }
 }
 
-// gauges keeps the retry queue metrics current.
+// gauges keeps the retry queue metrics current and counts SAML
+// metadata refreshes that failed since the last look.
 func (m *Main) gauges(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	seen := map[string]uint64{}
 	for {
 		if q, err := m.store.Queue(ctx); err == nil {
 			var age time.Duration
@@ -215,6 +217,16 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 				age = m.Now().Sub(q.Oldest)
 			}
 			m.metrics.SetQueue(q.Depth, age)
+		}
+		if g := m.gen.Load(); g != nil {
+			for _, p := range g.providers {
+				if f, ok := p.(interface{ MetadataRefreshFailures() uint64 }); ok {
+					n := f.MetadataRefreshFailures()
+					for ; seen[p.ID()] < n; seen[p.ID()]++ {
+						m.metrics.MetadataRefreshFailure(p.ID())
+					}
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -351,10 +363,19 @@ func (m *Main) Wait(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// All at once: one by one, a slow request on the public listener
+	// would keep the admin listener accepting (and /readyz answering ok)
+	// until it finished.
+	errs := make(chan error, 3)
+	n := 0
 	for _, s := range []*http.Server{m.srv, m.plain, m.adminSrv} {
 		if s != nil {
-			err = errors.Join(err, s.Shutdown(sctx))
+			n++
+			go func() { errs <- s.Shutdown(sctx) }()
 		}
+	}
+	for range n {
+		err = errors.Join(err, <-errs)
 	}
 	return err
 }
