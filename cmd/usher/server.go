@@ -210,6 +210,7 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	seen := map[string]uint64{}
+	var last *generation
 	for {
 		if q, err := m.store.Queue(ctx); err == nil {
 			var age time.Duration
@@ -219,6 +220,9 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 			m.metrics.SetQueue(q.Depth, age)
 		}
 		if g := m.gen.Load(); g != nil {
+			if g != last { // a reload opened new providers with new counters
+				seen, last = map[string]uint64{}, g
+			}
 			for _, p := range g.providers {
 				if f, ok := p.(interface{ MetadataRefreshFailures() uint64 }); ok {
 					n := f.MetadataRefreshFailures()
