@@ -36,6 +36,7 @@ type Forwarder struct {
 	protected protectedSet
 	rp        *httputil.ReverseProxy
 	log       *slog.Logger
+	ids       requestIDs
 }
 
 // sessionKey carries the session from Forward to rewrite through the
@@ -58,6 +59,7 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 		names:        h,
 		protected:    newProtectedSet(h),
 		log:          log,
+		ids:          newRequestIDs(),
 	}
 	f.canon = HeaderNames{
 		Username:     http.CanonicalHeaderKey(h.Username),
@@ -102,6 +104,9 @@ func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	stripCookies(out.Header, f.names.CookiePrefixes)
 	pr.SetURL(f.upstream)
 	pr.SetXForwarded()
+	// A request ID the app can log and a 502 page can show, so a person
+	// can quote it; never the client's own.
+	out.Header["X-Request-Id"] = []string{f.ids.next()}
 	if f.Proto != "" {
 		out.Header["X-Forwarded-Proto"] = []string{f.Proto}
 	}
@@ -158,8 +163,8 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	f.Metrics.Request(f.App, http.StatusBadGateway)
 	f.log.Error("proxy: upstream request failed", "upstream", f.upstream.Redacted(),
-		"method", r.Method, "host", r.Host, "path", r.URL.Path, "err", err)
-	http.Error(w, "Bad gateway: the application did not answer.", http.StatusBadGateway)
+		"method", r.Method, "host", r.Host, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-Id"), "err", err)
+	http.Error(w, "Bad gateway: the application did not answer. Request ID: "+r.Header.Get("X-Request-Id"), http.StatusBadGateway)
 }
 
 // SharedTransport returns a pooled transport for upstreams, meant to be

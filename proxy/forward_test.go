@@ -436,3 +436,25 @@ func TestUpstreamDown(t *testing.T) {
 		t.Errorf("log: %s", l)
 	}
 }
+
+func TestRequestIDReachesAppAndErrorPage(t *testing.T) {
+	var got []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Values("X-Request-Id")
+	}))
+	u, _ := url.Parse(up.URL)
+	fwd := NewForwarder(u, testNames, nil, nil)
+	req := httptest.NewRequest("GET", "http://jira.example.com/x", nil)
+	req.Header["X-Request-Id"] = []string{"client-chosen"}
+	req.Header["x_request_id"] = []string{"client-chosen-too"}
+	fwd.Forward(httptest.NewRecorder(), req, nil)
+	if len(got) != 1 || strings.Contains(got[0], "client") {
+		t.Fatalf("app saw X-Request-Id %q, want one of usher's own", got)
+	}
+	up.Close() // now the upstream is down: the 502 page quotes an ID
+	w := httptest.NewRecorder()
+	fwd.Forward(w, httptest.NewRequest("GET", "http://jira.example.com/x", nil), nil)
+	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "Request ID: ") {
+		t.Fatalf("502 page: %d %q", w.Code, w.Body)
+	}
+}

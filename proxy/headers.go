@@ -83,7 +83,7 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 
 // alwaysStripped are headers usher computes itself. ReverseProxy drops
 // their canonical spelling; these catch the other spellings.
-var alwaysStripped = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+var alwaysStripped = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id"}
 
 // protectedSet holds header names in normal form: lower case, with '_'
 // read as '-'. Servers and frameworks differ in how they fold case and
