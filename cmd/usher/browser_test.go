@@ -64,15 +64,21 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
-// shotDir is where screenshots go: $USHER_SCREENSHOTS (kept for a person
-// to look at), else the test's temporary directory.
+// shotDir is where screenshots go: $USHER_SCREENSHOTS, else a new
+// temporary directory. Not t.TempDir: that is removed when the test
+// ends, which is exactly when someone wants to look at a failure.
 func shotDir(t *testing.T) string {
 	if d := os.Getenv("USHER_SCREENSHOTS"); d != "" {
 		if err := os.MkdirAll(d, 0o755); err == nil {
 			return d
 		}
 	}
-	return t.TempDir()
+	d, err := os.MkdirTemp("", "usher-browser-")
+	if err != nil {
+		t.Logf("screenshot directory: %v", err)
+		return os.TempDir()
+	}
+	return d
 }
 
 var unsafeName = regexp.MustCompile(`[^a-z0-9]+`)
@@ -112,15 +118,18 @@ func into[T any](a chromedp.Action[T], v *T) chromedp.Action[chromedp.Void] {
 
 // step runs actions in the browser, each step with at most 20 s of the
 // test's budget. On failure it keeps a screenshot and the HTML and stops
-// the test; with USHER_SCREENSHOTS set it keeps them for every step.
+// the test, naming the action that failed (a timed-out wait otherwise
+// says only "context deadline exceeded"); with USHER_SCREENSHOTS set it
+// keeps them for every step.
 func step(t *testing.T, ctx context.Context, name string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	err := chromedp.Do(sctx, actions...)
-	if err != nil {
-		saveShot(t, ctx, shotDir(t), name)
-		t.Fatalf("browser step %q: %v", name, err)
+	for i, a := range actions {
+		if err := chromedp.Do(sctx, a); err != nil {
+			saveShot(t, ctx, shotDir(t), name)
+			t.Fatalf("browser step %q, action %d: %v", name, i+1, err)
+		}
 	}
 	if d := os.Getenv("USHER_SCREENSHOTS"); d != "" {
 		saveShot(t, ctx, shotDir(t), name)
