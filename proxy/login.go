@@ -241,6 +241,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		}
 	}
 	if err := h.opt.Store.RecordLogin(ctx, id.IdP, id.Subject, now); err != nil {
+		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
 		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
 		return
 	}
