@@ -37,11 +37,8 @@ type Forwarder struct {
 	rp        *httputil.ReverseProxy
 	log       *slog.Logger
 	ids       requestIDs
+	ours      []string // canonical names of the headers usher sets
 }
-
-// sessionKey carries the session from Forward to rewrite through the
-// request context, the only per-request channel ReverseProxy offers.
-type sessionKey struct{}
 
 // NewForwarder returns a Forwarder to upstream. upstream's path is joined
 // in front of the request path (httputil.ProxyRequest.SetURL). transport
@@ -69,6 +66,14 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 		SecretHeader: http.CanonicalHeaderKey(h.SecretHeader),
 		SecretValue:  h.SecretValue,
 	}
+	for _, n := range []string{f.canon.Username, f.canon.Email, f.canon.DisplayName, f.canon.Groups} {
+		if n != "" {
+			f.ours = append(f.ours, n)
+		}
+	}
+	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
+		f.ours = append(f.ours, f.canon.SecretHeader)
+	}
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:      f.rewrite,
 		Transport:    transport,
@@ -87,53 +92,62 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 
 // Forward proxies r to the upstream. With s == nil (pass-through traffic)
 // the client's identity headers are stripped and none are set.
+//
+// The identity is written into r's own header, after every client copy
+// is removed, rather than carried to Rewrite in the request context: that
+// would clone the request once more on the hot path.
 func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.Session) {
+	f.protected.strip(r.Header)
+	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
+		// Pass-through requests came through usher too.
+		r.Header[f.canon.SecretHeader] = []string{f.canon.SecretValue}
+	}
 	if s != nil {
-		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+		f.setIdentity(r.Header, s)
 	}
 	f.rp.ServeHTTP(w, r)
 }
 
-// rewrite runs after ReverseProxy has removed hop-by-hop headers, including
-// those the client named in Connection, so a client cannot use Connection
-// to remove the headers set here.
+// rewrite runs after ReverseProxy has cloned the request and removed
+// hop-by-hop headers from the clone, including those the client named in
+// Connection. It puts usher's own headers back from the incoming request,
+// so a client cannot use Connection to remove them.
 func (f *Forwarder) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
-	f.protected.strip(out.Header)
 	f.protected.strip(out.Trailer)
 	stripCookies(out.Header, f.names.CookiePrefixes)
 	pr.SetURL(f.upstream)
 	pr.SetXForwarded()
-	// A request ID the app can log and a 502 page can show, so a person
-	// can quote it; never the client's own.
-	out.Header["X-Request-Id"] = []string{f.ids.next()}
 	if f.Proto != "" {
 		out.Header["X-Forwarded-Proto"] = []string{f.Proto}
 	}
 	if f.PreserveHost {
 		out.Host = pr.In.Host
 	}
-	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
-		out.Header[f.canon.SecretHeader] = []string{f.canon.SecretValue}
+	for _, name := range f.ours {
+		if v, ok := pr.In.Header[name]; ok {
+			out.Header[name] = v
+		}
 	}
-	s, _ := pr.In.Context().Value(sessionKey{}).(*session.Session)
-	if s == nil {
-		return
-	}
+}
+
+// setIdentity writes the session's identity into h, which Forward has
+// already cleared of every client copy.
+func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 	// One backing array for all identity values instead of one each.
 	vals := make([]string, 0, 4)
 	set := func(name, v string) {
 		vals = append(vals, v)
-		out.Header[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+		h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	dropped := 0
-	for _, h := range [...]struct{ name, v string }{
+	for _, hv := range [...]struct{ name, v string }{
 		{f.canon.Username, s.Username}, {f.canon.Email, s.Email}, {f.canon.DisplayName, s.DisplayName},
 	} {
 		switch {
-		case h.name == "" || h.v == "":
-		case headerValueOK(h.v):
-			set(h.name, h.v)
+		case hv.name == "" || hv.v == "":
+		case headerValueOK(hv.v):
+			set(hv.name, hv.v)
 		default:
 			dropped++
 		}
@@ -162,9 +176,11 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	f.Metrics.Request(f.App, http.StatusBadGateway)
+	id := f.ids.next()
 	f.log.Error("proxy: upstream request failed", "upstream", f.upstream.Redacted(),
-		"method", r.Method, "host", r.Host, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-Id"), "err", err)
-	http.Error(w, "Bad gateway: the application did not answer. Request ID: "+r.Header.Get("X-Request-Id"), http.StatusBadGateway)
+		"method", r.Method, "host", r.Host, "path", r.URL.Path, "request_id", id, "err", err)
+	w.Header().Set("X-Request-Id", id)
+	http.Error(w, "Bad gateway: the application did not answer. Request ID: "+id, http.StatusBadGateway)
 }
 
 // SharedTransport returns a pooled transport for upstreams, meant to be
