@@ -199,3 +199,14 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatalf("hot path made %d store calls", n)
 	}
 }
+
+func TestHasDotSegment(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/": false, "/jira/browse/X-1": false, "/a..b/c": false, "/.well-known/x": false,
+		"/status/../secure": true, "/..": true, "/a/.": true, "/./a": true, "/a//../b": true,
+	} {
+		if got := hasDotSegment(p); got != want {
+			t.Errorf("hasDotSegment(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

@@ -169,6 +169,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opt.SCIM.ServeHTTP(w, r)
 		return
 	}
+	if hasDotSegment(r.URL.Path) {
+		// "/status/../secure/admin" would match a pass-through prefix here
+		// and mean something else to the app once it normalises the path.
+		h.fail(w, r, http.StatusBadRequest, "Invalid address", "The address holds \".\" or \"..\" path segments.", nil)
+		return
+	}
 	app := h.match(r)
 	if app == nil {
 		h.fail(w, r, http.StatusNotFound, "Not found", "No application is configured for this address.", nil)
@@ -214,6 +220,21 @@ func (h *Handler) match(r *http.Request) *App {
 		}
 	}
 	return nil
+}
+
+// hasDotSegment reports a "." or ".." segment in a decoded path.
+func hasDotSegment(p string) bool {
+	for p != "" {
+		var seg string
+		seg, p, _ = strings.Cut(strings.TrimPrefix(p, "/"), "/")
+		if seg == "." || seg == ".." {
+			return true
+		}
+		if p != "" {
+			p = "/" + p
+		}
+	}
+	return false
 }
 
 // pathHasPrefix matches whole path segments: "/jira" matches "/jira" and

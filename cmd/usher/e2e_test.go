@@ -384,6 +384,19 @@ func TestUnauthenticatedRequests(t *testing.T) {
 	if got := e.upstream.lastHeader().Values("X-Remote-User"); len(got) != 0 {
 		t.Fatalf("pass-through path kept X-Remote-User %q", got)
 	}
+	// A pass-through prefix cannot be used to reach other paths.
+	for _, p := range []string{"/status/../secure/admin", "/status/%2e%2e/secure/admin", "/status/./x"} {
+		req, _ := http.NewRequest("GET", e.url+p, nil)
+		req.URL.Opaque = "//" + req.URL.Host + p // send the path as written
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", p, resp.StatusCode)
+		}
+	}
 }
 
 func TestCallbackRefusals(t *testing.T) {
