@@ -113,6 +113,10 @@ type Headers struct {
 	Groups      string `yaml:"groups"`       // default X-Remote-Groups
 	// Strip names further headers to remove from every client request.
 	Strip []string `yaml:"strip"`
+	// Attributes sends mapped custom attributes to every app as headers,
+	// attribute name → header name ({department: X-Remote-Department}):
+	// for apps with no place to store them. Client copies are stripped.
+	Attributes map[string]string `yaml:"attributes"`
 	// SharedSecret, when set, is sent to upstreams so they can tell a
 	// request came through usher.
 	SharedSecret *SharedSecret `yaml:"shared_secret"`

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -193,6 +194,24 @@ func (v *validator) headers() {
 		if !isToken(s) {
 			v.errorf(joinIndex("headers.strip", i), "want an HTTP header name, got %q", s)
 		}
+	}
+	attrs := make([]string, 0, len(h.Attributes))
+	for a := range h.Attributes {
+		attrs = append(attrs, a)
+	}
+	sort.Strings(attrs)
+	for _, a := range attrs {
+		name, path := h.Attributes[a], "headers.attributes."+a
+		if !isToken(name) {
+			v.errorf(path, "want an HTTP header name, got %q", name)
+			continue
+		}
+		key := strings.ToLower(name)
+		if other, dup := seen[key]; dup {
+			v.errorf(path, "header %s is also used by %s", name, other)
+			continue
+		}
+		seen[key] = path
 	}
 }
 

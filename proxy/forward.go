@@ -38,7 +38,10 @@ type Forwarder struct {
 	log       *slog.Logger
 	ids       requestIDs
 	ours      []string // canonical names of the headers usher sets
+	attrs     []attrHeader
 }
+
+type attrHeader struct{ attr, header string }
 
 // NewForwarder returns a Forwarder to upstream. upstream's path is joined
 // in front of the request path (httputil.ProxyRequest.SetURL). transport
@@ -73,6 +76,10 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 	}
 	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
 		f.ours = append(f.ours, f.canon.SecretHeader)
+	}
+	for attr, name := range h.Attributes {
+		f.attrs = append(f.attrs, attrHeader{attr, http.CanonicalHeaderKey(name)})
+		f.ours = append(f.ours, http.CanonicalHeaderKey(name))
 	}
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:      f.rewrite,
@@ -158,6 +165,15 @@ func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 			set(f.canon.Groups, v)
 		}
 		dropped += n
+	}
+	for _, a := range f.attrs {
+		switch v := s.Attributes[a.attr]; {
+		case v == "":
+		case headerValueOK(v):
+			h[a.header] = []string{v}
+		default:
+			dropped++
+		}
 	}
 	if dropped > 0 {
 		// Debug, not warn: this repeats on every request of the session;

@@ -19,6 +19,9 @@ type HeaderNames struct {
 	// forwarded request, with or without a session, so the app can tell
 	// the request came through usher.
 	SecretHeader, SecretValue string
+	// Attributes maps custom attribute names to the headers that carry
+	// them (headers.attributes).
+	Attributes map[string]string
 	// CookiePrefixes name usher's own cookies (session, login flows). They
 	// are removed from the Cookie header: the app has no use for them, and
 	// an app that logs or echoes cookies should never hold a session.
@@ -100,6 +103,9 @@ func newProtectedSet(h HeaderNames) protectedSet {
 		}
 	}
 	for _, n := range []string{h.Username, h.Email, h.DisplayName, h.Groups, h.SecretHeader} {
+		add(n)
+	}
+	for _, n := range h.Attributes {
 		add(n)
 	}
 	for _, n := range h.Strip {

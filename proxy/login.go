@@ -252,6 +252,14 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
 		Apps: h.allowedApps(p, removed), LogoutHint: id.LogoutHint, Created: now, Seen: now,
 	}
+	for _, a := range h.opt.SessionAttributes {
+		if v := p.Attributes[a]; v != "" {
+			if s.Attributes == nil {
+				s.Attributes = map[string]string{}
+			}
+			s.Attributes[a] = v
+		}
+	}
 	if err := h.opt.Codec.Save(w, s); err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not create your session.", err)
 		return

@@ -69,8 +69,11 @@ type Options struct {
 	SCIM http.Handler
 	// Metrics counts requests and logins; nil counts nothing.
 	Metrics *metrics.Metrics
-	Log     *slog.Logger
-	Now     func() time.Time
+	// SessionAttributes are the custom attributes the session keeps, to
+	// be sent as headers (the keys of headers.attributes).
+	SessionAttributes []string
+	Log               *slog.Logger
+	Now               func() time.Time
 }
 
 // Handler serves everything on usher's public listener.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -12,6 +13,7 @@ import (
 //
 //	format (1) | ID | IdP | Subject | Username | Email | DisplayName | LogoutHint
 //	| group count (uvarint) | groups... | app count (uvarint) | apps...
+//	| attribute count×2 (uvarint) | name, value, name, value...
 //	| Created (varint unix ns) | Seen (varint unix ns)
 //
 // Strings are uvarint length then bytes.
@@ -23,7 +25,8 @@ func encodeSession(s *Session) ([]byte, error) {
 	for _, v := range strs {
 		n += binary.MaxVarintLen64 + len(v)
 	}
-	for _, l := range [...][]string{s.Groups, s.Apps} {
+	attrs := attrList(s.Attributes)
+	for _, l := range [...][]string{s.Groups, s.Apps, attrs} {
 		for _, g := range l {
 			n += binary.MaxVarintLen64 + len(g)
 		}
@@ -36,7 +39,7 @@ func encodeSession(s *Session) ([]byte, error) {
 	for _, v := range strs {
 		b = appendString(b, v)
 	}
-	for _, l := range [...][]string{s.Groups, s.Apps} {
+	for _, l := range [...][]string{s.Groups, s.Apps, attrs} {
 		b = binary.AppendUvarint(b, uint64(len(l)))
 		for _, g := range l {
 			b = appendString(b, g)
@@ -45,6 +48,24 @@ func encodeSession(s *Session) ([]byte, error) {
 	b = binary.AppendVarint(b, s.Created.UnixNano())
 	b = binary.AppendVarint(b, s.Seen.UnixNano())
 	return b, nil
+}
+
+// attrList flattens attributes to name, value pairs in name order, so
+// equal sessions encode equally.
+func attrList(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	l := make([]string, 0, 2*len(m))
+	for _, k := range names {
+		l = append(l, k, m[k])
+	}
+	return l
 }
 
 func appendString(b []byte, s string) []byte {
@@ -66,6 +87,15 @@ func decodeSession(p []byte) (*Session, error) {
 	}
 	s.Groups = d.strings()
 	s.Apps = d.strings()
+	if kv := d.strings(); len(kv) > 0 {
+		if len(kv)%2 != 0 {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, errMalformed)
+		}
+		s.Attributes = make(map[string]string, len(kv)/2)
+		for i := 0; i < len(kv); i += 2 {
+			s.Attributes[kv[i]] = kv[i+1]
+		}
+	}
 	created, seen := d.varint(), d.varint()
 	if d.err != nil || d.off != len(d.buf) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errMalformed)

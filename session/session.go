@@ -59,7 +59,10 @@ type Session struct {
 	Groups      []string
 	// Apps are the apps the person may enter; nil means every app (the
 	// IdP's access policy names no apps).
-	Apps       []string
+	Apps []string
+	// Attributes are the custom attributes sent to apps as headers
+	// (headers.attributes); only those travel in the cookie.
+	Attributes map[string]string
 	LogoutHint string
 	Created    time.Time // absolute timeout counts from here
 	Seen       time.Time // idle timeout counts from here; refreshed at most once a minute

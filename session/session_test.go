@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -52,6 +53,7 @@ func sampleSession(c *Codec) *Session {
 	s.Username, s.Email, s.DisplayName = "jdoe", "jdoe@example.com", "Jürgen Döe"
 	s.Groups = []string{"jira-users", "confluence-users", "team, with comma"}
 	s.Apps = []string{"jira", "confluence"}
+	s.Attributes = map[string]string{"department": "R&D", "cost_center": "4711"}
 	s.LogoutHint = "nameid=jdoe;idx=_abc"
 	return s
 }
@@ -80,7 +82,7 @@ func sameSession(t *testing.T, got, want *Session) {
 	t.Helper()
 	if got.ID != want.ID || got.IdP != want.IdP || got.Subject != want.Subject || got.Username != want.Username ||
 		got.Email != want.Email || got.DisplayName != want.DisplayName || got.LogoutHint != want.LogoutHint ||
-		!slices.Equal(got.Groups, want.Groups) || !slices.Equal(got.Apps, want.Apps) || !got.Created.Equal(want.Created) || !got.Seen.Equal(want.Seen) {
+		!slices.Equal(got.Groups, want.Groups) || !slices.Equal(got.Apps, want.Apps) || !maps.Equal(got.Attributes, want.Attributes) || !got.Created.Equal(want.Created) || !got.Seen.Equal(want.Seen) {
 		t.Fatalf("session mismatch\n got %+v\nwant %+v", got, want)
 	}
 }

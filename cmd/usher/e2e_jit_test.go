@@ -251,3 +251,21 @@ func TestSAMLLoginProvisions(t *testing.T) {
 		}
 	}
 }
+
+func TestAttributesAsHeaders(t *testing.T) {
+	e := startEnvWith(t, envOptions{Mapping: "      attributes:\n        department: {claim: department}\n", Extra: "headers:\n  attributes: {department: X-Remote-Department}\n"})
+	e.idps["acme"].SetUser(oidctest.User{
+		Subject: "00u-alice", Username: "alice", Password: "pw-alice", Email: "alice@acme.test", Name: "Alice Archer",
+		Claims: map[string]any{"department": "R&D"},
+	})
+	c := e.browser()
+	wantStatus(t, e.login(c, "/", "acme", "alice", "pw-alice"), http.StatusOK)
+	resp := e.get(c, e.url+"/page", "X-Remote-Department", "Board", "x_remote_department", "Board")
+	wantStatus(t, resp, http.StatusOK)
+	if got := e.upstream.lastHeader().Values("X-Remote-Department"); len(got) != 1 || got[0] != "R&D" {
+		t.Fatalf("upstream X-Remote-Department = %q, want [R&D]", got)
+	}
+	if got := e.upstream.lastHeader().Values("X_remote_department"); len(got) != 0 {
+		t.Fatalf("a client spelling survived: %q", got)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/usherhq/usher/admin"
@@ -135,6 +137,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	names := proxy.HeaderNames{
 		Username: cfg.Headers.Username, Email: cfg.Headers.Email,
 		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups, Strip: cfg.Headers.Strip,
+		Attributes:     cfg.Headers.Attributes,
 		CookiePrefixes: []string{g.codec.CookieName(), g.codec.PrefixedName(proxy.FlowCookiePrefix), admin.CookieName},
 	}
 	if ss := cfg.Headers.SharedSecret; ss != nil {
@@ -159,6 +162,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		PublicURL: g.public, Apps: apps, IdPs: idps, Codec: g.codec, Sessions: m.sessions,
 		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
 		FlowTimeout: cfg.Session.FlowTimeout, SCIM: scimH, Metrics: m.metrics, Log: m.Log, Now: m.Now,
+		SessionAttributes: slices.Sorted(maps.Keys(cfg.Headers.Attributes)),
 	})
 	if g.admin, err = m.adminHandler(g); err != nil {
 		return nil, err
