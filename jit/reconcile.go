@@ -75,19 +75,21 @@ type Outcome struct {
 	Skipped string   // "fast path", "deprovisioned", "" when it ran
 	Changes []string // human summaries, e.g. "added to jira-users"
 	Queued  bool     // a temporary failure was put on the retry queue
-	Err     error
+	// Known says usher had provisioned the person into this app before.
+	Known bool
+	Err   error
 }
 
 // ErrDeprovisioned means the person was deprovisioned by policy in an app
 // and a login does not bring them back.
 var ErrDeprovisioned = errors.New("deprovisioned by policy")
 
-// Login reconciles every app of the profile concurrently; why says what
-// caused it ("login via okta", "scim")., so the login
-// waits for the slowest app, not the sum. known says the person logged in
-// before: then a temporary app failure queues the change and the login
-// proceeds; for a new person it fails the login, since the app would not
-// know them.
+// Login reconciles every app of the profile concurrently, so the login
+// waits for the slowest app, not the sum; why says what caused it ("login
+// via okta", "scim"). With known set (the person logged in before and the
+// policy allows it), a temporary failure of an app that usher already
+// provisioned them into queues the change and the login proceeds; an app
+// that does not know them yet fails the login, since it would refuse them.
 func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why string, known bool) ([]Outcome, error) {
 	if err := r.Record(ctx, p, why); err != nil {
 		return nil, err
@@ -108,7 +110,7 @@ func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why st
 		go func() {
 			defer wg.Done()
 			out[i] = r.Apply(ctx, d, true)
-			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && known {
+			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && known && out[i].Known {
 				out[i].Queued = r.enqueue(ctx, d, out[i].Err)
 			}
 		}()
@@ -168,6 +170,8 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	case err != nil:
 		o.Err = fmt.Errorf("reconcile %s for %s: read state: %w", d.App, d.Username, err)
 		return o
+	default:
+		o.Known = true
 	}
 	if st.Deprovisioned {
 		o.Skipped, o.Err = "deprovisioned", fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
