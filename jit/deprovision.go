@@ -77,23 +77,36 @@ func (r *Reconciler) deactivate(ctx context.Context, l Leaver) error {
 }
 
 // Reinstate clears the deprovisioned mark of a person in every app, when
-// the IdP says they are back (SCIM active again). The next reconcile
-// reactivates them.
-func (r *Reconciler) Reinstate(ctx context.Context, username, why string) error {
+// the IdP says they are back (SCIM active again), under each of the
+// usernames given (the current one and, after a rename, the previous one).
+// The next reconcile reactivates them.
+func (r *Reconciler) Reinstate(ctx context.Context, why string, usernames ...string) error {
 	for app := range r.Apps {
-		st, err := r.Store.AppState(ctx, app, username)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && !st.Deprovisioned) {
-			continue
+		for _, username := range usernames {
+			if username == "" {
+				continue
+			}
+			if err := r.reinstate(ctx, app, username, why); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
-		}
-		st.Deprovisioned, st.DeprovisionedReason, st.Hash = false, "", ""
-		if err := r.Store.PutAppState(ctx, st); err != nil {
-			return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
-		}
-		r.auditLeaver(ctx, Leaver{App: app, IdP: st.IdP, Subject: st.Subject, Username: username, Reason: why, Actor: "scim"}, "app.reinstate", "ok", why)
 	}
+	return nil
+}
+
+func (r *Reconciler) reinstate(ctx context.Context, app, username, why string) error {
+	st, err := r.Store.AppState(ctx, app, username)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !st.Deprovisioned) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
+	}
+	st.Deprovisioned, st.DeprovisionedReason, st.Hash = false, "", ""
+	if err := r.Store.PutAppState(ctx, st); err != nil {
+		return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
+	}
+	r.auditLeaver(ctx, Leaver{App: app, IdP: st.IdP, Subject: st.Subject, Username: username, Reason: why, Actor: "scim"}, "app.reinstate", "ok", why)
 	return nil
 }
 

@@ -164,6 +164,14 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 		return o
 	}
 	st, err := r.Store.AppState(ctx, d.App, d.Username)
+	if errors.Is(err, store.ErrNotFound) && d.PrevUsername != "" {
+		// A rename at the IdP: the state, and with it a deprovisioned
+		// mark, follows the person to the new name.
+		if prev, perr := r.Store.AppState(ctx, d.App, d.PrevUsername); perr == nil {
+			st, err = prev, nil
+			st.Username = d.Username
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		st = store.AppState{App: d.App, Username: d.Username}
@@ -276,22 +284,36 @@ func (a *applier) rename(ctx context.Context) (*targets.User, error) {
 		return nil, a.failed(ctx, "app.rename", err)
 	}
 	a.change(ctx, "app.rename", fmt.Sprintf("renamed %s → %s", d.PrevUsername, d.Username))
-	if err := a.r.Store.RemoveManaged(ctx, d.App, d.PrevUsername, a.managedNames(ctx, d.PrevUsername)...); err != nil {
-		a.r.log().Warn("forget managed groups of old username", "app", d.App, "username", d.PrevUsername, "err", err)
-	}
+	a.moveManaged(ctx)
 	return a.dir.GetUser(ctx, d.Username)
 }
 
-func (a *applier) managedNames(ctx context.Context, username string) []string {
-	ms, err := a.r.Store.Managed(ctx, a.d.App, username)
-	if err != nil {
-		return nil
+// moveManaged carries the memberships usher manages over to the new
+// username: the renamed account keeps them, and without the records a
+// later mapping change could never take them away again.
+func (a *applier) moveManaged(ctx context.Context) {
+	d := a.d
+	ms, err := a.r.Store.Managed(ctx, d.App, d.PrevUsername)
+	if err != nil || len(ms) == 0 {
+		if err != nil {
+			a.r.log().Warn("read managed groups of old username", "app", d.App, "username", d.PrevUsername, "err", err)
+		}
+		return
 	}
 	names := make([]string, len(ms))
-	for i, m := range ms {
-		names[i] = m.Group
+	for i := range ms {
+		names[i] = ms[i].Group
+		ms[i].Username = d.Username
 	}
-	return names
+	// Add before forgetting: a crash in between leaves records under both
+	// names, never a membership nobody manages.
+	if err := a.r.Store.AddManaged(ctx, ms...); err != nil {
+		a.r.log().Warn("move managed groups to new username", "app", d.App, "username", d.Username, "err", err)
+		return
+	}
+	if err := a.r.Store.RemoveManaged(ctx, d.App, d.PrevUsername, names...); err != nil {
+		a.r.log().Warn("forget managed groups of old username", "app", d.App, "username", d.PrevUsername, "err", err)
+	}
 }
 
 // groups adds missing desired groups and, in full sync, removes the

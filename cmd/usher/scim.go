@@ -71,12 +71,12 @@ func (h *scimHooks) Provision(ctx context.Context, idp string, u scim.User) erro
 	if rec == nil {
 		return nil
 	}
-	if err := rec.Reinstate(ctx, p.Username, "scim: active"); err != nil {
-		return err
-	}
 	prevName := ""
 	if known && prev.Username != p.Username {
 		prevName = prev.Username
+	}
+	if err := rec.Reinstate(ctx, "scim: active", p.Username, prevName); err != nil {
+		return err
 	}
 	_, err = rec.Login(ctx, p, prevName, "scim", true)
 	return err

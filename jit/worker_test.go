@@ -1,0 +1,181 @@
+package jit
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/targets/atlassiantest"
+)
+
+func (f *fixture) worker(owner string) *Worker {
+	return &Worker{Reconciler: f.r, Store: f.st, Owner: owner}
+}
+
+func (f *fixture) drain(t *testing.T, w *Worker) int {
+	t.Helper()
+	n, err := w.Drain(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (f *fixture) queue(t *testing.T) store.QueueStats {
+	t.Helper()
+	q, err := f.st.Queue(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func (f *fixture) enqueue(t *testing.T, kind, app, key string, payload []byte) {
+	t.Helper()
+	if _, err := f.st.Enqueue(t.Context(), store.Job{Kind: kind, App: app, Key: key, Payload: payload, NotBefore: f.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWorkerAppliesQueuedLoginWhenAppIsBack(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	p := profile("jira")
+	if _, err := f.r.Login(ctx, p, "", "login via okta", false); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(2 * f.r.FastPath)
+	p.DisplayName = "Alice Archer-Smith"
+	f.srv["jira"].SetDown(true)
+	if out, err := f.r.Login(ctx, p, "", "login via okta", true); err != nil || !out[0].Queued {
+		t.Fatalf("Login while down: %+v, %v", out, err)
+	}
+
+	w := f.worker("w1")
+	if n := f.drain(t, w); n != 0 {
+		t.Fatalf("drained %d while the app is down", n)
+	}
+	f.srv["jira"].SetDown(false)
+	if n := f.drain(t, w); n != 0 {
+		t.Fatalf("drained %d before the backoff ended", n)
+	}
+	f.clock.Advance(time.Minute)
+	if n := f.drain(t, w); n != 1 {
+		t.Fatalf("drained %d, want 1", n)
+	}
+	if u := f.user(t, "jira", "alice"); u.DisplayName != "Alice Archer-Smith" {
+		t.Errorf("display name %q", u.DisplayName)
+	}
+	if q := f.queue(t); q.Depth != 0 {
+		t.Errorf("queue %+v, want empty", q)
+	}
+}
+
+func TestWorkerBacksOff(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	payload, _ := json.Marshal(alice("jira", "developers"))
+	f.enqueue(t, "reconcile", "jira", "alice", payload)
+	f.srv["jira"].SetDown(true)
+	w := f.worker("w1")
+	for attempt := 1; attempt <= 4; attempt++ {
+		if n := f.drain(t, w); n != 0 {
+			t.Fatalf("attempt %d: drained %d while down", attempt, n)
+		}
+		q := f.queue(t)
+		if q.Depth != 1 || len(q.LastErrors) != 1 {
+			t.Fatalf("attempt %d: queue %+v", attempt, q)
+		}
+		j := q.LastErrors[0]
+		// Full jitter over 5s·2^attempt: the wait lies in [d/2, d].
+		d := 5 * time.Second << attempt
+		wait := j.NotBefore.Sub(f.clock.Now())
+		if j.Attempts != attempt || !strings.Contains(j.LastError, "503") || wait < d/2 || wait > d {
+			t.Fatalf("attempt %d: attempts %d, wait %v (want %v..%v), error %q", attempt, j.Attempts, wait, d/2, d, j.LastError)
+		}
+		f.clock.Advance(wait)
+	}
+}
+
+func TestWorkersShareTheQueue(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	const jobs = 40
+	for i := range jobs {
+		d := alice("jira", "developers")
+		d.Username = fmt.Sprintf("user%02d", i)
+		payload, _ := json.Marshal(d)
+		f.enqueue(t, "reconcile", "jira", d.Username, payload)
+	}
+	var (
+		wg   sync.WaitGroup
+		done [2]int
+	)
+	for i := range done {
+		w := f.worker(fmt.Sprintf("w%d", i))
+		wg.Go(func() {
+			n, err := w.Drain(t.Context())
+			if err != nil {
+				t.Error(err)
+			}
+			done[i] = n
+		})
+	}
+	wg.Wait()
+	calls := f.srv["jira"].Calls()
+	if done[0]+done[1] != jobs || calls["POST /rest/api/2/user"] != jobs || calls["POST /rest/api/2/group/user"] != jobs {
+		t.Errorf("workers completed %v; calls %v; want each of %d jobs applied once", done, calls, jobs)
+	}
+	if q := f.queue(t); q.Depth != 0 {
+		t.Errorf("queue depth %d", q.Depth)
+	}
+}
+
+func TestQueuedDeactivationIsAppliedLater(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	f.apply(t, alice("jira"), false)
+	f.srv["jira"].SetDown(true)
+	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
+	if err := f.r.Deactivate(ctx, l); err != nil {
+		t.Fatalf("Deactivate while down: %v", err)
+	}
+	if q := f.queue(t); q.Depth != 1 {
+		t.Fatalf("queue depth %d, want 1", q.Depth)
+	}
+
+	f.srv["jira"].SetDown(false)
+	if n := f.drain(t, f.worker("w1")); n != 1 {
+		t.Fatalf("drained %d, want 1", n)
+	}
+	if f.user(t, "jira", "alice").Active {
+		t.Error("still active")
+	}
+	if st := f.state(t, "jira", "alice"); !st.Deprovisioned || st.DeprovisionedReason != l.Reason {
+		t.Errorf("state %+v", st)
+	}
+	if q := f.queue(t); q.Depth != 0 {
+		t.Errorf("queue depth %d", q.Depth)
+	}
+}
+
+func TestUnreadablePayloadStaysQueued(t *testing.T) {
+	for _, kind := range []string{"reconcile", "deprovision"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixture(t, atlassiantest.Jira)
+			f.enqueue(t, kind, "jira", "alice", []byte(`{"app": 42`))
+			if n := f.drain(t, f.worker("w1")); n != 0 {
+				t.Fatalf("drained %d", n)
+			}
+			q := f.queue(t)
+			if q.Depth != 1 || len(q.LastErrors) != 1 || !strings.HasPrefix(q.LastErrors[0].LastError, "unreadable payload") {
+				t.Fatalf("queue %+v", q)
+			}
+			if n := f.srv["jira"].Reads() + f.srv["jira"].Writes(); n != 0 {
+				t.Errorf("made %d app calls", n)
+			}
+		})
+	}
+}
