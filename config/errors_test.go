@@ -50,6 +50,10 @@ func TestParseErrors(t *testing.T) {
 		src:  strings.Replace(base, "    route: {host: jira.example.com}\n", "    route: {host: jira.example.com}\n    upstrem: http://x\n", 1),
 		want: []wantErr{{"apps[0].upstrem", 10, 5, `did you mean "upstream"?`}},
 	}, {
+		name: "pass-through of every path",
+		src:  strings.Replace(base, "    route: {host: jira.example.com}\n", "    route: {host: jira.example.com}\n    pass_through: {paths: [/]}\n", 1),
+		want: []wantErr{{"apps[0].pass_through.paths[0]", 10, 28, "would let every request past sign-in"}},
+	}, {
 		name: "unknown key in a flow mapping",
 		src:  strings.Replace(base, "{host: jira.example.com}", "{host: jira.example.com, prefix: /x}", 1),
 		want: []wantErr{{"apps[0].route.prefix", 9, 37, "unknown key"}},

@@ -108,6 +108,11 @@ type Provisioning struct {
 	// NFKC and lowercasing, written like a regexp class body without the
 	// brackets; default "a-z0-9._@+-".
 	UsernameAllowed string `yaml:"username_allowed"`
+	// ProtectedUsers are username patterns (path.Match globs such as
+	// "svc-*") no IdP identity may sign in as, nor SCIM provision: local
+	// admin and service accounts of the apps. Default: admin,
+	// administrator, root, sysadmin. An empty list protects nobody.
+	ProtectedUsers []string `yaml:"protected_users"`
 	// FastPath is how long an applied profile counts as fresh: a login
 	// with an unchanged profile within it makes no app call. Default 1h.
 	FastPath time.Duration `yaml:"fast_path"`

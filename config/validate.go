@@ -259,8 +259,12 @@ func (v *validator) apps() {
 			}
 		}
 		for k, pt := range a.PassThrough.Paths {
-			if !strings.HasPrefix(pt, "/") {
+			switch {
+			case !strings.HasPrefix(pt, "/"):
 				v.errorf(joinIndex(p+".pass_through.paths", k), "must start with /, got %q", pt)
+			case strings.Trim(pt, "/") == "":
+				// Every request would skip sign-in.
+				v.errorf(joinIndex(p+".pass_through.paths", k), "%q would let every request past sign-in; name the paths the app protects itself (matched against the full request path)", pt)
 			}
 		}
 	}

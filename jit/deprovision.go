@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
@@ -79,7 +80,8 @@ func (r *Reconciler) deactivate(ctx context.Context, l Leaver) error {
 // Reinstate clears the deprovisioned mark of a person in every app, when
 // the IdP says they are back (SCIM active again), under each of the
 // usernames given (the current one and, after a rename, the previous one).
-// The next reconcile reactivates them.
+// Only marks SCIM set are cleared: a push of an active user must not undo
+// a sweep's or an admin's decision. The next reconcile reactivates them.
 func (r *Reconciler) Reinstate(ctx context.Context, why string, usernames ...string) error {
 	for app := range r.Apps {
 		for _, username := range usernames {
@@ -96,7 +98,7 @@ func (r *Reconciler) Reinstate(ctx context.Context, why string, usernames ...str
 
 func (r *Reconciler) reinstate(ctx context.Context, app, username, why string) error {
 	st, err := r.Store.AppState(ctx, app, username)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !st.Deprovisioned) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (!st.Deprovisioned || !strings.HasPrefix(st.DeprovisionedReason, "scim:"))) {
 		return nil
 	}
 	if err != nil {

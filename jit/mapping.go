@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -54,6 +55,11 @@ func DefaultPrivilegedGroups() config.AppGroups {
 		"crowd":      {"crowd-administrators"},
 	}
 }
+
+// DefaultProtectedUsers are usernames usher never signs anyone in as
+// unless provisioning.protected_users says otherwise: the apps' local
+// administrator accounts, which an IdP identity must not take over.
+var DefaultProtectedUsers = []string{"admin", "administrator", "root", "sysadmin"}
 
 // Defaults returns m with the defaults for an IdP of type idpType; see
 // config.Mapping.WithDefaults, the one place they are defined.
@@ -233,6 +239,7 @@ type Mapper struct {
 	username, email, displayName *valueRule
 	attrs                        []namedRule
 	allowed                      *charset
+	protected                    []string // username globs never signed in through usher
 
 	groupClaim       string
 	include, exclude []*regexp.Regexp
@@ -341,6 +348,15 @@ func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, app
 	}
 
 	var err error
+	mp.protected = p.ProtectedUsers
+	if mp.protected == nil {
+		mp.protected = DefaultProtectedUsers
+	}
+	for i, g := range mp.protected {
+		if _, err := path.Match(g, ""); err != nil {
+			c.errorf(fmt.Sprintf("provisioning.protected_users[%d]", i), "bad pattern %q: %v", g, err)
+		}
+	}
 	if mp.allowed, err = parseAllowed(p.UsernameAllowed); err != nil {
 		c.errorf("provisioning.username_allowed", "%v", err)
 		mp.allowed, _ = parseAllowed("")
@@ -1063,6 +1079,11 @@ func (m *Mapper) Map(id providers.Identity) (*Profile, error) {
 	if err != nil {
 		return nil, &DeniedError{Reason: fmt.Sprintf("the user name %s sent cannot be used: %v", m.name, err)}
 	}
+	for _, g := range m.protected {
+		if ok, _ := path.Match(g, u); ok {
+			return nil, &DeniedError{Reason: fmt.Sprintf("the account %s is protected and can only sign in to the applications directly", u)}
+		}
+	}
 	p.Username = u
 	p.Email = m.scalar(&id, "email", m.email, warn)
 	p.DisplayName = m.scalar(&id, "display name", m.displayName, warn)
@@ -1150,6 +1171,13 @@ func (m *Mapper) Map(id providers.Identity) (*Profile, error) {
 		}
 	}
 
+	sync := m.sync
+	if groupsIncomplete(&id) {
+		// The IdP left groups out (Entra's group overage): removing what is
+		// missing would take away access the person still has.
+		sync = SyncAddOnly
+		warn("the identity provider sent an incomplete group list (group overage); groups are only added this time, none removed")
+	}
 	p.Apps = make(map[string]*AppProfile, len(m.apps))
 	for _, app := range m.apps {
 		gs := grants[app]
@@ -1159,11 +1187,21 @@ func (m *Mapper) Map(id providers.Identity) (*Profile, error) {
 			Groups:          gs,
 			ManagedGroups:   plan.names,
 			ManagedPatterns: plan.patternSrc,
-			Sync:            m.sync,
+			Sync:            sync,
 			plan:            plan,
 		}
 	}
 	return p, nil
+}
+
+// groupsIncomplete spots Entra ID's group overage markers: in OIDC tokens
+// a "_claim_names" entry for groups (or "hasgroups"), in SAML a
+// groups.link attribute pointing at Microsoft Graph.
+func groupsIncomplete(id *providers.Identity) bool {
+	if len(id.Claims["_claim_names.groups"]) > 0 || id.Claim("hasgroups") == "true" {
+		return true
+	}
+	return len(id.Claims["http://schemas.microsoft.com/claims/groups.link"]) > 0
 }
 
 // scalar evaluates a single-line value; one holding a control character

@@ -291,8 +291,8 @@ func TestUsernameThroughMap(t *testing.T) {
 		raw  []string
 		want string // "" means denied
 	}{
-		{[]string{"Admin"}, "admin"},
-		{[]string{"admin"}, "admin"},
+		{[]string{"Alice"}, "alice"},
+		{[]string{"alice"}, "alice"},
 		{[]string{"\u212Aevin"}, ""},
 		{[]string{"adm\u0130n"}, ""},
 		{[]string{"ﬀ"}, ""},
@@ -786,6 +786,54 @@ func BenchmarkMap(b *testing.B) {
 	for b.Loop() {
 		if _, err := mp.Map(id); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestProtectedUsernames(t *testing.T) {
+	for _, tc := range []struct {
+		protected []string
+		user      string
+		denied    bool
+	}{
+		{nil, "admin", true},
+		{nil, "Administrator", true},
+		{nil, "alice", false},
+		{[]string{"svc-*"}, "svc-backup", true},
+		{[]string{"svc-*"}, "admin", false},
+		{[]string{}, "admin", false},
+	} {
+		var m config.Mapping
+		mp, err := Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{ProtectedUsers: tc.protected}, []string{"jira"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = mp.Map(providers.Identity{IdP: "okta", Subject: "s", Claims: map[string][]string{"preferred_username": {tc.user}}})
+		if got := errors.Is(err, ErrDenied); got != tc.denied {
+			t.Errorf("protected %q, user %q: denied = %v (%v), want %v", tc.protected, tc.user, got, err, tc.denied)
+		}
+	}
+}
+
+func TestGroupOverageOnlyAdds(t *testing.T) {
+	var m config.Mapping
+	m.Groups.Defaults = config.AppGroups{"*": {"staff"}}
+	mp, err := Compile("entra", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, claims := range []map[string][]string{
+		{"_claim_names.groups": {"src1"}},
+		{"hasgroups": {"true"}},
+		{"http://schemas.microsoft.com/claims/groups.link": {"https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}},
+	} {
+		claims["preferred_username"] = []string{"alice"}
+		p, err := mp.Map(providers.Identity{IdP: "entra", Subject: "s", Claims: claims})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Apps["jira"].Sync != SyncAddOnly || len(p.Warnings) == 0 {
+			t.Errorf("claims %v: sync %q, warnings %q; want add_only with a warning", claims, p.Apps["jira"].Sync, p.Warnings)
 		}
 	}
 }

@@ -194,6 +194,11 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 		o.Err = err
 		return o
 	}
+	if cur, err := r.Store.AppState(ctx, d.App, d.Username); err == nil && cur.Deprovisioned {
+		// Deprovisioned while this ran: keep the mark, it wins.
+		o.Err = fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, cur.DeprovisionedReason)
+		return o
+	}
 	st.IdP, st.Subject, st.Hash, st.SyncedAt = d.IdP, d.Subject, d.Hash, r.now()
 	if err := r.Store.PutAppState(ctx, st); err != nil {
 		o.Err = fmt.Errorf("reconcile %s for %s: save state: %w", d.App, d.Username, err)
@@ -258,6 +263,11 @@ func (a *applier) run(ctx context.Context) error {
 		a.change(ctx, "app.update", strings.Join(what, ", "))
 	}
 	if !u.Active {
+		// A deactivation may have landed since Apply read the state (SCIM
+		// or a sweep racing this login): never undo it.
+		if st, err := a.r.Store.AppState(ctx, d.App, d.Username); err == nil && st.Deprovisioned {
+			return fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
+		}
 		if err := a.dir.SetActive(ctx, d.Username, true); err != nil {
 			return a.failed(ctx, "app.activate", err)
 		}

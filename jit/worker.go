@@ -54,7 +54,10 @@ func (w *Worker) Drain(ctx context.Context) (int, error) {
 	}
 	done := 0
 	for ctx.Err() == nil {
-		jobs, err := w.Store.Claim(ctx, w.Owner, w.Reconciler.now(), 16, lease)
+		// One job at a time: a job against a down app can take minutes of
+		// retries, and a batch would outlive its lease and be claimed again
+		// by another replica.
+		jobs, err := w.Store.Claim(ctx, w.Owner, w.Reconciler.now(), 1, lease)
 		if err != nil {
 			return done, fmt.Errorf("claim jobs: %w", err)
 		}

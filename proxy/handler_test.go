@@ -204,6 +204,7 @@ func TestHasDotSegment(t *testing.T) {
 	for p, want := range map[string]bool{
 		"/": false, "/jira/browse/X-1": false, "/a..b/c": false, "/.well-known/x": false,
 		"/status/../secure": true, "/..": true, "/a/.": true, "/./a": true, "/a//../b": true,
+		"/status/..;/secure/admin": true, "/status/..;jsessionid=1/x": true, "/status/.;x/y": true, "/a;b/c": false,
 	} {
 		if got := hasDotSegment(p); got != want {
 			t.Errorf("hasDotSegment(%q) = %v, want %v", p, got, want)

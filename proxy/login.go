@@ -29,6 +29,10 @@ type flow struct {
 // ID completes it, so parallel logins in several tabs do not collide.
 const FlowCookiePrefix = "usher_flow_"
 
+// maxFlows is how many logins may be in flight in one browser (tabs)
+// before the older flow cookies are dropped.
+const maxFlows = 4
+
 // login serves GET /usher/login: the chooser page, or straight to the IdP
 // when only one is configured or ?idp= names one.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +102,21 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not start the sign-in.", err)
 		return
 	}
+	// Abandoned logins leave flow cookies behind until they expire; a
+	// loop of them must not grow the Cookie header past what servers
+	// accept. Beyond a few, the old ones go.
+	prefix := h.opt.Codec.PrefixedName(FlowCookiePrefix)
+	var stale []string
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, prefix) {
+			stale = append(stale, strings.TrimPrefix(c.Name, h.opt.Codec.PrefixedName("")))
+		}
+	}
+	if len(stale) >= maxFlows {
+		for _, name := range stale {
+			h.opt.Codec.ClearCookie(w, name)
+		}
+	}
 	h.opt.Codec.SetFlowCookie(w, FlowCookiePrefix+flowID, sealed, h.opt.FlowTimeout)
 	w.Header().Set("Cache-Control", "no-store")
 	if ch.Form == nil {
@@ -110,6 +129,9 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 // callback finishes a login at /usher/{typ}/{idp}/callback or .../acs.
 func (h *Handler) callback(typ string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		// Providers bound what they read themselves; this is the outer
+		// limit for any callback body (an OIDC form_post is a few KiB).
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 		id := r.PathValue("idp")
 		idp := h.idps[id]
 		if idp == nil || idp.Provider.Type() != typ {
@@ -177,7 +199,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 		h.fail(w, r, http.StatusForbidden, "Access denied", "You signed in, but "+denied.Reason+".", err)
 		return
 	case err != nil:
-		h.refuse(w, r, id.IdP, id.Subject, err, "Your account could not be mapped: "+err.Error()+".")
+		h.refuse(w, r, id.IdP, id.Subject, err, "Your account could not be matched to a user of these applications. Ask your administrator; quote the request ID below.")
 		return
 	}
 	for _, warn := range p.Warnings {
@@ -260,7 +282,17 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 			s.Attributes[a] = v
 		}
 	}
-	if err := h.opt.Codec.Save(w, s); err != nil {
+	err = h.opt.Codec.Save(w, s)
+	if errors.Is(err, session.ErrTooLarge) && len(s.Groups) > 0 {
+		// Too many IdP groups for a cookie: the person still gets in, the
+		// apps get no groups header. Filter groups (mapping.groups.include)
+		// to send them.
+		h.log.Warn("session too large for the groups header; sending no groups", "idp", id.IdP, "subject", id.Subject,
+			"groups", len(s.Groups), "request_id", requestID(r))
+		s.Groups = nil
+		err = h.opt.Codec.Save(w, s)
+	}
+	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not create your session.", err)
 		return
 	}
@@ -354,17 +386,19 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// sloReturn is where a SAML IdP sends the browser back after single logout.
+// sloReturn is where a SAML IdP sends the browser back after single
+// logout. The cookie is cleared only for a valid LogoutResponse, so a
+// cross-site link to this address cannot sign people out.
 func (h *Handler) sloReturn(w http.ResponseWriter, r *http.Request) {
 	idp := h.idps[r.PathValue("idp")]
-	if idp == nil || idp.Provider.Type() != "saml" {
+	lr, ok := idp.provider().(providers.LogoutResponder)
+	if idp == nil || idp.Provider.Type() != "saml" || !ok {
 		h.fail(w, r, http.StatusNotFound, "Not found", "There is no such identity provider.", nil)
 		return
 	}
-	if lr, ok := idp.Provider.(providers.LogoutResponder); ok {
-		if err := lr.HandleLogoutResponse(r); err != nil {
-			h.log.Warn("saml logout response", "idp", idp.Provider.ID(), "err", err, "request_id", requestID(r))
-		}
+	if err := lr.HandleLogoutResponse(r); err != nil {
+		h.fail(w, r, http.StatusBadRequest, "Sign-out not confirmed", "The identity provider's sign-out answer could not be accepted.", fmt.Errorf("saml logout response at %s: %w", idp.Provider.ID(), err))
+		return
 	}
 	h.opt.Codec.Clear(w)
 	http.Redirect(w, r, "/usher/logged-out", http.StatusFound)

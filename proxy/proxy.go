@@ -39,6 +39,14 @@ type IdP struct {
 	Mapper   *jit.Mapper
 }
 
+// provider is the IdP's provider, or nil for a nil IdP.
+func (i *IdP) provider() providers.Provider {
+	if i == nil {
+		return nil
+	}
+	return i.Provider
+}
+
 // Provisioner brings the apps in line with a person's profile at login
 // (jit.Reconciler).
 type Provisioner interface {
@@ -225,16 +233,16 @@ func (h *Handler) match(r *http.Request) *App {
 	return nil
 }
 
-// hasDotSegment reports a "." or ".." segment in a decoded path.
+// hasDotSegment reports a "." or ".." segment in a decoded path, also
+// when followed by a path parameter ("..;x"), which Tomcat strips before
+// normalising.
 func hasDotSegment(p string) bool {
-	for p != "" {
-		var seg string
-		seg, p, _ = strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	for _, seg := range strings.Split(p, "/") {
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
 		if seg == "." || seg == ".." {
 			return true
-		}
-		if p != "" {
-			p = "/" + p
 		}
 	}
 	return false

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +66,7 @@ type Sweeper struct {
 	apps    []string // in scope, sorted
 	idps    map[string]bool
 	blocked atomic.Int64
+	running sync.Mutex // one run at a time in this process
 }
 
 // ErrLeaseHeld is returned by Run when another owner holds the policy's
@@ -159,6 +161,13 @@ func (s *Sweeper) Run(ctx context.Context, dryRun bool) (*Result, error) {
 }
 
 func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryRun bool) (res *Result, err error) {
+	// The store lease keeps other replicas out; this keeps a second run
+	// of the same replica (an admin's "run now" during a scheduled run)
+	// out, since the lease is re-entrant for its owner.
+	if !s.running.TryLock() {
+		return nil, ErrLeaseHeld
+	}
+	defer s.running.Unlock()
 	lease := "sweep:" + s.p.Name
 	ok, err := s.d.Store.Lease(ctx, lease, owner, ttl)
 	if err != nil {

@@ -71,13 +71,15 @@ func applyForwarded(r *http.Request, remote netip.Addr, isTrusted func(netip.Add
 	}
 	r2.RemoteAddr = net.JoinHostPort(client.String(), "0")
 
+	// The rightmost value is the one the nearest (trusted) proxy added;
+	// values to its left may come from the client.
 	if protos := splitList(r.Header.Values("X-Forwarded-Proto")); len(protos) > 0 {
-		if p := strings.ToLower(protos[0]); p == "http" || p == "https" {
+		if p := strings.ToLower(protos[len(protos)-1]); p == "http" || p == "https" {
 			r2.URL.Scheme = p
 		}
 	}
-	if hosts := splitList(r.Header.Values("X-Forwarded-Host")); len(hosts) > 0 && validHost(hosts[0]) {
-		r2.Host = hosts[0]
+	if hosts := splitList(r.Header.Values("X-Forwarded-Host")); len(hosts) > 0 && validHost(hosts[len(hosts)-1]) {
+		r2.Host = hosts[len(hosts)-1]
 	}
 	return r2
 }

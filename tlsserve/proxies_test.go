@@ -89,6 +89,11 @@ func TestTrustProxies(t *testing.T) {
 			"10.0.0.1:0", "usher.internal", "http"},
 		{"no headers from proxy", "10.0.0.1:1", nil,
 			"10.0.0.1:0", "usher.internal", "http"},
+		// The client sent its own host and proto; the proxy appended the
+		// real ones. The rightmost values win.
+		{"client prepends host and proto", "10.0.0.1:1", []string{
+			"X-Forwarded-Host", "evil.example, jira.example.com", "X-Forwarded-Proto", "http, https"},
+			"10.0.0.1:0", "jira.example.com", "https"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			doRequest(h, "GET", "usher.internal", "/x", c.remote, c.hdr...)

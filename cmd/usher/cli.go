@@ -282,6 +282,10 @@ func routeHosts(cfg *config.Config) config.Errors {
 	domain := strings.ToLower(cfg.Session.CookieDomain)
 	under := func(h string) bool { return domain != "" && (h == domain || strings.HasSuffix(h, "."+domain)) }
 	var errs config.Errors
+	if domain != "" && !under(public) {
+		errs = append(errs, cfg.ErrorAt("session.cookie_domain", fmt.Sprintf(
+			"the public URL's host %s is not under %s, so browsers would drop the session cookie", public, domain)))
+	}
 	for i, a := range cfg.Apps {
 		h := strings.ToLower(a.Route.Host)
 		if hn, _, err := net.SplitHostPort(h); err == nil {

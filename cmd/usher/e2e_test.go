@@ -385,7 +385,7 @@ func TestUnauthenticatedRequests(t *testing.T) {
 		t.Fatalf("pass-through path kept X-Remote-User %q", got)
 	}
 	// A pass-through prefix cannot be used to reach other paths.
-	for _, p := range []string{"/status/../secure/admin", "/status/%2e%2e/secure/admin", "/status/./x"} {
+	for _, p := range []string{"/status/../secure/admin", "/status/%2e%2e/secure/admin", "/status/./x", "/status/..;/secure/admin", "/status/%2e%2e%3b/secure/admin"} {
 		req, _ := http.NewRequest("GET", e.url+p, nil)
 		req.URL.Opaque = "//" + req.URL.Host + p // send the path as written
 		resp, err := c.Do(req)
@@ -519,4 +519,28 @@ func mustURL(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+func TestAbandonedLoginsDoNotPileUpCookies(t *testing.T) {
+	e := startEnv(t)
+	c := e.browser()
+	for range 12 {
+		wantStatus(t, e.get(c, e.url+"/usher/login?idp=acme&rd=/"), http.StatusFound)
+	}
+	n := 0
+	for _, ck := range c.Jar.Cookies(mustURL(e.url)) {
+		if strings.HasPrefix(ck.Name, "usher_flow_") {
+			n++
+		}
+	}
+	if n > 4 {
+		t.Fatalf("%d flow cookies after 12 abandoned logins, want at most 4", n)
+	}
+	// The latest login still completes.
+	resp := e.get(c, e.url+"/usher/login?idp=acme&rd=/x")
+	cb, err := e.idps["acme"].Login(c, resp.Header.Get("Location"), "alice", "pw-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, e.get(c, cb), http.StatusFound)
 }

@@ -100,6 +100,13 @@ func (m *Main) deprovision(ctx context.Context, idp, subject, reason, actor stri
 	}
 	b, err := m.store.Binding(ctx, idp, subject)
 	if errors.Is(err, store.ErrNotFound) {
+		// Nobody logged in with this subject. Either the person never
+		// used usher, or the SCIM subject attribute does not match the
+		// login subject (scim.subject): say so, it would make every
+		// deactivation a no-op.
+		m.Log.Warn("deprovision: no identity bound to this subject; nothing to deactivate in the apps (check scim.subject if this is unexpected)",
+			"idp", idp, "subject", subject, "reason", reason)
+		m.audit(ctx, store.Event{Action: "deprovision", IdP: idp, Subject: subject, Actor: actor, Outcome: "unbound", Detail: reason + ": no identity bound to this subject"})
 		return nil
 	}
 	if err != nil {

@@ -269,6 +269,15 @@ func (m *Main) Reload(ctx context.Context) error {
 			m.Log.Warn("reload: this setting takes effect at the next restart", "setting", c.what)
 		}
 	}
+	if a := m.Config.Session.AbsoluteTimeout; cfg.Session.AbsoluteTimeout > a {
+		// Revocations are remembered for the absolute timeout in force at
+		// start; a longer one now would let a revoked cookie live again.
+		m.Log.Warn("reload: a longer session.absolute_timeout takes effect at the next restart", "running", a, "configured", cfg.Session.AbsoluteTimeout)
+		cfg.Session.AbsoluteTimeout = a
+		if cfg.Session.IdleTimeout > a {
+			cfg.Session.IdleTimeout = a
+		}
+	}
 	g, err := m.build(ctx, cfg)
 	if err != nil {
 		m.Log.Error("reload refused: the new config could not be opened; the running config stays", "err", err)

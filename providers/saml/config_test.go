@@ -27,6 +27,8 @@ func TestValidate(t *testing.T) {
 		{"no metadata", func(c *Config) { c.MetadataXML = "" }, "exactly one of metadata_url"},
 		{"two metadata", func(c *Config) { c.MetadataFile = "/m.xml" }, "exactly one of metadata_url"},
 		{"bad url", func(c *Config) { c.MetadataXML, c.MetadataURL = "", "ftp://x" }, "metadata_url"},
+		{"plain http url", func(c *Config) { c.MetadataXML, c.MetadataURL = "", "http://idp.example.com/md" }, "must use https"},
+		{"http on loopback", func(c *Config) { c.MetadataXML, c.MetadataURL = "", "http://127.0.0.1:8080/md" }, ""},
 		{"no key", func(c *Config) { c.SPKey = config.Secret{} }, "sp_key: required"},
 		{"no cert", func(c *Config) { c.SPCert = config.Secret{} }, "sp_cert: required"},
 		{"binding", func(c *Config) { c.Binding = "artifact" }, "binding"},

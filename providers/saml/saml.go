@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -116,8 +117,13 @@ func (c *Config) Validate() []error {
 	}
 	if c.MetadataURL != "" {
 		u, err := url.Parse(c.MetadataURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			errs = append(errs, fmt.Errorf("metadata_url: %q is not an http(s) URL", c.MetadataURL))
+		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			// The metadata carries the IdP's signing certificates: fetched
+			// over plain HTTP, anyone on the path could swap them.
+			errs = append(errs, fmt.Errorf("metadata_url: %q must use https (plain http only on loopback)", c.MetadataURL))
 		}
 	}
 	if c.MetadataRefresh < 0 {
@@ -374,4 +380,13 @@ func randomID() string {
 	var b [20]byte
 	_, _ = rand.Read(b[:]) // never fails since Go 1.24
 	return "id-" + hex.EncodeToString(b[:])
+}
+
+// isLoopback reports a loopback host name or address.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
