@@ -185,6 +185,12 @@ func TestSAMLRefusals(t *testing.T) {
 	}
 	wantStatus(t, resp, http.StatusForbidden)
 
+	// A cross-site link to the single-logout return address does not sign
+	// people out: only a valid LogoutResponse does.
+	resp = e.get(c, e.url+"/usher/saml/corp/slo?SAMLResponse=bogus")
+	wantStatus(t, resp, http.StatusBadRequest)
+	wantStatus(t, e.get(c, e.url+"/still-signed-in"), http.StatusOK)
+
 	// An answer for corp posted to another IdP's endpoint is not a SAML ACS.
 	resp, err = e.browser().PostForm(e.url+"/usher/saml/acme/acs", acs.PostForm)
 	if err != nil {
