@@ -112,6 +112,8 @@ type envOptions struct {
 	Extra string
 	// DSN switches the store to this PostgreSQL database.
 	DSN string
+	// AdminSSOGroup lets members of this IdP group into the admin pages.
+	AdminSSOGroup string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -162,7 +164,11 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	if o.DSN != "" {
 		storeYAML = fmt.Sprintf("store:\n  driver: postgres\n  dsn: {value: %q}\n", o.DSN)
 	}
-	cfgText := storeYAML + "admin:\n  listen: 127.0.0.1:0\n  token: {value: admin-token}\n" + fmt.Sprintf(`server:
+	adminYAML := "admin:\n  listen: 127.0.0.1:0\n  token: {value: admin-token}\n"
+	if o.AdminSSOGroup != "" {
+		adminYAML += "  sso_group: " + o.AdminSSOGroup + "\n"
+	}
+	cfgText := storeYAML + adminYAML + fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
 session:
@@ -543,4 +549,24 @@ func TestAbandonedLoginsDoNotPileUpCookies(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantStatus(t, e.get(c, cb), http.StatusFound)
+}
+
+// TestAdminThroughSSO: members of the admin group reach the admin pages
+// with their usher session; others are refused.
+func TestAdminThroughSSO(t *testing.T) {
+	e := startEnvWith(t, envOptions{AdminSSOGroup: "engineering"})
+	admin := "http://" + e.m.AdminAddr() + "/admin/"
+	c := e.browser()
+	wantStatus(t, e.login(c, "/", "acme", "alice", "pw-alice"), http.StatusOK)
+	resp := e.get(c, admin)
+	wantStatus(t, resp, http.StatusOK)
+	if body := bodyOf(resp); !strings.Contains(body, "alice") {
+		t.Fatalf("admin overview for alice: %.300s", body)
+	}
+	c2 := e.browser()
+	wantStatus(t, e.login(c2, "/", "globex", "bob", "pw-bob"), http.StatusOK)
+	wantStatus(t, e.get(c2, admin), http.StatusForbidden)
+	if resp := e.get(e.browser(), admin); resp.StatusCode != http.StatusSeeOther && resp.StatusCode != http.StatusFound {
+		t.Fatalf("anonymous admin request: %d, want a redirect to the login page", resp.StatusCode)
+	}
 }
