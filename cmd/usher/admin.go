@@ -139,6 +139,9 @@ func planView(p *sweep.Plan, res *sweep.Result) *admin.SweepPlan {
 		}
 		for i := range v.Items {
 			v.Items[i].Outcome = outcome[v.Items[i].App+"\x00"+v.Items[i].Username]
+			if res.DryRun && v.Items[i].Outcome == "" {
+				v.Items[i].Outcome = "dry run: not applied"
+			}
 		}
 	}
 	return v
