@@ -154,6 +154,9 @@ func (v *validator) store() {
 			v.errorf("server.http_listen", "want host:port, got %q", l)
 		}
 	}
+	if o := v.c.Provisioning.OnAppDown; o != "allow_known" && o != "deny" {
+		v.errorf("provisioning.on_app_down", "want allow_known or deny, got %q", o)
+	}
 	if m := v.c.Store.Migrate; m != "auto" && m != "manual" {
 		v.errorf("store.migrate", "want auto or manual, got %q", m)
 	}

@@ -177,3 +177,29 @@ func TestCheckRefusesHostsTheSessionCannotReach(t *testing.T) {
 		t.Fatalf("with cookie_domain: exit %d: %s", code, stderr)
 	}
 }
+
+func TestCheckSweepReferences(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	cfg := goodConfig + `sweeps:
+  - name: leavers
+    idps: [okta, entra]
+    apps: [jira, wiki]
+    sources: {inactive_days: 90}
+  - name: leavers
+    idps: [okta]
+    sources: {access_expiry: true}
+provisioning:
+  on_app_down: denny
+`
+	code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
+	for _, want := range []string{
+		`sweeps[0].idps[1]: no identity provider "entra"`,
+		`sweeps[0].apps[1]: no app "wiki"`,
+		`sweeps[1].name: "leavers" is also the name of sweeps[0]`,
+		`provisioning.on_app_down: want allow_known or deny`,
+	} {
+		if code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, output lacks %q:\n%s", code, want, stderr)
+		}
+	}
+}

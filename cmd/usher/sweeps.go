@@ -18,7 +18,32 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 	if err := raw.Decode(&p); err != nil {
 		return nil, err
 	}
-	if errs := raw.Errors(p.Validate()); len(errs) > 0 {
+	errs := p.Validate()
+	idps := map[string]bool{}
+	for _, idp := range cfg.IdPs {
+		idps[idp.ID] = true
+	}
+	apps := map[string]bool{}
+	for _, a := range cfg.Apps {
+		apps[a.Name] = true
+	}
+	for k, id := range p.IdPs {
+		if !idps[id] {
+			errs = append(errs, fmt.Errorf("idps[%d]: no identity provider %q is configured", k, id))
+		}
+	}
+	for k, a := range p.Apps {
+		if !apps[a] {
+			errs = append(errs, fmt.Errorf("apps[%d]: no app %q is configured", k, a))
+		}
+	}
+	for j := range i {
+		var other sweep.Policy
+		if cfg.Sweeps[j].Decode(&other) == nil && other.Name == p.Name {
+			errs = append(errs, fmt.Errorf("name: %q is also the name of sweeps[%d]", p.Name, j))
+		}
+	}
+	if errs := raw.Errors(errs); len(errs) > 0 {
 		return nil, errs
 	}
 	return &p, nil
