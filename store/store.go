@@ -88,4 +88,5 @@ type Store interface {
 	Coordination
 	SCIM
 	Sweeps
+	Blobs
 }

@@ -3,6 +3,7 @@ package tlsserve
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,20 +15,31 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// acmeManager is certmagic set up for usher: its own cache and file
-// storage (never certmagic's package-level defaults, which other code in
-// the process could share) and one ACME issuer.
+// acmeManager is certmagic set up for usher: its own cache and storage
+// (a directory, or usher's store with acme.shared; never certmagic's
+// package-level defaults, which other code in the process could share)
+// and one ACME issuer.
 type acmeManager struct {
 	hosts  []string
 	cache  *certmagic.Cache
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
+	shared *storeStorage // nil with file storage
 }
 
-func newACME(c ACME, log *slog.Logger, dataDir string) (*acmeManager, error) {
-	storage := c.Storage
-	if storage == "" {
-		storage = filepath.Join(dataDir, "acme")
+func newACME(c ACME, log *slog.Logger, dataDir string, shared SharedStore) (*acmeManager, error) {
+	m := &acmeManager{hosts: slices.Clone(c.Hosts)}
+	var storage certmagic.Storage
+	switch {
+	case c.Shared && shared == nil:
+		return nil, errors.New("tls: acme.shared: no shared store was given to keep certificates in")
+	case c.Shared:
+		m.shared = newStoreStorage(shared, log)
+		storage = m.shared
+	case c.Storage != "":
+		storage = &certmagic.FileStorage{Path: c.Storage}
+	default:
+		storage = &certmagic.FileStorage{Path: filepath.Join(dataDir, "acme")}
 	}
 	var roots *x509.CertPool
 	if c.CARoot != "" {
@@ -42,7 +54,6 @@ func newACME(c ACME, log *slog.Logger, dataDir string) (*acmeManager, error) {
 	}
 	zl := zap.New(&slogCore{h: log.Handler()}).Named("certmagic")
 
-	m := &acmeManager{hosts: slices.Clone(c.Hosts)}
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
 			return m.magic, nil
@@ -50,7 +61,7 @@ func newACME(c ACME, log *slog.Logger, dataDir string) (*acmeManager, error) {
 		Logger: zl,
 	})
 	m.magic = certmagic.New(m.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: storage},
+		Storage: storage,
 		Logger:  zl,
 		// Clients without SNI (old tools, access by IP) get the first
 		// host's certificate rather than a handshake failure.
@@ -78,7 +89,12 @@ func (m *acmeManager) manage(ctx context.Context) error {
 	return nil
 }
 
-func (m *acmeManager) close() { m.cache.Stop() }
+func (m *acmeManager) close() {
+	m.cache.Stop()
+	if m.shared != nil {
+		m.shared.stopRenewals()
+	}
+}
 
 // slogCore sends certmagic's zap logs to usher's slog handler, so they
 // land in the same stream with the same format and level filter.

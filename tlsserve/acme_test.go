@@ -31,6 +31,10 @@ type pebble struct {
 	caRoot string
 	// roots verify the certificates pebble issues.
 	roots *x509.CertPool
+	// orders and authzs count requests for new orders and for
+	// authorizations: an ACME client that asks for neither obtained
+	// nothing.
+	orders, authzs atomic.Int32
 }
 
 // startPebble starts pebble whose validation authority checks HTTP-01 on
@@ -53,14 +57,25 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	})
 	validator := va.New(logger, httpPort, tlsPort, false, "", store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-	srv := httptest.NewTLSServer(front.Handler())
+	p := &pebble{}
+	h := front.Handler()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/order-plz": // wfe's newOrderPath
+			p.orders.Add(1)
+		case strings.HasPrefix(r.URL.Path, "/authZ/"): // wfe's authzPath
+			p.authzs.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 
 	caRoot := writeFile(t, t.TempDir(), "acme-server-root.pem",
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 	roots := x509.NewCertPool()
 	roots.AddCert(authority.GetRootCert(0).Cert)
-	return &pebble{dirURL: srv.URL + wfe.DirectoryPath, caRoot: caRoot, roots: roots}
+	p.dirURL, p.caRoot, p.roots = srv.URL+wfe.DirectoryPath, caRoot, roots
+	return p
 }
 
 // freePort reserves a loopback port and returns its listener.
@@ -210,5 +225,119 @@ func TestACMETLSALPN01(t *testing.T) {
 	again := verifyHandshake(t, serveTLS(t, s2.TLSConfig(), http.NotFoundHandler()), p.roots)
 	if !again.Equal(first) {
 		t.Error("restart obtained a new certificate instead of loading the stored one")
+	}
+}
+
+// TestACMESharedStore: two replicas share one store with acme.shared. The
+// first obtains the certificate from pebble; the second serves HTTPS with
+// the same certificate without asking the CA for anything.
+func TestACMESharedStore(t *testing.T) {
+	httpLn, httpPort := listenLoopback(t)
+	p := startPebble(t, httpPort, 1) // TLS-ALPN disabled below: port unused
+	rs := replicas(t, 2, nil)
+	cfg := Config{Mode: ModeACME, ACME: ACME{
+		Email:                   "ops@usher.test",
+		CA:                      p.dirURL,
+		CARoot:                  p.caRoot,
+		Hosts:                   []string{"localhost"},
+		Shared:                  true,
+		DisableTLSALPNChallenge: true,
+		AltHTTPPort:             httpPort,
+	}}
+	logger, logs := testLogger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	// Each replica's data directory is its own: nothing may be kept there.
+	first, err := New(cfg, logger, t.TempDir(), WithStore(rs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	serveHTTPOn(t, httpLn, first.HTTPHandler(http.NotFoundHandler()))
+	if err := first.Manage(ctx); err != nil {
+		t.Fatalf("first Manage: %v\n%s", err, logs)
+	}
+	if p.orders.Load() != 1 || p.authzs.Load() == 0 {
+		t.Fatalf("first replica: %d orders, %d authorization requests; want 1 and some", p.orders.Load(), p.authzs.Load())
+	}
+	want := verifyHandshake(t, serveTLS(t, first.TLSConfig(), http.NotFoundHandler()), p.roots)
+
+	orders, authzs := p.orders.Load(), p.authzs.Load()
+	second, err := New(cfg, logger, t.TempDir(), WithStore(rs[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := second.Manage(ctx); err != nil {
+		t.Fatalf("second Manage: %v\n%s", err, logs)
+	}
+	got := verifyHandshake(t, serveTLS(t, second.TLSConfig(), http.NotFoundHandler()), p.roots)
+	if !got.Equal(want) {
+		t.Error("second replica serves another certificate than the first obtained")
+	}
+	if p.orders.Load() != orders || p.authzs.Load() != authzs {
+		t.Errorf("second replica contacted the CA: orders %d → %d, authorizations %d → %d",
+			orders, p.orders.Load(), authzs, p.authzs.Load())
+	}
+}
+
+// Without a store to keep them in, acme.shared is refused up front.
+func TestACMESharedNeedsStore(t *testing.T) {
+	_, err := New(Config{Mode: ModeACME, ACME: ACME{
+		Email: "ops@usher.test", Hosts: []string{"localhost"}, Shared: true,
+	}}, nil, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "acme.shared") {
+		t.Fatalf("New with acme.shared and no store = %v, want an error naming acme.shared", err)
+	}
+}
+
+// TestACMESharedStoreRace: two replicas starting at once on one store
+// place one order between them. Only the first answers HTTP-01, as when
+// the CA's request reaches one replica; it answers for whichever replica
+// won the lock, from the challenge kept in the store.
+func TestACMESharedStoreRace(t *testing.T) {
+	httpLn, httpPort := listenLoopback(t)
+	p := startPebble(t, httpPort, 1)
+	rs := replicas(t, 2, nil)
+	cfg := Config{Mode: ModeACME, ACME: ACME{
+		Email:                   "ops@usher.test",
+		CA:                      p.dirURL,
+		CARoot:                  p.caRoot,
+		Hosts:                   []string{"localhost"},
+		Shared:                  true,
+		DisableTLSALPNChallenge: true,
+		AltHTTPPort:             httpPort,
+	}}
+	logger, logs := testLogger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	var servers [2]*Server
+	for i := range servers {
+		s, err := New(cfg, logger, t.TempDir(), WithStore(rs[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		servers[i] = s
+	}
+	serveHTTPOn(t, httpLn, servers[0].HTTPHandler(http.NotFoundHandler()))
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errs <- s.Manage(ctx) }()
+	}
+	for range servers {
+		if err := <-errs; err != nil {
+			t.Fatalf("Manage: %v\n%s", err, logs)
+		}
+	}
+	if n := p.orders.Load(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+	a := verifyHandshake(t, serveTLS(t, servers[0].TLSConfig(), http.NotFoundHandler()), p.roots)
+	b := verifyHandshake(t, serveTLS(t, servers[1].TLSConfig(), http.NotFoundHandler()), p.roots)
+	if !a.Equal(b) {
+		t.Error("the replicas serve different certificates")
 	}
 }

@@ -24,6 +24,9 @@ func TestValidate(t *testing.T) {
 		{"off with files", Config{CertFile: "c"}, []string{"cert_file"}},
 		{"acme", Config{Mode: ModeACME, ACME: okACME}, nil},
 		{"acme empty", Config{Mode: ModeACME}, []string{"acme.email", "acme.hosts"}},
+		{"acme shared", Config{Mode: ModeACME, ACME: ACME{Email: "ops@example.com", Hosts: []string{"sso.example.com"}, Shared: true}}, nil},
+		{"acme shared with storage", Config{Mode: ModeACME, ACME: ACME{Email: "ops@example.com", Hosts: []string{"sso.example.com"}, Shared: true, Storage: "/var/lib/usher/acme"}}, []string{"acme.storage"}},
+		{"off with shared", Config{ACME: ACME{Shared: true}}, []string{"acme"}},
 		{"acme bad", Config{Mode: ModeACME, ACME: ACME{
 			Email: "ops", CA: "http://ca.example.com/dir",
 			Hosts:                []string{"ok.example.com", "*.example.com", "https://x.example.com", "a b"},

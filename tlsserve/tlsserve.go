@@ -14,9 +14,11 @@
 //   - acme: usher obtains and renews certificates itself (certmagic) from
 //     Let's Encrypt or any ACME CA (a private step-ca, pebble in tests). Fits
 //     a single usher reachable from the CA on ports 80 (HTTP-01) or 443
-//     (TLS-ALPN-01). Several replicas may share the storage directory
-//     (certmagic locks through it), but the CA must reach whichever replica
-//     it hits: prefer mode off with a terminator for scale-out.
+//     (TLS-ALPN-01). Several replicas share certificates through usher's
+//     own store with acme.shared (or a shared storage directory): one
+//     replica obtains, the others load what it stored. The CA must still
+//     reach whichever replica it hits for a challenge, which every replica
+//     can answer; prefer mode off with a terminator for scale-out.
 package tlsserve
 
 import (
@@ -77,9 +79,13 @@ type ACME struct {
 	Hosts []string `yaml:"hosts"`
 	// Storage is the directory for account keys, certificates and locks,
 	// default DataDir/acme.
-	Storage                 string `yaml:"storage"`
-	DisableHTTPChallenge    bool   `yaml:"disable_http_challenge"`
-	DisableTLSALPNChallenge bool   `yaml:"disable_tls_alpn_challenge"`
+	Storage string `yaml:"storage"`
+	// Shared keeps account keys, certificates and locks in usher's store
+	// instead of a directory, so replicas on one PostgreSQL database share
+	// them and only one asks the CA.
+	Shared                  bool `yaml:"shared"`
+	DisableHTTPChallenge    bool `yaml:"disable_http_challenge"`
+	DisableTLSALPNChallenge bool `yaml:"disable_tls_alpn_challenge"`
 	// AltHTTPPort and AltTLSALPNPort are the local ports the challenges are
 	// answered on when they differ from 80 and 443 (port forwarding, tests).
 	// usher's own listeners answer the challenges when they hold these
@@ -138,7 +144,7 @@ func (c *Config) Validate() []error {
 
 func (a *ACME) isZero() bool {
 	return a.Email == "" && a.CA == "" && a.CARoot == "" && len(a.Hosts) == 0 &&
-		a.Storage == "" && !a.DisableHTTPChallenge && !a.DisableTLSALPNChallenge &&
+		a.Storage == "" && !a.Shared && !a.DisableHTTPChallenge && !a.DisableTLSALPNChallenge &&
 		a.AltHTTPPort == 0 && a.AltTLSALPNPort == 0
 }
 
@@ -169,6 +175,9 @@ func (a *ACME) validate() []error {
 			add(fmt.Sprintf("hosts[%d]", i), "%q is not a host name", h)
 		}
 	}
+	if a.Shared && a.Storage != "" {
+		add("storage", "not used with shared: certificates are kept in usher's store")
+	}
 	if a.DisableHTTPChallenge && a.DisableTLSALPNChallenge {
 		add("disable_tls_alpn_challenge", "both challenges are disabled; the CA could not validate any host")
 	}
@@ -197,16 +206,34 @@ type Server struct {
 	acme  *acmeManager
 }
 
+// Option adds to New what only the wiring has.
+type Option func(*options)
+
+type options struct {
+	shared SharedStore
+}
+
+// WithStore gives New the store that acme.shared keeps certificates in.
+// Without acme.shared it is unused.
+func WithStore(s SharedStore) Option {
+	return func(o *options) { o.shared = s }
+}
+
 // New prepares TLS for mode c.Mode. In mode files it loads the pair once
 // and fails if it cannot; in mode acme it sets up certmagic without
 // contacting the CA (Manage does). dataDir is the default parent of the
-// ACME storage. Call Close when done.
-func New(c Config, log *slog.Logger, dataDir string) (*Server, error) {
+// ACME storage directory; acme.shared needs WithStore instead. Call Close
+// when done.
+func New(c Config, log *slog.Logger, dataDir string, opts ...Option) (*Server, error) {
 	if errs := c.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("tls: %w", errs[0])
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	s := &Server{Now: time.Now, ReloadInterval: time.Second, mode: c.mode(), log: log}
 	switch s.mode {
@@ -217,7 +244,7 @@ func New(c Config, log *slog.Logger, dataDir string) (*Server, error) {
 		}
 		s.files = f
 	case ModeACME:
-		m, err := newACME(c.ACME, log, dataDir)
+		m, err := newACME(c.ACME, log, dataDir, o.shared)
 		if err != nil {
 			return nil, err
 		}

@@ -130,7 +130,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	var err error
-	if m.tls, err = tlsserve.New(tc, m.Log, cfg.Server.DataDir); err != nil {
+	if m.tls, err = tlsserve.New(tc, m.Log, cfg.Server.DataDir, tlsserve.WithStore(m.store)); err != nil {
 		return err
 	}
 	if err := m.tls.Manage(ctx); err != nil {

@@ -1,0 +1,15 @@
+package sqlite
+
+import (
+	"testing"
+	"time"
+
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/store/storetest"
+)
+
+func TestBlobs(t *testing.T) {
+	storetest.RunBlobs(t, func(t *testing.T, now func() time.Time) store.Blobs {
+		return openTemp(t, "usher.db", Options{Now: now})
+	})
+}
