@@ -173,7 +173,9 @@ func (c *Codec) CheckCSRF(s *Session, token string) bool {
 	if s == nil || s.ID == "" || len(token) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
 		return false
 	}
-	got, err := base64.RawURLEncoding.DecodeString(token)
+	// Strict: a token whose unused trailing bits differ is another
+	// string for the same bytes, and must not pass as the same token.
+	got, err := base64.RawURLEncoding.Strict().DecodeString(token)
 	if err != nil {
 		return false
 	}
