@@ -52,6 +52,9 @@ type Options struct {
 
 // SSO admits admins through usher's own login.
 type SSO struct {
+	// IdP is the identity provider whose Group counts: another IdP
+	// sending a group of the same name must not make anyone admin.
+	IdP string
 	// Group a session must carry to be admin.
 	Group string
 	// LoginURL is where a browser without a session signs in, e.g.

@@ -107,7 +107,7 @@ func newEnv(t *testing.T) *env {
 	e.ready = []Check{{Name: "store"}}
 	h := New(Options{
 		Store: st, Actions: e.actions, Token: adminToken, Codec: codec,
-		SSO:    &SSO{Group: adminGroup, LoginURL: "https://sso.example.com/usher/login?rd=/"},
+		SSO:    &SSO{IdP: "okta", Group: adminGroup, LoginURL: "https://sso.example.com/usher/login?rd=/"},
 		Config: func() ([]byte, error) { return []byte("listen: :8080\nsecret: <redacted>\nnote: \"<b>x</b>\"\n"), nil },
 		Ready:  func(ctx context.Context) []Check { return e.ready },
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -328,6 +328,17 @@ func TestSSO(t *testing.T) {
 	}
 	if got := e.actions.Calls(); !slices.Equal(got, []string{"reload admin:ada"}) {
 		t.Errorf("calls %q, want one reload by admin:ada", got)
+	}
+	// The admin group counts only from the configured IdP.
+	partner := e.codec.NewSession()
+	partner.IdP, partner.Subject, partner.Username, partner.Groups = "partner-idp", "p-1", "eve", []string{adminGroup}
+	rec := httptest.NewRecorder()
+	if err := e.codec.Save(rec, partner); err != nil {
+		t.Fatal(err)
+	}
+	pc := rec.Result().Cookies()[0]
+	if r := e.do("GET", "/admin/", nil, "Cookie", pc.Name+"="+pc.Value); r.status != http.StatusForbidden {
+		t.Errorf("admin group from another IdP: %d, want 403", r.status)
 	}
 	// The token of one admin's session is not another's.
 	other := e.ssoCookie("grace", adminGroup)

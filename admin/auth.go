@@ -98,7 +98,7 @@ func (h *handler) authenticate(r *http.Request) (principal, error) {
 	if h.o.SSO != nil {
 		s, _, err := h.o.Codec.Load(r)
 		if err == nil {
-			if slices.Contains(s.Groups, h.o.SSO.Group) {
+			if s.IdP == h.o.SSO.IdP && slices.Contains(s.Groups, h.o.SSO.Group) {
 				return principal{Actor: "admin:" + s.Username, csrf: s}, nil
 			}
 			return principal{}, &notInGroupError{user: s.Username, group: h.o.SSO.Group}

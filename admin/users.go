@@ -40,6 +40,11 @@ type usersData struct {
 // login events carry. Without q it lists bindings from the cursor after.
 func (h *handler) searchUsers(ctx context.Context, q, after string) (usersData, error) {
 	d := usersData{Q: q}
+	if after != "" && !strings.Contains(after, "\x00") {
+		// Cursors are idp NUL subject, as bindingCursor writes them; any
+		// other value is a hand-made URL, not a store failure.
+		after = ""
+	}
 	if q == "" {
 		err := h.eachBinding(ctx, after, browsePage, func(b store.Binding) bool {
 			d.Hits = append(d.Hits, userHit{Binding: b})

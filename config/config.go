@@ -52,8 +52,10 @@ type Admin struct {
 	Listen string `yaml:"listen"`
 	// Token admits scripts, Prometheus (bearer) and browsers (login form).
 	Token Secret `yaml:"token"`
-	// SSOGroup admits people whose usher session carries this IdP group.
+	// SSOGroup admits people whose usher session carries this group from
+	// the IdP SSOIdP (both or neither).
 	SSOGroup string `yaml:"sso_group"`
+	SSOIdP   string `yaml:"sso_idp"`
 }
 
 // Log configures usher's own logs.

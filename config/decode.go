@@ -206,6 +206,12 @@ func (d *decoder) decode(n ast.Node, path string, v reflect.Value) {
 			d.typeError(n, path, "a number")
 			return
 		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			// A NaN compares false with every limit: a safety valve set
+			// to it would never trip.
+			d.errorf(n, path, "want a finite number, got %v", f)
+			return
+		}
 		if v.OverflowFloat(f) {
 			d.errorf(n, path, "number too large for %s", t.Kind())
 			return

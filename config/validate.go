@@ -144,6 +144,17 @@ func (v *validator) store() {
 	if l := v.c.Log.Level; !oneOf(l, []string{"debug", "info", "warn", "error"}) {
 		v.errorf("log.level", "want debug, info, warn or error, got %q", l)
 	}
+	if (v.c.Admin.SSOGroup == "") != (v.c.Admin.SSOIdP == "") {
+		v.errorf("admin.sso_idp", "set sso_group and sso_idp together: the group counts only from that identity provider")
+	} else if id := v.c.Admin.SSOIdP; id != "" {
+		found := false
+		for _, idp := range v.c.IdPs {
+			found = found || idp.ID == id
+		}
+		if !found {
+			v.errorf("admin.sso_idp", "no identity provider %q is configured", id)
+		}
+	}
 	if a := v.c.Admin.Listen; a != "off" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			v.errorf("admin.listen", "want host:port or off, got %q", a)

@@ -753,6 +753,9 @@ func expandLiteral(t string) string {
 func cleanGroup(s string) (string, string) {
 	s = strings.TrimSpace(s)
 	switch {
+	case s == "." || s == "..":
+		// Would become a path segment in app REST URLs.
+		return s, fmt.Sprintf("group name %q is not a name", s)
 	case s != "" && len(s) <= maxGroupName && isPlainASCII(s):
 		return s, ""
 	case s == "":

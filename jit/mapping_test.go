@@ -297,6 +297,8 @@ func TestUsernameThroughMap(t *testing.T) {
 		{[]string{"adm\u0130n"}, ""},
 		{[]string{"ﬀ"}, ""},
 		{[]string{"  "}, ""},
+		{[]string{".."}, ""},
+		{[]string{"."}, ""},
 		{nil, ""},
 	} {
 		p, err := mp.Map(providers.Identity{Subject: "s", Claims: map[string][]string{"preferred_username": tc.raw}})

@@ -106,6 +106,10 @@ func (c *charset) normalize(raw string) (string, error) {
 	if len(u) == 0 || len(u) > maxUsername {
 		return "", fmt.Errorf("user name %q is empty or too long", raw)
 	}
+	if strings.Trim(u, ".") == "" {
+		// "." and ".." would be path segments in app REST URLs.
+		return "", fmt.Errorf("user name %q is not a name", raw)
+	}
 	// Go lowercases by simple case mapping, which folds some letters onto
 	// ASCII ("İ" U+0130 becomes "i"), so "admİn" would pass as "admin".
 	// Only letters that are the plain upper case of their lower case may

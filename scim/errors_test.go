@@ -1,6 +1,7 @@
 package scim
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -151,5 +152,20 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Store: e.db}); err == nil {
 		t.Error("New accepted nil hooks")
+	}
+}
+
+func TestFilterBounds(t *testing.T) {
+	deep := strings.Repeat("(", 5000) + `userName eq "a"` + strings.Repeat(")", 5000)
+	long := `userName eq "` + strings.Repeat("a", 5000) + `"`
+	for _, f := range []string{deep, long} {
+		err := checkFilterSize(f)
+		var ae *apiError
+		if !errors.As(err, &ae) {
+			t.Fatalf("filter of %d bytes: %v, want an invalidFilter error", len(f), err)
+		}
+	}
+	if err := checkFilterSize(`userName eq "alice" and (externalId eq "x")`); err != nil {
+		t.Fatal(err)
 	}
 }

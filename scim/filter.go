@@ -113,7 +113,37 @@ func groupFinder(s *server, d *idp) finder[store.SCIMGroup] {
 	}
 }
 
+// Filter bounds: the parser recurses without limit, and IdPs send short
+// filters (userName eq "…", at most an and/or of two).
+const (
+	maxFilterLen   = 2048
+	maxFilterDepth = 16
+)
+
+// checkFilterSize refuses filters too long or too deeply nested to be a
+// real IdP's, before the parser sees them.
+func checkFilterSize(raw string) error {
+	if len(raw) > maxFilterLen {
+		return invalidFilter("filter longer than %d bytes", maxFilterLen)
+	}
+	depth := 0
+	for _, c := range raw {
+		switch c {
+		case '(', '[':
+			if depth++; depth > maxFilterDepth {
+				return invalidFilter("filter nested deeper than %d", maxFilterDepth)
+			}
+		case ')', ']':
+			depth--
+		}
+	}
+	return nil
+}
+
 func (f finder[T]) eval(ctx context.Context, raw string) ([]T, error) {
+	if err := checkFilterSize(raw); err != nil {
+		return nil, err
+	}
 	expr, err := filter.ParseFilter([]byte(raw))
 	if err != nil {
 		return nil, invalidFilter("cannot parse filter %q", raw)

@@ -255,6 +255,9 @@ func applyGroupOp(g *group, op patchOp) error {
 		}
 		return nil
 	}
+	if err := checkFilterSize(op.path); err != nil {
+		return err
+	}
 	p, err := filter.ParsePath([]byte(op.path))
 	if err != nil {
 		return invalidPath("cannot parse path %q", op.path)

@@ -304,7 +304,12 @@ func (s *server) observe(idp string, r *http.Request, status int) {
 	case status >= 400:
 		result = "client_error"
 	}
-	s.onRequest(idp, r.Method+" "+resource, result)
+	method := "OTHER" // any token is a method to net/http: keep labels bounded
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		method = r.Method
+	}
+	s.onRequest(idp, method+" "+resource, result)
 }
 
 // statusWriter remembers the status for metrics.

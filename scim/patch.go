@@ -98,6 +98,9 @@ func (s *server) applyUserOp(doc map[string]any, op patchOp) error {
 }
 
 func (s *server) applyUserPath(doc map[string]any, op, rawPath string, value any) error {
+	if err := checkFilterSize(rawPath); err != nil {
+		return err
+	}
 	p, err := filter.ParsePath([]byte(rawPath))
 	if err != nil {
 		return invalidPath("cannot parse path %q", rawPath)

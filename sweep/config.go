@@ -193,7 +193,7 @@ func (p *Policy) Validate() []error {
 			bad(fmt.Sprintf("protected_groups[%d]", i), "bad glob %q", g)
 		}
 	}
-	if p.MaxShare < 0 || p.MaxShare > 1 {
+	if !(p.MaxShare >= 0 && p.MaxShare <= 1) { // also refuses NaN
 		bad("max_share", "want a fraction between 0 and 1")
 	}
 	if p.MaxCount < 0 {

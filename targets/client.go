@@ -72,8 +72,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("%s: no base URL", cfg.App)
 	}
 	if cfg.HTTP == nil {
-		cfg.HTTP = http.DefaultClient
+		cfg.HTTP = &http.Client{}
 	}
+	// Never follow redirects: Go turns a redirected PUT, POST or DELETE
+	// into a GET, so a deactivation behind an http→https or login-page
+	// redirect would "succeed" without changing anything. A 3xx is an
+	// error the admin must see.
+	hc := *cfg.HTTP
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTP = &hc
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
@@ -285,6 +292,12 @@ func (c *Client) attempt(ctx context.Context, r Request, body []byte) (int, http
 	}
 	res, err := c.cfg.HTTP.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// The URL may carry secrets in its query (Bitbucket's create
+			// takes the password there); errors reach logs and the audit.
+			ue.URL = redactQuery(ue.URL)
+		}
 		return 0, nil, nil, err
 	}
 	defer res.Body.Close()
@@ -293,6 +306,14 @@ func (c *Client) attempt(ctx context.Context, r Request, body []byte) (int, http
 		return 0, nil, nil, fmt.Errorf("read response: %w", err)
 	}
 	return res.StatusCode, res.Header, data, nil
+}
+
+// redactQuery drops a URL's query string.
+func redactQuery(raw string) string {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		return raw[:i] + "?[query redacted]"
+	}
+	return raw
 }
 
 // backoff is full jitter: uniform in [0, min(max, base·2^attempt)].

@@ -389,3 +389,36 @@ func TestOpLabel(t *testing.T) {
 		}
 	}
 }
+
+// A write behind a redirect must fail, not turn into a GET that succeeds.
+func TestRedirectIsAnError(t *testing.T) {
+	var gets int
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /ctx/rest/api/2/user", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ctx/login.jsp", http.StatusFound)
+	})
+	mux.HandleFunc("GET /ctx/login.jsp", func(w http.ResponseWriter, r *http.Request) {
+		gets++
+		w.Write([]byte(`{}`))
+	})
+	c, _ := newClient(t, mux, nil)
+	_, err := c.Do(context.Background(), targets.Request{Op: "update user", User: "alice", Method: "PUT", Path: "/rest/api/2/user", Body: map[string]any{"active": false}})
+	if err == nil || gets != 0 {
+		t.Fatalf("redirected PUT: err %v, followed %d times", err, gets)
+	}
+}
+
+// Transport errors never carry the query string (Bitbucket sends the
+// password of a new user there).
+func TestTransportErrorHidesQuery(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:1/ctx")
+	c, err := targets.NewClient(targets.ClientConfig{App: "bitbucket", BaseURL: u, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Do(context.Background(), targets.Request{Op: "create user", User: "bob", Method: "POST", Path: "/rest/api/1.0/admin/users",
+		Query: url.Values{"name": {"bob"}, "password": {"s3cret-Pw"}}})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v", err)
+	}
+}

@@ -32,7 +32,7 @@ func (m *Main) adminHandler(g *generation) (http.Handler, error) {
 	if cfg.Admin.SSOGroup != "" {
 		login := g.public.JoinPath("/usher/login")
 		login.RawQuery = url.Values{"rd": {"/"}}.Encode()
-		opts.SSO = &admin.SSO{Group: cfg.Admin.SSOGroup, LoginURL: login.String()}
+		opts.SSO = &admin.SSO{IdP: cfg.Admin.SSOIdP, Group: cfg.Admin.SSOGroup, LoginURL: login.String()}
 	}
 	return admin.New(opts), nil
 }

@@ -203,3 +203,13 @@ provisioning:
 		}
 	}
 }
+
+func TestCheckRefusesNaNValve(t *testing.T) {
+	for _, v := range []string{".nan", ".inf", `"NaN"`} {
+		cfg := goodConfig + "sweeps:\n  - name: leavers\n    idps: [okta]\n    sources: {inactive_days: 90}\n    max_share: " + v + "\n"
+		code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
+		if code != 1 || !strings.Contains(stderr, "max_share") {
+			t.Errorf("max_share %s: exit %d: %s", v, code, stderr)
+		}
+	}
+}

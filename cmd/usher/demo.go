@@ -136,6 +136,7 @@ admin:
   listen: %s
   token: %s
   sso_group: usher-admins
+  sso_idp: acme
 log: {level: warn}
 apps:
   - name: home

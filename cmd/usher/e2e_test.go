@@ -166,7 +166,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	}
 	adminYAML := "admin:\n  listen: 127.0.0.1:0\n  token: {value: admin-token}\n"
 	if o.AdminSSOGroup != "" {
-		adminYAML += "  sso_group: " + o.AdminSSOGroup + "\n"
+		adminYAML += "  sso_group: " + o.AdminSSOGroup + "\n  sso_idp: acme\n"
 	}
 	cfgText := storeYAML + adminYAML + fmt.Sprintf(`server:
   public_url: %s

@@ -196,9 +196,11 @@ func (d *Directory) SetActive(ctx context.Context, username string, active bool)
 	if err != nil {
 		return err
 	}
-	if u.Active == nil || *u.Active == active {
+	if u.Active != nil && *u.Active == active {
 		return nil
 	}
+	// An answer without "active" (a proxy's page, an old Jira) tells
+	// nothing: write the wanted state rather than assume it holds.
 	op := "deactivate user"
 	if active {
 		op = "activate user"
