@@ -253,6 +253,7 @@ type Mapper struct {
 	requireClaims []claimRequirement
 
 	apps         []string // the apps the IdP's users may enter, sorted
+	restricted   bool     // mapping.access.apps names them
 	plans        map[string]*appPlan
 	sync         string
 	provisioning string
@@ -389,6 +390,7 @@ func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, app
 
 	// Access first: it decides which apps everything else resolves to.
 	mp.apps = c.appList
+	mp.restricted = len(m.Access.Apps) > 0
 	if len(m.Access.Apps) > 0 {
 		mp.apps = nil
 		for i, a := range m.Access.Apps {
@@ -508,6 +510,10 @@ func (m *Mapper) SetName(name string) {
 
 // Provisioning is the IdP's provisioning mode.
 func (m *Mapper) Provisioning() string { return m.provisioning }
+
+// RestrictsApps reports whether the IdP's users may enter only the apps
+// mapping.access.apps names (rather than every app).
+func (m *Mapper) RestrictsApps() bool { return m.restricted }
 
 func (c *compiler) known() string {
 	if len(c.appList) == 0 {

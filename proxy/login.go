@@ -272,7 +272,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	s := &session.Session{
 		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
 		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
-		Apps: h.allowedApps(p, removed), LogoutHint: id.LogoutHint, Created: now, Seen: now,
+		Apps: h.allowedApps(idp, p, removed), LogoutHint: id.LogoutHint, Created: now, Seen: now,
 	}
 	for _, a := range h.opt.SessionAttributes {
 		if v := p.Attributes[a]; v != "" {
@@ -301,10 +301,12 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id
 	http.Redirect(w, r, rd, http.StatusFound)
 }
 
-// allowedApps is the session's app list: nil when the profile allows
-// every routed app, so the common case costs nothing per request.
-func (h *Handler) allowedApps(p *jit.Profile, removed []string) []string {
-	all := len(removed) == 0
+// allowedApps is the session's app list: nil when the IdP lets its users
+// into every app (no access.apps) and none took the person away, so the
+// common case costs nothing per request. A restricted IdP always gets an
+// explicit list, so an app added by a later reload is not open to it.
+func (h *Handler) allowedApps(idp *IdP, p *jit.Profile, removed []string) []string {
+	all := len(removed) == 0 && !idp.Mapper.RestrictsApps()
 	for _, a := range h.apps {
 		if p.Apps[a.Name] == nil {
 			all = false

@@ -269,3 +269,29 @@ func TestAttributesAsHeaders(t *testing.T) {
 		t.Fatalf("a client spelling survived: %q", got)
 	}
 }
+
+func TestAccessPolicyLimitsApps(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: "      access: {apps: [jira], require_groups: [engineering]}\n"})
+	c := e.browser()
+	wantStatus(t, e.login(c, "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	resp := e.get(c, e.url+"/wiki/")
+	wantStatus(t, resp, http.StatusForbidden)
+	if body := bodyOf(resp); !strings.Contains(body, "not allowed to use confluence") {
+		t.Fatalf("confluence page for a jira-only person: %s", body)
+	}
+	if _, ok := e.apps["confluence"].User("alice"); ok {
+		t.Fatal("alice was provisioned into an app her IdP does not open")
+	}
+	// Someone outside the required group is refused at login with the reason.
+	c2 := e.browser()
+	resp = e.get(c2, e.url+"/usher/login?idp=acme&rd=/jira/")
+	cb, err := e.idps["acme"].Login(c2, resp.Header.Get("Location"), "bob", "pw-mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp = e.get(c2, cb)
+	wantStatus(t, resp, http.StatusForbidden)
+	if body := bodyOf(resp); !strings.Contains(body, "engineering") {
+		t.Fatalf("refusal page does not name the reason: %s", body)
+	}
+}
