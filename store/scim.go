@@ -37,7 +37,8 @@ type SCIMGroup struct {
 type SCIM interface {
 	PutSCIMUser(ctx context.Context, u SCIMUser) error
 	SCIMUser(ctx context.Context, idp, id string) (SCIMUser, error)
-	// FindSCIMUser looks up by "userName" (case-insensitive) or
+	// FindSCIMUser looks up by "userName" (case-insensitive), "subject"
+	// (the bound login subject, exact) or
 	// "externalId" (exact).
 	FindSCIMUser(ctx context.Context, idp, attr, value string) (SCIMUser, error)
 	// SCIMUsers pages through an IdP's users ordered by ID; total counts all.

@@ -301,10 +301,9 @@ func (s *Sweeper) pointFacts(ctx context.Context, b store.Binding, it Item, rc *
 	if it.SCIMID != "" {
 		u, err = st.SCIMUser(ctx, b.IdP, it.SCIMID)
 	} else {
-		u, err = st.FindSCIMUser(ctx, b.IdP, "userName", b.Username)
-		if err == nil && u.Subject != "" && u.Subject != b.Subject {
-			err = store.ErrNotFound
-		}
+		// By the login subject the person is bound to: the SCIM userName
+		// is often an e-mail where the app username is not.
+		u, err = st.FindSCIMUser(ctx, b.IdP, "subject", b.Subject)
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):

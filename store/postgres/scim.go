@@ -159,8 +159,11 @@ func (s *Store) FindSCIMUser(ctx context.Context, idp, attr, value string) (stor
 	case strings.EqualFold(attr, "externalId"):
 		u, err = scanSCIMUser(s.pool.QueryRow(ctx,
 			`SELECT `+scimUserCols+` FROM scim_users WHERE idp = $1 AND external_id = $2 AND external_id <> ''`, idp, value))
+	case strings.EqualFold(attr, "subject") && value != "":
+		u, err = scanSCIMUser(s.pool.QueryRow(ctx,
+			`SELECT `+scimUserCols+` FROM scim_users WHERE idp = $1 AND subject = $2 ORDER BY id LIMIT 1`, idp, value))
 	default:
-		err = fmt.Errorf("cannot look users up by %q (only userName, externalId)", attr)
+		err = fmt.Errorf("cannot look users up by %q (only userName, externalId, subject)", attr)
 	}
 	if err != nil {
 		return u, fmt.Errorf("postgres %s: find scim user %s %s=%q: %w", s.name, idp, attr, value, err)

@@ -134,8 +134,11 @@ func (s *Store) FindSCIMUser(ctx context.Context, idp, attr, value string) (stor
 	case strings.EqualFold(attr, "externalId"):
 		u, err = scanSCIMUser(s.read.QueryRowContext(ctx,
 			`SELECT `+scimUserCols+` FROM scim_users WHERE idp = ? AND external_id = ? AND external_id <> ''`, idp, value))
+	case strings.EqualFold(attr, "subject") && value != "":
+		u, err = scanSCIMUser(s.read.QueryRowContext(ctx,
+			`SELECT `+scimUserCols+` FROM scim_users WHERE idp = ? AND subject = ? ORDER BY id LIMIT 1`, idp, value))
 	default:
-		err = fmt.Errorf("cannot look users up by %q (only userName, externalId)", attr)
+		err = fmt.Errorf("cannot look users up by %q (only userName, externalId, subject)", attr)
 	}
 	if err != nil {
 		return u, fmt.Errorf("sqlite %s: find scim user %s %s=%q: %w", s.path, idp, attr, value, err)

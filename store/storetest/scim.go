@@ -223,6 +223,17 @@ func testSCIMUserNotFound(t *testing.T, s store.SCIM) {
 	if names := scimUserGroups(t, s, "okta", "nobody"); len(names) != 0 {
 		t.Fatalf("SCIMUserGroups(unknown) = %v, want none", names)
 	}
+	// By the bound login subject, within the IdP only.
+	scimPutUser(t, s, scimUser("okta", "u9", "ivy", "ext-9"))
+	if u, err := s.FindSCIMUser(ctx, "okta", "subject", "okta-sub-u9"); err != nil || u.ID != "u9" {
+		t.Fatalf("FindSCIMUser(subject) = %+v, %v", u, err)
+	}
+	if _, err := s.FindSCIMUser(ctx, "entra", "subject", "okta-sub-u9"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindSCIMUser(subject) in another IdP = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteSCIMUser(ctx, "okta", "u9"); err != nil {
+		t.Fatal(err)
+	}
 	// Users without an externalId are not found by an empty one.
 	scimPutUser(t, s, scimUser("okta", "u1", "alice", ""))
 	if _, err := s.FindSCIMUser(ctx, "okta", "externalId", ""); !errors.Is(err, store.ErrNotFound) {
