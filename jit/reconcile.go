@@ -291,7 +291,11 @@ func (a *applier) rename(ctx context.Context) (*targets.User, error) {
 		return nil, err
 	}
 	if err := rn.Rename(ctx, d.PrevUsername, d.Username); err != nil {
-		return nil, a.failed(ctx, "app.rename", err)
+		// A retried rename whose first answer was lost finds the old name
+		// gone: if the new one exists, the rename landed.
+		if _, gerr := a.dir.GetUser(ctx, d.Username); !errors.Is(err, targets.ErrNotFound) || gerr != nil {
+			return nil, a.failed(ctx, "app.rename", err)
+		}
 	}
 	a.change(ctx, "app.rename", fmt.Sprintf("renamed %s → %s", d.PrevUsername, d.Username))
 	a.moveManaged(ctx)
