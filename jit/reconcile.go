@@ -1,6 +1,7 @@
 package jit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -470,6 +471,9 @@ func (r *Reconciler) Record(ctx context.Context, p *Profile, why string) error {
 	b, err := json.Marshal(ds)
 	if err != nil {
 		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+	}
+	if old, _, err := r.Store.Profile(ctx, p.IdP, p.Subject); err == nil && bytes.Equal(old, b) {
+		return nil // unchanged: a read is cheaper than a durable write
 	}
 	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
 		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
