@@ -14,7 +14,8 @@ import (
 // the header authenticator in front of a real app would.
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>{{.Product}} (emulated)</title></head>
+<html><head><meta charset="utf-8"><title>{{.Product}} (emulated)</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem;color:#172b4d}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}</style></head>
 <body>
 <h1>{{.Product}} (emulated) — {{if .Name}}you are {{.Name}}{{else}}you are not signed in{{end}}</h1>
 {{if not .Name}}<p>No {{.Header}} header reached the app.</p>{{end}}
@@ -27,6 +28,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <dt>Status</dt><dd>{{if .Active}}active{{else}}deactivated — the app refuses this login{{end}}</dd>
 <dt>Groups</dt><dd>{{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g}}{{else}}(none){{end}}</dd>
 </dl>{{else}}<p>There is no such user in {{.Product}}: the app refuses this login.</p>{{end}}{{end}}
+<p><a href="/">Home</a> · <a href="/usher/logout">Sign out</a></p>
 </body></html>
 `))
 
