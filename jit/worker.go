@@ -86,6 +86,7 @@ func (w *Worker) run(ctx context.Context, j store.Job) bool {
 		_ = w.Store.Retry(ctx, j.ID, w.Owner, r.now().Add(w.maxBackoff()), "unreadable payload: "+err.Error())
 		return false
 	}
+	d = w.newest(ctx, d)
 	d.Why = "retry: " + d.Why
 	o := r.Apply(ctx, d, false)
 	if o.Err == nil || errors.Is(o.Err, ErrDeprovisioned) {
@@ -100,6 +101,30 @@ func (w *Worker) run(ctx context.Context, j store.Job) bool {
 	}
 	r.log().Warn("provisioning retry failed", "app", d.App, "username", d.Username, "attempt", j.Attempts+1, "next", next, "err", o.Err)
 	return false
+}
+
+// newest returns the person's latest recorded wish for the job's app: a
+// login after the job was queued may have changed it, and applying the
+// older payload would undo that login's changes.
+func (w *Worker) newest(ctx context.Context, d Desired) Desired {
+	b, _, err := w.Store.Profile(ctx, d.IdP, d.Subject)
+	if err != nil {
+		return d
+	}
+	var ds map[string]Desired
+	if json.Unmarshal(b, &ds) != nil {
+		return d
+	}
+	nd, ok := ds[d.App]
+	if !ok {
+		return d
+	}
+	if nd.Username == d.Username || nd.Username == "" {
+		nd.PrevUsername = d.PrevUsername // a pending rename is the job's to finish
+	} else {
+		nd.PrevUsername = d.Username
+	}
+	return nd
 }
 
 func (w *Worker) maxBackoff() time.Duration {

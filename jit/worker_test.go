@@ -179,3 +179,25 @@ func TestUnreadablePayloadStaysQueued(t *testing.T) {
 		})
 	}
 }
+
+// A login after a job was queued wins: the worker applies the newest
+// recorded wish, not the job's older payload.
+func TestWorkerAppliesTheNewestWish(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	old, _ := json.Marshal(alice("jira", "developers"))
+	f.enqueue(t, "reconcile", "jira", "alice", old)
+	// A later login records (and applies) the newer wish.
+	p := profile("jira")
+	f.srv["jira"].AddGroup("testers")
+	p.Apps["jira"].Groups = grants("testers")
+	if _, err := f.r.Login(ctx, p, "", "login via okta", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.drain(t, f.worker("w1")); n != 1 {
+		t.Fatalf("drained %d, want 1", n)
+	}
+	if got := f.user(t, "jira", "alice").Groups; !has(got, "testers") || has(got, "developers") {
+		t.Fatalf("groups %q: want the newer login's testers, not the queued developers", got)
+	}
+}
