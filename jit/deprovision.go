@@ -28,7 +28,7 @@ type Leaver struct {
 // returns nil: the person is still refused at usher (their sessions are
 // revoked by the caller), and the app follows when it is back.
 func (r *Reconciler) Deactivate(ctx context.Context, l Leaver) error {
-	err := r.deactivate(ctx, l)
+	err := r.deactivate(ctx, l, false)
 	if err != nil && targets.IsTemporary(err) {
 		payload, merr := json.Marshal(l)
 		if merr == nil {
@@ -43,21 +43,35 @@ func (r *Reconciler) Deactivate(ctx context.Context, l Leaver) error {
 	return err
 }
 
-func (r *Reconciler) deactivate(ctx context.Context, l Leaver) error {
+// deactivate records the decision first (from then on logins are refused
+// and a retry knows it is wanted), then changes the app. A queued retry
+// (fromQueue) that finds the mark cleared does nothing: the IdP brought
+// the person back after the job was queued.
+func (r *Reconciler) deactivate(ctx context.Context, l Leaver, fromQueue bool) error {
 	dir := r.Apps[l.App]
 	if dir == nil {
 		return fmt.Errorf("deactivate %s: no such app %s", l.Username, l.App)
 	}
 	st, err := r.Store.AppState(ctx, l.App, l.Username)
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		st = store.AppState{App: l.App, Username: l.Username, IdP: l.IdP, Subject: l.Subject}
-	} else if err != nil {
+	case err != nil:
 		return fmt.Errorf("deactivate %s in %s: read state: %w", l.Username, l.App, err)
+	case fromQueue && !st.Deprovisioned:
+		return nil
+	}
+	if !st.Deprovisioned {
+		st.Deprovisioned, st.DeprovisionedAt, st.DeprovisionedReason = true, r.now(), l.Reason
+		st.Hash = "" // a later reactivation must run in full
+		if err := r.Store.PutAppState(ctx, st); err != nil {
+			return fmt.Errorf("deactivate %s in %s: save state: %w", l.Username, l.App, err)
+		}
 	}
 	u, err := dir.GetUser(ctx, l.Username)
 	switch {
 	case errors.Is(err, targets.ErrNotFound):
-		// Nothing to deactivate in the app; still remember the decision.
+		// Nothing to deactivate in the app; the decision is recorded.
 	case err != nil:
 		return err
 	case u.Active:
@@ -66,13 +80,6 @@ func (r *Reconciler) deactivate(ctx context.Context, l Leaver) error {
 			return err
 		}
 		r.auditLeaver(ctx, l, "app.deactivate", "ok", "deactivated "+l.Username)
-	}
-	if !st.Deprovisioned {
-		st.Deprovisioned, st.DeprovisionedAt, st.DeprovisionedReason = true, r.now(), l.Reason
-		st.Hash = "" // a later reactivation must run in full
-		if err := r.Store.PutAppState(ctx, st); err != nil {
-			return fmt.Errorf("deactivate %s in %s: save state: %w", l.Username, l.App, err)
-		}
 	}
 	return nil
 }

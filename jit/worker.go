@@ -150,7 +150,7 @@ func (w *Worker) runDeprovision(ctx context.Context, j store.Job) bool {
 		_ = w.Store.Retry(ctx, j.ID, w.Owner, r.now().Add(w.maxBackoff()), "unreadable payload: "+err.Error())
 		return false
 	}
-	if err := r.deactivate(ctx, l); err != nil {
+	if err := r.deactivate(ctx, l, true); err != nil {
 		next := r.now().Add(w.backoff(j.Attempts + 1))
 		if rerr := w.Store.Retry(ctx, j.ID, w.Owner, next, err.Error()); rerr != nil {
 			r.log().Error("reschedule job", "job", j.ID, "err", rerr)

@@ -201,3 +201,31 @@ func TestWorkerAppliesTheNewestWish(t *testing.T) {
 		t.Fatalf("groups %q: want the newer login's testers, not the queued developers", got)
 	}
 }
+
+// A deactivation queued while the app was down is dropped when the IdP
+// brings the person back before the app is.
+func TestQueuedDeactivationYieldsToReinstatement(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	f.apply(t, alice("jira", "developers"), false)
+	f.srv["jira"].SetDown(true)
+	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
+	if err := f.r.Deactivate(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.state(t, "jira", "alice"); !st.Deprovisioned {
+		t.Fatalf("decision not recorded while the app is down: %+v", st)
+	}
+	if err := f.r.Reinstate(ctx, "scim: active", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	f.srv["jira"].SetDown(false)
+	f.resetCalls()
+	f.clock.Advance(2 * time.Hour)
+	if n := f.drain(t, f.worker("w1")); n != 1 {
+		t.Fatalf("drained %d, want 1", n)
+	}
+	if w := f.srv["jira"].Writes(); w != 0 || !f.user(t, "jira", "alice").Active {
+		t.Fatalf("the stale deactivation ran: %d writes, active %v", w, f.user(t, "jira", "alice").Active)
+	}
+}
