@@ -62,6 +62,35 @@ func writeList(w http.ResponseWriter, pg page, total int, res []any) error {
 // resources up by a few unique attributes. So a filter is an eq on one of
 // those (keys), or an and/or of such; a value path ("members[value eq
 // ...]") may narrow an and, through pred.
+// listResources answers a list request for users or groups: a filtered
+// search through find, or a page of the IdP's resources from the store.
+func listResources[T any](w http.ResponseWriter, r *request, find finder[T],
+	list func(ctx context.Context, idp string, offset, limit int) ([]T, int, error),
+	doc func(*http.Request, T) map[string]any) error {
+	pg, err := parsePage(r.Request)
+	if err != nil {
+		return err
+	}
+	var (
+		items []T
+		total int
+	)
+	if f := strings.TrimSpace(r.URL.Query().Get("filter")); f != "" {
+		all, err := find.eval(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		total, items = len(all), pageOf(all, pg)
+	} else if items, total, err = list(r.Context(), r.idp.ID, pg.start-1, pg.count); err != nil {
+		return unavailable(err)
+	}
+	res := make([]any, 0, len(items))
+	for _, it := range items {
+		res = append(res, doc(r.Request, it))
+	}
+	return writeList(w, pg, total, res)
+}
+
 type finder[T any] struct {
 	kind string
 	core string            // the resource's core schema URN, allowed as prefix

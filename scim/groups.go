@@ -377,29 +377,5 @@ func (s *server) writeGroup(w http.ResponseWriter, r *request, status int, g sto
 }
 
 func (s *server) listGroups(w http.ResponseWriter, r *request) error {
-	pg, err := parsePage(r.Request)
-	if err != nil {
-		return err
-	}
-	var (
-		groups []store.SCIMGroup
-		total  int
-	)
-	if f := strings.TrimSpace(r.URL.Query().Get("filter")); f != "" {
-		all, err := groupFinder(s, r.idp).eval(r.Context(), f)
-		if err != nil {
-			return err
-		}
-		total, groups = len(all), pageOf(all, pg)
-	} else {
-		groups, total, err = s.store.SCIMGroups(r.Context(), r.idp.ID, pg.start-1, pg.count)
-		if err != nil {
-			return unavailable(err)
-		}
-	}
-	res := make([]any, 0, len(groups))
-	for _, g := range groups {
-		res = append(res, s.groupDoc(r.Request, g))
-	}
-	return writeList(w, pg, total, res)
+	return listResources(w, r, groupFinder(s, r.idp), s.store.SCIMGroups, s.groupDoc)
 }

@@ -441,29 +441,5 @@ func (s *server) writeUser(w http.ResponseWriter, r *request, status int, u stor
 }
 
 func (s *server) listUsers(w http.ResponseWriter, r *request) error {
-	pg, err := parsePage(r.Request)
-	if err != nil {
-		return err
-	}
-	var (
-		users []store.SCIMUser
-		total int
-	)
-	if f := strings.TrimSpace(r.URL.Query().Get("filter")); f != "" {
-		all, err := userFinder(s, r.idp).eval(r.Context(), f)
-		if err != nil {
-			return err
-		}
-		total, users = len(all), pageOf(all, pg)
-	} else {
-		users, total, err = s.store.SCIMUsers(r.Context(), r.idp.ID, pg.start-1, pg.count)
-		if err != nil {
-			return unavailable(err)
-		}
-	}
-	res := make([]any, 0, len(users))
-	for _, u := range users {
-		res = append(res, s.userDoc(r.Request, u))
-	}
-	return writeList(w, pg, total, res)
+	return listResources(w, r, userFinder(s, r.idp), s.store.SCIMUsers, s.userDoc)
 }
