@@ -82,3 +82,20 @@ func covers(prefix, p string) bool {
 	c := p[len(prefix)]
 	return c == '.' || c == '['
 }
+
+// FieldError is a problem with one key of a block that another package
+// decodes (an IdP's `config:`, an app's `api:`, a sweep): Field is the
+// path relative to that block ("issuer", "acme.email", "licence_groups[1]").
+// Raw.Errors places it at that key's line. Packages return it from their
+// Validate so that no path is ever read back out of an error's text.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// FieldErrorf builds a *FieldError.
+func FieldErrorf(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}

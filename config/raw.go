@@ -84,12 +84,9 @@ func (r Raw) ErrorAt(field, msg string) Error {
 	return e
 }
 
-var leadingField = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*(?:\[[0-9]+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): (.+)$`)
-
 // Errors positions the problems a provider's Validate returned. An error
-// that is already an Error or Errors keeps its place; one whose message
-// starts with a field path ("issuer: required", "claims.groups: empty") is
-// placed at that field; anything else is placed at the block.
+// that is already an Error or Errors keeps its place; a *FieldError is
+// placed at its field; anything else is placed at the block.
 func (r Raw) Errors(errs []error) Errors {
 	var out Errors
 	for _, err := range errs {
@@ -98,18 +95,16 @@ func (r Raw) Errors(errs []error) Errors {
 		}
 		var es Errors
 		var e Error
+		var fe *FieldError
 		switch {
 		case errors.As(err, &es):
 			out = append(out, es...)
 		case errors.As(err, &e):
 			out = append(out, e)
+		case errors.As(err, &fe):
+			out = append(out, r.ErrorAt(fe.Field, fe.Msg))
 		default:
-			msg := err.Error()
-			if m := leadingField.FindStringSubmatch(msg); m != nil {
-				out = append(out, r.ErrorAt(m[1], m[2]))
-			} else {
-				out = append(out, r.ErrorAt("", msg))
-			}
+			out = append(out, r.ErrorAt("", err.Error()))
 		}
 	}
 	return out.sorted()

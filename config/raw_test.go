@@ -25,13 +25,13 @@ type sampleOIDC struct {
 func (c *sampleOIDC) Validate() []error {
 	var errs []error
 	if c.Issuer == "" {
-		errs = append(errs, errors.New("issuer: required"))
+		errs = append(errs, &FieldError{Field: "issuer", Msg: "required"})
 	}
 	if c.ClientSecret.IsZero() {
-		errs = append(errs, errors.New("client_secret: required"))
+		errs = append(errs, &FieldError{Field: "client_secret", Msg: "required"})
 	}
 	if c.Groups.Prefix == "bad" {
-		errs = append(errs, errors.New("groups.prefix: not allowed"))
+		errs = append(errs, &FieldError{Field: "groups.prefix", Msg: "not allowed"})
 	}
 	if c.MaxAge < 0 {
 		errs = append(errs, errors.New("max_age must not be negative"))

@@ -80,7 +80,7 @@ func (e *DeniedError) Error() string        { return "access denied: " + e.Reaso
 func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
 
 // Errors is every problem Compile found. Each element is a
-// *providers.FieldError whose Field is a path relative to the IdP entry
+// *config.FieldError whose Field is a path relative to the IdP entry
 // ("mapping.groups.rules[1].match") or, for the shared block, relative to
 // the file ("provisioning.privileged_groups.jira[0]"); the provisioning
 // errors repeat for every IdP compiled against the same block.
@@ -316,7 +316,7 @@ type compiler struct {
 }
 
 func (c *compiler) errorf(field, format string, args ...any) {
-	c.errs = append(c.errs, &providers.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, &config.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
 // Compile checks and compiles one IdP's mapping against the shared

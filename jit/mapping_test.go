@@ -202,9 +202,9 @@ func TestCompileErrors(t *testing.T) {
 				t.Fatalf("got %v, want Errors", err)
 			}
 			for _, e := range es {
-				var fe *providers.FieldError
+				var fe *config.FieldError
 				if !errors.As(e, &fe) {
-					t.Fatalf("%T is not a *providers.FieldError", e)
+					t.Fatalf("%T is not a *config.FieldError", e)
 				}
 				if fe.Field == tc.field && strings.Contains(fe.Msg, tc.msg) {
 					return

@@ -115,15 +115,6 @@ type Config interface {
 	Open(ctx context.Context, id string, deps Deps) (Provider, error)
 }
 
-// FieldError is a validation problem with one key of a provider's
-// config block; usher reports it with the key's YAML path and line.
-type FieldError struct {
-	Field string // YAML key inside the IdP's config block, e.g. "issuer"
-	Msg   string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
 // ErrRefused marks a login the provider refused on purpose: a bad
 // signature, a wrong audience, a replay, a state mismatch. Such errors map
 // to a 4xx page; anything else is a technical failure (5xx).

@@ -8,7 +8,6 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/providers"
 )
 
 // Policy is one `sweeps:` entry of the config file: which users a sweep
@@ -124,7 +123,7 @@ func (p Policy) withDefaults() Policy {
 func (p *Policy) Validate() []error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &providers.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &config.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	if p.Name == "" {
 		bad("name", "required")

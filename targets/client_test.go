@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/targets"
 )
 
@@ -343,7 +342,7 @@ func TestConnValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var fields []string
 			for _, err := range tc.conn.Validate() {
-				var fe *providers.FieldError
+				var fe *config.FieldError
 				if !errors.As(err, &fe) {
 					t.Fatalf("%v is not a FieldError", err)
 				}

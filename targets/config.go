@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/providers"
 )
 
 // Config is an app kind's own configuration (jira.Config, ...), decoded
@@ -58,13 +57,13 @@ func (c *Conn) Validate() []error {
 	errs := ValidateURL("url", c.URL)
 	switch {
 	case c.Password.IsZero() && c.Token.IsZero():
-		errs = append(errs, &providers.FieldError{Field: "password", Msg: "set password (with username) or token"})
+		errs = append(errs, &config.FieldError{Field: "password", Msg: "set password (with username) or token"})
 	case !c.Password.IsZero() && !c.Token.IsZero():
-		errs = append(errs, &providers.FieldError{Field: "token", Msg: "set password or token, not both"})
+		errs = append(errs, &config.FieldError{Field: "token", Msg: "set password or token, not both"})
 	case !c.Password.IsZero() && c.Username == "":
-		errs = append(errs, &providers.FieldError{Field: "username", Msg: "required with password"})
+		errs = append(errs, &config.FieldError{Field: "username", Msg: "required with password"})
 	case !c.Token.IsZero() && c.Username != "":
-		errs = append(errs, &providers.FieldError{Field: "username", Msg: "not used with token (the token names its user)"})
+		errs = append(errs, &config.FieldError{Field: "username", Msg: "not used with token (the token names its user)"})
 	}
 	return append(errs, ValidateLimits(c.Concurrency, c.Timeout)...)
 }
@@ -112,7 +111,7 @@ func ValidateURL(field, raw string) []error {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return []error{&providers.FieldError{Field: field, Msg: "want an absolute http(s) URL"}}
+		return []error{&config.FieldError{Field: field, Msg: "want an absolute http(s) URL"}}
 	}
 	return nil
 }
@@ -121,10 +120,10 @@ func ValidateURL(field, raw string) []error {
 func ValidateLimits(concurrency int, timeout time.Duration) []error {
 	var errs []error
 	if concurrency < 0 {
-		errs = append(errs, &providers.FieldError{Field: "concurrency", Msg: "must not be negative"})
+		errs = append(errs, &config.FieldError{Field: "concurrency", Msg: "must not be negative"})
 	}
 	if timeout < 0 {
-		errs = append(errs, &providers.FieldError{Field: "timeout", Msg: "must not be negative"})
+		errs = append(errs, &config.FieldError{Field: "timeout", Msg: "must not be negative"})
 	}
 	return errs
 }

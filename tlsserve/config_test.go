@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/config"
 )
 
 func TestValidate(t *testing.T) {
@@ -40,9 +40,9 @@ func TestValidate(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var got []string
 			for _, err := range c.cfg.Validate() {
-				var fe *providers.FieldError
+				var fe *config.FieldError
 				if !errors.As(err, &fe) {
-					t.Fatalf("%v is not a *providers.FieldError", err)
+					t.Fatalf("%v is not a *config.FieldError", err)
 				}
 				got = append(got, fe.Field)
 			}

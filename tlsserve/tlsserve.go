@@ -35,7 +35,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
-	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/config"
 )
 
 // Mode selects how the public listener gets TLS.
@@ -101,12 +101,12 @@ func (c *Config) mode() Mode {
 	return c.Mode
 }
 
-// Validate returns every problem with c as *providers.FieldError, with
+// Validate returns every problem with c as *config.FieldError, with
 // field paths relative to the tls block ("acme.email").
 func (c *Config) Validate() []error {
 	var errs []error
 	add := func(field, format string, args ...any) {
-		errs = append(errs, &providers.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &config.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	mode := c.mode()
 	switch mode {
@@ -151,7 +151,7 @@ func (a *ACME) isZero() bool {
 func (a *ACME) validate() []error {
 	var errs []error
 	add := func(field, format string, args ...any) {
-		errs = append(errs, &providers.FieldError{Field: "acme." + field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &config.FieldError{Field: "acme." + field, Msg: fmt.Sprintf(format, args...)})
 	}
 	if a.Email == "" {
 		add("email", "required")

@@ -29,18 +29,18 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 	}
 	for k, id := range p.IdPs {
 		if !idps[id] {
-			errs = append(errs, fmt.Errorf("idps[%d]: no identity provider %q is configured", k, id))
+			errs = append(errs, config.FieldErrorf(fmt.Sprintf("idps[%d]", k), "no identity provider %q is configured", id))
 		}
 	}
 	for k, a := range p.Apps {
 		if !apps[a] {
-			errs = append(errs, fmt.Errorf("apps[%d]: no app %q is configured", k, a))
+			errs = append(errs, config.FieldErrorf(fmt.Sprintf("apps[%d]", k), "no app %q is configured", a))
 		}
 	}
 	for j := range i {
 		var other sweep.Policy
 		if cfg.Sweeps[j].Decode(&other) == nil && other.Name == p.Name {
-			errs = append(errs, fmt.Errorf("name: %q is also the name of sweeps[%d]", p.Name, j))
+			errs = append(errs, config.FieldErrorf("name", "%q is also the name of sweeps[%d]", p.Name, j))
 		}
 	}
 	if errs := raw.Errors(errs); len(errs) > 0 {

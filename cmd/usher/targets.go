@@ -7,7 +7,6 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
-	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/bitbucket"
 	"github.com/usherhq/usher/targets/confluence"
@@ -69,7 +68,7 @@ func mappingErrors(cfg *config.Config, i int, err error) error {
 	}
 	var out config.Errors
 	for _, e := range errs {
-		var fe *providers.FieldError
+		var fe *config.FieldError
 		switch {
 		case !errors.As(e, &fe):
 			out = append(out, cfg.ErrorAt(fmt.Sprintf("idps[%d].mapping", i), e.Error()))

@@ -96,12 +96,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports every problem in the block as a *providers.FieldError
+// Validate reports every problem in the block as a *config.FieldError
 // naming the key it concerns.
 func (c *Config) Validate() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, &providers.FieldError{Field: key, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &config.FieldError{Field: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Issuer == "" {
 		bad("issuer", "required")

@@ -576,7 +576,7 @@ func TestValidate(t *testing.T) {
 			}
 			var all string
 			for _, e := range errs {
-				var fe *providers.FieldError
+				var fe *config.FieldError
 				if !errors.As(e, &fe) {
 					t.Errorf("%v is not a FieldError", e)
 				}

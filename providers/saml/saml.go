@@ -119,38 +119,38 @@ func (c *Config) Validate() []error {
 		u, err := url.Parse(c.MetadataURL)
 		switch {
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-			errs = append(errs, fmt.Errorf("metadata_url: %q is not an http(s) URL", c.MetadataURL))
+			errs = append(errs, config.FieldErrorf("metadata_url", "%q is not an http(s) URL", c.MetadataURL))
 		case u.Scheme == "http" && !isLoopback(u.Hostname()):
 			// The metadata carries the IdP's signing certificates: fetched
 			// over plain HTTP, anyone on the path could swap them.
-			errs = append(errs, fmt.Errorf("metadata_url: %q must use https (plain http only on loopback)", c.MetadataURL))
+			errs = append(errs, config.FieldErrorf("metadata_url", "%q must use https (plain http only on loopback)", c.MetadataURL))
 		}
 	}
 	if c.MetadataRefresh < 0 {
-		errs = append(errs, errors.New("metadata_refresh: must not be negative"))
+		errs = append(errs, config.FieldErrorf("metadata_refresh", "must not be negative"))
 	}
 	if c.SPKey.IsZero() {
-		errs = append(errs, errors.New("sp_key: required (create a pair with `usher saml keygen`)"))
+		errs = append(errs, config.FieldErrorf("sp_key", "required (create a pair with `usher saml keygen`)"))
 	}
 	if c.SPCert.IsZero() {
-		errs = append(errs, errors.New("sp_cert: required (create a pair with `usher saml keygen`)"))
+		errs = append(errs, config.FieldErrorf("sp_cert", "required (create a pair with `usher saml keygen`)"))
 	}
 	switch c.Binding {
 	case "", "redirect", "post":
 	default:
-		errs = append(errs, fmt.Errorf("binding: %q is neither redirect nor post", c.Binding))
+		errs = append(errs, config.FieldErrorf("binding", "%q is neither redirect nor post", c.Binding))
 	}
 	if p := c.IdPInitiatedPath; p != "" && !isLocalPath(p) {
-		errs = append(errs, fmt.Errorf("idp_initiated_path: %q is not a path on this site (must start with a single /)", p))
+		errs = append(errs, config.FieldErrorf("idp_initiated_path", "%q is not a path on this site (must start with a single /)", p))
 	}
 	if _, err := fullNameIDFormat(c.NameIDFormat); err != nil {
-		errs = append(errs, fmt.Errorf("nameid_format: %w", err))
+		errs = append(errs, config.FieldErrorf("nameid_format", "%v", err))
 	}
 	if c.ClockSkew < 0 || c.ClockSkew > saml.MaxClockSkew {
-		errs = append(errs, fmt.Errorf("clock_skew: must be between 0 and %s", saml.MaxClockSkew))
+		errs = append(errs, config.FieldErrorf("clock_skew", "must be between 0 and %s", saml.MaxClockSkew))
 	}
 	if c.MaxResponseBytes < 0 {
-		errs = append(errs, errors.New("max_response_bytes: must not be negative"))
+		errs = append(errs, config.FieldErrorf("max_response_bytes", "must not be negative"))
 	}
 	return errs
 }

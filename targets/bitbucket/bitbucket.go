@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/targets"
 )
 
@@ -28,15 +28,15 @@ type Config struct {
 	LicenceGroups []string `yaml:"licence_groups"`
 }
 
-// Validate checks the block; errors are *providers.FieldError.
+// Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error {
 	errs := c.Conn.Validate()
 	if len(c.LicenceGroups) == 0 {
-		errs = append(errs, &providers.FieldError{Field: "licence_groups", Msg: "required: the groups that grant LICENSED_USER (for example stash-users)"})
+		errs = append(errs, &config.FieldError{Field: "licence_groups", Msg: "required: the groups that grant LICENSED_USER (for example stash-users)"})
 	}
 	for i, g := range c.LicenceGroups {
 		if strings.TrimSpace(g) == "" {
-			errs = append(errs, &providers.FieldError{Field: fmt.Sprintf("licence_groups[%d]", i), Msg: "empty group name"})
+			errs = append(errs, &config.FieldError{Field: fmt.Sprintf("licence_groups[%d]", i), Msg: "empty group name"})
 		}
 	}
 	return errs

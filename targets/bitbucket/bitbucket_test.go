@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/atlassiantest"
 	"github.com/usherhq/usher/targets/bitbucket"
@@ -88,7 +87,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var fields []string
 			for _, err := range tc.cfg.Validate() {
-				var fe *providers.FieldError
+				var fe *config.FieldError
 				if !errors.As(err, &fe) {
 					t.Fatalf("%v is not a FieldError", err)
 				}

@@ -21,7 +21,7 @@ type Config struct {
 	targets.Conn `yaml:",inline"`
 }
 
-// Validate checks the block; errors are *providers.FieldError.
+// Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.

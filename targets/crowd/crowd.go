@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
-	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/targets"
 )
 
@@ -33,14 +32,14 @@ type Config struct {
 	Timeout             time.Duration `yaml:"timeout"`
 }
 
-// Validate checks the block; errors are *providers.FieldError.
+// Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error {
 	errs := targets.ValidateURL("url", c.URL)
 	if c.Application == "" {
-		errs = append(errs, &providers.FieldError{Field: "application", Msg: "required: the Crowd application name"})
+		errs = append(errs, &config.FieldError{Field: "application", Msg: "required: the Crowd application name"})
 	}
 	if c.ApplicationPassword.IsZero() {
-		errs = append(errs, &providers.FieldError{Field: "application_password", Msg: "required"})
+		errs = append(errs, &config.FieldError{Field: "application_password", Msg: "required"})
 	}
 	return append(errs, targets.ValidateLimits(c.Concurrency, c.Timeout)...)
 }

@@ -28,7 +28,7 @@ type Config struct {
 	ApplicationKeys []string `yaml:"application_keys"`
 }
 
-// Validate checks the block; errors are *providers.FieldError.
+// Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.
