@@ -58,7 +58,7 @@ type Store interface {
 // reads the actual user and groups, writes only differences, and records
 // each change as an audit event. It is safe for concurrent use.
 type Reconciler struct {
-	Apps  map[string]targets.Directory
+	Apps  map[string]targets.Target
 	Store Store
 	Log   *slog.Logger
 	Now   func() time.Time
@@ -210,7 +210,7 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 // applier runs one reconcile of one app.
 type applier struct {
 	r   *Reconciler
-	dir targets.Directory
+	dir targets.Target
 	d   Desired
 	o   *Outcome
 }

@@ -49,7 +49,7 @@ type fixture struct {
 	st    *sqlite.Store
 	clock *clock
 	srv   map[string]*atlassiantest.Server
-	dir   map[string]targets.Directory
+	dir   map[string]targets.Target
 }
 
 var seedGroups = []string{"developers", "support", "hand-picked"}
@@ -62,7 +62,7 @@ func newFixture(t *testing.T, kinds ...atlassiantest.Kind) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{st: st, clock: clk, srv: map[string]*atlassiantest.Server{}, dir: map[string]targets.Directory{}}
+	f := &fixture{st: st, clock: clk, srv: map[string]*atlassiantest.Server{}, dir: map[string]targets.Target{}}
 	pw := config.SecretValue("pw")
 	conn := targets.Conn{Username: "admin", Password: pw}
 	for _, k := range kinds {

@@ -88,7 +88,7 @@ func openBenchStore(b *testing.B, backend string) store.Store {
 }
 
 func loginHandler(b *testing.B, st store.Store) (*Handler, *fixedIdP) {
-	dirs := map[string]targets.Directory{}
+	dirs := map[string]targets.Target{}
 	for _, k := range []atlassiantest.Kind{"jira", "confluence"} {
 		emu := httptest.NewServer(atlassiantest.New(k, atlassiantest.Options{
 			AdminUser: "admin", AdminPassword: "pw", Groups: []string{"jira-developers", "team-a", "team-b", "usher-users"},

@@ -236,7 +236,7 @@ func (s *Sweeper) audit(ctx context.Context, run int64, it Item, outcome, errTex
 }
 
 // act makes the change in the app.
-func (s *Sweeper) act(ctx context.Context, dir targets.Directory, it Item) error {
+func (s *Sweeper) act(ctx context.Context, dir targets.Target, it Item) error {
 	switch it.Action {
 	case Deactivate:
 		return dir.SetActive(ctx, it.Username, false)

@@ -50,7 +50,7 @@ func sub(name string) string { return "sub-" + name }
 type env struct {
 	st   *sqlite.Store
 	srv  *atlassiantest.Server
-	apps map[string]targets.Directory
+	apps map[string]targets.Target
 
 	mu      sync.Mutex
 	revoked []string
@@ -87,7 +87,7 @@ func newEnvIn(t testing.TB, dir string, people []person) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{st: st, srv: srv, apps: map[string]targets.Directory{"jira": jd}}
+	e := &env{st: st, srv: srv, apps: map[string]targets.Target{"jira": jd}}
 	e.add(t, people...)
 	srv.ResetCalls()
 	return e

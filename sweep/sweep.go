@@ -40,7 +40,7 @@ type Store interface {
 type Deps struct {
 	Store Store
 	// Apps are the configured apps by name.
-	Apps map[string]targets.Directory
+	Apps map[string]targets.Target
 	// Revoke ends the identity's sessions created before before. Nil
 	// records a store revocation kept for 30 days.
 	Revoke func(ctx context.Context, idp, subject string, before time.Time) error

@@ -558,7 +558,7 @@ func TestValidate(t *testing.T) {
 }
 
 // onlyDirectory hides the adapter's optional capabilities.
-type onlyDirectory struct{ targets.Directory }
+type onlyDirectory struct{ targets.Target }
 
 func TestNewChecksApps(t *testing.T) {
 	e := newEnv(t, nil)
@@ -572,7 +572,7 @@ func TestNewChecksApps(t *testing.T) {
 		t.Errorf("jira can delete: %v", err)
 	}
 	d := e.deps()
-	d.Apps = map[string]targets.Directory{"jira": onlyDirectory{e.apps["jira"]}}
+	d.Apps = map[string]targets.Target{"jira": onlyDirectory{e.apps["jira"]}}
 	if _, err := New(p, d); err == nil || !strings.Contains(err.Error(), "cannot delete users") {
 		t.Errorf("delete without Deleter: err %v", err)
 	}

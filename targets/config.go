@@ -21,7 +21,7 @@ import (
 // through an explicit kind → Config map and calls Open.
 type Config interface {
 	Validate() []error
-	Open(app string, deps Deps) (Directory, error)
+	Open(app string, deps Deps) (Target, error)
 }
 
 // Deps is what usher hands every adapter when opening it.

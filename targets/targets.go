@@ -1,5 +1,5 @@
-// Package targets is usher's view of an app's user directory: one small
-// interface (Directory) that the Jira, Confluence, Bitbucket and Crowd
+// Package targets is usher's view of the apps it provisions: one small
+// interface (Target) that the Jira, Confluence, Bitbucket and Crowd
 // adapters implement over each app's own REST API, a shared REST client
 // (auth, timeouts, concurrency limit, 429/5xx backoff), and the errors
 // provisioning needs to tell "not there" from "try again later".
@@ -54,10 +54,12 @@ type Page struct {
 	Next  string
 }
 
-// Directory is one app's user directory. Methods are safe for concurrent
-// use and honour context cancellation. Usernames are matched the way the
+// Target is one app's users and groups, as usher provisions them. (The
+// word "directory" is kept for the IdPs' directories that usher reads
+// people from.) Methods are safe for concurrent use and honour context
+// cancellation. Usernames are matched the way the
 // app matches them (case-insensitively for all four Atlassian apps).
-type Directory interface {
+type Target interface {
 	// App is the configured app name ("jira"), for errors and metrics.
 	App() string
 	// GetUser returns ErrNotFound when the user does not exist.

@@ -158,7 +158,7 @@ func TestProvisioningOnLogin(t *testing.T) {
 	t.Logf("one-group change, all four apps: %d reads, %d writes", r, w)
 }
 
-func openJira(t *testing.T, e *env) targets.Directory {
+func openJira(t *testing.T, e *env) targets.Target {
 	t.Helper()
 	for i, a := range e.cfg.Apps {
 		if a.Name != "jira" {

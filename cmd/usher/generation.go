@@ -34,7 +34,7 @@ type generation struct {
 	handler    *proxy.Handler
 	admin      http.Handler
 	providers  []providers.Provider
-	dirs       map[string]targets.Directory
+	dirs       map[string]targets.Target
 	reconciler *jit.Reconciler
 	worker     *jit.Worker
 	sweepers   map[string]*sweep.Sweeper
@@ -45,7 +45,7 @@ type generation struct {
 
 // build opens a generation; on error nothing of it is left open.
 func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, err error) {
-	g = &generation{cfg: cfg, dirs: map[string]targets.Directory{}, sweepers: map[string]*sweep.Sweeper{}}
+	g = &generation{cfg: cfg, dirs: map[string]targets.Target{}, sweepers: map[string]*sweep.Sweeper{}}
 	defer func() {
 		if err != nil {
 			g.close()

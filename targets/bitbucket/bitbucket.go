@@ -1,5 +1,5 @@
 // Package bitbucket owns the Bitbucket Data Center / Server adapter:
-// targets.Directory over Bitbucket's REST API (/rest/api/1.0, admin
+// targets.Target over Bitbucket's REST API (/rest/api/1.0, admin
 // endpoints). Bitbucket has no REST deactivation, so "inactive" here
 // means "holds no licence": outside every configured licence group and
 // without direct global permissions. Section numbers (§5.x) refer to
@@ -43,7 +43,7 @@ func (c *Config) Validate() []error {
 }
 
 // Open builds the adapter.
-func (c *Config) Open(app string, deps targets.Deps) (targets.Directory, error) {
+func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	if len(c.LicenceGroups) == 0 {
 		return nil, fmt.Errorf("%s: no licence_groups", app)
 	}
@@ -61,10 +61,10 @@ type Directory struct {
 }
 
 var (
-	_ targets.Config    = (*Config)(nil)
-	_ targets.Directory = (*Directory)(nil)
-	_ targets.Renamer   = (*Directory)(nil)
-	_ targets.Deleter   = (*Directory)(nil)
+	_ targets.Config  = (*Config)(nil)
+	_ targets.Target  = (*Directory)(nil)
+	_ targets.Renamer = (*Directory)(nil)
+	_ targets.Deleter = (*Directory)(nil)
 )
 
 const api = "/rest/api/1.0"

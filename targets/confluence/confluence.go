@@ -1,5 +1,5 @@
 // Package confluence owns the Confluence Data Center / Server adapter:
-// targets.Directory over Confluence's REST API (/rest/api) using the admin
+// targets.Target over Confluence's REST API (/rest/api) using the admin
 // user API of 8.4+. Section numbers (§4.x) refer to
 // shared/reference/atlassian-rest.md.
 package confluence
@@ -25,7 +25,7 @@ type Config struct {
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.
-func (c *Config) Open(app string, deps targets.Deps) (targets.Directory, error) {
+func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {
 		return nil, err
@@ -37,9 +37,9 @@ func (c *Config) Open(app string, deps targets.Deps) (targets.Directory, error) 
 type Directory struct{ c *targets.Client }
 
 var (
-	_ targets.Config    = (*Config)(nil)
-	_ targets.Directory = (*Directory)(nil)
-	_ targets.Deleter   = (*Directory)(nil)
+	_ targets.Config  = (*Config)(nil)
+	_ targets.Target  = (*Directory)(nil)
+	_ targets.Deleter = (*Directory)(nil)
 )
 
 const api = "/rest/api"

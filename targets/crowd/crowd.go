@@ -1,4 +1,4 @@
-// Package crowd owns the Crowd adapter: targets.Directory over Crowd's
+// Package crowd owns the Crowd adapter: targets.Target over Crowd's
 // usermanagement REST API (/rest/usermanagement/1), authenticated as a
 // Crowd application, with user attributes and rename. Jira acting as a
 // Crowd server serves the same API (§3.12). Section numbers (§6.x) refer
@@ -45,7 +45,7 @@ func (c *Config) Validate() []error {
 }
 
 // Open builds the adapter.
-func (c *Config) Open(app string, deps targets.Deps) (targets.Directory, error) {
+func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	pw, err := c.ApplicationPassword.Resolve()
 	if err != nil {
 		return nil, fmt.Errorf("%s: application_password: %w", app, err)
@@ -62,7 +62,7 @@ type Directory struct{ c *targets.Client }
 
 var (
 	_ targets.Config          = (*Config)(nil)
-	_ targets.Directory       = (*Directory)(nil)
+	_ targets.Target          = (*Directory)(nil)
 	_ targets.AttributeSetter = (*Directory)(nil)
 	_ targets.Renamer         = (*Directory)(nil)
 	_ targets.Deleter         = (*Directory)(nil)

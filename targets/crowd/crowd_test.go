@@ -13,7 +13,7 @@ import (
 )
 
 func TestContract(t *testing.T) {
-	targettest.Run(t, func(t *testing.T, deps targets.Deps) (targets.Directory, *atlassiantest.Server) {
+	targettest.Run(t, func(t *testing.T, deps targets.Deps) (targets.Target, *atlassiantest.Server) {
 		srv := atlassiantest.New(atlassiantest.Crowd, atlassiantest.Options{CrowdApp: "usher", CrowdAppPassword: "s3cret"})
 		deps.Upstream = targettest.Serve(t, srv)
 		cfg := &crowd.Config{Application: "usher", ApplicationPassword: config.SecretValue("s3cret")}

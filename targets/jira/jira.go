@@ -1,4 +1,4 @@
-// Package jira owns the Jira Data Center / Server adapter: targets.Directory
+// Package jira owns the Jira Data Center / Server adapter: targets.Target
 // over Jira's REST API v2 (/rest/api/2), with user properties as
 // attributes, rename and delete. Section numbers (§3.x) refer to
 // shared/reference/atlassian-rest.md.
@@ -32,7 +32,7 @@ type Config struct {
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.
-func (c *Config) Open(app string, deps targets.Deps) (targets.Directory, error) {
+func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {
 		return nil, err
@@ -51,7 +51,7 @@ type Directory struct {
 
 var (
 	_ targets.Config          = (*Config)(nil)
-	_ targets.Directory       = (*Directory)(nil)
+	_ targets.Target          = (*Directory)(nil)
 	_ targets.AttributeSetter = (*Directory)(nil)
 	_ targets.Renamer         = (*Directory)(nil)
 	_ targets.Deleter         = (*Directory)(nil)

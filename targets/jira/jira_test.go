@@ -17,7 +17,7 @@ import (
 )
 
 func TestContract(t *testing.T) {
-	targettest.Run(t, func(t *testing.T, deps targets.Deps) (targets.Directory, *atlassiantest.Server) {
+	targettest.Run(t, func(t *testing.T, deps targets.Deps) (targets.Target, *atlassiantest.Server) {
 		srv := atlassiantest.New(atlassiantest.Jira, atlassiantest.Options{AdminUser: "admin", AdminPassword: "s3cret"})
 		deps.Upstream = targettest.Serve(t, srv)
 		cfg := &jira.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("s3cret")}}

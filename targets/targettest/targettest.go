@@ -1,4 +1,4 @@
-// Package targettest owns the contract every targets.Directory adapter
+// Package targettest owns the contract every targets.Target adapter
 // must meet, run against the atlassiantest emulator: user life cycle,
 // idempotent group changes, precise not-found errors, paging, optional
 // capabilities, call counts where usher promises few calls, and the
@@ -28,7 +28,7 @@ import (
 // Opener builds a fresh emulator and an adapter talking to it. deps
 // carries the suite's logger and recording Sleep; the opener sets
 // deps.Upstream (Serve helps) and passes deps to Config.Open.
-type Opener func(t *testing.T, deps targets.Deps) (targets.Directory, *atlassiantest.Server)
+type Opener func(t *testing.T, deps targets.Deps) (targets.Target, *atlassiantest.Server)
 
 // Serve starts srv on a loopback listener for the test's lifetime and
 // returns its URL.
@@ -84,7 +84,7 @@ func (l *lossy) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 type env struct {
-	dir    targets.Directory
+	dir    targets.Target
 	srv    *atlassiantest.Server
 	sleeps *sleeps
 	lossy  *lossy
