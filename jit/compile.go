@@ -104,9 +104,13 @@ func (c *compiler) errorf(field, format string, args ...any) {
 
 // Compile checks and compiles one IdP's mapping against the shared
 // provisioning block and the configured app names. idpType selects the
-// defaults (see Defaults). A non-nil error is an Errors listing every
+// defaults (see Defaults). privileged are the groups the app kinds
+// declare as their administrators' (targets.Config.PrivilegedGroups, all
+// kinds together): Compile knows app names, not products, so it treats
+// each as privileged in every app, since a name that is an admin group in
+// one product is never something a rule should produce in another. A non-nil error is an Errors listing every
 // problem with its field path.
-func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, apps []string) (*Mapper, error) {
+func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, apps, builtinPrivileged []string) (*Mapper, error) {
 	m = Defaults(idpType, m)
 	c := &compiler{apps: map[string]bool{}}
 	for i, a := range apps {
@@ -204,7 +208,7 @@ func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, app
 		mp.requireClaims = append(mp.requireClaims, claimRequirement{claim: claim, values: vs})
 	}
 
-	privileged := c.privileged(p, mp.apps)
+	privileged := c.privileged(p, mp.apps, builtinPrivileged)
 	for _, a := range mp.apps {
 		mp.plans[a] = &appPlan{privileged: privileged[a], managed: map[string]bool{}}
 	}
@@ -307,12 +311,10 @@ func (c *compiler) known() string {
 
 // privileged resolves the privileged groups per allowed app: the built-in
 // names everywhere, plus the configured ones for "*" and for the app.
-func (c *compiler) privileged(p config.Provisioning, apps []string) map[string]map[string]bool {
+func (c *compiler) privileged(p config.Provisioning, apps, builtin []string) map[string]map[string]bool {
 	all := map[string]bool{}
-	for _, gs := range DefaultPrivilegedGroups() {
-		for _, g := range gs {
-			all[groupKey(g)] = true
-		}
+	for _, g := range builtin {
+		all[groupKey(g)] = true
 	}
 	out := make(map[string]map[string]bool, len(apps))
 	for _, a := range apps {

@@ -30,24 +30,6 @@ const allApps = "*"
 // maxGroupName bounds group names; Atlassian products accept 255.
 const maxGroupName = 255
 
-// DefaultPrivilegedGroups are the app groups usher always treats as
-// privileged, by product. Bitbucket grants ADMIN and SYS_ADMIN through
-// global permissions on arbitrary groups (reference §5.5), so it has no
-// fixed admin group: sys-admins and stash-admins are common names, and
-// installations must list their own under provisioning.privileged_groups.
-//
-// Compile knows app names, not products, so it treats every name here as
-// privileged in every app: a name that is an admin group in one product is
-// never something a rule should produce in another.
-func DefaultPrivilegedGroups() config.AppGroups {
-	return config.AppGroups{
-		"jira":       {"jira-administrators", "jira-system-administrators"},
-		"confluence": {"confluence-administrators", "system-administrators"},
-		"bitbucket":  {"sys-admins", "stash-admins"},
-		"crowd":      {"crowd-administrators"},
-	}
-}
-
 // DefaultProtectedUsers are usernames usher never signs anyone in as
 // unless provisioning.protected_users says otherwise: the apps' local
 // administrator accounts, which an IdP identity must not take over.

@@ -14,9 +14,13 @@ import (
 
 var testApps = []string{"bitbucket", "confluence", "jira"}
 
+// testPrivileged stands in for the privileged groups the target kinds
+// declare (cmd/usher collects them from targets).
+var testPrivileged = []string{"jira-administrators", "jira-system-administrators", "confluence-administrators", "system-administrators", "sys-admins", "stash-admins", "crowd-administrators"}
+
 func mustCompile(t testing.TB, idpType string, m config.Mapping, p config.Provisioning) *Mapper {
 	t.Helper()
-	mp, err := Compile("okta", idpType, m, p, testApps)
+	mp, err := Compile("okta", idpType, m, p, testApps, testPrivileged)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -196,7 +200,7 @@ func TestCompileErrors(t *testing.T) {
 			config.Provisioning{UsernameAllowed: "a-z\t"}, "provisioning.username_allowed", "may not be part"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Compile("okta", "oidc", tc.m, tc.p, testApps)
+			_, err := Compile("okta", "oidc", tc.m, tc.p, testApps, testPrivileged)
 			var es Errors
 			if !errors.As(err, &es) {
 				t.Fatalf("got %v, want Errors", err)
@@ -217,12 +221,12 @@ func TestCompileErrors(t *testing.T) {
 	_, err := Compile("okta", "oidc", config.Mapping{
 		Provisioning: "x",
 		Groups:       config.GroupMapping{Sync: "y", Include: []string{"("}},
-	}, config.Provisioning{}, testApps)
+	}, config.Provisioning{}, testApps, testPrivileged)
 	if es := err.(Errors); len(es) != 3 {
 		t.Errorf("want 3 errors, got %v", err)
 	}
 	// A SAML or OIDC type is needed to know where usernames come from.
-	if _, err := Compile("x", "ldap", config.Mapping{}, config.Provisioning{}, testApps); err == nil || !strings.Contains(err.Error(), "mapping.username.claim") {
+	if _, err := Compile("x", "ldap", config.Mapping{}, config.Provisioning{}, testApps, testPrivileged); err == nil || !strings.Contains(err.Error(), "mapping.username.claim") {
 		t.Errorf("unknown type: %v", err)
 	}
 }
@@ -699,7 +703,7 @@ func FuzzMap(f *testing.F) {
 			DisplayName: config.ValueRule{Template: tmpl, Transforms: []any{map[string]any{"regex": re, "replace": repl}, "strip_domain", "uppercase"}},
 			Groups:      config.GroupMapping{Rules: []config.GroupRule{{Match: match, Groups: config.AppGroups{"*": {target}}}}},
 		}
-		mp, err := Compile("okta", "oidc", m, config.Provisioning{}, testApps)
+		mp, err := Compile("okta", "oidc", m, config.Provisioning{}, testApps, testPrivileged)
 		if err != nil {
 			return
 		}
@@ -806,7 +810,7 @@ func TestProtectedUsernames(t *testing.T) {
 		{[]string{}, "admin", false},
 	} {
 		var m config.Mapping
-		mp, err := Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{ProtectedUsers: tc.protected}, []string{"jira"})
+		mp, err := Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{ProtectedUsers: tc.protected}, []string{"jira"}, testPrivileged)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -820,7 +824,7 @@ func TestProtectedUsernames(t *testing.T) {
 func TestGroupOverageOnlyAdds(t *testing.T) {
 	var m config.Mapping
 	m.Groups.Defaults = config.AppGroups{"*": {"staff"}}
-	mp, err := Compile("entra", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira"})
+	mp, err := Compile("entra", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira"}, testPrivileged)
 	if err != nil {
 		t.Fatal(err)
 	}

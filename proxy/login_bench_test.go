@@ -110,7 +110,7 @@ func loginHandler(b *testing.B, st store.Store) (*Handler, *fixedIdP) {
 	m.Groups.Map = []config.GroupMap{{IdPGroup: "engineering", Groups: config.AppGroups{"jira": {"jira-developers"}}}}
 	m.Groups.Rules = []config.GroupRule{{Match: "^team-(.+)$", Groups: config.AppGroups{"*": {"team-$1"}}}}
 	m.Groups.Defaults = config.AppGroups{"*": {"usher-users"}}
-	mapper, err := jit.Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira", "confluence"})
+	mapper, err := jit.Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira", "confluence"}, []string{"jira-administrators"})
 	if err != nil {
 		b.Fatal(err)
 	}

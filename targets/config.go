@@ -17,11 +17,18 @@ import (
 )
 
 // Config is an app kind's own configuration (jira.Config, ...), decoded
-// strictly from the app's `directory:` block. cmd/usher picks the type
-// through an explicit kind → Config map and calls Open.
+// strictly from the app's `api:` block. cmd/usher picks the type through
+// an explicit kind → Config map and calls Open.
 type Config interface {
 	Validate() []error
 	Open(app string, deps Deps) (Target, error)
+	// PrivilegedGroups are the kind's built-in administrator groups. usher
+	// grants them only through an explicit mapping line, never through a
+	// rule, a default or a name that merely matches; a kind that forgot
+	// them would let a rule make people admins, so every kind declares
+	// them here (nil when it has no fixed ones, as Bitbucket's global
+	// permissions can go to any group).
+	PrivilegedGroups() []string
 }
 
 // Deps is what usher hands every adapter when opening it.

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/usherhq/usher/config"
@@ -44,6 +46,17 @@ func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
 	return tc, nil
 }
 
+// privilegedGroups are the administrator groups every app kind declares,
+// all together: a name that is an admin group in one product is never
+// something a mapping rule should grant in another.
+func privilegedGroups() []string {
+	var out []string
+	for _, kind := range slices.Sorted(maps.Keys(targetKinds)) {
+		out = append(out, targetKinds[kind]().PrivilegedGroups()...)
+	}
+	return out
+}
+
 // mapperFor compiles IdP i's mapping against the configured apps.
 func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 	idp := cfg.IdPs[i]
@@ -51,7 +64,7 @@ func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 	for j, a := range cfg.Apps {
 		apps[j] = a.Name
 	}
-	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps)
+	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps, privilegedGroups())
 	if err != nil {
 		return nil, mappingErrors(cfg, i, err)
 	}

@@ -43,6 +43,14 @@ func (c *Config) Validate() []error {
 }
 
 // Open builds the adapter.
+// PrivilegedGroups: Bitbucket grants ADMIN and SYS_ADMIN through global permissions on
+// any group (reference §5.5), so it has no fixed admin group; these are
+// the common names. Installations list their own under
+// provisioning.privileged_groups.
+func (c *Config) PrivilegedGroups() []string {
+	return []string{"sys-admins", "stash-admins"}
+}
+
 func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	if len(c.LicenceGroups) == 0 {
 		return nil, fmt.Errorf("%s: no licence_groups", app)

@@ -25,6 +25,11 @@ type Config struct {
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.
+// PrivilegedGroups: Confluence's administrators and system administrators.
+func (c *Config) PrivilegedGroups() []string {
+	return []string{"confluence-administrators", "system-administrators"}
+}
+
 func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {

@@ -45,6 +45,11 @@ func (c *Config) Validate() []error {
 }
 
 // Open builds the adapter.
+// PrivilegedGroups: Crowd's administrators.
+func (c *Config) PrivilegedGroups() []string {
+	return []string{"crowd-administrators"}
+}
+
 func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	pw, err := c.ApplicationPassword.Resolve()
 	if err != nil {

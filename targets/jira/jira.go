@@ -32,6 +32,11 @@ type Config struct {
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
 // Open builds the adapter.
+// PrivilegedGroups: Jira's administrators and system administrators (reference §2).
+func (c *Config) PrivilegedGroups() []string {
+	return []string{"jira-administrators", "jira-system-administrators"}
+}
+
 func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {
