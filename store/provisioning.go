@@ -17,8 +17,22 @@ type AppState struct {
 	SyncedAt time.Time // when Hash was applied
 	// Deprovisioned is set when a sweep, SCIM or an admin took access
 	// away; a later login does not reactivate the user while it is set.
-	Deprovisioned       bool
-	DeprovisionedAt     time.Time
+	// The other Deprovisioned fields say who and how, as structured
+	// fields the lifecycle writes and reads (never parsed from Reason).
+	Deprovisioned   bool
+	DeprovisionedAt time.Time
+	// DeprovisionedSource is what decided it: "scim", "sweep", "admin",
+	// "directory".
+	DeprovisionedSource string
+	// DeprovisionedActor names who within the source: the sweep policy,
+	// the admin, the directory; "" for SCIM.
+	DeprovisionedActor string
+	// DeprovisionedRun is the sweep or directory sync run, 0 otherwise.
+	DeprovisionedRun int64
+	// DeprovisionedAction is what was done: "deactivate",
+	// "remove_managed_groups", "remove_licence_group", "delete".
+	DeprovisionedAction string
+	// DeprovisionedReason is the human explanation.
 	DeprovisionedReason string
 }
 

@@ -33,14 +33,16 @@ func fromNullMillis(v sql.NullInt64) time.Time {
 	return fromMillis(v.Int64)
 }
 
-const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason`
+const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+	deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action`
 
 func scanAppState(row scanner) (store.AppState, error) {
 	var (
 		a            store.AppState
 		synced, depr sql.NullInt64
 	)
-	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason)
+	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason,
+		&a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -66,10 +68,12 @@ func (s *Store) PutAppState(ctx context.Context, a store.AppState) error {
 		return fmt.Errorf("sqlite %s: put app state %q/%q: app and username are required", s.path, a.App, a.Username)
 	}
 	_, err := s.write.ExecContext(ctx, `
-		INSERT OR REPLACE INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		INSERT OR REPLACE INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+			deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullMillis(a.SyncedAt),
-		a.Deprovisioned, nullMillis(a.DeprovisionedAt), a.DeprovisionedReason)
+		a.Deprovisioned, nullMillis(a.DeprovisionedAt), a.DeprovisionedReason,
+		a.DeprovisionedSource, a.DeprovisionedActor, a.DeprovisionedRun, a.DeprovisionedAction)
 	if err != nil {
 		return fmt.Errorf("sqlite %s: put app state of %s in %s: %w", s.path, a.Username, a.App, err)
 	}

@@ -106,7 +106,9 @@ func sameAppState(t *testing.T, what string, got, want store.AppState) {
 	if got.App != want.App || got.Username != want.Username || got.IdP != want.IdP ||
 		got.Subject != want.Subject || got.Hash != want.Hash || !got.SyncedAt.Equal(want.SyncedAt) ||
 		got.Deprovisioned != want.Deprovisioned || !got.DeprovisionedAt.Equal(want.DeprovisionedAt) ||
-		got.DeprovisionedReason != want.DeprovisionedReason {
+		got.DeprovisionedReason != want.DeprovisionedReason || got.DeprovisionedSource != want.DeprovisionedSource ||
+		got.DeprovisionedActor != want.DeprovisionedActor || got.DeprovisionedRun != want.DeprovisionedRun ||
+		got.DeprovisionedAction != want.DeprovisionedAction {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
 	}
 	inUTC(t, what, got.SyncedAt, got.DeprovisionedAt)
@@ -154,7 +156,8 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	// Replacing, under another spelling, replaces everything.
 	st2 := store.AppState{App: "jira", Username: "Alice", IdP: "entra", Subject: "9", Hash: "h2",
 		SyncedAt: base.Add(time.Hour), Deprovisioned: true, DeprovisionedAt: base.Add(2 * time.Hour),
-		DeprovisionedReason: "sweep: gone from okta"}
+		DeprovisionedReason: "gone from okta", DeprovisionedSource: "sweep", DeprovisionedActor: "leavers",
+		DeprovisionedRun: 1 << 40, DeprovisionedAction: "remove_licence_group"}
 	if err := s.PutAppState(ctx, st2); err != nil {
 		t.Fatalf("PutAppState again: %v", err)
 	}
