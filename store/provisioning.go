@@ -80,6 +80,12 @@ type Provisioning interface {
 	AppState(ctx context.Context, app, username string) (AppState, error)
 	// PutAppState creates or replaces the state.
 	PutAppState(ctx context.Context, s AppState) error
+	// RecordSync records that a profile was applied: it creates the state
+	// or updates its username spelling, IdP, Subject, Hash and SyncedAt,
+	// and leaves the Deprovisioned fields as stored, in one statement, so
+	// that a reconcile finishing never clears a removal decided while it
+	// ran.
+	RecordSync(ctx context.Context, s AppState) error
 	// AppStates lists the states of one app, ordered by username, after
 	// the cursor (a username; "" = from the start).
 	AppStates(ctx context.Context, app, after string, limit int) ([]AppState, error)

@@ -88,6 +88,24 @@ func (s *Store) PutAppState(ctx context.Context, a store.AppState) error {
 	return nil
 }
 
+// RecordSync implements store.Provisioning.
+func (s *Store) RecordSync(ctx context.Context, a store.AppState) error {
+	if a.App == "" || a.Username == "" {
+		return fmt.Errorf("postgres %s: record sync %q/%q: app and username are required", s.name, a.App, a.Username)
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (app, username_key) DO UPDATE SET
+			username = EXCLUDED.username, idp = EXCLUDED.idp, subject = EXCLUDED.subject,
+			hash = EXCLUDED.hash, synced_at = EXCLUDED.synced_at`,
+		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullTS(a.SyncedAt))
+	if err != nil {
+		return fmt.Errorf("postgres %s: record sync of %s in %s: %w", s.name, a.Username, a.App, err)
+	}
+	return nil
+}
+
 // AppStates implements store.Provisioning. The order and the cursor are
 // by lower-cased username, the way the apps tell users apart; limit <= 0
 // means 100. The key column is COLLATE "C", bytewise like store/sqlite,

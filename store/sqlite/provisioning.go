@@ -80,6 +80,24 @@ func (s *Store) PutAppState(ctx context.Context, a store.AppState) error {
 	return nil
 }
 
+// RecordSync implements store.Provisioning.
+func (s *Store) RecordSync(ctx context.Context, a store.AppState) error {
+	if a.App == "" || a.Username == "" {
+		return fmt.Errorf("sqlite %s: record sync %q/%q: app and username are required", s.path, a.App, a.Username)
+	}
+	_, err := s.write.ExecContext(ctx, `
+		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (app, username_key) DO UPDATE SET
+			username = excluded.username, idp = excluded.idp, subject = excluded.subject,
+			hash = excluded.hash, synced_at = excluded.synced_at`,
+		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullMillis(a.SyncedAt))
+	if err != nil {
+		return fmt.Errorf("sqlite %s: record sync of %s in %s: %w", s.path, a.Username, a.App, err)
+	}
+	return nil
+}
+
 // AppStates implements store.Provisioning. The order and the cursor are
 // by lower-cased username, the way the apps tell users apart; limit <= 0
 // means 100.
