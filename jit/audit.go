@@ -20,11 +20,11 @@ const (
 	ActLoginRefused Action = "login.refused" // the IdP's answer or the account was refused
 	ActLoginFailed  Action = "login.failed"  // provisioning failed, so no session
 	ActLogout       Action = "logout"
-	ActLink         Action = "link"          // an admin linked an identity to an app account
-	ActSCIMPush     Action = "scim.push"     // a SCIM push was mapped and admitted
-	ActSCIMDenied   Action = "scim.denied"   // the access policy refused a pushed person
-	ActSCIMRefused  Action = "scim.refused"  // a pushed person could not be bound
-	ActSync         Action = "sync"          // an admin's or directory's sync of a person
+	ActLink         Action = "link"         // an admin linked an identity to an app account
+	ActSCIMPush     Action = "scim.push"    // a SCIM push was mapped and admitted
+	ActSCIMDenied   Action = "scim.denied"  // the access policy refused a pushed person
+	ActSCIMRefused  Action = "scim.refused" // a pushed person could not be bound
+	ActSync         Action = "sync"         // an admin's or directory's sync of a person
 	ActPlanned      Action = "provisioning.planned"
 	ActDeprovision  Action = "deprovision" // usher took a person's access away
 	ActReinstate    Action = "app.reinstate"
