@@ -44,8 +44,11 @@ type Lifecycle struct {
 	Store    LifecycleStore
 	Sessions Sessions
 	Audit    *AuditLog
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Metrics counts revocations by source (metrics.Metrics); nil counts
+	// nothing.
+	Metrics interface{ Revocation(source string) }
+	Log     *slog.Logger
+	Now     func() time.Time
 	// FastPath is how long an applied profile counts as fresh: a login
 	// whose profile hash matches within it makes no app call. Zero
 	// disables the fast path.

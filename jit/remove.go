@@ -48,9 +48,10 @@ type Removal struct {
 type RemoveOutcome struct {
 	App      string
 	Username string
-	// Changed: the app changed now. Queued: the app was down and the
-	// change waits in the retry queue (the decision is recorded, logins
-	// are refused meanwhile).
+	// Changed: the app changed now. Queued: the change waits in the
+	// retry queue (the decision is recorded, logins are refused
+	// meanwhile); with Err also set, the app refused it for a reason
+	// other than an outage, and an admin should look.
 	Changed, Queued bool
 	// Skipped says why nothing was done ("not provisioned there").
 	Skipped string
@@ -143,12 +144,21 @@ func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]Remo
 		}
 	}
 	l.record(ctx, Entry{Action: ActDeprovision, Cause: cause, Subject: rm.Subject, Username: b.Username, Outcome: ResultOK, Detail: string(rm.Action)})
+	// The decision is made: what follows runs to the end even if the
+	// caller is cancelled (a shutdown, a browser gone), within a bound.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+	defer cancel()
 
-	// 2. Sessions, everywhere.
-	var errs []error
+	// 2. Sessions, everywhere. This replica refuses them at once; the
+	// session layer keeps retrying to share the revocation with the
+	// others, so a failure here is a warning, not a reason to stop.
+	if l.Metrics != nil {
+		l.Metrics.Revocation(string(cause.Source))
+	}
 	if l.Sessions != nil {
 		if err := l.Sessions.RevokeIdentity(ctx, rm.IdP, rm.Subject); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: revoke sessions: %w", b.Username, err))
+			l.log().Error("remove: sessions end on this replica; other replicas learn it when the store answers",
+				"idp", rm.IdP, "subject", rm.Subject, "username", b.Username, "err", err)
 		}
 	}
 
@@ -166,9 +176,13 @@ func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]Remo
 		}()
 	}
 	wg.Wait()
-	errs = append(errs, outcomeErrs(outs)...)
-	return outs, errors.Join(errs...)
+	return outs, errors.Join(outcomeErrs(outs)...)
 }
+
+// removeTimeout bounds what a removal does after recording its decision:
+// revoking and the app calls (each app call has its own, shorter
+// timeouts and retries).
+const removeTimeout = 2 * time.Minute
 
 func outcomeErrs(outs []RemoveOutcome) []error {
 	var errs []error
@@ -201,31 +215,40 @@ type removeJob struct {
 	Actor  string `json:"actor,omitempty"`
 }
 
-// takeAway applies a recorded removal to one app. A temporary failure is
-// queued; the job then retries until the app answers, unless the
-// decision was withdrawn meanwhile.
+// takeAway applies a recorded removal to one app. A failure queues the
+// change durably, so the decision reaches the app when it can take it,
+// unless the decision is withdrawn meanwhile. A temporary failure (the
+// app is down) is not an error of the removal; any other failure is
+// returned as well, for an admin to look at, while the queue keeps
+// trying.
 func (r *Reconciler) takeAway(ctx context.Context, j removeJob) RemoveOutcome {
 	o := RemoveOutcome{App: j.App, Username: j.Username}
 	changed, err := r.act(ctx, j)
 	switch {
 	case err == nil:
 		o.Changed = changed
+		return o
 	case errors.Is(err, targets.ErrNotFound):
 		o.Skipped = "no account in " + j.App
-	case targets.IsTemporary(err):
-		payload, merr := json.Marshal(j)
-		if merr == nil {
-			_, merr = r.Store.Enqueue(ctx, store.Job{Kind: jobRemove, App: j.App, Key: j.Username, Payload: payload, NotBefore: r.now()})
-		}
-		if merr != nil {
-			o.Err = fmt.Errorf("remove %s in %s: %w (and queueing failed: %v)", j.Username, j.App, err, merr)
-			break
-		}
-		o.Queued = true
-		r.auditRemove(ctx, j, ResultQueued, err.Error())
-	default:
+		return o
+	}
+	if !targets.IsTemporary(err) {
 		o.Err = err
-		r.auditRemove(ctx, j, ResultError, err.Error())
+	}
+	payload, merr := json.Marshal(j)
+	if merr == nil {
+		_, merr = r.Store.Enqueue(ctx, store.Job{Kind: jobRemove, App: j.App, Key: j.Username, Payload: payload, NotBefore: r.now()})
+	}
+	if merr != nil {
+		o.Err = fmt.Errorf("remove %s in %s: %w (and queueing failed: %v)", j.Username, j.App, err, merr)
+		r.auditRemove(ctx, j, ResultError, o.Err.Error())
+		return o
+	}
+	o.Queued = true
+	if o.Err != nil {
+		r.auditRemove(ctx, j, ResultError, err.Error()+" (queued for retry)")
+	} else {
+		r.auditRemove(ctx, j, ResultQueued, err.Error())
 	}
 	return o
 }
