@@ -89,7 +89,6 @@ idps:
 			{"apps[0].upstream", 12, 5, "absolute http or https URL"},
 			{"apps[0].route.path_prefix", 13, 13, "must start with /"},
 			{"idps[0].id", 15, 5, "want 1-32 lowercase"},
-			{"idps[0].type", 16, 5, "want oidc or saml"},
 			{"idps[0].domains[0]", 17, 15, "lowercase DNS name"},
 			{"idps[0].extra", 18, 5, "unknown key"},
 		},

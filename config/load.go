@@ -139,7 +139,9 @@ func applyDefaults(c *Config) {
 	for i := range c.IdPs {
 		idp := &c.IdPs[i]
 		setDefault(&idp.Name, idp.ID)
-		idp.Mapping = idp.Mapping.WithDefaults(idp.Type)
+		// The type's own claim defaults are added where the type is
+		// known (cmd/usher, from the provider's Config).
+		idp.Mapping = idp.Mapping.WithDefaults(ClaimDefaults{})
 		if idp.SCIM != nil {
 			setDefault(&idp.SCIM.Subject, "externalId")
 		}

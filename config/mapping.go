@@ -125,28 +125,28 @@ type Provisioning struct {
 	CreateGroups *bool `yaml:"create_groups"`
 }
 
-// WithDefaults returns m with the defaults for an IdP of type idpType
-// ("oidc" or "saml"): username from preferred_username (OIDC) or the
-// SAML NameID, e-mail from email, display name from name (OIDC) or
-// displayName (SAML), groups from the groups claim, full group sync and
-// provisioning on login. A value rule gets its default claim only when it
-// names neither a claim nor a template.
-func (m Mapping) WithDefaults(idpType string) Mapping {
+// ClaimDefaults are the claims an IdP type takes the username and the
+// display name from when a mapping names none (OIDC: preferred_username
+// and name; SAML: the NameID and displayName). Each provider type
+// declares its own.
+type ClaimDefaults struct {
+	Username    string
+	DisplayName string
+}
+
+// WithDefaults returns m with the defaults: username and display name
+// from the IdP type's claims d, e-mail from email, groups from the groups
+// claim, full group sync and provisioning on login. A value rule gets its
+// default claim only when it names neither a claim nor a template.
+func (m Mapping) WithDefaults(d ClaimDefaults) Mapping {
 	fill := func(r *ValueRule, claim string) {
 		if r.Claim == nil && r.Template == "" && claim != "" {
 			r.Claim = claim
 		}
 	}
-	var user, name string
-	switch idpType {
-	case "oidc":
-		user, name = "preferred_username", "name"
-	case "saml":
-		user, name = "nameid", "displayName"
-	}
-	fill(&m.Username, user)
+	fill(&m.Username, d.Username)
 	fill(&m.Email, "email")
-	fill(&m.DisplayName, name)
+	fill(&m.DisplayName, d.DisplayName)
 	if m.Groups.Claim == "" {
 		m.Groups.Claim = "groups"
 	}

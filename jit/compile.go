@@ -102,16 +102,30 @@ func (c *compiler) errorf(field, format string, args ...any) {
 	c.errs = append(c.errs, &config.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
-// Compile checks and compiles one IdP's mapping against the shared
-// provisioning block and the configured app names. idpType selects the
-// defaults (see Defaults). privileged are the groups the app kinds
-// declare as their administrators' (targets.Config.PrivilegedGroups, all
-// kinds together): Compile knows app names, not products, so it treats
-// each as privileged in every app, since a name that is an admin group in
-// one product is never something a rule should produce in another. A non-nil error is an Errors listing every
-// problem with its field path.
-func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, apps, builtinPrivileged []string) (*Mapper, error) {
-	m = Defaults(idpType, m)
+// Scope is what one IdP's mapping is compiled against.
+type Scope struct {
+	// IdP is the IdP's id.
+	IdP string
+	// Claims are the IdP type's default claims (providers.Config).
+	Claims config.ClaimDefaults
+	// Provisioning is the shared provisioning block.
+	Provisioning config.Provisioning
+	// Apps are the configured app names.
+	Apps []string
+	// Privileged are the groups the app kinds declare as their
+	// administrators' (targets.Config.PrivilegedGroups, all kinds
+	// together). Compile knows app names, not products, so it treats each
+	// as privileged in every app: a name that is an admin group in one
+	// product is never something a rule should produce in another.
+	Privileged []string
+}
+
+// Compile checks and compiles one IdP's mapping in its scope, with the
+// defaults of config.Mapping.WithDefaults and the IdP type's claims. A
+// non-nil error is an Errors listing every problem with its field path.
+func Compile(m config.Mapping, s Scope) (*Mapper, error) {
+	idpID, p, apps, builtinPrivileged := s.IdP, s.Provisioning, s.Apps, s.Privileged
+	m = m.WithDefaults(s.Claims)
 	c := &compiler{apps: map[string]bool{}}
 	for i, a := range apps {
 		if a == "" || a == allApps {
@@ -151,7 +165,7 @@ func Compile(idpID, idpType string, m config.Mapping, p config.Provisioning, app
 	}
 	mp.username = c.valueRule("mapping.username", m.Username)
 	if m.Username.Claim == nil && m.Username.Template == "" {
-		c.errorf("mapping.username.claim", "required for an IdP of type %q", idpType)
+		c.errorf("mapping.username.claim", "required: this IdP type has no default username claim")
 	}
 	mp.email = c.valueRule("mapping.email", m.Email)
 	mp.displayName = c.valueRule("mapping.display_name", m.DisplayName)

@@ -32,7 +32,7 @@ func (f *fixture) withMapping(t *testing.T, mode string) {
 		}},
 		Access: config.Access{RequireGroups: []string{"Staff"}},
 	}
-	mp, err := Compile("okta", "oidc", m, config.Provisioning{}, apps, testPrivileged)
+	mp, err := Compile(m, Scope{IdP: "okta", Claims: claimsOf["oidc"], Apps: apps, Privileged: testPrivileged})
 	if err != nil {
 		t.Fatal(err)
 	}

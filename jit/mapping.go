@@ -9,8 +9,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	"github.com/usherhq/usher/config"
 )
 
 // Provisioning modes (mapping.provisioning) and group sync modes
@@ -34,10 +32,6 @@ const maxGroupName = 255
 // unless provisioning.protected_users says otherwise: the apps' local
 // administrator accounts, which an IdP identity must not take over.
 var DefaultProtectedUsers = []string{"admin", "administrator", "root", "sysadmin"}
-
-// Defaults returns m with the defaults for an IdP of type idpType; see
-// config.Mapping.WithDefaults, the one place they are defined.
-func Defaults(idpType string, m config.Mapping) config.Mapping { return m.WithDefaults(idpType) }
 
 // ErrDenied marks an access-policy refusal; errors.Is(err, ErrDenied) holds
 // for every *DeniedError.

@@ -18,9 +18,22 @@ var testApps = []string{"bitbucket", "confluence", "jira"}
 // declare (cmd/usher collects them from targets).
 var testPrivileged = []string{"jira-administrators", "jira-system-administrators", "confluence-administrators", "system-administrators", "sys-admins", "stash-admins", "crowd-administrators"}
 
+// claimsOf are the provider types' claim defaults, as the providers
+// declare them.
+var claimsOf = map[string]config.ClaimDefaults{
+	"oidc": {Username: "preferred_username", DisplayName: "name"},
+	"saml": {Username: "nameid", DisplayName: "displayName"},
+}
+
+// compile compiles m for an okta IdP of the given type against the test
+// apps.
+func compile(idpType string, m config.Mapping, p config.Provisioning) (*Mapper, error) {
+	return Compile(m, Scope{IdP: "okta", Claims: claimsOf[idpType], Provisioning: p, Apps: testApps, Privileged: testPrivileged})
+}
+
 func mustCompile(t testing.TB, idpType string, m config.Mapping, p config.Provisioning) *Mapper {
 	t.Helper()
-	mp, err := Compile("okta", idpType, m, p, testApps, testPrivileged)
+	mp, err := compile(idpType, m, p)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -106,14 +119,14 @@ func TestDefaults(t *testing.T) {
 		{"oidc", "preferred_username", "name"},
 		{"saml", "nameid", "displayName"},
 	} {
-		m := Defaults(tc.typ, config.Mapping{})
+		m := config.Mapping{}.WithDefaults(claimsOf[tc.typ])
 		if m.Username.Claim != tc.user || m.DisplayName.Claim != tc.name || m.Email.Claim != "email" ||
 			m.Groups.Claim != "groups" || m.Groups.Sync != SyncFull || m.Provisioning != ProvisionOnLogin {
 			t.Errorf("%s: %+v", tc.typ, m)
 		}
 	}
 	// An explicit template keeps the default claim out.
-	m := Defaults("oidc", config.Mapping{DisplayName: config.ValueRule{Template: "{{a}}"}})
+	m := config.Mapping{DisplayName: config.ValueRule{Template: "{{a}}"}}.WithDefaults(claimsOf["oidc"])
 	if m.DisplayName.Claim != nil {
 		t.Errorf("template rule got claim %v", m.DisplayName.Claim)
 	}
@@ -200,7 +213,7 @@ func TestCompileErrors(t *testing.T) {
 			config.Provisioning{UsernameAllowed: "a-z\t"}, "provisioning.username_allowed", "may not be part"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Compile("okta", "oidc", tc.m, tc.p, testApps, testPrivileged)
+			_, err := compile("oidc", tc.m, tc.p)
 			var es Errors
 			if !errors.As(err, &es) {
 				t.Fatalf("got %v, want Errors", err)
@@ -218,15 +231,15 @@ func TestCompileErrors(t *testing.T) {
 		})
 	}
 	// Every problem is reported, not just the first.
-	_, err := Compile("okta", "oidc", config.Mapping{
+	_, err := compile("oidc", config.Mapping{
 		Provisioning: "x",
 		Groups:       config.GroupMapping{Sync: "y", Include: []string{"("}},
-	}, config.Provisioning{}, testApps, testPrivileged)
+	}, config.Provisioning{})
 	if es := err.(Errors); len(es) != 3 {
 		t.Errorf("want 3 errors, got %v", err)
 	}
 	// A SAML or OIDC type is needed to know where usernames come from.
-	if _, err := Compile("x", "ldap", config.Mapping{}, config.Provisioning{}, testApps, testPrivileged); err == nil || !strings.Contains(err.Error(), "mapping.username.claim") {
+	if _, err := compile("ldap", config.Mapping{}, config.Provisioning{}); err == nil || !strings.Contains(err.Error(), "mapping.username.claim") {
 		t.Errorf("unknown type: %v", err)
 	}
 }
@@ -703,7 +716,7 @@ func FuzzMap(f *testing.F) {
 			DisplayName: config.ValueRule{Template: tmpl, Transforms: []any{map[string]any{"regex": re, "replace": repl}, "strip_domain", "uppercase"}},
 			Groups:      config.GroupMapping{Rules: []config.GroupRule{{Match: match, Groups: config.AppGroups{"*": {target}}}}},
 		}
-		mp, err := Compile("okta", "oidc", m, config.Provisioning{}, testApps, testPrivileged)
+		mp, err := compile("oidc", m, config.Provisioning{})
 		if err != nil {
 			return
 		}
@@ -810,7 +823,7 @@ func TestProtectedUsernames(t *testing.T) {
 		{[]string{}, "admin", false},
 	} {
 		var m config.Mapping
-		mp, err := Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{ProtectedUsers: tc.protected}, []string{"jira"}, testPrivileged)
+		mp, err := Compile(m, Scope{IdP: "okta", Claims: claimsOf["oidc"], Provisioning: config.Provisioning{ProtectedUsers: tc.protected}, Apps: []string{"jira"}, Privileged: testPrivileged})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -824,7 +837,7 @@ func TestProtectedUsernames(t *testing.T) {
 func TestGroupOverageOnlyAdds(t *testing.T) {
 	var m config.Mapping
 	m.Groups.Defaults = config.AppGroups{"*": {"staff"}}
-	mp, err := Compile("entra", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira"}, testPrivileged)
+	mp, err := Compile(m, Scope{IdP: "entra", Claims: claimsOf["oidc"], Apps: []string{"jira"}, Privileged: testPrivileged})
 	if err != nil {
 		t.Fatal(err)
 	}

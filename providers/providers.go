@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+
+	"github.com/usherhq/usher/config"
 )
 
 // Identity is a person as an IdP vouched for them. (IdP, Subject) is the
@@ -113,6 +115,9 @@ type Deps struct {
 type Config interface {
 	Validate() []error
 	Open(ctx context.Context, id string, deps Deps) (Provider, error)
+	// ClaimDefaults names the claims the type's identities carry the
+	// username and the display name in, for mappings that name none.
+	ClaimDefaults() config.ClaimDefaults
 }
 
 // ErrRefused marks a login the provider refused on purpose: a bad

@@ -227,6 +227,12 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, err
 	}
 	if cfg != nil {
+		// The claims a mapping reads by default are the IdP type's.
+		for i, idp := range cfg.IdPs {
+			if newConfig, ok := providerTypes[idp.Type]; ok {
+				cfg.IdPs[i].Mapping = idp.Mapping.WithDefaults(newConfig().ClaimDefaults())
+			}
+		}
 		add := func(err error, at func(string) config.Error) {
 			var pe config.Errors
 			switch {

@@ -68,6 +68,8 @@ idps:
     config:
       metadata_url: https://idp.example.com/md
       metadata_file: /etc/md.xml
+  - id: other
+    type: oauth
 `
 	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, bad))
 	if code != 1 {
@@ -79,6 +81,8 @@ idps:
 		"idps[0].config.client_idd",
 		"idps[1].config: exactly one of metadata_url",
 		"idps[1].config.sp_key: required",
+		// The types come from the provider packages wired in.
+		`usher.yaml:23:5: idps[2].type: want one of oidc, saml, got "oauth"`,
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stderr)

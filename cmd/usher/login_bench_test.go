@@ -14,6 +14,7 @@ import (
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/providers/oidc"
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
@@ -111,7 +112,7 @@ func loginHandler(b *testing.B, st store.Store) (*proxy.Handler, *fixedIdP) {
 	m.Groups.Map = []config.GroupMap{{IdPGroup: "engineering", Groups: config.AppGroups{"jira": {"jira-developers"}}}}
 	m.Groups.Rules = []config.GroupRule{{Match: "^team-(.+)$", Groups: config.AppGroups{"*": {"team-$1"}}}}
 	m.Groups.Defaults = config.AppGroups{"*": {"usher-users"}}
-	mapper, err := jit.Compile("okta", "oidc", m.WithDefaults("oidc"), config.Provisioning{}, []string{"jira", "confluence"}, []string{"jira-administrators"})
+	mapper, err := jit.Compile(m, jit.Scope{IdP: "okta", Claims: new(oidc.Config).ClaimDefaults(), Apps: []string{"jira", "confluence"}, Privileged: privilegedGroups()})
 	if err != nil {
 		b.Fatal(err)
 	}

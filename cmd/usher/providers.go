@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/providers"
@@ -22,7 +25,7 @@ func providerConfig(cfg *config.Config, i int) (providers.Config, error) {
 	idp := cfg.IdPs[i]
 	newConfig, ok := providerTypes[idp.Type]
 	if !ok {
-		return nil, fmt.Errorf("idps[%d].type: unknown type %q", i, idp.Type)
+		return nil, config.Errors{unknownType(cfg, i)}
 	}
 	pc := newConfig()
 	if err := idp.Config.Decode(pc); err != nil {
@@ -32,4 +35,10 @@ func providerConfig(cfg *config.Config, i int) (providers.Config, error) {
 		return nil, errs
 	}
 	return pc, nil
+}
+
+// unknownType places an IdP type no provider package implements.
+func unknownType(cfg *config.Config, i int) config.Error {
+	return cfg.ErrorAt(fmt.Sprintf("idps[%d].type", i), fmt.Sprintf("want one of %s, got %q",
+		strings.Join(slices.Sorted(maps.Keys(providerTypes)), ", "), cfg.IdPs[i].Type))
 }

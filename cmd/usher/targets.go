@@ -64,7 +64,13 @@ func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 	for j, a := range cfg.Apps {
 		apps[j] = a.Name
 	}
-	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps, privilegedGroups())
+	newConfig, ok := providerTypes[idp.Type]
+	if !ok {
+		return nil, config.Errors{unknownType(cfg, i)}
+	}
+	m, err := jit.Compile(idp.Mapping, jit.Scope{
+		IdP: idp.ID, Claims: newConfig().ClaimDefaults(), Provisioning: cfg.Provisioning, Apps: apps, Privileged: privilegedGroups(),
+	})
 	if err != nil {
 		return nil, mappingErrors(cfg, i, err)
 	}

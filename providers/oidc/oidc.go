@@ -96,6 +96,11 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// ClaimDefaults implements providers.Config: OIDC's standard claims.
+func (c *Config) ClaimDefaults() config.ClaimDefaults {
+	return config.ClaimDefaults{Username: "preferred_username", DisplayName: "name"}
+}
+
 // Validate reports every problem in the block as a *config.FieldError
 // naming the key it concerns.
 func (c *Config) Validate() []error {

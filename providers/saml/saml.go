@@ -103,6 +103,11 @@ var nameIDFormats = map[string]string{
 	"unspecified":  string(saml.UnspecifiedNameIDFormat),
 }
 
+// ClaimDefaults implements providers.Config: the NameID and the displayName attribute.
+func (c *Config) ClaimDefaults() config.ClaimDefaults {
+	return config.ClaimDefaults{Username: "nameid", DisplayName: "displayName"}
+}
+
 // Validate returns every problem with the configuration, each naming its key.
 func (c *Config) Validate() []error {
 	var errs []error
