@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // presented does a real TLS handshake with addr and returns the leaf the
@@ -34,7 +36,7 @@ func TestFilesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	clock := &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clockwork.NewFakeClockAt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s.Now = clock.Now
 	s.ReloadInterval = 5 * time.Second
 	addr := serveTLS(t, s.TLSConfig(), http.NotFoundHandler())
@@ -50,20 +52,20 @@ func TestFilesReload(t *testing.T) {
 	replace(t, certFile, b.certPEM)
 	replace(t, keyFile, b.keyPEM)
 	want("within the interval", a)
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	want("after the interval", b)
 
 	// A half-done replacement (new certificate, old key) is refused, and
 	// so is garbage; the last good pair stays.
 	replace(t, certFile, c.certPEM)
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	want("certificate without its key", b)
 	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	want("broken file", b)
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	want("broken file, later", b)
 	if n := strings.Count(logs.String(), "cannot be used"); n != 2 {
 		t.Errorf("logged %d failed reloads, want 2 (one per broken state):\n%s", n, logs)
@@ -72,7 +74,7 @@ func TestFilesReload(t *testing.T) {
 	// Completing the pair recovers.
 	replace(t, certFile, c.certPEM)
 	replace(t, keyFile, c.keyPEM)
-	clock.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	want("repaired", c)
 	if !strings.Contains(logs.String(), "reloaded certificate files") {
 		t.Errorf("no reload logged:\n%s", logs)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/usherhq/usher/store/sqlite"
 )
 
@@ -47,13 +48,13 @@ var base = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // and of a missing key is no error.
 func TestStoreStorageFiles(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: base}
+	clock := clockwork.NewFakeClockAt(base)
 	s := testStorage(t, replicas(t, 1, clock.Now)[0])
 	const site = "certificates/ca/example.com"
 	files := []string{site + "/example.com.crt", site + "/example.com.key", site + "/example.com.json",
 		"certificates/ca/other.com/other.com.crt", "acme/ca/users/ops@usher.test/ops.json"}
 	for i, k := range files {
-		clock.Add(time.Minute)
+		clock.Advance(time.Minute)
 		if err := s.Store(ctx, k, []byte(k[:i+1])); err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +144,7 @@ func tryLock(t *testing.T, s *storeStorage, name string) bool {
 // process, until Unlock; a waiting Lock then gets it.
 func TestStoreStorageLock(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: base}
+	clock := clockwork.NewFakeClockAt(base)
 	rs := replicas(t, 2, clock.Now)
 	a, b := testStorage(t, rs[0]), testStorage(t, rs[1])
 	const name = "issue_cert_example.com"
@@ -189,7 +190,7 @@ func TestStoreStorageLock(t *testing.T) {
 // once its lease runs out; its late Unlock does not free the new holder's.
 func TestStoreStorageLockExpiry(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: base}
+	clock := clockwork.NewFakeClockAt(base)
 	rs := replicas(t, 3, clock.Now)
 	a, b, c := testStorage(t, rs[0]), testStorage(t, rs[1]), testStorage(t, rs[2])
 	const name = "issue_cert_example.com"
@@ -198,11 +199,11 @@ func TestStoreStorageLockExpiry(t *testing.T) {
 		t.Fatal("free lock not taken")
 	}
 	a.stopRenewals()
-	clock.Add(a.ttl - time.Millisecond)
+	clock.Advance(a.ttl - time.Millisecond)
 	if tryLock(t, b, name) {
 		t.Fatal("lock taken before the lease ran out")
 	}
-	clock.Add(time.Millisecond)
+	clock.Advance(time.Millisecond)
 	if !tryLock(t, b, name) {
 		t.Fatal("lock of a dead holder not taken after its lease ran out")
 	}
@@ -231,7 +232,7 @@ func (r *renewals) Lease(ctx context.Context, name, owner string, ttl time.Durat
 // A live holder keeps its lock past the TTL by renewing it.
 func TestStoreStorageLockRenewed(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: base}
+	clock := clockwork.NewFakeClockAt(base)
 	rs := replicas(t, 2, clock.Now)
 	watched := &renewals{SharedStore: rs[0], done: make(chan bool)}
 	a, b := testStorage(t, watched), testStorage(t, rs[1])
@@ -243,7 +244,7 @@ func TestStoreStorageLockRenewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		clock.Add(a.ttl / 2)
+		clock.Advance(a.ttl / 2)
 		// Two renewals: the second surely read the moved clock.
 		for range 2 {
 			if !<-watched.done {
