@@ -436,3 +436,19 @@ func TestCheckEmail(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserGone: when the browser drops the connection while usher
+// redeems the code, the failure is the client's, not the IdP's.
+func TestBrowserGone(t *testing.T) {
+	t.Parallel()
+	idp := startIdP(t, false)
+	p := openProvider(t, "a", idp, nil)
+	state, cb := browse(t, p, idp, "flow-gone")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Finish(ctx, httptest.NewRequest(http.MethodGet, cb, nil).WithContext(ctx), state)
+	wantRefused(t, err, "browser went away")
+	if got := providers.ReasonOf(err); got != providers.ReasonOther {
+		t.Fatalf("reason = %q", got)
+	}
+}

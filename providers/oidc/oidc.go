@@ -457,7 +457,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 			// outage. A code used twice is the common case.
 			return nil, p.refuse(providers.ReasonReplay, "token endpoint rejected the code: %s %s", re.ErrorCode, re.ErrorDescription)
 		}
-		return nil, fmt.Errorf("oidc %s: exchange code: %w", p.id, err)
+		return nil, p.outage(ctx, fmt.Errorf("oidc %s: exchange code: %w", p.id, err))
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {
@@ -465,7 +465,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 	}
 	idt, claims, err := p.verifyIDToken(ctx, rawID, st.Nonce)
 	if err != nil {
-		return nil, err
+		return nil, p.outage(ctx, err)
 	}
 	if idt.AccessTokenHash != "" {
 		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
@@ -478,7 +478,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 	}
 	if p.useUserinfo {
 		if err := p.mergeUserinfo(ctx, tok, idt.Subject, claims); err != nil {
-			return nil, err
+			return nil, p.outage(ctx, err)
 		}
 	}
 	p.checkEmail(claims)
@@ -487,6 +487,16 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 		Subject: subject,
 		Claims:  flatten(claims),
 	}}, nil
+}
+
+// outage passes err on, unless it is a technical failure that came after
+// the request's context ended: then the browser went away (or usher is
+// stopping), which is no failure of the IdP and must not count as one.
+func (p *Provider) outage(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, providers.ErrRefused) {
+		return err
+	}
+	return p.refuse(providers.ReasonOther, "request cancelled before the login finished (the browser went away?): %v", err)
 }
 
 func (p *Provider) refuse(reason providers.Reason, format string, args ...any) error {
