@@ -67,7 +67,8 @@ type Provider interface {
 	// Finish completes a login from the IdP's callback request. state is
 	// what Begin returned, or nil when no flow cookie came back (an
 	// IdP-initiated login, which providers refuse unless configured).
-	// Refusals wrap ErrRefused.
+	// Refusals wrap ErrRefused and carry a Reason (see Refused); a request
+	// the browser cut short is a refusal too, never a technical failure.
 	Finish(ctx context.Context, r *http.Request, state []byte) (*Result, error)
 }
 
