@@ -31,16 +31,27 @@ type Desired struct {
 	Groups       []Grant           `json:"groups"`
 	Sync         string            `json:"sync"`
 	Hash         string            `json:"hash"`
-	Why          string            `json:"why"` // "login via okta", "scim", "admin:alice"
+	Cause        Cause             `json:"cause"`
+	// Why is the cause as a previous version wrote it into queued jobs;
+	// read only, so those jobs still say where they came from.
+	Why string `json:"why,omitempty"`
+}
+
+// cause is d's cause, also for jobs a previous version queued.
+func (d Desired) cause() Cause {
+	if d.Cause.Source == "" {
+		return Cause{Source: SourceRetry, IdP: d.IdP, Reason: d.Why}
+	}
+	return d.Cause
 }
 
 // DesiredFor extracts app's desired state from a profile.
-func DesiredFor(p *Profile, app, why string) Desired {
+func DesiredFor(p *Profile, app string, cause Cause) Desired {
 	ap := p.Apps[app]
 	d := Desired{
 		App: app, IdP: p.IdP, Subject: p.Subject, Username: p.Username,
 		Email: p.Email, DisplayName: p.DisplayName, Attributes: p.Attributes,
-		Hash: p.Hash(app), Why: why, Sync: SyncFull,
+		Hash: p.Hash(app), Cause: cause, Sync: SyncFull,
 	}
 	if ap != nil {
 		d.Groups, d.Sync = ap.Groups, ap.Sync
@@ -48,18 +59,14 @@ func DesiredFor(p *Profile, app, why string) Desired {
 	return d
 }
 
-// Store is what reconcile needs from persistence.
-type Store interface {
-	store.Provisioning
-	Append(ctx context.Context, events ...store.Event) error
-}
-
 // Reconciler makes apps match desired states with the fewest calls: it
 // reads the actual user and groups, writes only differences, and records
-// each change as an audit event. It is safe for concurrent use.
+// each change as an audit event. It is the Lifecycle's engine; nothing
+// else drives it. It is safe for concurrent use.
 type Reconciler struct {
 	Apps  map[string]targets.Target
-	Store Store
+	Store store.Provisioning
+	Audit *AuditLog
 	Log   *slog.Logger
 	Now   func() time.Time
 	// FastPath is how long an applied profile counts as fresh: a login
@@ -85,14 +92,27 @@ type Outcome struct {
 // and a login does not bring them back.
 var ErrDeprovisioned = errors.New("deprovisioned by policy")
 
-// Login reconciles every app of the profile concurrently, so the login
-// waits for the slowest app, not the sum; why says what caused it ("login
-// via okta", "scim"). With known set (the person logged in before and the
-// policy allows it), a temporary failure of an app that usher already
-// provisioned them into queues the change and the login proceeds; an app
-// that does not know them yet fails the login, since it would refuse them.
-func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why string, known bool) ([]Outcome, error) {
-	if err := r.Record(ctx, p, why); err != nil {
+// queuePolicy says which temporary app failures go to the retry queue
+// instead of failing the admission.
+type queuePolicy int
+
+const (
+	// queueNever: a new person at login; nothing is queued, the login
+	// fails with the clear page.
+	queueNever queuePolicy = iota
+	// queueKnown: a person the failing app already knows gets in with
+	// the change queued; an app that does not know them fails the login,
+	// since it would refuse them.
+	queueKnown
+	// queueAlways: no one is waiting (SCIM, directory sync); every
+	// change is queued and nothing is lost.
+	queueAlways
+)
+
+// provision reconciles every app of the profile concurrently, so an
+// admission waits for the slowest app, not the sum.
+func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy) ([]Outcome, error) {
+	if err := r.Record(ctx, p, cause); err != nil {
 		return nil, err
 	}
 	apps := make([]string, 0, len(p.Apps))
@@ -105,13 +125,13 @@ func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why st
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
-		d := DesiredFor(p, app, why)
+		d := DesiredFor(p, app, cause)
 		d.PrevUsername = prevUsername
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out[i] = r.Apply(ctx, d, true)
-			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && known && out[i].Known {
+			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && (queue == queueAlways || queue == queueKnown && out[i].Known) {
 				out[i].Queued = r.enqueue(ctx, d, out[i].Err)
 			}
 		}()
@@ -129,13 +149,13 @@ func (r *Reconciler) Login(ctx context.Context, p *Profile, prevUsername, why st
 func (r *Reconciler) enqueue(ctx context.Context, d Desired, cause error) bool {
 	payload, err := json.Marshal(d)
 	if err == nil {
-		_, err = r.Store.Enqueue(ctx, store.Job{Kind: "reconcile", App: d.App, Key: d.Username, Payload: payload, NotBefore: r.now()})
+		_, err = r.Store.Enqueue(ctx, store.Job{Kind: jobReconcile, App: d.App, Key: d.Username, Payload: payload, NotBefore: r.now()})
 	}
 	if err != nil {
 		r.log().Error("queue provisioning retry", "app", d.App, "username", d.Username, "err", err, "cause", cause)
 		return false
 	}
-	r.audit(ctx, d, "queue", "queued", cause.Error())
+	r.audit(ctx, d, ActQueue, ResultQueued, cause.Error())
 	return true
 }
 
@@ -191,37 +211,82 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 		return o
 	}
 	a := applier{r: r, dir: dir, d: d, o: &o}
-	if err := a.run(ctx); err != nil {
-		o.Err = err
-		return o
-	}
-	if cur, err := r.Store.AppState(ctx, d.App, d.Username); err == nil && cur.Deprovisioned {
-		// Deprovisioned while this ran: keep the mark, it wins.
+	err = a.run(ctx)
+	// A removal decided while this ran wins. It records its decision
+	// before it changes the app, and this checks after changing it, so
+	// either the removal read the app after these changes (and undid
+	// them) or this sees the decision and takes its own changes back.
+	cur, cerr := r.Store.AppState(ctx, d.App, d.Username)
+	if cerr == nil && cur.Deprovisioned {
+		a.takeBack(ctx)
 		o.Err = fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, cur.DeprovisionedReason)
 		return o
 	}
+	if err != nil {
+		o.Err = err
+		return o
+	}
+	if cerr != nil && !errors.Is(cerr, store.ErrNotFound) {
+		o.Err = fmt.Errorf("reconcile %s for %s: re-read state: %w", d.App, d.Username, cerr)
+		return o
+	}
 	st.IdP, st.Subject, st.Hash, st.SyncedAt = d.IdP, d.Subject, d.Hash, r.now()
-	if err := r.Store.PutAppState(ctx, st); err != nil {
+	if err := r.Store.RecordSync(ctx, st); err != nil {
 		o.Err = fmt.Errorf("reconcile %s for %s: save state: %w", d.App, d.Username, err)
 	}
 	return o
 }
 
-// applier runs one reconcile of one app.
+// applier runs one reconcile of one app, remembering what it changed
+// that a removal would take away.
 type applier struct {
 	r   *Reconciler
 	dir targets.Target
 	d   Desired
 	o   *Outcome
+	// activated: created or reactivated the account; added: the groups
+	// it added.
+	activated bool
+	added     []string
 }
 
-func (a *applier) change(ctx context.Context, action, detail string) {
+// takeBack undoes what the applier changed that a removal takes away:
+// the account goes back to inactive, the groups it added go. Profile
+// updates stay; they give no access. It runs on a context the caller
+// cannot cancel: a half-undone change is the one thing worse than none.
+func (a *applier) takeBack(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeBackTimeout)
+	defer cancel()
+	d := a.d
+	for _, g := range a.added {
+		if err := a.dir.RemoveFromGroup(ctx, d.Username, g); err != nil {
+			a.r.log().Error("take back a group a login added after a removal", "app", d.App, "username", d.Username, "group", g, "err", err)
+			continue
+		}
+		if err := a.r.Store.RemoveManaged(ctx, d.App, d.Username, g); err != nil {
+			a.r.log().Warn("forget a group taken back", "app", d.App, "username", d.Username, "group", g, "err", err)
+		}
+		a.change(ctx, ActGroupRemove, "removed from "+g+" again: access was removed meanwhile")
+	}
+	if a.activated {
+		if err := a.dir.SetActive(ctx, d.Username, false); err != nil {
+			a.r.log().Error("deactivate again after a removal", "app", d.App, "username", d.Username, "err", err)
+			return
+		}
+		a.change(ctx, ActDeactivate, "deactivated "+d.Username+" again: access was removed meanwhile")
+	}
+}
+
+// takeBackTimeout bounds the undo of a login overtaken by a removal.
+const takeBackTimeout = 30 * time.Second
+
+func (a *applier) change(ctx context.Context, action Action, detail string) {
 	a.o.Changes = append(a.o.Changes, detail)
-	a.r.audit(ctx, a.d, action, "ok", detail)
+	a.r.audit(ctx, a.d, action, ResultOK, detail)
 }
 
-func (a *applier) failed(ctx context.Context, action string, err error) error {
-	a.r.audit(ctx, a.d, action, "error", err.Error())
+func (a *applier) failed(ctx context.Context, action Action, err error) error {
+	a.r.audit(ctx, a.d, action, ResultError, err.Error())
 	return err
 }
 
@@ -238,13 +303,14 @@ func (a *applier) run(ctx context.Context) error {
 			// A retried create that had landed: read what is there.
 			u, err = a.dir.GetUser(ctx, d.Username)
 		} else if err == nil {
-			a.change(ctx, "app.create", fmt.Sprintf("created %s (%q, %s)", d.Username, d.DisplayName, d.Email))
+			a.activated = true
+			a.change(ctx, ActAppCreate, fmt.Sprintf("created %s (%q, %s)", d.Username, d.DisplayName, d.Email))
 		}
 		if err != nil {
-			return a.failed(ctx, "app.create", err)
+			return a.failed(ctx, ActAppCreate, err)
 		}
 	case err != nil:
-		return a.failed(ctx, "app.read", err)
+		return a.failed(ctx, ActAppRead, err)
 	}
 
 	var up targets.Update
@@ -259,9 +325,9 @@ func (a *applier) run(ctx context.Context) error {
 	}
 	if len(what) > 0 {
 		if err := a.dir.UpdateUser(ctx, d.Username, up); err != nil {
-			return a.failed(ctx, "app.update", err)
+			return a.failed(ctx, ActAppUpdate, err)
 		}
-		a.change(ctx, "app.update", strings.Join(what, ", "))
+		a.change(ctx, ActAppUpdate, strings.Join(what, ", "))
 	}
 	if !u.Active {
 		// A deactivation may have landed since Apply read the state (SCIM
@@ -269,10 +335,11 @@ func (a *applier) run(ctx context.Context) error {
 		if st, err := a.r.Store.AppState(ctx, d.App, d.Username); err == nil && st.Deprovisioned {
 			return fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
 		}
+		a.activated = true // from here on, a removal may need this undone
 		if err := a.dir.SetActive(ctx, d.Username, true); err != nil {
-			return a.failed(ctx, "app.activate", err)
+			return a.failed(ctx, ActAppActivate, err)
 		}
-		a.change(ctx, "app.activate", "reactivated "+d.Username)
+		a.change(ctx, ActAppActivate, "reactivated "+d.Username)
 	}
 	if err := a.groups(ctx); err != nil {
 		return err
@@ -295,10 +362,10 @@ func (a *applier) rename(ctx context.Context) (*targets.User, error) {
 		// A retried rename whose first answer was lost finds the old name
 		// gone: if the new one exists, the rename landed.
 		if _, gerr := a.dir.GetUser(ctx, d.Username); !errors.Is(err, targets.ErrNotFound) || gerr != nil {
-			return nil, a.failed(ctx, "app.rename", err)
+			return nil, a.failed(ctx, ActAppRename, err)
 		}
 	}
-	a.change(ctx, "app.rename", fmt.Sprintf("renamed %s → %s", d.PrevUsername, d.Username))
+	a.change(ctx, ActAppRename, fmt.Sprintf("renamed %s → %s", d.PrevUsername, d.Username))
 	a.moveManaged(ctx)
 	return a.dir.GetUser(ctx, d.Username)
 }
@@ -338,7 +405,7 @@ func (a *applier) groups(ctx context.Context) error {
 	d := a.d
 	actual, err := a.dir.UserGroups(ctx, d.Username)
 	if err != nil {
-		return a.failed(ctx, "app.groups", err)
+		return a.failed(ctx, ActAppGroups, err)
 	}
 	have := make(map[string]bool, len(actual))
 	for _, g := range actual {
@@ -358,10 +425,11 @@ func (a *applier) groups(ctx context.Context) error {
 		if err := a.r.Store.AddManaged(ctx, m); err != nil {
 			return fmt.Errorf("reconcile %s for %s: record managed %s: %w", d.App, d.Username, g.Group, err)
 		}
+		a.added = append(a.added, g.Group)
 		err := a.dir.AddToGroup(ctx, d.Username, g.Group)
 		if errors.Is(err, targets.ErrGroupNotFound) && a.r.CreateGroups {
 			if err = a.dir.CreateGroup(ctx, g.Group); err == nil {
-				a.change(ctx, "app.group.create", "created group "+g.Group)
+				a.change(ctx, ActGroupCreate, "created group "+g.Group)
 				err = a.dir.AddToGroup(ctx, d.Username, g.Group)
 			}
 		}
@@ -369,9 +437,9 @@ func (a *applier) groups(ctx context.Context) error {
 			if ferr := a.r.Store.RemoveManaged(context.WithoutCancel(ctx), d.App, d.Username, g.Group); ferr != nil {
 				a.r.log().Warn("forget unapplied membership", "app", d.App, "username", d.Username, "group", g.Group, "err", ferr)
 			}
-			return a.failed(ctx, "app.group.add", fmt.Errorf("add to %s: %w", g.Group, err))
+			return a.failed(ctx, ActGroupAdd, fmt.Errorf("add to %s: %w", g.Group, err))
 		}
-		a.change(ctx, "app.group.add", fmt.Sprintf("added to %s (%s)", g.Group, g.Rule))
+		a.change(ctx, ActGroupAdd, fmt.Sprintf("added to %s (%s)", g.Group, g.Rule))
 		have[strings.ToLower(g.Group)] = true
 	}
 
@@ -389,9 +457,9 @@ func (a *applier) groups(ctx context.Context) error {
 		case d.Sync == SyncAddOnly:
 		default:
 			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); err != nil {
-				return a.failed(ctx, "app.group.remove", fmt.Errorf("remove from %s: %w", m.Group, err))
+				return a.failed(ctx, ActGroupRemove, fmt.Errorf("remove from %s: %w", m.Group, err))
 			}
-			a.change(ctx, "app.group.remove", "removed from "+m.Group)
+			a.change(ctx, ActGroupRemove, "removed from "+m.Group)
 			if err := a.r.Store.RemoveManaged(ctx, d.App, d.Username, m.Group); err != nil {
 				return fmt.Errorf("reconcile %s for %s: forget managed %s: %w", d.App, d.Username, m.Group, err)
 			}
@@ -418,7 +486,7 @@ func (a *applier) attributes(ctx context.Context) error {
 	slices.Sort(names)
 	cur, err := as.Attributes(ctx, d.Username, names)
 	if err != nil {
-		return a.failed(ctx, "app.attributes", err)
+		return a.failed(ctx, ActAttributes, err)
 	}
 	diff := map[string]string{}
 	var what []string
@@ -432,40 +500,27 @@ func (a *applier) attributes(ctx context.Context) error {
 		return nil
 	}
 	if err := as.SetAttributes(ctx, d.Username, diff); err != nil {
-		return a.failed(ctx, "app.attributes", err)
+		return a.failed(ctx, ActAttributes, err)
 	}
-	a.change(ctx, "app.attributes", strings.Join(what, ", "))
+	a.change(ctx, ActAttributes, strings.Join(what, ", "))
 	return nil
 }
 
-func (r *Reconciler) audit(ctx context.Context, d Desired, action, outcome, detail string) {
-	actor := "login"
-	switch {
-	case strings.HasPrefix(d.Why, "scim"):
-		actor = "scim"
-	case strings.HasPrefix(d.Why, "admin"):
-		actor = d.Why
-	case strings.HasPrefix(d.Why, "retry"):
-		actor = "retry"
-	}
-	e := store.Event{
-		Time: r.now(), Action: action, IdP: d.IdP, Subject: d.Subject, Username: d.Username,
-		App: d.App, Actor: actor, Outcome: outcome, Detail: d.Why + ": " + detail,
-	}
-	// The audit write must not ride on a cancelled login context: the
-	// change happened and must be recorded.
-	if err := r.Store.Append(context.WithoutCancel(ctx), e); err != nil {
-		r.log().Error("audit", "action", action, "app", d.App, "username", d.Username, "err", err)
-	}
+func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcome Result, detail string) {
+	_ = r.Audit.Record(ctx, Entry{Action: action, Cause: d.cause(), IdP: d.IdP, Subject: d.Subject,
+		Username: d.Username, App: d.App, Outcome: outcome, Detail: detail})
 }
 
 // Record keeps the profile's per-app desired states in the store, so that
 // an admin's "sync now" (or manual provisioning) can apply them later.
-func (r *Reconciler) Record(ctx context.Context, p *Profile, why string) error {
+// The cause is not part of the record: an unchanged profile writes
+// nothing, whoever admitted the person.
+func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
 	ds := make(map[string]Desired, len(p.Apps))
 	for app := range p.Apps {
 		if r.Apps[app] != nil {
-			ds[app] = DesiredFor(p, app, why)
+			d := DesiredFor(p, app, Cause{})
+			ds[app] = d
 		}
 	}
 	b, err := json.Marshal(ds)
@@ -483,7 +538,7 @@ func (r *Reconciler) Record(ctx context.Context, p *Profile, why string) error {
 
 // Sync applies the identity's last recorded profile to every app now,
 // without the fast path: the "sync now" an admin expects.
-func (r *Reconciler) Sync(ctx context.Context, idp, subject, why string) ([]Outcome, error) {
+func (r *Reconciler) Sync(ctx context.Context, idp, subject string, cause Cause) ([]Outcome, error) {
 	b, _, err := r.Store.Profile(ctx, idp, subject)
 	if err != nil {
 		return nil, fmt.Errorf("sync %s/%s: %w", idp, subject, err)
@@ -501,7 +556,7 @@ func (r *Reconciler) Sync(ctx context.Context, idp, subject, why string) ([]Outc
 	var wg sync.WaitGroup
 	for i, app := range apps {
 		d := ds[app]
-		d.Why = why
+		d.Cause, d.Why = cause, ""
 		wg.Add(1)
 		go func() { defer wg.Done(); out[i] = r.Apply(ctx, d, false) }()
 	}

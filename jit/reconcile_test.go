@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/sqlite"
@@ -23,46 +25,48 @@ import (
 	"github.com/usherhq/usher/targets/targettest"
 )
 
-// clock is a settable time source shared by the reconciler and the store;
-// Login reads it from several goroutines.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// fixture is a Reconciler over emulated apps (one per kind, named after
-// it) and a SQLite store in a temporary directory.
+// fixture is a Lifecycle (and its Reconciler) over emulated apps (one
+// per kind, named after it) and a SQLite store in a temporary directory.
 type fixture struct {
-	r     *Reconciler
-	st    *sqlite.Store
-	clock *clock
-	srv   map[string]*atlassiantest.Server
-	dir   map[string]targets.Target
+	l        *Lifecycle
+	r        *Reconciler
+	st       *sqlite.Store
+	clock    *clockwork.FakeClock
+	srv      map[string]*atlassiantest.Server
+	dir      map[string]targets.Target
+	sessions *revocations
+}
+
+// revocations records the identities whose sessions were ended.
+type revocations struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *revocations) RevokeIdentity(_ context.Context, idp, subject string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ids = append(r.ids, idp+"/"+subject)
+	return nil
+}
+
+func (r *revocations) revoked() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ids)
 }
 
 var seedGroups = []string{"developers", "support", "hand-picked"}
 
 func newFixture(t *testing.T, kinds ...atlassiantest.Kind) *fixture {
 	t.Helper()
-	clk := &clock{t: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clk := clockwork.NewFakeClockAt(time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC))
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "usher.db"), sqlite.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{st: st, clock: clk, srv: map[string]*atlassiantest.Server{}, dir: map[string]targets.Target{}}
+	f := &fixture{st: st, clock: clk, srv: map[string]*atlassiantest.Server{}, dir: map[string]targets.Target{}, sessions: &revocations{}}
 	pw := config.SecretValue("pw")
 	conn := targets.Conn{Username: "admin", Password: pw}
 	for _, k := range kinds {
@@ -88,7 +92,10 @@ func newFixture(t *testing.T, kinds ...atlassiantest.Kind) *fixture {
 		}
 		f.srv[string(k)], f.dir[string(k)] = srv, d
 	}
-	f.r = &Reconciler{Apps: f.dir, Store: st, Now: clk.Now, FastPath: time.Hour, Log: slog.New(slog.DiscardHandler)}
+	log := slog.New(slog.DiscardHandler)
+	f.l = &Lifecycle{Apps: f.dir, Store: st, Sessions: f.sessions, Audit: &AuditLog{Store: st, Log: log, Now: clk.Now},
+		Now: clk.Now, FastPath: time.Hour, Log: log, QueueWhenDown: true, Mappers: map[string]*Mapper{}}
+	f.r = f.l.rec()
 	return f
 }
 
@@ -96,7 +103,7 @@ func newFixture(t *testing.T, kinds ...atlassiantest.Kind) *fixture {
 func alice(app string, groups ...string) Desired {
 	return Desired{
 		App: app, IdP: "okta", Subject: "sub-alice", Username: "alice", Email: "alice@acme.test",
-		DisplayName: "Alice Archer", Groups: grants(groups...), Sync: SyncFull, Hash: "h1", Why: "login via okta",
+		DisplayName: "Alice Archer", Groups: grants(groups...), Sync: SyncFull, Hash: "h1", Cause: LoginVia("okta"),
 	}
 }
 
@@ -149,6 +156,17 @@ func (f *fixture) state(t *testing.T, app, username string) store.AppState {
 	}
 	return st
 }
+
+// bind binds an okta identity to username.
+func (f *fixture) bind(t *testing.T, subject, username string) {
+	t.Helper()
+	if _, err := f.st.Bind(t.Context(), store.Binding{IdP: "okta", Subject: subject, Username: username}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scimOff is the cause of a SCIM deactivation of an okta person.
+var scimOff = SCIMPush("okta", "deactivated")
 
 func (f *fixture) resetCalls() {
 	for _, s := range f.srv {
@@ -375,22 +393,24 @@ func TestDeactivate(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira)
 	ctx := t.Context()
 	f.apply(t, alice("jira", "developers"), false)
-	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
+	f.bind(t, "sub-alice", "alice")
+	rm := Removal{IdP: "okta", Subject: "sub-alice"}
 
 	f.resetCalls()
-	if err := f.r.Deactivate(ctx, l); err != nil {
+	if _, err := f.l.Remove(ctx, rm, scimOff); err != nil {
 		t.Fatal(err)
 	}
 	if f.user(t, "jira", "alice").Active || f.srv["jira"].Writes() != 1 {
-		t.Fatalf("after Deactivate: active %v, calls %v", f.user(t, "jira", "alice").Active, f.srv["jira"].Calls())
+		t.Fatalf("after Remove: active %v, calls %v", f.user(t, "jira", "alice").Active, f.srv["jira"].Calls())
 	}
 	st := f.state(t, "jira", "alice")
-	if !st.Deprovisioned || st.DeprovisionedReason != l.Reason || !st.DeprovisionedAt.Equal(f.clock.Now()) {
+	if !st.Deprovisioned || st.DeprovisionedSource != "scim" || st.DeprovisionedReason != "deactivated" ||
+		st.DeprovisionedAction != "deactivate" || !st.DeprovisionedAt.Equal(f.clock.Now()) {
 		t.Errorf("state %+v", st)
 	}
 	f.resetCalls()
-	if err := f.r.Deactivate(ctx, l); err != nil || f.srv["jira"].Writes() != 0 {
-		t.Fatalf("second Deactivate: %v, calls %v", err, f.srv["jira"].Calls())
+	if _, err := f.l.Remove(ctx, rm, scimOff); err != nil || f.srv["jira"].Writes() != 0 {
+		t.Fatalf("second Remove: %v, calls %v", err, f.srv["jira"].Calls())
 	}
 	evs, err := f.st.Audit(ctx, store.AuditFilter{Username: "alice", Action: "app.deactivate"})
 	if err != nil {
@@ -410,7 +430,7 @@ func TestDeactivate(t *testing.T) {
 		t.Errorf("refused Apply made %d calls", n)
 	}
 
-	if err := f.r.Reinstate(ctx, "scim: active again", "alice"); err != nil {
+	if err := f.l.reinstate(ctx, SCIMPush("okta", "active again"), SourceSCIM, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.state(t, "jira", "alice"); st.Deprovisioned {
@@ -421,16 +441,24 @@ func TestDeactivate(t *testing.T) {
 	}
 }
 
+// An account someone deleted by hand in the app: the decision is
+// recorded all the same, and the app is left alone.
 func TestDeactivateMissingUser(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira)
-	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-ghost", Username: "ghost", Reason: "sweep leavers: inactive 90 days", Actor: "sweep:leavers"}
-	if err := f.r.Deactivate(t.Context(), l); err != nil {
+	ctx := t.Context()
+	if err := f.st.PutAppState(ctx, store.AppState{App: "jira", Username: "ghost", IdP: "okta", Subject: "sub-ghost"}); err != nil {
 		t.Fatal(err)
 	}
-	if w := f.srv["jira"].Writes(); w != 0 {
-		t.Errorf("made %d writes", w)
+	f.bind(t, "sub-ghost", "ghost")
+	outs, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-ghost"}, BySweep("leavers", 4, "inactive 90 days"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if st := f.state(t, "jira", "ghost"); !st.Deprovisioned || st.DeprovisionedReason != l.Reason || st.Subject != "sub-ghost" {
+	if w := f.srv["jira"].Writes(); w != 0 || len(outs) != 1 || outs[0].Skipped == "" {
+		t.Errorf("made %d writes, outcomes %+v", w, outs)
+	}
+	if st := f.state(t, "jira", "ghost"); !st.Deprovisioned || st.DeprovisionedSource != "sweep" || st.DeprovisionedActor != "leavers" ||
+		st.DeprovisionedRun != 4 || st.DeprovisionedReason != "inactive 90 days" || st.Subject != "sub-ghost" {
 		t.Errorf("state %+v", st)
 	}
 }
@@ -499,7 +527,7 @@ func profile(apps ...string) *Profile {
 func TestLoginReconcilesEveryApp(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira, atlassiantest.Confluence, atlassiantest.Crowd)
 	f.srv["confluence"].SetLatency(20 * time.Millisecond)
-	out, err := f.r.Login(t.Context(), profile("jira", "confluence", "crowd", "not-configured"), "", "login via okta", false)
+	out, err := f.r.provision(t.Context(), profile("jira", "confluence", "crowd", "not-configured"), "", LoginVia("okta"), queueNever)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,13 +563,17 @@ func TestLoginWhenAnAppIsDown(t *testing.T) {
 			ctx := t.Context()
 			p := profile("jira", "confluence")
 			if tt.provisoned {
-				if _, err := f.r.Login(ctx, p, "", "login via okta", false); err != nil {
+				if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
 					t.Fatal(err)
 				}
 				f.clock.Advance(2 * f.r.FastPath)
 			}
 			f.srv["jira"].SetDown(true)
-			out, err := f.r.Login(ctx, p, "", "login via okta", tt.known)
+			queue := queueNever
+			if tt.known {
+				queue = queueKnown
+			}
+			out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queue)
 			if (err == nil) != tt.wantQueued {
 				t.Fatalf("Login error %v, want error %v", err, !tt.wantQueued)
 			}
@@ -566,8 +598,8 @@ func TestRenameDoesNotUndoDeprovisioning(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira)
 	ctx := t.Context()
 	f.apply(t, alice("jira", "developers"), false)
-	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
-	if err := f.r.Deactivate(ctx, l); err != nil {
+	f.bind(t, "sub-alice", "alice")
+	if _, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff); err != nil {
 		t.Fatal(err)
 	}
 	// alice comes back under a new username: still deprovisioned.
@@ -581,7 +613,7 @@ func TestRenameDoesNotUndoDeprovisioning(t *testing.T) {
 		t.Fatalf("refused Apply made %d calls", n)
 	}
 	// The IdP reinstates her under both names: the rename and reactivation go through.
-	if err := f.r.Reinstate(ctx, "scim: active", "alice.archer", "alice"); err != nil {
+	if err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice.archer", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	o := f.r.Apply(ctx, d, false)

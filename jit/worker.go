@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/targets"
 )
 
 // Worker drains the durable retry queue: changes a login could not apply
 // because an app was down. Several replicas may run one each; the store
 // leases every job to one worker at a time.
 type Worker struct {
-	Reconciler *Reconciler
-	Store      store.Provisioning
+	Lifecycle *Lifecycle
+	Store     store.Provisioning
 	// Owner names this worker in job leases (host name and process).
 	Owner string
 	// Interval between polls, default 5s; Lease per claimed job, default 2m.
@@ -36,7 +37,7 @@ func (w *Worker) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := w.Drain(ctx); err != nil && ctx.Err() == nil {
-			w.Reconciler.log().Error("retry queue", "err", err)
+			w.Lifecycle.log().Error("retry queue", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -57,7 +58,7 @@ func (w *Worker) Drain(ctx context.Context) (int, error) {
 		// One job at a time: a job against a down app can take minutes of
 		// retries, and a batch would outlive its lease and be claimed again
 		// by another replica.
-		jobs, err := w.Store.Claim(ctx, w.Owner, w.Reconciler.now(), 1, lease)
+		jobs, err := w.Store.Claim(ctx, w.Owner, w.Lifecycle.now(), 1, lease)
 		if err != nil {
 			return done, fmt.Errorf("claim jobs: %w", err)
 		}
@@ -75,19 +76,26 @@ func (w *Worker) Drain(ctx context.Context) (int, error) {
 	return done, nil
 }
 
+// Job kinds of the retry queue.
+const (
+	jobReconcile = "reconcile"
+	jobRemove    = "deprovision"
+)
+
 func (w *Worker) run(ctx context.Context, j store.Job) bool {
-	if j.Kind == "deprovision" {
-		return w.runDeprovision(ctx, j)
+	if j.Kind == jobRemove {
+		return w.runRemove(ctx, j)
 	}
-	r := w.Reconciler
+	r := w.Lifecycle.rec()
 	var d Desired
 	if err := json.Unmarshal(j.Payload, &d); err != nil {
 		// A payload this version cannot read stays visible in the queue.
 		_ = w.Store.Retry(ctx, j.ID, w.Owner, r.now().Add(w.maxBackoff()), "unreadable payload: "+err.Error())
 		return false
 	}
+	cause := d.cause().retried()
 	d = w.newest(ctx, d)
-	d.Why = "retry: " + d.Why
+	d.Cause, d.Why = cause, ""
 	o := r.Apply(ctx, d, false)
 	if o.Err == nil || errors.Is(o.Err, ErrDeprovisioned) {
 		if err := w.Store.Complete(ctx, j.ID, w.Owner); err != nil {
@@ -95,11 +103,7 @@ func (w *Worker) run(ctx context.Context, j store.Job) bool {
 		}
 		return o.Err == nil
 	}
-	next := r.now().Add(w.backoff(j.Attempts + 1))
-	if err := w.Store.Retry(ctx, j.ID, w.Owner, next, o.Err.Error()); err != nil {
-		r.log().Error("reschedule job", "job", j.ID, "err", err)
-	}
-	r.log().Warn("provisioning retry failed", "app", d.App, "username", d.Username, "attempt", j.Attempts+1, "next", next, "err", o.Err)
+	w.retryLater(ctx, j, o.Err)
 	return false
 }
 
@@ -143,22 +147,43 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (w *Worker) runDeprovision(ctx context.Context, j store.Job) bool {
-	r := w.Reconciler
-	var l Leaver
-	if err := json.Unmarshal(j.Payload, &l); err != nil {
+// runRemove applies a queued removal, unless the decision was withdrawn
+// since (the IdP brought the person back): then the job is done.
+func (w *Worker) runRemove(ctx context.Context, j store.Job) bool {
+	r := w.Lifecycle.rec()
+	var rj removeJob
+	if err := json.Unmarshal(j.Payload, &rj); err != nil {
 		_ = w.Store.Retry(ctx, j.ID, w.Owner, r.now().Add(w.maxBackoff()), "unreadable payload: "+err.Error())
 		return false
 	}
-	if err := r.deactivate(ctx, l, true); err != nil {
-		next := r.now().Add(w.backoff(j.Attempts + 1))
-		if rerr := w.Store.Retry(ctx, j.ID, w.Owner, next, err.Error()); rerr != nil {
-			r.log().Error("reschedule job", "job", j.ID, "err", rerr)
+	st, err := r.Store.AppState(ctx, rj.App, rj.Username)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || err == nil && !st.Deprovisioned:
+		// Withdrawn meanwhile: nothing left to do.
+		if err := w.Store.Complete(ctx, j.ID, w.Owner); err != nil {
+			r.log().Error("complete job", "job", j.ID, "err", err)
 		}
+		return true
+	case err != nil:
+		w.retryLater(ctx, j, err)
+		return false
+	}
+	rj.Cause = rj.cause().retried()
+	if _, err := r.act(ctx, rj); err != nil && !errors.Is(err, targets.ErrNotFound) {
+		w.retryLater(ctx, j, err)
 		return false
 	}
 	if err := w.Store.Complete(ctx, j.ID, w.Owner); err != nil {
 		r.log().Error("complete job", "job", j.ID, "err", err)
 	}
 	return true
+}
+
+func (w *Worker) retryLater(ctx context.Context, j store.Job, cause error) {
+	r := w.Lifecycle.rec()
+	next := r.now().Add(w.backoff(j.Attempts + 1))
+	if err := w.Store.Retry(ctx, j.ID, w.Owner, next, cause.Error()); err != nil {
+		r.log().Error("reschedule job", "job", j.ID, "err", err)
+	}
+	r.log().Warn("queued change failed again", "kind", j.Kind, "app", j.App, "username", j.Key, "attempt", j.Attempts+1, "next", next, "err", cause)
 }

@@ -3,6 +3,7 @@ package jit
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,7 @@ import (
 )
 
 func (f *fixture) worker(owner string) *Worker {
-	return &Worker{Reconciler: f.r, Store: f.st, Owner: owner}
+	return &Worker{Lifecycle: f.l, Store: f.st, Owner: owner}
 }
 
 func (f *fixture) drain(t *testing.T, w *Worker) int {
@@ -45,13 +46,13 @@ func TestWorkerAppliesQueuedLoginWhenAppIsBack(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira)
 	ctx := t.Context()
 	p := profile("jira")
-	if _, err := f.r.Login(ctx, p, "", "login via okta", false); err != nil {
+	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(2 * f.r.FastPath)
 	p.DisplayName = "Alice Archer-Smith"
 	f.srv["jira"].SetDown(true)
-	if out, err := f.r.Login(ctx, p, "", "login via okta", true); err != nil || !out[0].Queued {
+	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown); err != nil || !out[0].Queued {
 		t.Fatalf("Login while down: %+v, %v", out, err)
 	}
 
@@ -138,9 +139,13 @@ func TestQueuedDeactivationIsAppliedLater(t *testing.T) {
 	ctx := t.Context()
 	f.apply(t, alice("jira"), false)
 	f.srv["jira"].SetDown(true)
-	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
-	if err := f.r.Deactivate(ctx, l); err != nil {
-		t.Fatalf("Deactivate while down: %v", err)
+	f.bind(t, "sub-alice", "alice")
+	outs, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff)
+	if err != nil || len(outs) != 1 || !outs[0].Queued {
+		t.Fatalf("Remove while down: %+v, %v", outs, err)
+	}
+	if got := f.sessions.revoked(); !slices.Equal(got, []string{"okta/sub-alice"}) {
+		t.Errorf("revoked %q, want okta/sub-alice at once, app down or not", got)
 	}
 	if q := f.queue(t); q.Depth != 1 {
 		t.Fatalf("queue depth %d, want 1", q.Depth)
@@ -153,7 +158,7 @@ func TestQueuedDeactivationIsAppliedLater(t *testing.T) {
 	if f.user(t, "jira", "alice").Active {
 		t.Error("still active")
 	}
-	if st := f.state(t, "jira", "alice"); !st.Deprovisioned || st.DeprovisionedReason != l.Reason {
+	if st := f.state(t, "jira", "alice"); !st.Deprovisioned || st.DeprovisionedSource != "scim" {
 		t.Errorf("state %+v", st)
 	}
 	if q := f.queue(t); q.Depth != 0 {
@@ -191,7 +196,7 @@ func TestWorkerAppliesTheNewestWish(t *testing.T) {
 	p := profile("jira")
 	f.srv["jira"].AddGroup("testers")
 	p.Apps["jira"].Groups = grants("testers")
-	if _, err := f.r.Login(ctx, p, "", "login via okta", false); err != nil {
+	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.drain(t, f.worker("w1")); n != 1 {
@@ -209,14 +214,14 @@ func TestQueuedDeactivationYieldsToReinstatement(t *testing.T) {
 	ctx := t.Context()
 	f.apply(t, alice("jira", "developers"), false)
 	f.srv["jira"].SetDown(true)
-	l := Leaver{App: "jira", IdP: "okta", Subject: "sub-alice", Username: "alice", Reason: "scim: deactivated", Actor: "scim"}
-	if err := f.r.Deactivate(ctx, l); err != nil {
+	f.bind(t, "sub-alice", "alice")
+	if _, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.state(t, "jira", "alice"); !st.Deprovisioned {
 		t.Fatalf("decision not recorded while the app is down: %+v", st)
 	}
-	if err := f.r.Reinstate(ctx, "scim: active", "alice"); err != nil {
+	if err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	f.srv["jira"].SetDown(false)

@@ -7,14 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
-	"github.com/usherhq/usher/session"
-	"github.com/usherhq/usher/store"
 )
 
 // flow is the per-login state kept in the encrypted flow cookie between
@@ -185,149 +182,11 @@ func (h *Handler) callback(typ string) http.HandlerFunc {
 	}
 }
 
-// establish maps the identity to a profile, applies the access policy,
-// binds the identity, provisions the apps and issues the session.
-func (h *Handler) establish(w http.ResponseWriter, r *http.Request, idp *IdP, id providers.Identity, rd string) {
-	ctx := r.Context()
-	now := h.now()
-	p, err := idp.Mapper.Map(id)
-	var denied *jit.DeniedError
-	switch {
-	case errors.As(err, &denied):
-		h.opt.Metrics.Login(id.IdP, metrics.OutcomeDenied, metrics.ReasonPolicy)
-		h.audit(r, store.Event{Action: "login.denied", IdP: id.IdP, Subject: id.Subject, Outcome: "refused", Detail: denied.Reason})
-		h.fail(w, r, http.StatusForbidden, "Access denied", "You signed in, but "+denied.Reason+".", err)
-		return
-	case err != nil:
-		h.refuse(w, r, id.IdP, id.Subject, err, "Your account could not be matched to a user of these applications. Ask your administrator; quote the request ID below.")
-		return
-	}
-	for _, warn := range p.Warnings {
-		h.log.Warn("mapping", "idp", id.IdP, "subject", id.Subject, "warning", warn, "request_id", requestID(r))
-	}
-	prev, err := h.opt.Store.Binding(ctx, id.IdP, id.Subject)
-	known := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
-		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not read your account. Try again in a moment.", fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err))
-		return
-	}
-	_, err = h.opt.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: now})
-	if errors.Is(err, store.ErrUsernameTaken) {
-		h.opt.Metrics.Login(id.IdP, metrics.OutcomeRefused, metrics.ReasonUsernameTaken)
-		h.audit(r, store.Event{Action: "login.refused", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "refused", Detail: "username bound to another identity"})
-		h.fail(w, r, http.StatusForbidden, "Account name already in use", "The user name "+p.Username+" already belongs to another account, so usher will not sign you in as that user. Ask your administrator to link the accounts.", err)
-		return
-	}
-	if err != nil {
-		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
-		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err))
-		return
-	}
-	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionManual {
-		if err := h.opt.Provisioner.Record(ctx, p, "login via "+id.IdP); err != nil {
-			h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", err)
-			return
-		}
-		h.audit(r, store.Event{Action: "provisioning.planned", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: "manual provisioning: waiting for an admin's sync"})
-	}
-	var removed []string // apps that took this person's access away
-	if h.opt.Provisioner != nil && p.Provisioning == jit.ProvisionOnLogin {
-		prevName := ""
-		if known && prev.Username != p.Username {
-			prevName = prev.Username
-		}
-		outs, err := h.opt.Provisioner.Login(ctx, p, prevName, "login via "+id.IdP, known && h.opt.QueueWhenDown)
-		if err != nil {
-			var apps []string
-			for _, o := range outs {
-				if o.Err != nil && !o.Queued {
-					apps = append(apps, o.App)
-				}
-			}
-			h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonProvisioning)
-			h.audit(r, store.Event{Action: "login.failed", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "error", Detail: err.Error()})
-			h.fail(w, r, http.StatusServiceUnavailable, "Your account could not be set up", "usher could not set up your account in "+strings.Join(apps, ", ")+". Try again in a few minutes.", err)
-			return
-		}
-		for _, o := range outs {
-			if errors.Is(o.Err, jit.ErrDeprovisioned) {
-				removed = append(removed, o.App)
-			}
-		}
-		if len(outs) > 0 && len(removed) == len(outs) {
-			h.opt.Metrics.Login(id.IdP, metrics.OutcomeDenied, metrics.ReasonPolicy)
-			h.audit(r, store.Event{Action: "login.refused", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "refused", Detail: "deprovisioned in every app"})
-			h.fail(w, r, http.StatusForbidden, "Access removed", "Your access to these applications has been removed. Ask your administrator if this is a mistake.", nil)
-			return
-		}
-	}
-	if err := h.opt.Store.RecordLogin(ctx, id.IdP, id.Subject, now); err != nil {
-		h.opt.Metrics.Login(id.IdP, metrics.OutcomeError, metrics.ReasonStore)
-		h.fail(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", "usher could not record your sign-in. Try again in a moment.", fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err))
-		return
-	}
-	h.opt.Metrics.Login(id.IdP, metrics.OutcomeOK, metrics.ReasonNone)
-	h.audit(r, store.Event{Action: "login", IdP: id.IdP, Subject: id.Subject, Username: p.Username, Outcome: "ok", Detail: jit.Explain(id, p)})
-	s := &session.Session{
-		ID: randomID(), IdP: id.IdP, Subject: id.Subject,
-		Username: p.Username, Email: p.Email, DisplayName: p.DisplayName, Groups: p.IdPGroups,
-		Apps: h.allowedApps(idp, p, removed), LogoutHint: id.LogoutHint, Created: now, Seen: now,
-	}
-	for _, a := range h.opt.SessionAttributes {
-		if v := p.Attributes[a]; v != "" {
-			if s.Attributes == nil {
-				s.Attributes = map[string]string{}
-			}
-			s.Attributes[a] = v
-		}
-	}
-	err = h.opt.Codec.Save(w, s)
-	if errors.Is(err, session.ErrTooLarge) && len(s.Groups) > 0 {
-		// Too many IdP groups for a cookie: the person still gets in, the
-		// apps get no groups header. Filter groups (mapping.groups.include)
-		// to send them.
-		h.log.Warn("session too large for the groups header; sending no groups", "idp", id.IdP, "subject", id.Subject,
-			"groups", len(s.Groups), "request_id", requestID(r))
-		s.Groups = nil
-		err = h.opt.Codec.Save(w, s)
-	}
-	if err != nil {
-		h.fail(w, r, http.StatusInternalServerError, "Sign-in failed", "usher could not create your session.", err)
-		return
-	}
-	h.log.Info("login", "idp", id.IdP, "subject", id.Subject, "username", p.Username, "request_id", requestID(r))
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, rd, http.StatusFound)
-}
-
-// allowedApps is the session's app list: nil when the IdP lets its users
-// into every app (no access.apps) and none took the person away, so the
-// common case costs nothing per request. A restricted IdP always gets an
-// explicit list, so an app added by a later reload is not open to it.
-func (h *Handler) allowedApps(idp *IdP, p *jit.Profile, removed []string) []string {
-	all := len(removed) == 0 && !idp.Mapper.RestrictsApps()
-	for _, a := range h.apps {
-		if p.Apps[a.Name] == nil {
-			all = false
-		}
-	}
-	if all {
-		return nil
-	}
-	apps := []string{}
-	for name := range p.Apps {
-		if !slices.Contains(removed, name) {
-			apps = append(apps, name)
-		}
-	}
-	slices.Sort(apps)
-	return apps
-}
-
+// refuse answers a login the IdP's answer did not allow (a bad
+// signature, a replay, a stale flow).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, idp, subject string, err error, msg string) {
 	h.opt.Metrics.Login(idp, metrics.OutcomeRefused, refusalReason(err))
-	h.audit(r, store.Event{Action: "login.refused", IdP: idp, Subject: subject, Outcome: "refused", Detail: err.Error()})
+	h.audit(r, jit.Entry{Action: jit.ActLoginRefused, Cause: jit.LoginVia(idp), Subject: subject, Outcome: jit.ResultRefused, Detail: err.Error()})
 	h.fail(w, r, http.StatusForbidden, "Sign-in refused", msg, err)
 }
 
@@ -337,15 +196,11 @@ func refusalReason(err error) string {
 	return string(providers.ReasonOf(err))
 }
 
-func (h *Handler) audit(r *http.Request, e store.Event) {
-	if e.Time.IsZero() {
-		e.Time = h.now()
-	}
-	if e.Actor == "" {
-		e.Actor = "login"
-	}
-	if err := h.opt.Store.Append(r.Context(), e); err != nil {
-		h.log.Error("audit", "err", err, "action", e.Action, "idp", e.IdP, "request_id", requestID(r))
+// audit records an entry through the one audit writer, which keeps it
+// even when the browser has gone.
+func (h *Handler) audit(r *http.Request, e jit.Entry) {
+	if h.opt.Audit != nil {
+		_ = h.opt.Audit.Record(r.Context(), e)
 	}
 }
 
@@ -406,7 +261,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			h.log.Error("revoke session at logout", "idp", s.IdP, "err", err, "request_id", requestID(r))
 		}
 	}
-	h.audit(r, store.Event{Action: "logout", IdP: s.IdP, Subject: s.Subject, Username: s.Username, Outcome: "ok"})
+	h.audit(r, jit.Entry{Action: jit.ActLogout, Cause: jit.LoginVia(s.IdP), Subject: s.Subject, Username: s.Username, Outcome: jit.ResultOK})
 	target := "/usher/logged-out"
 	if idp := h.idps[s.IdP]; idp != nil {
 		if lo, ok := idp.Provider.(providers.Logouter); ok {

@@ -19,7 +19,6 @@ import (
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/session"
-	"github.com/usherhq/usher/store"
 )
 
 // App is one routed upstream.
@@ -47,13 +46,15 @@ func (i *IdP) provider() providers.Provider {
 	return i.Provider
 }
 
-// Provisioner brings the apps in line with a person's profile at login
-// (jit.Reconciler).
-type Provisioner interface {
-	Login(ctx context.Context, p *jit.Profile, prevUsername, why string, known bool) ([]jit.Outcome, error)
-	// Record keeps the profile for a later "sync now" without applying it
-	// (mapping.provisioning: manual).
-	Record(ctx context.Context, p *jit.Profile, why string) error
+// Lifecycle admits a person who signed in (jit.Lifecycle): mapping,
+// policy, binding, provisioning and audit all happen there.
+type Lifecycle interface {
+	Admit(ctx context.Context, id providers.Identity, cause jit.Cause) (*jit.Admission, error)
+}
+
+// Audit is the one audit writer (jit.AuditLog).
+type Audit interface {
+	Record(ctx context.Context, entries ...jit.Entry) error
 }
 
 // Options configure a Handler.
@@ -68,13 +69,11 @@ type Options struct {
 		RevokeSession(ctx context.Context, s *session.Session) error
 		RevokeIdentity(ctx context.Context, idp, subject string) error
 	}
-	Store store.Store
-	// Provisioner, when set, provisions on login (mapping.provisioning:
-	// on_login). QueueWhenDown lets people the apps already know log in
-	// while an app is down, with their changes queued.
-	Provisioner   Provisioner
-	QueueWhenDown bool
-	FlowTimeout   time.Duration
+	// Lifecycle admits people at login; Audit records refusals and
+	// logouts that happen before or after an admission.
+	Lifecycle   Lifecycle
+	Audit       Audit
+	FlowTimeout time.Duration
 	// SCIM serves /scim/v2 when IdPs push users; nil when none does.
 	SCIM http.Handler
 	// Metrics counts requests and logins; nil counts nothing.

@@ -17,8 +17,22 @@ type AppState struct {
 	SyncedAt time.Time // when Hash was applied
 	// Deprovisioned is set when a sweep, SCIM or an admin took access
 	// away; a later login does not reactivate the user while it is set.
-	Deprovisioned       bool
-	DeprovisionedAt     time.Time
+	// The other Deprovisioned fields say who and how, as structured
+	// fields the lifecycle writes and reads (never parsed from Reason).
+	Deprovisioned   bool
+	DeprovisionedAt time.Time
+	// DeprovisionedSource is what decided it: "scim", "sweep", "admin",
+	// "directory".
+	DeprovisionedSource string
+	// DeprovisionedActor names who within the source: the sweep policy,
+	// the admin, the directory; "" for SCIM.
+	DeprovisionedActor string
+	// DeprovisionedRun is the sweep or directory sync run, 0 otherwise.
+	DeprovisionedRun int64
+	// DeprovisionedAction is what was done: "deactivate",
+	// "remove_managed_groups", "remove_licence_group", "delete".
+	DeprovisionedAction string
+	// DeprovisionedReason is the human explanation.
 	DeprovisionedReason string
 }
 
@@ -66,6 +80,12 @@ type Provisioning interface {
 	AppState(ctx context.Context, app, username string) (AppState, error)
 	// PutAppState creates or replaces the state.
 	PutAppState(ctx context.Context, s AppState) error
+	// RecordSync records that a profile was applied: it creates the state
+	// or updates its username spelling, IdP, Subject, Hash and SyncedAt,
+	// and leaves the Deprovisioned fields as stored, in one statement, so
+	// that a reconcile finishing never clears a removal decided while it
+	// ran.
+	RecordSync(ctx context.Context, s AppState) error
 	// AppStates lists the states of one app, ordered by username, after
 	// the cursor (a username; "" = from the start).
 	AppStates(ctx context.Context, app, after string, limit int) ([]AppState, error)

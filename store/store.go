@@ -17,6 +17,11 @@ var ErrNotFound = errors.New("store: not found")
 // externalId within an IdP) is already taken.
 var ErrConflict = errors.New("store: conflict")
 
+// ErrUnavailable wraps failures to reach the database or to get an answer
+// in time: the caller may try again later. It is never returned for
+// refused input or missing records.
+var ErrUnavailable = errors.New("store: unavailable")
+
 // ErrUsernameTaken is returned when a username is already bound to another
 // (idp, subject).
 var ErrUsernameTaken = errors.New("store: username bound to another identity")

@@ -2,14 +2,13 @@ package sweep
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
 )
@@ -41,7 +40,7 @@ type Outcome struct {
 	unrecorded bool
 }
 
-// bookkeepingTimeout bounds the store writes after an app change; they run
+// bookkeepingTimeout bounds the store writes after a decision; they run
 // even when the run is being cancelled, so a change is never left
 // unrecorded.
 const bookkeepingTimeout = 30 * time.Second
@@ -70,12 +69,6 @@ func (s *Sweeper) apply(ctx context.Context, res *Result, done map[string]bool) 
 			res.Failed++
 		}
 	})
-}
-
-// marker prefixes DeprovisionedReason, so a resumed run recognises the
-// users it already changed.
-func (s *Sweeper) marker(run int64) string {
-	return fmt.Sprintf("sweep:%s run %d: ", s.p.Name, run)
 }
 
 // recheck caches, for one apply, what is the same for every user of an
@@ -138,9 +131,10 @@ func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item, rc *recheck
 		return skip("no longer provisioned in " + it.App)
 	case err != nil:
 		return failed(err)
-	case as.Deprovisioned && strings.HasPrefix(as.DeprovisionedReason, s.marker(run)):
-		// This run changed the app and crashed before recording the rest.
-		return s.finish(ctx, run, it, as, log)
+	case as.Deprovisioned && s.ours(as, run):
+		// This run decided it and stopped before the rest: finish it. The
+		// removal is idempotent.
+		return s.remove(ctx, run, it, log)
 	case as.Deprovisioned:
 		return skip("already deprovisioned: " + as.DeprovisionedReason)
 	}
@@ -154,9 +148,8 @@ func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item, rc *recheck
 	if rule, _ := s.evaluate(f, s.d.Now()); rule == "" {
 		return skip("no source says the user is gone any more")
 	}
-	dir := s.d.Apps[it.App]
 	if len(s.p.ProtectedGroups) > 0 {
-		groups, err := dir.UserGroups(ctx, it.Username)
+		groups, err := s.d.Apps[it.App].UserGroups(ctx, it.Username)
 		switch {
 		case errors.Is(err, targets.ErrNotFound):
 			return skip("not in " + it.App)
@@ -167,113 +160,77 @@ func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item, rc *recheck
 			return skip("member of protected group " + g)
 		}
 	}
-
-	if err := s.act(ctx, dir, it); err != nil {
-		if errors.Is(err, targets.ErrNotFound) {
-			return skip("not in " + it.App)
-		}
-		s.audit(ctx, run, it, "error", err.Error(), log)
-		return failed(err)
-	}
-	as.Deprovisioned = true
-	as.DeprovisionedAt = s.d.Now()
-	as.DeprovisionedReason = s.marker(run) + it.Reason
-	bctx, cancel := bookkeeping(ctx)
-	defer cancel()
-	if err := st.PutAppState(bctx, as); err != nil {
-		// The app changed but a login could undo it: say so loudly.
-		log.Error("sweep: app changed but not recorded as deprovisioned", "err", err)
-		o := out("failed", err.Error())
-		o.unrecorded = true
-		return o
-	}
-	return s.finish(ctx, run, it, as, log)
+	return s.remove(ctx, run, it, log)
 }
 
-// finish revokes sessions, audits and records the item done. It runs
-// even when ctx is being cancelled: the app has already changed.
-func (s *Sweeper) finish(ctx context.Context, run int64, it Item, as store.AppState, log *slog.Logger) Outcome {
+// ours reports whether this policy's run decided the app state's
+// removal.
+func (s *Sweeper) ours(as store.AppState, run int64) bool {
+	return as.DeprovisionedSource == string(jit.SourceSweep) && as.DeprovisionedActor == s.p.Name && as.DeprovisionedRun == run
+}
+
+// remove hands the item to the lifecycle, which records the decision,
+// ends the sessions and changes the app (or queues the change), then
+// records the item done. The bookkeeping runs even when ctx is being
+// cancelled: the decision has been made.
+func (s *Sweeper) remove(ctx context.Context, run int64, it Item, log *slog.Logger) Outcome {
+	cause := jit.BySweep(s.p.Name, run, it.Reason+" ["+it.Rule+"]")
+	cause.IdP = it.IdP
+	rm := jit.Removal{IdP: it.IdP, Subject: it.Subject, Apps: []string{it.App}, Action: jit.RemoveAction(it.Action),
+		LicenceGroups: s.p.LicenceGroups}
+	outs, err := s.d.Remover.Remove(ctx, rm, cause)
+	unfinished := false
+	for _, o := range outs {
+		if o.Err != nil && !o.Queued {
+			unfinished = true
+		}
+	}
+	if err != nil && (!decided(outs) || unfinished) {
+		if ctx.Err() == nil {
+			log.Error("sweep: item failed", "err", err)
+		}
+		// Decided but neither applied nor queued: the run stays open and
+		// the next Run finishes it (the re-check finds this run's
+		// decision). Not decided: the next run plans it again.
+		return Outcome{Item: it, Outcome: "failed", Detail: err.Error(), unrecorded: decided(outs)}
+	}
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	var errs []error
-	if err := s.d.Revoke(bctx, it.IdP, it.Subject, as.DeprovisionedAt); err != nil {
-		errs = append(errs, fmt.Errorf("revoke sessions: %w", err))
-	}
-	if err := s.audit(bctx, run, it, "ok", "", log); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		// Not marked done: the re-check finds the marker and retries this.
-		log.Error("sweep: bookkeeping failed", "err", err)
-		return Outcome{Item: it, Outcome: "failed", Detail: err.Error(), unrecorded: true}
-	}
 	if err := s.d.Store.MarkSwept(bctx, run, it.key()); err != nil {
 		log.Error("sweep: record progress", "err", err)
 		return Outcome{Item: it, Outcome: "failed", Detail: err.Error(), unrecorded: true}
 	}
-	return Outcome{Item: it, Outcome: "applied"}
+	if err != nil {
+		// The app refused; the retry queue keeps trying. Shown as failed
+		// so that an admin looks.
+		log.Error("sweep: the app refused the change; it stays queued", "err", err)
+		return Outcome{Item: it, Outcome: "failed", Detail: err.Error() + " (queued for retry)"}
+	}
+	detail := ""
+	for _, o := range outs {
+		switch {
+		case o.Queued:
+			detail = "queued: " + it.App + " is unavailable; the retry queue finishes it"
+		case o.Skipped != "":
+			detail = o.Skipped
+		}
+	}
+	return Outcome{Item: it, Outcome: "applied", Detail: detail}
+}
+
+// decided reports whether the lifecycle got as far as recording the
+// decision (it returns outcomes only then).
+func decided(outs []jit.RemoveOutcome) bool {
+	for _, o := range outs {
+		if o.Skipped == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
-}
-
-// audit appends the item's event; failures are returned and logged.
-func (s *Sweeper) audit(ctx context.Context, run int64, it Item, outcome, errText string, log *slog.Logger) error {
-	detail, _ := json.Marshal(struct {
-		Run    int64  `json:"run"`
-		Rule   string `json:"rule"`
-		Reason string `json:"reason"`
-		Error  string `json:"error,omitempty"`
-	}{run, it.Rule, it.Reason, errText})
-	ev := store.Event{Time: s.d.Now(), Action: "sweep." + string(it.Action), IdP: it.IdP, Subject: it.Subject,
-		Username: it.Username, App: it.App, Actor: "sweep:" + s.p.Name, Outcome: outcome, Detail: string(detail)}
-	if err := s.d.Store.Append(ctx, ev); err != nil {
-		log.Error("sweep: audit", "err", err)
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
-}
-
-// act makes the change in the app.
-func (s *Sweeper) act(ctx context.Context, dir targets.Target, it Item) error {
-	switch it.Action {
-	case Deactivate:
-		return dir.SetActive(ctx, it.Username, false)
-	case RemoveManagedGroups:
-		ms, err := s.d.Store.Managed(ctx, it.App, it.Username)
-		if err != nil {
-			return err
-		}
-		var groups []string
-		for _, m := range ms {
-			if err := dir.RemoveFromGroup(ctx, it.Username, m.Group); err != nil && !errors.Is(err, targets.ErrGroupNotFound) {
-				return err
-			}
-			groups = append(groups, m.Group)
-		}
-		if len(groups) == 0 {
-			return nil
-		}
-		return s.d.Store.RemoveManaged(ctx, it.App, it.Username, groups...)
-	case RemoveLicenceGroup:
-		g := s.p.LicenceGroups[it.App]
-		if g == "" {
-			return fmt.Errorf("no licence group configured for %s", it.App)
-		}
-		err := dir.RemoveFromGroup(ctx, it.Username, g)
-		if errors.Is(err, targets.ErrGroupNotFound) {
-			return nil
-		}
-		return err
-	case Delete:
-		d, ok := dir.(targets.Deleter)
-		if !ok {
-			return fmt.Errorf("%s cannot delete users", it.App)
-		}
-		return d.DeleteUser(ctx, it.Username)
-	}
-	return fmt.Errorf("unknown action %q", it.Action)
 }
 
 // pointFacts re-reads the evidence about one identity. The directory

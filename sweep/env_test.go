@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/sqlite"
 	"github.com/usherhq/usher/targets"
@@ -54,7 +55,7 @@ type env struct {
 
 	mu      sync.Mutex
 	revoked []string
-	// onRevoke runs inside Deps.Revoke (after recording), when set.
+	// onRevoke runs inside RevokeIdentity (after recording), when set.
 	onRevoke func(n int)
 }
 
@@ -142,7 +143,8 @@ func must(t testing.TB, err error) {
 	}
 }
 
-func (e *env) revoke(_ context.Context, idp, subject string, before time.Time) error {
+// RevokeIdentity stands in for the session layer.
+func (e *env) RevokeIdentity(_ context.Context, idp, subject string) error {
 	e.mu.Lock()
 	e.revoked = append(e.revoked, idp+"/"+subject)
 	n := len(e.revoked)
@@ -155,8 +157,10 @@ func (e *env) revoke(_ context.Context, idp, subject string, before time.Time) e
 }
 
 func (e *env) deps() Deps {
-	return Deps{Store: e.st, Apps: e.apps, Now: func() time.Time { return t0 }, Revoke: e.revoke,
-		Log: slog.New(slog.DiscardHandler), Owner: "test", Lease: time.Minute}
+	now := func() time.Time { return t0 }
+	log := slog.New(slog.DiscardHandler)
+	lc := &jit.Lifecycle{Apps: e.apps, Store: e.st, Sessions: e, Audit: &jit.AuditLog{Store: e.st, Log: log, Now: now}, Now: now, Log: log}
+	return Deps{Store: e.st, Apps: e.apps, Remover: lc, Now: now, Log: log, Owner: "test", Lease: time.Minute}
 }
 
 func (e *env) sweeper(t testing.TB, p Policy, deps ...Deps) *Sweeper {
@@ -187,7 +191,9 @@ func (e *env) audit(t testing.TB) []store.Event {
 	must(t, err)
 	var out []store.Event
 	for _, ev := range evs {
-		if ev.Actor == "sweep:leavers" {
+		// One entry per app change; the lifecycle's per-person
+		// "deprovision" entries are not counted.
+		if ev.Actor == "sweep:leavers" && ev.Action != string(jit.ActDeprovision) {
 			out = append(out, ev)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
 )
@@ -39,13 +40,15 @@ type Store interface {
 // Deps are the sweeper's collaborators.
 type Deps struct {
 	Store Store
-	// Apps are the configured apps by name.
+	// Apps are the configured apps by name; the planner reads them (group
+	// memberships for protected groups), it never changes them.
 	Apps map[string]targets.Target
-	// Revoke ends the identity's sessions created before before. Nil
-	// records a store revocation kept for 30 days.
-	Revoke func(ctx context.Context, idp, subject string, before time.Time) error
-	Log    *slog.Logger
-	Now    func() time.Time
+	// Remover takes a leaver's access away (jit.Lifecycle): it records
+	// the decision, ends the sessions and changes the app, in that order,
+	// as for every other source.
+	Remover Remover
+	Log     *slog.Logger
+	Now     func() time.Time
 	// HTTP is used for directory pulls; nil means http.DefaultClient.
 	HTTP *http.Client
 	// Owner names this replica in leases; default hostname plus random.
@@ -56,6 +59,11 @@ type Deps struct {
 	OnRun func(res *Result, d time.Duration)
 	// OnBlocked is called whenever Run refuses a plan (metrics).
 	OnBlocked func(policy, reason string)
+}
+
+// Remover is the lifecycle's removal.
+type Remover interface {
+	Remove(ctx context.Context, rm jit.Removal, cause jit.Cause) ([]jit.RemoveOutcome, error)
 }
 
 // Sweeper runs one policy. It is safe for concurrent use; concurrent runs
@@ -75,8 +83,6 @@ var ErrLeaseHeld = errors.New("sweep: lease held by another owner")
 
 // ErrBlocked is returned when the safety valve refused a plan.
 var ErrBlocked = errors.New("sweep blocked by safety valve")
-
-const revokeKeep = 30 * 24 * time.Hour
 
 // New checks p and deps and returns the Sweeper.
 func New(p Policy, deps Deps) (*Sweeper, error) {
@@ -103,12 +109,8 @@ func New(p Policy, deps Deps) (*Sweeper, error) {
 	if deps.Owner == "" {
 		deps.Owner = defaultOwner()
 	}
-	if deps.Revoke == nil {
-		st := deps.Store
-		deps.Revoke = func(ctx context.Context, idp, subject string, before time.Time) error {
-			_, err := st.Revoke(ctx, store.Revocation{IdP: idp, Subject: subject, Before: before, Until: before.Add(revokeKeep)})
-			return err
-		}
+	if deps.Remover == nil {
+		return nil, fmt.Errorf("sweep %s: no remover", p.Name)
 	}
 	s := &Sweeper{p: p, d: deps, idps: map[string]bool{}}
 	for _, idp := range p.IdPs {

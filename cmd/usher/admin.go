@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/sweep"
 )
 
@@ -73,10 +74,7 @@ type adminActions struct {
 }
 
 func (a *adminActions) SyncUser(ctx context.Context, idp, subject, actor string) ([]string, error) {
-	if a.g.reconciler == nil {
-		return nil, errors.New("no app is configured for provisioning")
-	}
-	outs, err := a.g.reconciler.Sync(ctx, idp, subject, actor)
+	outs, err := a.g.lifecycle.Sync(ctx, idp, subject, adminCause(actor, "sync now"))
 	var changes []string
 	for _, o := range outs {
 		for _, c := range o.Changes {
@@ -120,6 +118,12 @@ func (a *adminActions) Policies() []string { return a.g.sweepOrder }
 func (a *adminActions) Reload(ctx context.Context, actor string) error {
 	a.m.Log.Info("reload requested", "actor", actor)
 	return a.m.Reload(ctx)
+}
+
+// adminCause is the cause of an admin page action; actor is how the
+// admin package names the principal ("admin:alice", "admin:token").
+func adminCause(actor, reason string) jit.Cause {
+	return jit.ByAdmin(strings.TrimPrefix(actor, "admin:"), reason)
 }
 
 func planView(p *sweep.Plan, res *sweep.Result) *admin.SweepPlan {

@@ -225,7 +225,7 @@ func TestProvisioningWhenAppIsDown(t *testing.T) {
 
 	// Jira recovers; the job is due again after its backoff.
 	e.apps["jira"].SetDown(false)
-	m2.gen.Load().reconciler.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	m2.gen.Load().lifecycle.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 	if n, err := m2.gen.Load().worker.Drain(ctx); err != nil || n != 1 {
 		t.Fatalf("drain after recovery: %d done, %v", n, err)
 	}

@@ -35,7 +35,7 @@ type generation struct {
 	admin      http.Handler
 	providers  []providers.Provider
 	dirs       map[string]targets.Target
-	reconciler *jit.Reconciler
+	lifecycle  *jit.Lifecycle
 	worker     *jit.Worker
 	sweepers   map[string]*sweep.Sweeper
 	sweepOrder []string
@@ -118,14 +118,13 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		}
 		g.dirs[app] = dir
 	}
-	var provisioner proxy.Provisioner
+	g.lifecycle = &jit.Lifecycle{
+		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Metrics: m.metrics,
+		Log: m.Log, Now: m.Now, FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
+		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
+	}
 	if len(g.dirs) > 0 {
-		g.reconciler = &jit.Reconciler{
-			Apps: g.dirs, Store: m.store, Log: m.Log, Now: m.Now,
-			FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
-		}
-		provisioner = g.reconciler
-		g.worker = &jit.Worker{Reconciler: g.reconciler, Store: m.store, Owner: m.owner}
+		g.worker = &jit.Worker{Lifecycle: g.lifecycle, Store: m.store, Owner: m.owner}
 	}
 	if err := m.openSweepers(g, cfg); err != nil {
 		return nil, err
@@ -154,14 +153,13 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		fwd.App, fwd.Metrics = a.Name, m.metrics
 		apps = append(apps, proxy.App{Name: a.Name, Route: a.Route, PassThrough: a.PassThrough, Forwarder: fwd})
 	}
-	scimH, err := m.scimHandler(cfg, g, mappers)
+	scimH, err := m.scimHandler(cfg, g)
 	if err != nil {
 		return nil, err
 	}
 	g.handler = proxy.New(proxy.Options{
 		PublicURL: g.public, Apps: apps, IdPs: idps, Codec: g.codec, Sessions: m.sessions,
-		Store: m.store, Provisioner: provisioner, QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
-		FlowTimeout: cfg.Session.FlowTimeout, SCIM: scimH, Metrics: m.metrics, Log: m.Log, Now: m.Now,
+		Lifecycle: g.lifecycle, Audit: m.audit, FlowTimeout: cfg.Session.FlowTimeout, SCIM: scimH, Metrics: m.metrics, Log: m.Log, Now: m.Now,
 		SessionAttributes: slices.Sorted(maps.Keys(cfg.Headers.Attributes)),
 	})
 	if g.admin, err = m.adminHandler(g); err != nil {

@@ -48,7 +48,7 @@ func TestReplicasSharePostgres(t *testing.T) {
 
 	// Deprovisioned on A: B refuses alice's session within 5 seconds.
 	start := time.Now()
-	if err := e.m.deprovision(context.Background(), "acme", "00u-alice", "test: left the company", "admin:test"); err != nil {
+	if _, err := e.m.gen.Load().lifecycle.Remove(context.Background(), jit.Removal{IdP: "acme", Subject: "00u-alice"}, jit.ByAdmin("test", "left the company")); err != nil {
 		t.Fatal(err)
 	}
 	for e.get(c, urlB+"/jira/").StatusCode != http.StatusFound {

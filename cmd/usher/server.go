@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
@@ -54,6 +55,7 @@ type Main struct {
 
 	owner     string // this replica's name in leases
 	store     store.Store
+	audit     *jit.AuditLog
 	revoked   *session.Revocations
 	sessions  *session.Shared
 	reg       *prometheus.Registry
@@ -97,6 +99,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.store, err = openStore(ctx, cfg.Store); err != nil {
 		return err
 	}
+	m.audit = &jit.AuditLog{Store: m.store, Log: m.Log, Now: m.Now}
 	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
 	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log}
 	if err := m.sessions.Refresh(ctx); err != nil {
@@ -290,7 +293,7 @@ func (m *Main) Reload(ctx context.Context) error {
 	m.gen.Store(g)
 	m.Config = cfg
 	old.close()
-	m.audit(ctx, store.Event{Action: "config.reload", Actor: "admin", Outcome: "ok", Detail: m.ConfigPath})
+	_ = m.audit.Record(ctx, jit.Entry{Action: jit.ActConfigReload, Cause: jit.Cause{Source: jit.SourceSystem}, Outcome: jit.ResultOK, Detail: m.ConfigPath})
 	m.Log.Info("config reloaded", "file", m.ConfigPath)
 	return nil
 }

@@ -57,11 +57,7 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 			return err
 		}
 		s, err := sweep.New(*p, sweep.Deps{
-			Store: m.store, Apps: g.dirs, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
-			Revoke: func(ctx context.Context, idp, subject string, _ time.Time) error {
-				m.metrics.Revocation("sweep")
-				return m.sessions.RevokeIdentity(ctx, idp, subject)
-			},
+			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
 			OnRun: func(res *sweep.Result, d time.Duration) {
 				m.metrics.Sweep(res.Policy, d, res.Planned, res.Applied, res.Blocked)
 			},

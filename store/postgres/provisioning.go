@@ -35,14 +35,16 @@ func fromNullTS(t *time.Time) time.Time {
 	return t.UTC()
 }
 
-const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason`
+const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+	deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action`
 
 func scanAppState(row pgx.Row) (store.AppState, error) {
 	var (
 		a            store.AppState
 		synced, depr *time.Time
 	)
-	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason)
+	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason,
+		&a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -68,16 +70,38 @@ func (s *Store) PutAppState(ctx context.Context, a store.AppState) error {
 		return fmt.Errorf("postgres %s: put app state %q/%q: app and username are required", s.name, a.App, a.Username)
 	}
 	_, err := s.pool.Exec(ctx, `
-		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+			deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (app, username_key) DO UPDATE SET
 			username = EXCLUDED.username, idp = EXCLUDED.idp, subject = EXCLUDED.subject,
 			hash = EXCLUDED.hash, synced_at = EXCLUDED.synced_at, deprovisioned = EXCLUDED.deprovisioned,
-			deprovisioned_at = EXCLUDED.deprovisioned_at, deprovisioned_reason = EXCLUDED.deprovisioned_reason`,
+			deprovisioned_at = EXCLUDED.deprovisioned_at, deprovisioned_reason = EXCLUDED.deprovisioned_reason,
+			deprovisioned_source = EXCLUDED.deprovisioned_source, deprovisioned_actor = EXCLUDED.deprovisioned_actor,
+			deprovisioned_run = EXCLUDED.deprovisioned_run, deprovisioned_action = EXCLUDED.deprovisioned_action`,
 		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullTS(a.SyncedAt),
-		a.Deprovisioned, nullTS(a.DeprovisionedAt), a.DeprovisionedReason)
+		a.Deprovisioned, nullTS(a.DeprovisionedAt), a.DeprovisionedReason,
+		a.DeprovisionedSource, a.DeprovisionedActor, a.DeprovisionedRun, a.DeprovisionedAction)
 	if err != nil {
 		return fmt.Errorf("postgres %s: put app state of %s in %s: %w", s.name, a.Username, a.App, err)
+	}
+	return nil
+}
+
+// RecordSync implements store.Provisioning.
+func (s *Store) RecordSync(ctx context.Context, a store.AppState) error {
+	if a.App == "" || a.Username == "" {
+		return fmt.Errorf("postgres %s: record sync %q/%q: app and username are required", s.name, a.App, a.Username)
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (app, username_key) DO UPDATE SET
+			username = EXCLUDED.username, idp = EXCLUDED.idp, subject = EXCLUDED.subject,
+			hash = EXCLUDED.hash, synced_at = EXCLUDED.synced_at`,
+		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullTS(a.SyncedAt))
+	if err != nil {
+		return fmt.Errorf("postgres %s: record sync of %s in %s: %w", s.name, a.Username, a.App, err)
 	}
 	return nil
 }

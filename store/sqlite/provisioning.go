@@ -33,14 +33,16 @@ func fromNullMillis(v sql.NullInt64) time.Time {
 	return fromMillis(v.Int64)
 }
 
-const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason`
+const appStateCols = `app, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+	deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action`
 
 func scanAppState(row scanner) (store.AppState, error) {
 	var (
 		a            store.AppState
 		synced, depr sql.NullInt64
 	)
-	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason)
+	err := row.Scan(&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, &synced, &a.Deprovisioned, &depr, &a.DeprovisionedReason,
+		&a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -66,12 +68,32 @@ func (s *Store) PutAppState(ctx context.Context, a store.AppState) error {
 		return fmt.Errorf("sqlite %s: put app state %q/%q: app and username are required", s.path, a.App, a.Username)
 	}
 	_, err := s.write.ExecContext(ctx, `
-		INSERT OR REPLACE INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		INSERT OR REPLACE INTO app_states (app, username_key, username, idp, subject, hash, synced_at, deprovisioned, deprovisioned_at, deprovisioned_reason,
+			deprovisioned_source, deprovisioned_actor, deprovisioned_run, deprovisioned_action)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullMillis(a.SyncedAt),
-		a.Deprovisioned, nullMillis(a.DeprovisionedAt), a.DeprovisionedReason)
+		a.Deprovisioned, nullMillis(a.DeprovisionedAt), a.DeprovisionedReason,
+		a.DeprovisionedSource, a.DeprovisionedActor, a.DeprovisionedRun, a.DeprovisionedAction)
 	if err != nil {
 		return fmt.Errorf("sqlite %s: put app state of %s in %s: %w", s.path, a.Username, a.App, err)
+	}
+	return nil
+}
+
+// RecordSync implements store.Provisioning.
+func (s *Store) RecordSync(ctx context.Context, a store.AppState) error {
+	if a.App == "" || a.Username == "" {
+		return fmt.Errorf("sqlite %s: record sync %q/%q: app and username are required", s.path, a.App, a.Username)
+	}
+	_, err := s.write.ExecContext(ctx, `
+		INSERT INTO app_states (app, username_key, username, idp, subject, hash, synced_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (app, username_key) DO UPDATE SET
+			username = excluded.username, idp = excluded.idp, subject = excluded.subject,
+			hash = excluded.hash, synced_at = excluded.synced_at`,
+		a.App, strings.ToLower(a.Username), a.Username, a.IdP, a.Subject, a.Hash, nullMillis(a.SyncedAt))
+	if err != nil {
+		return fmt.Errorf("sqlite %s: record sync of %s in %s: %w", s.path, a.Username, a.App, err)
 	}
 	return nil
 }

@@ -63,6 +63,7 @@ func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Tim
 func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time) store.Provisioning) {
 	runClocked(t, open, []clockedTest[store.Provisioning]{
 		{"AppState", testAppState},
+		{"RecordSyncKeepsTheMark", testRecordSync},
 		{"AppStatesPaging", testAppStatesPaging},
 		{"Managed", testManaged},
 		{"EnqueueDedup", testEnqueueDedup},
@@ -106,7 +107,9 @@ func sameAppState(t *testing.T, what string, got, want store.AppState) {
 	if got.App != want.App || got.Username != want.Username || got.IdP != want.IdP ||
 		got.Subject != want.Subject || got.Hash != want.Hash || !got.SyncedAt.Equal(want.SyncedAt) ||
 		got.Deprovisioned != want.Deprovisioned || !got.DeprovisionedAt.Equal(want.DeprovisionedAt) ||
-		got.DeprovisionedReason != want.DeprovisionedReason {
+		got.DeprovisionedReason != want.DeprovisionedReason || got.DeprovisionedSource != want.DeprovisionedSource ||
+		got.DeprovisionedActor != want.DeprovisionedActor || got.DeprovisionedRun != want.DeprovisionedRun ||
+		got.DeprovisionedAction != want.DeprovisionedAction {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
 	}
 	inUTC(t, what, got.SyncedAt, got.DeprovisionedAt)
@@ -154,7 +157,8 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	// Replacing, under another spelling, replaces everything.
 	st2 := store.AppState{App: "jira", Username: "Alice", IdP: "entra", Subject: "9", Hash: "h2",
 		SyncedAt: base.Add(time.Hour), Deprovisioned: true, DeprovisionedAt: base.Add(2 * time.Hour),
-		DeprovisionedReason: "sweep: gone from okta"}
+		DeprovisionedReason: "gone from okta", DeprovisionedSource: "sweep", DeprovisionedActor: "leavers",
+		DeprovisionedRun: 1 << 40, DeprovisionedAction: "remove_licence_group"}
 	if err := s.PutAppState(ctx, st2); err != nil {
 		t.Fatalf("PutAppState again: %v", err)
 	}
@@ -185,6 +189,42 @@ func usernames(sts []store.AppState) []string {
 		u = append(u, st.Username)
 	}
 	return u
+}
+
+// testRecordSync: a reconcile that finishes after a removal was decided
+// must not clear it.
+func testRecordSync(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	synced := store.AppState{App: "jira", Username: "bob", IdP: "okta", Subject: "7", Hash: "h1", SyncedAt: base}
+	if err := s.RecordSync(ctx, synced); err != nil {
+		t.Fatalf("RecordSync (create): %v", err)
+	}
+	got, err := s.AppState(ctx, "jira", "bob")
+	if err != nil {
+		t.Fatalf("AppState: %v", err)
+	}
+	sameAppState(t, "created by RecordSync", got, synced)
+
+	marked := synced
+	marked.Deprovisioned, marked.DeprovisionedAt, marked.DeprovisionedSource = true, base.Add(time.Minute), "sweep"
+	marked.DeprovisionedActor, marked.DeprovisionedRun, marked.DeprovisionedAction, marked.DeprovisionedReason = "leavers", 3, "deactivate", "gone"
+	marked.Hash = ""
+	if err := s.PutAppState(ctx, marked); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	late := store.AppState{App: "jira", Username: "Bob", IdP: "okta", Subject: "7", Hash: "h2", SyncedAt: base.Add(2 * time.Minute)}
+	if err := s.RecordSync(ctx, late); err != nil {
+		t.Fatalf("RecordSync (late): %v", err)
+	}
+	if got, err = s.AppState(ctx, "jira", "bob"); err != nil {
+		t.Fatalf("AppState: %v", err)
+	}
+	want := marked
+	want.Username, want.Hash, want.SyncedAt = "Bob", "h2", late.SyncedAt
+	sameAppState(t, "after a late RecordSync", got, want)
+	if err := s.RecordSync(ctx, store.AppState{App: "jira"}); err == nil {
+		t.Fatal("RecordSync without username succeeded")
+	}
 }
 
 func testAppStatesPaging(t *testing.T, s store.Provisioning, _ *suiteClock) {

@@ -1,4 +1,4 @@
-package proxy
+package main
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/postgres"
@@ -87,7 +88,7 @@ func openBenchStore(b *testing.B, backend string) store.Store {
 	return st
 }
 
-func loginHandler(b *testing.B, st store.Store) (*Handler, *fixedIdP) {
+func loginHandler(b *testing.B, st store.Store) (*proxy.Handler, *fixedIdP) {
 	dirs := map[string]targets.Target{}
 	for _, k := range []atlassiantest.Kind{"jira", "confluence"} {
 		emu := httptest.NewServer(atlassiantest.New(k, atlassiantest.Options{
@@ -121,13 +122,16 @@ func loginHandler(b *testing.B, st store.Store) (*Handler, *fixedIdP) {
 	idp := &fixedIdP{id: providers.Identity{IdP: "okta", Subject: "00u-alice", Claims: map[string][]string{
 		"preferred_username": {"alice"}, "email": {"alice@example.com"}, "name": {"Alice Archer"},
 	}}}
-	rec := &jit.Reconciler{Apps: dirs, Store: st, FastPath: time.Hour, Log: slog.New(slog.DiscardHandler)}
+	log := slog.New(slog.DiscardHandler)
+	audit := &jit.AuditLog{Store: st, Log: log}
+	lc := &jit.Lifecycle{Mappers: map[string]*jit.Mapper{"okta": mapper}, Apps: dirs, Store: st, Audit: audit,
+		FastPath: time.Hour, Log: log, QueueWhenDown: true}
 	public, _ := url.Parse("http://usher.test")
-	h := New(Options{
-		PublicURL: public, Codec: codec, Store: st, Provisioner: rec, QueueWhenDown: true,
-		IdPs: []IdP{{Provider: idp, Name: "Okta", Mapper: mapper}},
-		Apps: []App{{Name: "jira", Route: config.Route{PathPrefix: "/"}}, {Name: "confluence", Route: config.Route{PathPrefix: "/wiki"}}},
-		Log:  slog.New(slog.DiscardHandler),
+	h := proxy.New(proxy.Options{
+		PublicURL: public, Codec: codec, Lifecycle: lc, Audit: audit,
+		IdPs: []proxy.IdP{{Provider: idp, Name: "Okta", Mapper: mapper}},
+		Apps: []proxy.App{{Name: "jira", Route: config.Route{PathPrefix: "/"}}, {Name: "confluence", Route: config.Route{PathPrefix: "/wiki"}}},
+		Log:  log,
 	})
 	return h, idp
 }

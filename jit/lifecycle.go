@@ -1,0 +1,342 @@
+package jit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/targets"
+)
+
+// LifecycleStore is what the lifecycle keeps: who is bound to which
+// username, what was applied to each app, and the retry queue.
+type LifecycleStore interface {
+	Bind(ctx context.Context, b store.Binding) (store.Binding, error)
+	Binding(ctx context.Context, idp, subject string) (store.Binding, error)
+	BindingByUsername(ctx context.Context, username string) (store.Binding, error)
+	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	store.Provisioning
+}
+
+// Sessions ends a person's sessions on every replica.
+type Sessions interface {
+	RevokeIdentity(ctx context.Context, idp, subject string) error
+}
+
+// Lifecycle owns what happens to a person. Every way in (a login, a login
+// through usher's OpenID Provider, a SCIM push, a directory sync, an
+// admin's "sync now") goes through Admit; every way out (a SCIM
+// deactivation, a directory leaver, a sweep, an admin) goes through
+// Remove. Handlers, the SCIM router, the sweep and the admin page only
+// translate to and from these calls. It is safe for concurrent use.
+type Lifecycle struct {
+	// Mappers are the IdPs' compiled mappings, by IdP id.
+	Mappers map[string]*Mapper
+	// Apps are the provisioned apps by name (apps usher only proxies to
+	// are absent).
+	Apps     map[string]targets.Target
+	Store    LifecycleStore
+	Sessions Sessions
+	Audit    *AuditLog
+	// Metrics counts revocations by source (metrics.Metrics); nil counts
+	// nothing.
+	Metrics interface{ Revocation(source string) }
+	Log     *slog.Logger
+	Now     func() time.Time
+	// FastPath is how long an applied profile counts as fresh: a login
+	// whose profile hash matches within it makes no app call. Zero
+	// disables the fast path.
+	FastPath time.Duration
+	// CreateGroups creates a mapped group that does not exist yet.
+	CreateGroups bool
+	// QueueWhenDown lets a person an app already knows sign in while that
+	// app is down, their change queued (provisioning.on_app_down: queue).
+	QueueWhenDown bool
+}
+
+// Admission is an admitted person.
+type Admission struct {
+	Profile *Profile
+	// Known says the identity was bound before this admission.
+	Known bool
+	// Apps are the apps the person may enter: nil means every app (the
+	// IdP restricts none and none took the person away), so the common
+	// case costs the session nothing.
+	Apps []string
+	// Queued names the apps whose change waits in the retry queue.
+	Queued []string
+	// Outcomes are what provisioning did per app (empty when it did not
+	// run: manual or off).
+	Outcomes []Outcome
+}
+
+// RefusalKind sorts admission refusals; the proxy maps each to a page,
+// a status and a metric reason, once.
+type RefusalKind int
+
+const (
+	// Denied: the access policy refused the person (require_groups, ...).
+	Denied RefusalKind = iota + 1
+	// Unmatched: the identity could not be mapped to a usable profile.
+	Unmatched
+	// UsernameTaken: another identity owns the username.
+	UsernameTaken
+	// AccessRemoved: usher took the person's access away in every app.
+	AccessRemoved
+	// ProvisioningFailed: an app the person needs could not be set up.
+	ProvisioningFailed
+	// StoreUnavailable: usher's database did not answer.
+	StoreUnavailable
+	// AdoptionRefused: an app account of that name exists, no usher
+	// identity owns it, and the IdP's adoption policy does not allow
+	// taking it over.
+	AdoptionRefused
+)
+
+func (k RefusalKind) String() string {
+	switch k {
+	case Denied:
+		return "denied"
+	case Unmatched:
+		return "unmatched"
+	case UsernameTaken:
+		return "username taken"
+	case AccessRemoved:
+		return "access removed"
+	case ProvisioningFailed:
+		return "provisioning failed"
+	case StoreUnavailable:
+		return "store unavailable"
+	case AdoptionRefused:
+		return "adoption refused"
+	}
+	return "refused"
+}
+
+// AdmitError is an admission that did not happen. Reason is safe to show
+// the person; Err keeps the technical cause for the log.
+type AdmitError struct {
+	Kind     RefusalKind
+	Username string
+	// Apps names the apps that failed (ProvisioningFailed) or that
+	// refused adoption (AdoptionRefused).
+	Apps   []string
+	Reason string
+	Err    error
+}
+
+func (e *AdmitError) Error() string {
+	s := "admit: " + e.Kind.String()
+	if e.Username != "" {
+		s += " (" + e.Username + ")"
+	}
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *AdmitError) Unwrap() error { return e.Err }
+
+// AdmitErrorOf returns err's *AdmitError, or nil.
+func AdmitErrorOf(err error) *AdmitError {
+	var e *AdmitError
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+func (l *Lifecycle) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+func (l *Lifecycle) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
+}
+
+// Admit lets a person in: it maps the identity to a profile, applies the
+// access policy, binds the identity to its username, provisions the apps
+// (or records the profile for an admin's sync in manual mode) and audits
+// the result. A login (SourceLogin) also records the login time; a person
+// an app already knows gets in while that app is down when QueueWhenDown
+// allows it. A push or sync (any other source) has no one waiting: every
+// change an app could not take now is queued.
+//
+// The error is an *AdmitError whose Kind says what to tell the person.
+func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Cause) (*Admission, error) {
+	if cause.IdP == "" {
+		cause.IdP = id.IdP
+	}
+	mapper := l.Mappers[id.IdP]
+	if mapper == nil {
+		return nil, &AdmitError{Kind: Unmatched, Reason: "no such identity provider", Err: fmt.Errorf("admit: unknown idp %q", id.IdP)}
+	}
+	login := cause.Source == SourceLogin
+	p, err := mapper.Map(id)
+	var denied *DeniedError
+	switch {
+	case errors.As(err, &denied):
+		l.record(ctx, Entry{Action: l.act(cause, ActLoginDenied, ActSCIMDenied), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: denied.Reason})
+		return nil, &AdmitError{Kind: Denied, Reason: denied.Reason, Err: err}
+	case err != nil:
+		l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: err.Error()})
+		return nil, &AdmitError{Kind: Unmatched, Err: err}
+	}
+	for _, w := range p.Warnings {
+		l.log().Warn("mapping", "idp", id.IdP, "subject", id.Subject, "source", string(cause.Source), "warning", w)
+	}
+	prev, err := l.Store.Binding(ctx, id.IdP, id.Subject)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err)}
+	}
+	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
+		if errors.Is(err, store.ErrUsernameTaken) {
+			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+				Outcome: ResultRefused, Detail: "username bound to another identity"})
+			return nil, &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
+		}
+		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err)}
+	}
+	prevName := ""
+	if known && prev.Username != p.Username {
+		prevName = prev.Username
+	}
+	a := &Admission{Profile: p, Known: known}
+	var removed []string
+	switch {
+	case len(l.Apps) == 0 || p.Provisioning == ProvisionOff:
+	case p.Provisioning == ProvisionManual:
+		if err := l.rec().Record(ctx, p, cause); err != nil {
+			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
+		}
+		l.record(ctx, Entry{Action: ActPlanned, Cause: cause, Subject: id.Subject, Username: p.Username, Outcome: ResultOK,
+			Detail: "manual provisioning: waiting for an admin's sync"})
+	default:
+		if cause.Source == SourceSCIM {
+			// The IdP says the person is active: what SCIM itself took
+			// away comes back. Marks of sweeps and admins stay.
+			if err := l.reinstate(ctx, cause, SourceSCIM, p.Username, prevName); err != nil {
+				return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
+			}
+		}
+		queue := queueAlways
+		if login {
+			queue = queueNever
+			if known && l.QueueWhenDown {
+				queue = queueKnown
+			}
+		}
+		outs, err := l.rec().provision(ctx, p, prevName, cause, queue)
+		a.Outcomes = outs
+		for _, o := range outs {
+			switch {
+			case errors.Is(o.Err, ErrDeprovisioned):
+				removed = append(removed, o.App)
+			case o.Queued:
+				a.Queued = append(a.Queued, o.App)
+			}
+		}
+		if err != nil {
+			var failed []string
+			for _, o := range outs {
+				if o.Err != nil && !o.Queued && !errors.Is(o.Err, ErrDeprovisioned) {
+					failed = append(failed, o.App)
+				}
+			}
+			l.record(ctx, Entry{Action: l.act(cause, ActLoginFailed, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+				Outcome: ResultError, Detail: err.Error()})
+			kind := ProvisioningFailed
+			if errors.Is(err, store.ErrUnavailable) {
+				kind = StoreUnavailable
+			}
+			return nil, &AdmitError{Kind: kind, Username: p.Username, Apps: failed, Err: err}
+		}
+		if len(outs) > 0 && len(removed) == len(outs) {
+			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+				Outcome: ResultRefused, Detail: "deprovisioned in every app"})
+			return nil, &AdmitError{Kind: AccessRemoved, Username: p.Username, Apps: removed}
+		}
+	}
+	if login {
+		if err := l.Store.RecordLogin(ctx, id.IdP, id.Subject, l.now()); err != nil {
+			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err)}
+		}
+	}
+	l.record(ctx, Entry{Action: l.act(cause, ActLogin, ActSCIMPush), Cause: cause, Subject: id.Subject, Username: p.Username,
+		Outcome: ResultOK, Detail: Explain(id, p)})
+	a.Apps = allowedApps(mapper, p, removed)
+	return a, nil
+}
+
+// act picks the login or the push flavour of an audit action.
+func (l *Lifecycle) act(c Cause, login, push Action) Action {
+	if c.Source == SourceLogin {
+		return login
+	}
+	return push
+}
+
+// record writes audit entries; a failure is logged by the writer and
+// does not undo what happened.
+func (l *Lifecycle) record(ctx context.Context, es ...Entry) { _ = l.Audit.Record(ctx, es...) }
+
+// allowedApps is the session's app list: nil when the IdP lets its users
+// into every app and none took the person away. A restricted IdP always
+// gets an explicit list, so an app added by a later reload is not open
+// to it.
+func allowedApps(m *Mapper, p *Profile, removed []string) []string {
+	if len(removed) == 0 && !m.RestrictsApps() {
+		return nil
+	}
+	apps := []string{}
+	for name := range p.Apps {
+		if !slices.Contains(removed, name) {
+			apps = append(apps, name)
+		}
+	}
+	slices.Sort(apps)
+	return apps
+}
+
+// Sync applies the person's last recorded profile to every app now,
+// without the fast path: the "sync now" an admin expects, and the apply
+// step of manual provisioning.
+func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) ([]Outcome, error) {
+	if len(l.Apps) == 0 {
+		return nil, errors.New("no app is configured for provisioning")
+	}
+	return l.rec().Sync(ctx, idp, subject, cause)
+}
+
+// rec is the reconcile engine over the lifecycle's apps and store.
+func (l *Lifecycle) rec() *Reconciler {
+	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups}
+}
+
+// usernames returns the non-empty, distinct names.
+func usernames(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if n != "" && !slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, n) }) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
