@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
-	"github.com/usherhq/usher/store"
 )
 
 // SAML single logout at /usher/saml/{idp}/slo. Two messages arrive here:
@@ -92,16 +92,18 @@ func (h *Handler) sloRequest(w http.ResponseWriter, r *http.Request, idp *IdP, l
 		h.log.Warn("saml logout request names nobody usher can find: the subject comes from an attribute and the browser brought no session of that person",
 			"idp", id, "request_id", requestID(r))
 	}
+	cause := jit.LoginVia(id)
+	cause.Reason = "single logout requested by the IdP"
 	for _, subject := range lr.Subjects {
-		outcome, detail := "ok", "single logout requested by the IdP"
+		e := jit.Entry{Action: jit.ActLogout, Cause: cause, Subject: subject, Outcome: jit.ResultOK}
 		if err := h.revokeIdentity(r, id, subject); err != nil {
 			ended = false
-			outcome, detail = "error", detail+": "+err.Error()
+			e.Outcome, e.Detail = jit.ResultError, err.Error()
 			h.log.Error("revoke sessions at IdP logout", "idp", id, "subject", subject, "err", err, "request_id", requestID(r))
 		} else {
 			h.opt.Metrics.Revocation(metrics.SourceLogout)
 		}
-		h.audit(r, store.Event{Action: "logout", Actor: "idp:" + id, IdP: id, Subject: subject, Outcome: outcome, Detail: detail})
+		h.audit(r, e)
 	}
 	if serr == nil && s.IdP == id && slices.Contains(lr.Subjects, s.Subject) {
 		h.opt.Codec.Clear(w)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/providers/saml"
@@ -119,7 +121,7 @@ func newSLOEnv(t *testing.T, mod func(*saml.Config)) *sloEnv {
 	}
 	e := &sloEnv{t: t, idp: idp, p: p, codec: codec, st: &eventStore{}, revoked: &revoker{}}
 	e.h = New(Options{
-		PublicURL: public, Codec: codec, Store: e.st, Sessions: e.revoked,
+		PublicURL: public, Codec: codec, Audit: &jit.AuditLog{Store: e.st}, Sessions: e.revoked,
 		IdPs: []IdP{{Provider: p, Name: "Corp"}},
 		Log:  slog.New(slog.DiscardHandler),
 	})
@@ -198,7 +200,7 @@ func TestIdPInitiatedLogout(t *testing.T) {
 	if !e.cleared(w) {
 		t.Error("the browser's session cookie was not cleared")
 	}
-	if got := strings.Join(e.st.actions(), ","); got != "logout:idp:corp:alice@example.com:ok" {
+	if got := strings.Join(e.st.actions(), ","); got != "logout:login:alice@example.com:ok" {
 		t.Errorf("audit = %q", got)
 	}
 
@@ -310,10 +312,16 @@ func (errAfter) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
 // bigIdP is a provider whose callbacks may be large; Finish reports how
 // much of the body it could read.
 type bigIdP struct {
-	fixedIdP
 	limit int64
 	read  int
 	err   error
+}
+
+func (p *bigIdP) ID() string                    { return "okta" }
+func (p *bigIdP) Type() string                  { return "oidc" }
+func (p *bigIdP) FlowID(r *http.Request) string { return "" }
+func (p *bigIdP) Begin(context.Context, string, string) (*providers.Challenge, error) {
+	return nil, errors.New("not used")
 }
 
 func (p *bigIdP) MaxBodyBytes() int64 { return p.limit }
@@ -341,8 +349,8 @@ func TestCallbackBodyLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &bigIdP{limit: tc.limit}
 			h := New(Options{
-				PublicURL: mustURL(t, "https://sso.example.com"), Store: &eventStore{},
-				IdPs: []IdP{{Provider: p, Name: "Big"}}, Log: slog.New(slog.DiscardHandler),
+				PublicURL: mustURL(t, "https://sso.example.com"),
+				IdPs:      []IdP{{Provider: p, Name: "Big"}}, Log: slog.New(slog.DiscardHandler),
 			})
 			r := httptest.NewRequest(http.MethodPost, "https://sso.example.com/usher/oidc/okta/callback", bytes.NewReader(make([]byte, tc.size)))
 			h.ServeHTTP(httptest.NewRecorder(), r)
