@@ -69,7 +69,8 @@ type Provider interface {
 	// Finish completes a login from the IdP's callback request. state is
 	// what Begin returned, or nil when no flow cookie came back (an
 	// IdP-initiated login, which providers refuse unless configured).
-	// Refusals wrap ErrRefused.
+	// Refusals wrap ErrRefused and carry a Reason (see Refused); a request
+	// the browser cut short is a refusal too, never a technical failure.
 	Finish(ctx context.Context, r *http.Request, state []byte) (*Result, error)
 }
 
@@ -92,7 +93,43 @@ type Logouter interface {
 // LogoutResponder is implemented by providers whose IdP sends the browser
 // back with a logout response (SAML single logout).
 type LogoutResponder interface {
+	// HandleLogoutResponse verifies the IdP's answer to usher's own logout
+	// request. Refusals wrap ErrRefused.
 	HandleLogoutResponse(r *http.Request) error
+}
+
+// LogoutRequestHandler is implemented by providers whose IdP may ask usher
+// to end sessions: SAML single logout begun at the IdP or at another
+// service provider. Implementations are safe for concurrent use.
+type LogoutRequestHandler interface {
+	// IsLogoutRequest reports whether r, sent to the provider's logout
+	// endpoint, carries a logout request rather than the answer to one of
+	// usher's. It reads a POST body within the provider's bound.
+	IsLogoutRequest(r *http.Request) bool
+	// HandleLogoutRequest verifies the logout request in r (signature,
+	// issuer, destination, freshness, replay). current is the identity of
+	// the usher session the browser brought along, or nil. Refusals wrap
+	// ErrRefused, and then nothing may be ended.
+	HandleLogoutRequest(ctx context.Context, r *http.Request, current *Identity) (*LogoutRequest, error)
+}
+
+// LogoutRequest is a verified request from the IdP to end sessions.
+type LogoutRequest struct {
+	// Subjects are the subjects (of this IdP) whose sessions must end.
+	// Empty when the provider cannot tell whom the request names; the
+	// caller then ends nothing and Answer says so to the IdP.
+	Subjects []string
+	// Answer builds the reply to the IdP, to be sent through the browser:
+	// ended reports whether every session of Subjects was ended (and
+	// Subjects was not empty).
+	Answer func(ended bool) (*Challenge, error)
+}
+
+// BodyLimiter is implemented by providers whose callbacks may carry more
+// than the proxy's default body limit (a SAML response with many groups).
+type BodyLimiter interface {
+	// MaxBodyBytes is the largest callback request body to accept.
+	MaxBodyBytes() int64
 }
 
 // Metadataer is implemented by providers that publish metadata (SAML SP
@@ -125,12 +162,55 @@ type Config interface {
 // to a 4xx page; anything else is a technical failure (5xx).
 var ErrRefused = errors.New("login refused")
 
-// Refused wraps a reason as an ErrRefused error.
-func Refused(format string, args ...any) error {
-	return &refusal{err: fmt.Errorf(format, args...)}
+// Reason says why a refusal happened, from a small fixed set whose values
+// are the login reasons of package metrics, so a refusal is counted by
+// what it is, never by the words of its message.
+type Reason string
+
+// The refusal reasons.
+const (
+	// ReasonReplay: a message (assertion, code, logout request) was used
+	// before.
+	ReasonReplay Reason = "replay"
+	// ReasonSignature: missing, invalid or untrusted signature, or a
+	// disallowed algorithm.
+	ReasonSignature Reason = "signature"
+	// ReasonAudience: issued for another client, SP, endpoint or issuer.
+	ReasonAudience Reason = "audience"
+	// ReasonExpired: outside its validity window (expired, issued in the
+	// future, not yet valid).
+	ReasonExpired Reason = "expired"
+	// ReasonState: the answer does not belong to the login flow this
+	// browser started (state, RelayState, nonce, InResponseTo, flow cookie).
+	ReasonState Reason = "state"
+	// ReasonIdPError: the IdP itself answered with an error (OIDC error
+	// parameter, a SAML status other than Success).
+	ReasonIdPError Reason = "idp_error"
+	// ReasonOther: anything else, including requests the browser cut
+	// short and malformed input.
+	ReasonOther Reason = "other"
+)
+
+// Refused returns an ErrRefused error with its reason.
+func Refused(reason Reason, format string, args ...any) error {
+	return &refusal{reason: reason, err: fmt.Errorf(format, args...)}
 }
 
-type refusal struct{ err error }
+// ReasonOf returns the reason of the outermost refusal in err's chain:
+// ReasonOther for a refusal made without one, or for an error that is no
+// refusal at all.
+func ReasonOf(err error) Reason {
+	var r *refusal
+	if errors.As(err, &r) && r.reason != "" {
+		return r.reason
+	}
+	return ReasonOther
+}
+
+type refusal struct {
+	reason Reason
+	err    error
+}
 
 func (e *refusal) Error() string        { return "login refused: " + e.err.Error() }
 func (e *refusal) Unwrap() error        { return e.err }

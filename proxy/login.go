@@ -126,15 +126,15 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 // callback finishes a login at /usher/{typ}/{idp}/callback or .../acs.
 func (h *Handler) callback(typ string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		// Providers bound what they read themselves; this is the outer
-		// limit for any callback body (an OIDC form_post is a few KiB).
-		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 		id := r.PathValue("idp")
 		idp := h.idps[id]
 		if idp == nil || idp.Provider.Type() != typ {
 			h.fail(w, r, http.StatusNotFound, "Unknown sign-in option", "There is no such identity provider.", nil)
 			return
 		}
+		// Providers bound what they read themselves; this is the outer
+		// limit, as large as the provider's own.
+		r.Body = http.MaxBytesReader(w, r.Body, callbackBodyLimit(idp.Provider))
 		var fl *flow
 		if flowID := idp.Provider.FlowID(r); validFlowID(flowID) {
 			name := FlowCookiePrefix + flowID
@@ -142,16 +142,16 @@ func (h *Handler) callback(typ string) http.HandlerFunc {
 				h.opt.Codec.ClearCookie(w, name) // one use only
 				raw, err := h.opt.Codec.Open("flow:"+flowID, c.Value)
 				if err != nil {
-					h.refuse(w, r, id, "", fmt.Errorf("flow cookie: %w", err), "Your sign-in took too long or was started in another browser. Please try again.")
+					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in took too long or was started in another browser. Please try again.")
 					return
 				}
 				fl = new(flow)
 				if err := json.Unmarshal(raw, fl); err != nil {
-					h.refuse(w, r, id, "", fmt.Errorf("flow cookie: %w", err), "Your sign-in could not be completed. Please try again.")
+					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in could not be completed. Please try again.")
 					return
 				}
 				if fl.IdP != id {
-					h.refuse(w, r, id, "", fmt.Errorf("flow started at %q answered at %q", fl.IdP, id), "The answer came from a different identity provider than the one you chose. Please try again.")
+					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow started at %q answered at %q", fl.IdP, id), "The answer came from a different identity provider than the one you chose. Please try again.")
 					return
 				}
 			}
@@ -190,28 +190,10 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, idp, subject st
 	h.fail(w, r, http.StatusForbidden, "Sign-in refused", msg, err)
 }
 
-// refusalReason sorts a refusal into the small fixed set of metric
-// reasons, from the words providers use for it.
+// refusalReason is the metric reason of a refusal: the one the refusal
+// carries (providers.Reason values are metrics' login reasons).
 func refusalReason(err error) string {
-	msg := strings.ToLower(err.Error())
-	for _, c := range []struct{ word, reason string }{
-		{"replay", metrics.ReasonReplay},
-		{"signature", metrics.ReasonSignature},
-		{"audience", metrics.ReasonAudience},
-		{"expired", metrics.ReasonExpired},
-		{"notonorafter", metrics.ReasonExpired},
-		{"too early", metrics.ReasonExpired},
-		{"state", metrics.ReasonState},
-		{"flow", metrics.ReasonState},
-		{"inresponseto", metrics.ReasonState},
-		{"identity provider answered", metrics.ReasonIdPError},
-		{"idp error", metrics.ReasonIdPError},
-	} {
-		if strings.Contains(msg, c.word) {
-			return c.reason
-		}
-	}
-	return metrics.ReasonOther
+	return string(providers.ReasonOf(err))
 }
 
 // audit records an entry through the one audit writer, which keeps it
@@ -241,24 +223,6 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", ctype)
 	_, _ = w.Write(body)
-}
-
-// sloReturn is where a SAML IdP sends the browser back after single
-// logout. The cookie is cleared only for a valid LogoutResponse, so a
-// cross-site link to this address cannot sign people out.
-func (h *Handler) sloReturn(w http.ResponseWriter, r *http.Request) {
-	idp := h.idps[r.PathValue("idp")]
-	lr, ok := idp.provider().(providers.LogoutResponder)
-	if idp == nil || idp.Provider.Type() != "saml" || !ok {
-		h.fail(w, r, http.StatusNotFound, "Not found", "There is no such identity provider.", nil)
-		return
-	}
-	if err := lr.HandleLogoutResponse(r); err != nil {
-		h.fail(w, r, http.StatusBadRequest, "Sign-out not confirmed", "The identity provider's sign-out answer could not be accepted.", fmt.Errorf("saml logout response at %s: %w", idp.Provider.ID(), err))
-		return
-	}
-	h.opt.Codec.Clear(w)
-	http.Redirect(w, r, "/usher/logged-out", http.StatusFound)
 }
 
 // logoutPage asks for confirmation: logout changes state, so it only

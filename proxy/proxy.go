@@ -63,9 +63,11 @@ type Options struct {
 	Apps      []App
 	IdPs      []IdP
 	Codec     *session.Codec
-	// Sessions ends a session everywhere at logout (session.Shared).
+	// Sessions ends a session everywhere at logout, and every session of
+	// a person when their IdP asks (SAML single logout): session.Shared.
 	Sessions interface {
 		RevokeSession(ctx context.Context, s *session.Session) error
+		RevokeIdentity(ctx context.Context, idp, subject string) error
 	}
 	// Lifecycle admits people at login; Audit records refusals and
 	// logouts that happen before or after an admission.
@@ -156,7 +158,7 @@ func (h *Handler) routes() *http.ServeMux {
 	m.HandleFunc("POST /usher/oidc/{idp}/callback", h.callback("oidc"))
 	m.HandleFunc("POST /usher/saml/{idp}/acs", h.callback("saml"))
 	m.HandleFunc("GET /usher/saml/{idp}/metadata", h.metadata)
-	m.HandleFunc("/usher/saml/{idp}/slo", h.sloReturn)
+	m.HandleFunc("/usher/saml/{idp}/slo", h.slo)
 	m.HandleFunc("GET /usher/logout", h.logoutPage)
 	m.HandleFunc("POST /usher/logout", h.logout)
 	m.HandleFunc("GET /usher/logged-out", h.loggedOut)

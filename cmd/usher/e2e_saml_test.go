@@ -208,3 +208,62 @@ func TestSAMLRefusals(t *testing.T) {
 		t.Fatalf("oversized POST: status %d", resp.StatusCode)
 	}
 }
+
+// TestSAMLIdPInitiatedLogout: carol signs in to usher through the SAML IdP
+// and then signs out at the IdP. The IdP sends her browser to usher's SLO
+// endpoint with a signed LogoutRequest; usher ends her sessions in every
+// browser (a copy of the cookie stops working too), answers, and the IdP
+// accepts the answer and reports everyone signed out.
+func TestSAMLIdPInitiatedLogout(t *testing.T) {
+	e := startEnvWith(t, envOptions{SAML: true})
+	c := e.browser()
+	resp := e.get(c, e.url+"/usher/login?idp=corp&rd=/x")
+	wantStatus(t, resp, http.StatusFound)
+	idpBrowser := samltest.NewBrowser()
+	acs, err := idpBrowser.Login(context.Background(), e.saml, &providers.Challenge{URL: resp.Header.Get("Location")}, "carol", "pw-carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acs.ParseForm(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.PostForm(acs.URL.String(), acs.PostForm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, resp, http.StatusFound)
+	wantStatus(t, e.get(c, e.url+"/x"), http.StatusOK)
+	other := e.browser() // the same session, copied to another browser
+	other.Jar.SetCookies(mustURL(e.url), c.Jar.Cookies(mustURL(e.url)))
+
+	resp, err = idpBrowser.Client.Get(e.saml.URL() + "/logout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantStatus(t, resp, http.StatusFound)
+	toUsher := resp.Header.Get("Location")
+	if !strings.HasPrefix(toUsher, e.url+"/usher/saml/corp/slo?SAMLRequest=") {
+		t.Fatalf("IdP sent the logout request to %s", toUsher)
+	}
+	resp = e.get(c, toUsher)
+	wantStatus(t, resp, http.StatusFound)
+	back := resp.Header.Get("Location")
+	if !strings.HasPrefix(back, e.saml.URL()+"/slo?SAMLResponse=") {
+		t.Fatalf("usher answered to %s", back)
+	}
+	resp, err = idpBrowser.Client.Get(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bodyOf(resp)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "You have been logged out") || strings.Contains(body, "could not be confirmed") {
+		t.Fatalf("IdP after usher's answer: %s %s", resp.Status, body)
+	}
+
+	for name, b := range map[string]*http.Client{"same browser": c, "copied cookie": other} {
+		if resp := e.get(b, e.url+"/x"); resp.StatusCode != http.StatusFound || !strings.Contains(resp.Header.Get("Location"), "/usher/login") {
+			t.Errorf("%s after IdP logout: %d %s, want a redirect to the login", name, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}

@@ -40,7 +40,7 @@ func (p *fixedIdP) Begin(_ context.Context, flowID, _ string) (*providers.Challe
 func (p *fixedIdP) FlowID(r *http.Request) string { return r.URL.Query().Get("state") }
 func (p *fixedIdP) Finish(_ context.Context, r *http.Request, state []byte) (*providers.Result, error) {
 	if string(state) != r.URL.Query().Get("state") {
-		return nil, providers.Refused("state")
+		return nil, providers.Refused(providers.ReasonState, "state")
 	}
 	return &providers.Result{Identity: p.id}, nil
 }

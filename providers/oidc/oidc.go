@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,8 +51,21 @@ type Config struct {
 	// are accepted, default RS256, RS384, RS512, ES256, ES384, ES512,
 	// PS256, PS384, PS512, EdDSA.
 	AllowedAlgs []string `yaml:"allowed_algs"`
-	// Skew is the clock skew tolerated on ID token expiry, default 60s.
+	// Skew is the clock skew tolerated on ID token times (exp, iat),
+	// default 60s.
 	Skew time.Duration `yaml:"skew"`
+	// SubjectClaim names the ID token claim that is the subject, default
+	// "sub". Entra ID's sub is pairwise per application while its SCIM
+	// provisioning and Graph use the object ID: there, say "oid". A token
+	// without the claim is refused.
+	SubjectClaim string `yaml:"subject_claim"`
+	// EmailVerified says when the email claim counts: "claim" (default)
+	// only with email_verified true beside it; "assume" also without any
+	// email_verified claim, for IdPs that vouch for every address they
+	// send and never say so (Entra ID). email_verified false never
+	// counts. An address that does not count is passed on as
+	// unverified_email, never as email.
+	EmailVerified string `yaml:"email_verified"`
 
 	// Now is the clock (tests set it); default time.Now.
 	Now func() time.Time `yaml:"-"`
@@ -77,7 +91,30 @@ var reservedParams = []string{
 const (
 	defaultSkew = 60 * time.Second
 	maxSkew     = 5 * time.Minute
+
+	// maxDiscoveryBytes bounds the discovery document; real ones are a few
+	// KiB.
+	maxDiscoveryBytes = 256 << 10
+	// maxResponseBytes bounds every other IdP response (JWKS, token,
+	// userinfo); a JWKS holds a handful of keys, a userinfo answer with
+	// hundreds of groups stays far below it.
+	maxResponseBytes = 1 << 20
+	// keyFetchTimeout bounds how long a login waits for the JWKS when the
+	// ID token names a key usher has not cached (a key rotation): a slow
+	// JWKS endpoint must not hold logins for the client's whole timeout.
+	// Tokens signed with cached keys never wait for it.
+	keyFetchTimeout = 3 * time.Second
 )
+
+// Email verification modes.
+const (
+	EmailVerifiedClaim  = "claim"
+	EmailVerifiedAssume = "assume"
+)
+
+// ClaimUnverifiedEmail is where an email claim that does not count goes,
+// so the admin can still see it in the login's explanation.
+const ClaimUnverifiedEmail = "unverified_email"
 
 // withDefaults is the one place defaults are applied.
 func (c Config) withDefaults() Config {
@@ -89,6 +126,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Skew == 0 {
 		c.Skew = defaultSkew
+	}
+	if c.SubjectClaim == "" {
+		c.SubjectClaim = "sub"
+	}
+	if c.EmailVerified == "" {
+		c.EmailVerified = EmailVerifiedClaim
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -140,6 +183,14 @@ func (c *Config) Validate() []error {
 	}
 	if c.Skew < 0 || c.Skew > maxSkew {
 		bad("skew", "must be between 0 and %s", maxSkew)
+	}
+	if slices.Contains(protocolClaims, c.SubjectClaim) && c.SubjectClaim != "sub" {
+		bad("subject_claim", "%q describes the token, not the person", c.SubjectClaim)
+	}
+	switch c.EmailVerified {
+	case "", EmailVerifiedClaim, EmailVerifiedAssume:
+	default:
+		bad("email_verified", "%q is neither %s nor %s", c.EmailVerified, EmailVerifiedClaim, EmailVerifiedAssume)
 	}
 	return errs
 }
@@ -195,6 +246,10 @@ type Provider struct {
 	algs        []string
 	authParams  []oauth2.AuthCodeOption
 	useUserinfo bool
+	now         func() time.Time
+	skew        time.Duration
+	subject     string // the claim that is the subject
+	assumeEmail bool   // email_verified: assume
 	// requireIss is the discovery flag
 	// authorization_response_iss_parameter_supported (RFC 9207).
 	requireIss bool
@@ -216,14 +271,12 @@ func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secre
 		}
 		redirect = deps.PublicURL.JoinPath("usher", "oidc", id, "callback").String()
 	}
-	client := deps.Client
-	if client == nil {
-		client = &http.Client{Timeout: 15 * time.Second}
-	}
 	logger := deps.Log
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	discovery := strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration"
+	client := boundedClient(deps.Client, 15*time.Second, discovery)
 
 	op, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), cfg.Issuer)
 	if err != nil {
@@ -242,7 +295,19 @@ func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secre
 			"idp", id, "announced", meta.Algs, "allowed", cfg.AllowedAlgs)
 	}
 
-	now, skew := cfg.Now, cfg.Skew
+	var jwks struct {
+		URI string `json:"jwks_uri"`
+	}
+	if err := op.Claims(&jwks); err != nil || jwks.URI == "" {
+		return nil, fmt.Errorf("oidc %s: discovery document has no jwks_uri", id)
+	}
+	// Keys come through their own client with a short timeout; go-oidc
+	// keeps the keys it has when a fetch fails, so tokens signed with
+	// cached keys verify while the JWKS endpoint is slow or down.
+	keyClient := boundedClient(deps.Client, keyFetchTimeout, discovery)
+	keyClient.Timeout = keyFetchTimeout
+	keys := gooidc.NewRemoteKeySet(gooidc.ClientContext(context.Background(), keyClient), jwks.URI)
+
 	p := &Provider{
 		id:       id,
 		issuer:   cfg.Issuer,
@@ -255,13 +320,21 @@ func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secre
 			Scopes:       cfg.Scopes,
 		},
 		op: op,
-		verifier: op.Verifier(&gooidc.Config{
-			ClientID:             cfg.ClientID,
+		// The verifier checks signatures (with the allowed algorithms
+		// only) and parses; verifyIDToken makes every other check itself,
+		// with its clock and skew, so each refusal carries its reason.
+		verifier: gooidc.NewVerifier(cfg.Issuer, keySet{keys}, &gooidc.Config{
 			SupportedSigningAlgs: cfg.AllowedAlgs,
-			Now:                  func() time.Time { return now().Add(-skew) },
+			SkipClientIDCheck:    true,
+			SkipIssuerCheck:      true,
+			SkipExpiryCheck:      true,
 		}),
 		algs:        cfg.AllowedAlgs,
 		useUserinfo: cfg.UseUserinfo,
+		now:         cfg.Now,
+		skew:        cfg.Skew,
+		subject:     cfg.SubjectClaim,
+		assumeEmail: cfg.EmailVerified == EmailVerifiedAssume,
 		requireIss:  meta.IssParam,
 		endSession:  meta.EndSession,
 		client:      client,
@@ -340,43 +413,43 @@ func (p *Provider) FlowID(r *http.Request) string {
 // and verifies the ID token.
 func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*providers.Result, error) {
 	if state == nil {
-		return nil, providers.Refused("oidc %s: callback without a login flow (expired, or not started by usher)", p.id)
+		return nil, p.refuse(providers.ReasonState, "callback without a login flow (expired, or not started by usher)")
 	}
 	var st flowState
 	if err := json.Unmarshal(state, &st); err != nil {
-		return nil, providers.Refused("oidc %s: unreadable flow state", p.id)
+		return nil, p.refuse(providers.ReasonState, "unreadable flow state")
 	}
 	if st.IdP != p.id || st.Issuer != p.issuer {
-		return nil, providers.Refused("oidc %s: flow was started for IdP %q (issuer %s)", p.id, st.IdP, st.Issuer)
+		return nil, p.refuse(providers.ReasonState, "flow was started for IdP %q (issuer %s)", st.IdP, st.Issuer)
 	}
 	if st.FlowID == "" || st.Nonce == "" || st.Verifier == "" {
-		return nil, providers.Refused("oidc %s: incomplete flow state", p.id)
+		return nil, p.refuse(providers.ReasonState, "incomplete flow state")
 	}
 	q := callbackParams(r)
 	if got := q.Get("state"); subtle.ConstantTimeCompare([]byte(got), []byte(st.FlowID)) != 1 {
 		if got == "" {
-			return nil, providers.Refused("oidc %s: callback has no state parameter", p.id)
+			return nil, p.refuse(providers.ReasonState, "callback has no state parameter")
 		}
-		return nil, providers.Refused("oidc %s: state parameter does not belong to this login flow", p.id)
+		return nil, p.refuse(providers.ReasonState, "state parameter does not belong to this login flow")
 	}
 	// RFC 9207: the iss parameter tells which IdP produced the response, so
 	// a response from another IdP cannot be replayed here (mix-up attack).
 	if iss, ok := q["iss"]; ok {
 		if len(iss) != 1 || iss[0] != p.issuer {
-			return nil, providers.Refused("oidc %s: authorization response from issuer %q, expected %q", p.id, strings.Join(iss, ","), p.issuer)
+			return nil, p.refuse(providers.ReasonAudience, "authorization response from issuer %q, expected %q", strings.Join(iss, ","), p.issuer)
 		}
 	} else if p.requireIss {
-		return nil, providers.Refused("oidc %s: authorization response lacks the iss parameter the IdP promises (RFC 9207)", p.id)
+		return nil, p.refuse(providers.ReasonAudience, "authorization response lacks the iss parameter the IdP promises (RFC 9207)")
 	}
 	if e := q.Get("error"); e != "" {
 		if d := q.Get("error_description"); d != "" {
-			return nil, providers.Refused("oidc %s: IdP answered %s: %s", p.id, e, d)
+			return nil, p.refuse(providers.ReasonIdPError, "IdP answered %s: %s", e, d)
 		}
-		return nil, providers.Refused("oidc %s: IdP answered %s", p.id, e)
+		return nil, p.refuse(providers.ReasonIdPError, "IdP answered %s", e)
 	}
 	code := q.Get("code")
 	if code == "" {
-		return nil, providers.Refused("oidc %s: callback has no code", p.id)
+		return nil, p.refuse(providers.ReasonOther, "callback has no code")
 	}
 
 	ctx = gooidc.ClientContext(ctx, p.client)
@@ -385,78 +458,212 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
 			// The code is unknown, used, expired, issued to another
-			// client or for another PKCE verifier: a refusal, not an outage.
-			return nil, providers.Refused("oidc %s: token endpoint rejected the code: %s %s", p.id, re.ErrorCode, re.ErrorDescription)
+			// client or for another PKCE verifier: a refusal, not an
+			// outage. A code used twice is the common case.
+			return nil, p.refuse(providers.ReasonReplay, "token endpoint rejected the code: %s %s", re.ErrorCode, re.ErrorDescription)
 		}
-		return nil, fmt.Errorf("oidc %s: exchange code: %w", p.id, err)
+		return nil, p.outage(ctx, fmt.Errorf("oidc %s: exchange code: %w", p.id, err))
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {
-		return nil, providers.Refused("oidc %s: token response has no id_token", p.id)
+		return nil, p.refuse(providers.ReasonOther, "token response has no id_token")
 	}
 	idt, claims, err := p.verifyIDToken(ctx, rawID, st.Nonce)
 	if err != nil {
-		return nil, err
+		return nil, p.outage(ctx, err)
 	}
 	if idt.AccessTokenHash != "" {
 		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
-			return nil, providers.Refused("oidc %s: access token does not match the ID token's at_hash", p.id)
+			return nil, p.refuse(providers.ReasonSignature, "access token does not match the ID token's at_hash")
 		}
+	}
+	subject, err := p.subjectOf(claims)
+	if err != nil {
+		return nil, err
 	}
 	if p.useUserinfo {
 		if err := p.mergeUserinfo(ctx, tok, idt.Subject, claims); err != nil {
-			return nil, err
+			return nil, p.outage(ctx, err)
 		}
 	}
+	p.checkEmail(claims)
 	return &providers.Result{Identity: providers.Identity{
 		IdP:     p.id,
-		Subject: idt.Subject,
+		Subject: subject,
 		Claims:  flatten(claims),
 	}}, nil
 }
 
+// outage passes err on, unless it is a technical failure that came after
+// the request's context ended: then the browser went away (or usher is
+// stopping), which is no failure of the IdP and must not count as one.
+func (p *Provider) outage(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, providers.ErrRefused) {
+		return err
+	}
+	return p.refuse(providers.ReasonOther, "request cancelled before the login finished (the browser went away?): %v", err)
+}
+
+func (p *Provider) refuse(reason providers.Reason, format string, args ...any) error {
+	return providers.Refused(reason, "oidc %s: "+format, append([]any{p.id}, args...)...)
+}
+
+// subjectOf reads the configured subject claim from the verified ID
+// token's claims: a non-empty string (or number, written as is).
+func (p *Provider) subjectOf(claims map[string]any) (string, error) {
+	var s string
+	switch v := claims[p.subject].(type) {
+	case string:
+		s = v
+	case json.Number:
+		s = v.String()
+	case nil:
+		return "", p.refuse(providers.ReasonOther, "ID token has no %q claim for the subject", p.subject)
+	default:
+		return "", p.refuse(providers.ReasonOther, "ID token claim %q is not a single value, so it cannot be the subject", p.subject)
+	}
+	if s == "" {
+		return "", p.refuse(providers.ReasonOther, "ID token claim %q for the subject is empty", p.subject)
+	}
+	return s, nil
+}
+
+// checkEmail keeps the email claim only when it counts: beside an
+// email_verified claim that is true, or, with email_verified: assume,
+// beside none at all. An explicit false never counts. An address that
+// does not count moves to unverified_email, where the login's explanation
+// still shows it but no mapping of "email" reads it: it must not reach an
+// app account or the e-mail header.
+func (p *Provider) checkEmail(claims map[string]any) {
+	email, ok := claims["email"]
+	if !ok {
+		return
+	}
+	switch v := claims["email_verified"].(type) {
+	case bool:
+		if v {
+			return
+		}
+	case string:
+		// Some IdPs (older Cognito pools, a few bridges) send the
+		// boolean as text.
+		if v == "true" {
+			return
+		}
+	case nil:
+		if p.assumeEmail {
+			return
+		}
+	}
+	delete(claims, "email")
+	claims[ClaimUnverifiedEmail] = email
+}
+
+// keyErrSlot is the context key under which verifyIDToken asks keySet to
+// keep the error of the signature check, which go-oidc's verifier
+// flattens to text.
+type keyErrSlot struct{}
+
+// keySet is go-oidc's key set, reporting its error through the context.
+type keySet struct{ remote gooidc.KeySet }
+
+func (k keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	payload, err := k.remote.VerifySignature(ctx, jwt)
+	if slot, ok := ctx.Value(keyErrSlot{}).(*error); ok && err != nil {
+		*slot = err
+	}
+	return payload, err
+}
+
 // verifyIDToken checks signature (allowed asymmetric algorithms only),
-// issuer, audience, azp, expiry and nonce, and returns the raw claims.
+// issuer, audience, azp, expiry, not-before, issue time and nonce, and
+// returns the raw claims. go-oidc checks the signature and parses; every
+// other check is made here, so each refusal says its reason.
 func (p *Provider) verifyIDToken(ctx context.Context, raw, nonce string) (*gooidc.IDToken, map[string]any, error) {
 	alg, err := jwtAlg(raw)
 	if err != nil {
-		return nil, nil, providers.Refused("oidc %s: malformed ID token: %v", p.id, err)
+		return nil, nil, p.refuse(providers.ReasonOther, "malformed ID token: %v", err)
 	}
 	if !slices.Contains(p.algs, alg) {
-		return nil, nil, providers.Refused("oidc %s: ID token signed with %q, which is not allowed", p.id, alg)
+		return nil, nil, p.refuse(providers.ReasonSignature, "ID token signed with %q, which is not allowed", alg)
 	}
-	idt, err := p.verifier.Verify(ctx, raw)
-	if err != nil {
-		var expired *gooidc.TokenExpiredError
-		switch {
-		case errors.As(err, &expired):
-			return nil, nil, providers.Refused("oidc %s: ID token expired at %s", p.id, expired.Expiry.UTC().Format(time.RFC3339))
-		case strings.Contains(err.Error(), "fetching keys"):
-			// go-oidc flattens its errors to text; a failed JWKS fetch is
-			// the only outage among them.
-			return nil, nil, fmt.Errorf("oidc %s: verify ID token: %w", p.id, err)
-		default:
-			return nil, nil, providers.Refused("oidc %s: ID token rejected: %v", p.id, err)
-		}
+	var keyErr error
+	vctx, cancel := context.WithTimeout(context.WithValue(ctx, keyErrSlot{}, &keyErr), keyFetchTimeout)
+	defer cancel()
+	idt, err := p.verifier.Verify(vctx, raw)
+	switch {
+	case err == nil:
+	case keyErr != nil && errors.Unwrap(keyErr) != nil:
+		// go-oidc wraps (%w) only the failure to fetch the JWKS, which
+		// is an outage, not a bad token. Its other key set errors are
+		// plain: the token's signature is wrong.
+		return nil, nil, fmt.Errorf("oidc %s: verify ID token: %w", p.id, keyErr)
+	case keyErr != nil:
+		return nil, nil, p.refuse(providers.ReasonSignature, "ID token signature: %v", keyErr)
+	default:
+		// Parsing: a malformed token or claims.
+		return nil, nil, p.refuse(providers.ReasonOther, "ID token rejected: %v", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
-		return nil, nil, providers.Refused("oidc %s: ID token nonce does not match this login flow", p.id)
+	if idt.Issuer != p.issuer && !(p.issuer == googleIssuer && idt.Issuer == googleIssuerNoScheme) {
+		return nil, nil, p.refuse(providers.ReasonAudience, "ID token issued by a different provider: %q, expected %q", idt.Issuer, p.issuer)
 	}
-	if idt.Subject == "" {
-		return nil, nil, providers.Refused("oidc %s: ID token has no subject", p.id)
+	if !slices.Contains(idt.Audience, p.clientID) {
+		return nil, nil, p.refuse(providers.ReasonAudience, "ID token for %q, expected audience %q", idt.Audience, p.clientID)
 	}
 	var claims map[string]any
 	if err := decodeClaims(idt, &claims); err != nil {
-		return nil, nil, providers.Refused("oidc %s: ID token claims: %v", p.id, err)
+		return nil, nil, p.refuse(providers.ReasonOther, "ID token claims: %v", err)
+	}
+	// A time within exactly skew of its limit is accepted.
+	now := p.now()
+	late, early := now.Add(-p.skew), now.Add(p.skew)
+	if idt.Expiry.Before(late) {
+		return nil, nil, p.refuse(providers.ReasonExpired, "ID token expired at %s", idt.Expiry.UTC().Format(time.RFC3339))
+	}
+	if idt.IssuedAt.After(early) {
+		return nil, nil, p.refuse(providers.ReasonExpired, "ID token issued in the future (iat %s, now %s, skew %s)",
+			idt.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), p.skew)
+	}
+	if nbf, ok := numericDate(claims["nbf"]); ok && nbf.After(early) {
+		return nil, nil, p.refuse(providers.ReasonExpired, "ID token not valid before %s (now %s, skew %s)",
+			nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), p.skew)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return nil, nil, p.refuse(providers.ReasonState, "ID token nonce does not match this login flow")
+	}
+	if idt.Subject == "" {
+		return nil, nil, p.refuse(providers.ReasonOther, "ID token has no subject")
 	}
 	azp, hasAzp := claims["azp"].(string)
 	switch {
 	case hasAzp && azp != p.clientID:
-		return nil, nil, providers.Refused("oidc %s: ID token authorized party %q is not client %q", p.id, azp, p.clientID)
+		return nil, nil, p.refuse(providers.ReasonAudience, "ID token authorized party %q is not client %q", azp, p.clientID)
 	case !hasAzp && (claims["azp"] != nil || len(idt.Audience) > 1):
-		return nil, nil, providers.Refused("oidc %s: ID token has several audiences but no authorized party (azp)", p.id)
+		return nil, nil, p.refuse(providers.ReasonAudience, "ID token has several audiences but no authorized party (azp)")
 	}
 	return idt, claims, nil
+}
+
+// Google's ID tokens sometimes name the issuer without its scheme; go-oidc
+// accepts that for Google alone, and so does usher.
+const (
+	googleIssuer         = "https://accounts.google.com"
+	googleIssuerNoScheme = "accounts.google.com"
+)
+
+// numericDate reads a JWT NumericDate claim (seconds since the epoch,
+// possibly with a fraction).
+func numericDate(v any) (time.Time, bool) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, false
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return time.Time{}, false
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)), true
 }
 
 // jwtAlg reads the alg header without trusting anything else in the token.
@@ -500,14 +707,19 @@ func (p *Provider) mergeUserinfo(ctx context.Context, tok *oauth2.Token, sub str
 		return fmt.Errorf("oidc %s: userinfo: %w", p.id, err)
 	}
 	if ui.Subject != sub {
-		return providers.Refused("oidc %s: userinfo subject %q differs from the ID token's %q", p.id, ui.Subject, sub)
+		return p.refuse(providers.ReasonOther, "userinfo subject %q differs from the ID token's %q", ui.Subject, sub)
 	}
 	var extra map[string]any
 	if err := decodeClaims(ui, &extra); err != nil {
 		return fmt.Errorf("oidc %s: userinfo claims: %w", p.id, err)
 	}
+	if _, ok := extra["email"]; ok {
+		// An address and its verification travel together: the ID
+		// token's email_verified says nothing about userinfo's address.
+		delete(claims, "email_verified")
+	}
 	for k, v := range extra {
-		if !slices.Contains(protocolClaims, k) {
+		if !slices.Contains(protocolClaims, k) && k != p.subject {
 			claims[k] = v
 		}
 	}
@@ -571,3 +783,77 @@ func (p *Provider) LogoutURL(_ context.Context, _ providers.Identity, returnTo s
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
+
+// boundedClient is base (or, without one, a client with timeout) with
+// every response body bounded: the discovery document at discovery to
+// maxDiscoveryBytes, anything else to maxResponseBytes. go-oidc reads
+// discovery, JWKS and userinfo bodies whole, so the bound must sit below it.
+func boundedClient(base *http.Client, timeout time.Duration, discovery string) *http.Client {
+	c := &http.Client{Timeout: timeout}
+	if base != nil {
+		cp := *base
+		c = &cp
+	}
+	rt := c.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	c.Transport = &boundedTransport{base: rt, discovery: discovery}
+	return c
+}
+
+// boundedTransport fails a response whose body is longer than its limit,
+// rather than handing on a truncated one.
+type boundedTransport struct {
+	base      http.RoundTripper
+	discovery string
+}
+
+func (t *boundedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	limit := int64(maxResponseBytes)
+	u := *r.URL
+	u.RawQuery, u.Fragment = "", ""
+	if u.String() == t.discovery {
+		limit = maxDiscoveryBytes
+	}
+	if resp.ContentLength > limit {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: response of %d bytes is larger than %d", u.Redacted(), resp.ContentLength, limit)
+	}
+	resp.Body = &boundedBody{rc: resp.Body, left: limit, limit: limit, url: u.Redacted()}
+	return resp, nil
+}
+
+type boundedBody struct {
+	rc    io.ReadCloser
+	left  int64
+	limit int64
+	url   string
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, b.tooLarge()
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		// One byte past the limit: the body is too large. Hand back
+		// what fits, never the byte beyond it.
+		return n + int(b.left), b.tooLarge()
+	}
+	return n, err
+}
+
+func (b *boundedBody) tooLarge() error {
+	return fmt.Errorf("%s: response body larger than %d bytes", b.url, b.limit)
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }

@@ -309,6 +309,14 @@ func TestFinishRefusals(t *testing.T) {
 			return st, withParam(t, cb, "code", "")
 		}, "no code"},
 	}
+	// The reason each refusal is counted under.
+	why := map[string]providers.Reason{
+		"no flow cookie": providers.ReasonState, "garbage flow state": providers.ReasonState,
+		"missing state parameter": providers.ReasonState, "wrong state parameter": providers.ReasonState,
+		"flow started for another IdP": providers.ReasonState, "wrong nonce": providers.ReasonState,
+		"wrong PKCE verifier": providers.ReasonReplay, "iss parameter of another issuer": providers.ReasonAudience,
+		"IdP error response": providers.ReasonIdPError, "no code": providers.ReasonOther,
+	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			state, cb := browse(t, p, idp, "flow-"+string(rune('a'+i)))
@@ -318,6 +326,9 @@ func TestFinishRefusals(t *testing.T) {
 				t.Fatalf("got identity %+v", res.Identity)
 			}
 			wantRefused(t, err, tt.reason)
+			if got, want := providers.ReasonOf(err), why[tt.name]; got != want {
+				t.Fatalf("reason = %q, want %q", got, want)
+			}
 		})
 	}
 }
@@ -567,6 +578,9 @@ func TestValidate(t *testing.T) {
 		{"reserved param", Config{Issuer: "https://i.example", ClientID: "x", ExtraAuthParams: map[string]string{"nonce": "1", "prompt": "login"}}, []string{"extra_auth_params.nonce"}},
 		{"bad redirect", Config{Issuer: "https://i.example", ClientID: "x", RedirectURL: "/relative"}, []string{"redirect_url"}},
 		{"skew", Config{Issuer: "https://i.example", ClientID: "x", Skew: time.Hour}, []string{"skew"}},
+		{"subject claim", Config{Issuer: "https://i.example", ClientID: "x", SubjectClaim: "oid", EmailVerified: "assume"}, nil},
+		{"protocol subject claim", Config{Issuer: "https://i.example", ClientID: "x", SubjectClaim: "nonce"}, []string{"subject_claim"}},
+		{"email_verified", Config{Issuer: "https://i.example", ClientID: "x", EmailVerified: "trust"}, []string{"email_verified"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

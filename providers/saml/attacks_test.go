@@ -11,6 +11,7 @@ import (
 
 	"github.com/beevik/etree"
 
+	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/providers/saml/samltest"
 )
 
@@ -28,27 +29,32 @@ func TestAttacksRefused(t *testing.T) {
 		name string
 		mod  func(e *env, r *samltest.Response)
 		want string
+		why  providers.Reason
 	}{
-		{"unsigned assertion in unsigned response", func(_ *env, r *samltest.Response) { r.SignAssertion = false }, "neither the Response nor the Assertion is signed"},
-		{"only the response signed", func(_ *env, r *samltest.Response) { r.SignAssertion, r.SignResponse = false, true }, "assertion is not signed"},
-		{"wrong audience", func(_ *env, r *samltest.Response) { r.Audience = "https://other.example/sp" }, "Audience"},
-		{"wrong recipient", func(_ *env, r *samltest.Response) { r.Recipient = "https://other.example/acs" }, "Recipient"},
-		{"wrong destination", func(_ *env, r *samltest.Response) { r.Destination = "https://other.example/acs" }, "Destination"},
-		{"no destination", func(_ *env, r *samltest.Response) { r.Destination = "" }, "no Destination"},
-		{"wrong issuer", func(_ *env, r *samltest.Response) { r.Issuer = "https://other-idp.example" }, "ssuer"},
-		{"wrong InResponseTo", func(_ *env, r *samltest.Response) { r.InResponseTo = "id-test-999" }, "InResponseTo"},
-		{"no InResponseTo", func(_ *env, r *samltest.Response) { r.InResponseTo = "" }, "InResponseTo"},
+		{"unsigned assertion in unsigned response", func(_ *env, r *samltest.Response) { r.SignAssertion = false }, "neither the Response nor the Assertion is signed", providers.ReasonSignature},
+		{"only the response signed", func(_ *env, r *samltest.Response) { r.SignAssertion, r.SignResponse = false, true }, "assertion is not signed", providers.ReasonSignature},
+		{"wrong audience", func(_ *env, r *samltest.Response) { r.Audience = "https://other.example/sp" }, "Audience", providers.ReasonAudience},
+		{"wrong recipient", func(_ *env, r *samltest.Response) { r.Recipient = "https://other.example/acs" }, "Recipient", providers.ReasonAudience},
+		{"wrong destination", func(_ *env, r *samltest.Response) { r.Destination = "https://other.example/acs" }, "Destination", providers.ReasonAudience},
+		{"no destination", func(_ *env, r *samltest.Response) { r.Destination = "" }, "no Destination", providers.ReasonOther},
+		{"wrong issuer", func(_ *env, r *samltest.Response) { r.Issuer = "https://other-idp.example" }, "ssuer", providers.ReasonAudience},
+		{"wrong InResponseTo", func(_ *env, r *samltest.Response) { r.InResponseTo = "id-test-999" }, "InResponseTo", providers.ReasonState},
+		{"no InResponseTo", func(_ *env, r *samltest.Response) { r.InResponseTo = "" }, "InResponseTo", providers.ReasonState},
+		{"expired", func(e *env, r *samltest.Response) {
+			r.IssueInstant = fixedNow.Add(-time.Hour)
+			r.NotBefore, r.NotOnOrAfter = r.IssueInstant, r.IssueInstant.Add(5*time.Minute)
+		}, "expired", providers.ReasonExpired},
 		{"failed status", func(_ *env, r *samltest.Response) {
 			r.Status = "urn:oasis:names:tc:SAML:2.0:status:Requester"
-		}, "status:Requester"},
+		}, "IdP answered Requester", providers.ReasonIdPError},
 		{"attacker-encrypted unsigned assertion", func(e *env, r *samltest.Response) {
 			r.SignAssertion = false
 			r.EncryptTo = e.p.cert
-		}, "neither the Response nor the Assertion is signed"},
+		}, "neither the Response nor the Assertion is signed", providers.ReasonSignature},
 		{"attacker-encrypted assertion signed by another key", func(e *env, r *samltest.Response) {
 			e.idp = attackerIdP(e.t, e.idp)
 			r.EncryptTo = e.p.cert
-		}, "signature"},
+		}, "signature", providers.ReasonSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil)
@@ -57,6 +63,9 @@ func TestAttacksRefused(t *testing.T) {
 			tc.mod(e, &r)
 			_, err := e.post(r, "flow-1", ch.State)
 			wantRefused(t, err, tc.want)
+			if got := providers.ReasonOf(err); got != tc.why {
+				t.Fatalf("reason = %q, want %q (%v)", got, tc.why, err)
+			}
 		})
 	}
 }

@@ -90,13 +90,15 @@ func (p *Provider) FlowID(r *http.Request) string {
 	return r.URL.Query().Get("RelayState")
 }
 
-// maxBodyBytes is the largest POST body accepted at the ACS: the base64 of
-// the largest response, plus room for RelayState and field names.
-func (p *Provider) maxBodyBytes() int64 {
+// MaxBodyBytes is the largest POST body accepted at the ACS and the SLO
+// endpoint: the base64 of the largest response (max_response_bytes), which
+// URL encoding may triple, plus room for RelayState and field names. The
+// proxy bounds callback bodies with it (providers.BodyLimiter).
+func (p *Provider) MaxBodyBytes() int64 {
 	return int64(base64.StdEncoding.EncodedLen(int(p.cfg.MaxResponseBytes)))*3 + maxFormOverhead
 }
 
-// parseForm parses a POST body at most maxBodyBytes long. It is idempotent,
+// parseForm parses a POST body at most MaxBodyBytes long. It is idempotent,
 // so FlowID and Finish may both call it. The bound allows for URL
 // encoding, which can triple the base64 text.
 func (p *Provider) parseForm(r *http.Request) error {
@@ -104,7 +106,7 @@ func (p *Provider) parseForm(r *http.Request) error {
 		return nil
 	}
 	if r.Body != nil {
-		r.Body = http.MaxBytesReader(nil, r.Body, p.maxBodyBytes())
+		r.Body = http.MaxBytesReader(nil, r.Body, p.MaxBodyBytes())
 	}
 	if err := r.ParseForm(); err != nil {
 		// Make a second call fail the same way instead of seeing an

@@ -38,6 +38,10 @@ func TestValidate(t *testing.T) {
 		{"nameid format", func(c *Config) { c.NameIDFormat = "email" }, "nameid_format"},
 		{"skew too large", func(c *Config) { c.ClockSkew = time.Hour }, "clock_skew"},
 		{"negative size", func(c *Config) { c.MaxResponseBytes = -1 }, "max_response_bytes"},
+		{"huge size", func(c *Config) { c.MaxResponseBytes = 64 << 20 }, "max_response_bytes"},
+		{"large size", func(c *Config) { c.MaxResponseBytes = 4 << 20 }, ""},
+		{"metadata validity", func(c *Config) { c.SPMetadataValidFor = 5 * 365 * 24 * time.Hour }, ""},
+		{"short metadata validity", func(c *Config) { c.SPMetadataValidFor = time.Hour }, "sp_metadata_valid_for"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok()

@@ -38,6 +38,9 @@ const (
 	defaultClockSkew        = 60 * time.Second
 	defaultMaxResponseBytes = 256 << 10
 	defaultIdPInitiatedPath = "/"
+	// maxMaxResponseBytes caps max_response_bytes: the ACS holds the
+	// whole POST body (about three times as much) in memory.
+	maxMaxResponseBytes = 8 << 20
 	// maxMetadataBytes bounds IdP metadata from a URL or file.
 	maxMetadataBytes = 1 << 20
 	// maxFormOverhead is what a POST body may carry besides the base64
@@ -90,7 +93,14 @@ type Config struct {
 	// most crewjam/saml's own limit (3m).
 	ClockSkew time.Duration `yaml:"clock_skew"`
 	// MaxResponseBytes bounds the decoded SAMLResponse, default 256 KiB.
+	// The POST body it arrives in may be about three times as large (base64
+	// and URL encoding); the proxy accepts that much (MaxBodyBytes).
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// SPMetadataValidFor, when set, puts validUntil = now + this duration
+	// in usher's SP metadata. Unset (the default), the metadata has no
+	// validUntil, only cacheDuration (one day): a copy an IdP imported
+	// stays valid until the admin replaces it.
+	SPMetadataValidFor time.Duration `yaml:"sp_metadata_valid_for"`
 }
 
 var _ providers.Config = (*Config)(nil)
@@ -156,6 +166,12 @@ func (c *Config) Validate() []error {
 	}
 	if c.MaxResponseBytes < 0 {
 		errs = append(errs, config.FieldErrorf("max_response_bytes", "must not be negative"))
+	}
+	if c.MaxResponseBytes > maxMaxResponseBytes {
+		errs = append(errs, config.FieldErrorf("max_response_bytes", "must be at most %d (%d MiB)", maxMaxResponseBytes, maxMaxResponseBytes>>20))
+	}
+	if c.SPMetadataValidFor < 0 || (c.SPMetadataValidFor > 0 && c.SPMetadataValidFor < 24*time.Hour) {
+		errs = append(errs, config.FieldErrorf("sp_metadata_valid_for", "must be at least 24h, or unset for metadata without validUntil"))
 	}
 	return errs
 }
@@ -325,9 +341,12 @@ type Provider struct {
 }
 
 var (
-	_ providers.Provider   = (*Provider)(nil)
-	_ providers.Logouter   = (*Provider)(nil)
-	_ providers.Metadataer = (*Provider)(nil)
+	_ providers.Provider             = (*Provider)(nil)
+	_ providers.Logouter             = (*Provider)(nil)
+	_ providers.LogoutResponder      = (*Provider)(nil)
+	_ providers.LogoutRequestHandler = (*Provider)(nil)
+	_ providers.Metadataer           = (*Provider)(nil)
+	_ providers.BodyLimiter          = (*Provider)(nil)
 )
 
 // ID is the configured IdP id.
@@ -355,12 +374,19 @@ func (p *Provider) newSP(md *saml.EntityDescriptor) *saml.ServiceProvider {
 		IDPMetadata: md,
 		// Logout messages must be signed (saml-profiles §4.4.3), whether
 		// or not AuthnRequests are.
-		LogoutSignatureMethod:            dsig.RSASHA256SignatureMethod,
-		LogoutBindings:                   []string{saml.HTTPRedirectBinding},
+		LogoutSignatureMethod: dsig.RSASHA256SignatureMethod,
+		// The IdP may send logout requests and responses by either
+		// binding; HandleLogoutRequest and HandleLogoutResponse take both.
+		LogoutBindings:                   []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding},
 		AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
 		AuthnNameIDFormat:                saml.NameIDFormat(p.nameIDFormat),
 		Clock:                            dsig.NewFakeClock(nowClock{Clock: clockwork.NewRealClock(), now: p.now}),
 		HTTPClient:                       p.client,
+		// validUntil only when configured: IdPs that honour it (Shibboleth,
+		// SimpleSAMLphp) stop trusting an imported copy once it passes,
+		// and crewjam's default would be two days after each fetch.
+		MetadataValidDuration:  p.cfg.SPMetadataValidFor,
+		MetadataOmitValidUntil: p.cfg.SPMetadataValidFor == 0,
 	}
 	if p.nameIDFormat == "" {
 		// No preference: say "unspecified" rather than crewjam's default

@@ -39,7 +39,22 @@ type User struct {
 	// Claims are further claims, nested objects allowed
 	// ({"realm_access": {"roles": [...]}}).
 	Claims map[string]any
+	// EmailVerified is what the IdP says of Email; the zero value says
+	// it is verified.
+	EmailVerified Verification
 }
+
+// Verification is what an IdP says of a user's e-mail address.
+type Verification int
+
+const (
+	// Verified: email_verified is true.
+	Verified Verification = iota
+	// Unverified: email_verified is false.
+	Unverified
+	// NoVerificationClaim: no email_verified claim at all, as Entra ID.
+	NoVerificationClaim
+)
 
 // Client is a registered relying party. A client without Secret is public
 // and must use PKCE.

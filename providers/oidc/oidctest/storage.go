@@ -268,7 +268,14 @@ func (s *storage) setUserinfo(ui *zoidc.UserInfo, subject string, scopes []strin
 		switch sc {
 		case zoidc.ScopeEmail:
 			ui.Email = u.Email
-			ui.EmailVerified = zoidc.Bool(u.Email != "")
+			switch u.EmailVerified {
+			case Verified:
+				ui.EmailVerified = zoidc.Bool(u.Email != "")
+			case Unverified:
+				// The registered field omits false; an extra claim
+				// says it.
+				ui.AppendClaims("email_verified", false)
+			}
 		case zoidc.ScopeProfile:
 			ui.PreferredUsername = u.Username
 			ui.Name = u.Name

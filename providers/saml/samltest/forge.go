@@ -1,12 +1,19 @@
 package samltest
 
 import (
+	"bytes"
+	"compress/flate"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"sort"
 	"time"
@@ -45,8 +52,14 @@ type Response struct {
 	// EncryptTo, when set, encrypts the (signed or not) assertion to
 	// this certificate into an EncryptedAssertion.
 	EncryptTo *x509.Certificate
-	// Status defaults to Success.
-	Status string
+	// Status defaults to Success. SubStatus, when set, is a second-level
+	// StatusCode (urn:...:status:NoPassive) and StatusMessage its text.
+	Status        string
+	SubStatus     string
+	StatusMessage string
+	// NoAssertion leaves the assertion out, as IdPs do in a response with
+	// an error status.
+	NoAssertion bool
 }
 
 // NewResponse returns a Response for the SP at acs/audience with both the
@@ -80,17 +93,20 @@ func samlTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z"
 
 // Forge builds the Response document, signed as r asks.
 func (i *IdP) Forge(r Response) (*etree.Document, error) {
-	a, err := i.ForgeAssertion(r)
-	if err != nil {
-		return nil, err
-	}
-	if r.EncryptTo != nil {
-		if a, err = EncryptAssertion(a, r.EncryptTo); err != nil {
+	resp := i.ResponseElement(r)
+	if !r.NoAssertion {
+		a, err := i.ForgeAssertion(r)
+		if err != nil {
 			return nil, err
 		}
+		if r.EncryptTo != nil {
+			if a, err = EncryptAssertion(a, r.EncryptTo); err != nil {
+				return nil, err
+			}
+		}
+		resp.AddChild(a)
 	}
-	resp := i.ResponseElement(r)
-	resp.AddChild(a)
+	var err error
 	if r.SignResponse {
 		if resp, err = i.Sign(resp); err != nil {
 			return nil, err
@@ -120,7 +136,15 @@ func (i *IdP) ResponseElement(r Response) *etree.Element {
 	if status == "" {
 		status = "urn:oasis:names:tc:SAML:2.0:status:Success"
 	}
-	resp.CreateElement("samlp:Status").CreateElement("samlp:StatusCode").CreateAttr("Value", status)
+	st := resp.CreateElement("samlp:Status")
+	code := st.CreateElement("samlp:StatusCode")
+	code.CreateAttr("Value", status)
+	if r.SubStatus != "" {
+		code.CreateElement("samlp:StatusCode").CreateAttr("Value", r.SubStatus)
+	}
+	if r.StatusMessage != "" {
+		st.CreateElement("samlp:StatusMessage").SetText(r.StatusMessage)
+	}
 	return resp
 }
 
@@ -254,4 +278,112 @@ func xmlBytes(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte(xml.Header), b...), nil
+}
+
+// LogoutRequest describes a LogoutRequest the IdP sends to a service
+// provider's single logout service. Zero IssueInstant is the IdP clock's
+// now.
+type LogoutRequest struct {
+	ID           string
+	Destination  string
+	Issuer       string // default the IdP entity ID
+	NameID       string
+	NameIDFormat string
+	SessionIndex string
+	IssueInstant time.Time
+}
+
+// NewLogoutRequest returns a LogoutRequest for nameID (emailAddress
+// format), addressed to the SP's single logout URL slo.
+func (i *IdP) NewLogoutRequest(slo, nameID string) LogoutRequest {
+	return LogoutRequest{
+		ID:           "id-logout-1",
+		Destination:  slo,
+		Issuer:       i.EntityID(),
+		NameID:       nameID,
+		NameIDFormat: "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+		SessionIndex: "session-1",
+		IssueInstant: i.now().UTC().Truncate(time.Second),
+	}
+}
+
+// LogoutRequestElement is r as an unsigned samlp:LogoutRequest element;
+// Sign it for the HTTP-POST binding.
+func (i *IdP) LogoutRequestElement(r LogoutRequest) *etree.Element {
+	el := etree.NewElement("samlp:LogoutRequest")
+	el.CreateAttr("xmlns:samlp", nsSAMLP)
+	el.CreateAttr("xmlns:saml", nsSAML)
+	el.CreateAttr("ID", r.ID)
+	el.CreateAttr("Version", "2.0")
+	at := r.IssueInstant
+	if at.IsZero() {
+		at = i.now()
+	}
+	el.CreateAttr("IssueInstant", samlTime(at))
+	if r.Destination != "" {
+		el.CreateAttr("Destination", r.Destination)
+	}
+	issuer := r.Issuer
+	if issuer == "" {
+		issuer = i.EntityID()
+	}
+	el.CreateElement("saml:Issuer").SetText(issuer)
+	nid := el.CreateElement("saml:NameID")
+	if r.NameIDFormat != "" {
+		nid.CreateAttr("Format", r.NameIDFormat)
+	}
+	nid.SetText(r.NameID)
+	if r.SessionIndex != "" {
+		el.CreateElement("samlp:SessionIndex").SetText(r.SessionIndex)
+	}
+	return el
+}
+
+// RedirectRequest is the GET a browser makes to dest with el sent by the
+// HTTP-Redirect binding under param (SAMLRequest or SAMLResponse), with a
+// query-string signature by the IdP key when sign is set.
+func (i *IdP) RedirectRequest(dest, param string, el *etree.Element, relay string, sign bool) (*http.Request, error) {
+	doc := etree.NewDocument()
+	doc.SetRoot(el.Copy())
+	var buf bytes.Buffer
+	fw, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := doc.WriteTo(fw); err != nil {
+		return nil, err
+	}
+	if err := fw.Close(); err != nil {
+		return nil, err
+	}
+	q := param + "=" + url.QueryEscape(base64.StdEncoding.EncodeToString(buf.Bytes()))
+	if relay != "" {
+		q += "&RelayState=" + url.QueryEscape(relay)
+	}
+	if sign {
+		q += "&SigAlg=" + url.QueryEscape(dsig.RSASHA256SignatureMethod)
+		digest := sha256.Sum256([]byte(q))
+		sig, err := rsa.SignPKCS1v15(rand.Reader, i.Key, crypto.SHA256, digest[:])
+		if err != nil {
+			return nil, err
+		}
+		q += "&Signature=" + url.QueryEscape(base64.StdEncoding.EncodeToString(sig))
+	}
+	return httptest.NewRequest(http.MethodGet, dest+"?"+q, nil), nil
+}
+
+// PostMessage is the POST a browser makes to dest with el sent by the
+// HTTP-POST binding under param; Sign el first for a signed message.
+func PostMessage(dest, param string, el *etree.Element, relay string) (*http.Request, error) {
+	doc := etree.NewDocument()
+	doc.SetRoot(el.Copy())
+	b, err := doc.WriteToBytes()
+	if err != nil {
+		return nil, err
+	}
+	v := url.Values{param: {base64.StdEncoding.EncodeToString(b)}}
+	if relay != "" {
+		v.Set("RelayState", relay)
+	}
+	return PostRequest(dest, v), nil
 }
