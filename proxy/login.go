@@ -123,63 +123,61 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 	h.render(w, r, http.StatusOK, "post", postPage{URL: ch.URL, Form: ch.Form})
 }
 
-// callback finishes a login at /usher/{typ}/{idp}/callback or .../acs.
-func (h *Handler) callback(typ string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("idp")
-		idp := h.idps[id]
-		if idp == nil || idp.Provider.Type() != typ {
-			h.fail(w, r, http.StatusNotFound, "Unknown sign-in option", "There is no such identity provider.", nil)
-			return
-		}
-		// Providers bound what they read themselves; this is the outer
-		// limit, as large as the provider's own.
-		r.Body = http.MaxBytesReader(w, r.Body, callbackBodyLimit(idp.Provider))
-		var fl *flow
-		if flowID := idp.Provider.FlowID(r); validFlowID(flowID) {
-			name := FlowCookiePrefix + flowID
-			if c, err := r.Cookie(h.opt.Codec.PrefixedName(name)); err == nil {
-				h.opt.Codec.ClearCookie(w, name) // one use only
-				raw, err := h.opt.Codec.Open("flow:"+flowID, c.Value)
-				if err != nil {
-					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in took too long or was started in another browser. Please try again.")
-					return
-				}
-				fl = new(flow)
-				if err := json.Unmarshal(raw, fl); err != nil {
-					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in could not be completed. Please try again.")
-					return
-				}
-				if fl.IdP != id {
-					h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow started at %q answered at %q", fl.IdP, id), "The answer came from a different identity provider than the one you chose. Please try again.")
-					return
-				}
-			}
-		}
-		var state []byte
-		if fl != nil {
-			state = fl.State
-		}
-		res, err := idp.Provider.Finish(r.Context(), r, state)
-		if err != nil {
-			if errors.Is(err, providers.ErrRefused) {
-				h.refuse(w, r, id, "", err, "The identity provider's answer could not be accepted. Please try again.")
+// callback finishes a login at /usher/{type}/{idp}/callback or .../acs.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("idp")
+	idp := h.idpAt(r)
+	if idp == nil {
+		h.fail(w, r, http.StatusNotFound, "Unknown sign-in option", "There is no such identity provider.", nil)
+		return
+	}
+	// Providers bound what they read themselves; this is the outer
+	// limit, as large as the provider's own.
+	r.Body = http.MaxBytesReader(w, r.Body, callbackBodyLimit(idp.Provider))
+	var fl *flow
+	if flowID := idp.Provider.FlowID(r); validFlowID(flowID) {
+		name := FlowCookiePrefix + flowID
+		if c, err := r.Cookie(h.opt.Codec.PrefixedName(name)); err == nil {
+			h.opt.Codec.ClearCookie(w, name) // one use only
+			raw, err := h.opt.Codec.Open("flow:"+flowID, c.Value)
+			if err != nil {
+				h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in took too long or was started in another browser. Please try again.")
 				return
 			}
-			h.opt.Metrics.Login(id, metrics.OutcomeError, metrics.ReasonIdPError)
-			h.fail(w, r, http.StatusBadGateway, "Sign-in failed", "usher could not complete the sign-in with "+idp.Name+". Try again in a moment.", fmt.Errorf("finish login at %s: %w", id, err))
-			return
-		}
-		rd := "/"
-		if fl != nil {
-			rd = fl.Return
-		} else if res.ReturnTo != "" {
-			if rd, err = safeReturn(res.ReturnTo, h.scheme, h.hosts); err != nil {
-				rd = "/"
+			fl = new(flow)
+			if err := json.Unmarshal(raw, fl); err != nil {
+				h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow cookie: %w", err), "Your sign-in could not be completed. Please try again.")
+				return
+			}
+			if fl.IdP != id {
+				h.refuse(w, r, id, "", providers.Refused(providers.ReasonState, "flow started at %q answered at %q", fl.IdP, id), "The answer came from a different identity provider than the one you chose. Please try again.")
+				return
 			}
 		}
-		h.establish(w, r, idp, res.Identity, rd)
 	}
+	var state []byte
+	if fl != nil {
+		state = fl.State
+	}
+	res, err := idp.Provider.Finish(r.Context(), r, state)
+	if err != nil {
+		if errors.Is(err, providers.ErrRefused) {
+			h.refuse(w, r, id, "", err, "The identity provider's answer could not be accepted. Please try again.")
+			return
+		}
+		h.opt.Metrics.Login(id, metrics.OutcomeError, metrics.ReasonIdPError)
+		h.fail(w, r, http.StatusBadGateway, "Sign-in failed", "usher could not complete the sign-in with "+idp.Name+". Try again in a moment.", fmt.Errorf("finish login at %s: %w", id, err))
+		return
+	}
+	rd := "/"
+	if fl != nil {
+		rd = fl.Return
+	} else if res.ReturnTo != "" {
+		if rd, err = safeReturn(res.ReturnTo, h.scheme, h.hosts); err != nil {
+			rd = "/"
+		}
+	}
+	h.establish(w, r, idp, res.Identity, rd)
 }
 
 // refuse answers a login the IdP's answer did not allow (a bad
@@ -204,10 +202,10 @@ func (h *Handler) audit(r *http.Request, e jit.Entry) {
 	}
 }
 
-// metadata serves SAML SP metadata.
+// metadata serves a provider's metadata (SAML SP metadata).
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
-	idp := h.idps[r.PathValue("idp")]
-	if idp == nil || idp.Provider.Type() != "saml" {
+	idp := h.idpAt(r)
+	if idp == nil {
 		h.fail(w, r, http.StatusNotFound, "Not found", "There is no such identity provider.", nil)
 		return
 	}

@@ -38,6 +38,16 @@ type IdP struct {
 	Mapper   *jit.Mapper
 }
 
+// idpAt is the IdP a /usher/{type}/{idp}/ request names, or nil when
+// there is none of that id and type.
+func (h *Handler) idpAt(r *http.Request) *IdP {
+	idp := h.idps[r.PathValue("idp")]
+	if idp == nil || idp.Provider.Type() != r.PathValue("type") {
+		return nil
+	}
+	return idp
+}
+
 // provider is the IdP's provider, or nil for a nil IdP.
 func (i *IdP) provider() providers.Provider {
 	if i == nil {
@@ -154,11 +164,13 @@ func (h *Handler) routes() *http.ServeMux {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /usher/login", h.login)
 	m.HandleFunc("POST /usher/login", h.discover)
-	m.HandleFunc("GET /usher/oidc/{idp}/callback", h.callback("oidc"))
-	m.HandleFunc("POST /usher/oidc/{idp}/callback", h.callback("oidc"))
-	m.HandleFunc("POST /usher/saml/{idp}/acs", h.callback("saml"))
-	m.HandleFunc("GET /usher/saml/{idp}/metadata", h.metadata)
-	m.HandleFunc("/usher/saml/{idp}/slo", h.slo)
+	// Every provider type gets the same endpoints under /usher/{type}/{idp}/;
+	// what a provider cannot do (metadata, single logout) answers 404.
+	m.HandleFunc("GET /usher/{type}/{idp}/callback", h.callback)
+	m.HandleFunc("POST /usher/{type}/{idp}/callback", h.callback)
+	m.HandleFunc("POST /usher/{type}/{idp}/acs", h.callback)
+	m.HandleFunc("GET /usher/{type}/{idp}/metadata", h.metadata)
+	m.HandleFunc("/usher/{type}/{idp}/slo", h.slo)
 	m.HandleFunc("GET /usher/logout", h.logoutPage)
 	m.HandleFunc("POST /usher/logout", h.logout)
 	m.HandleFunc("GET /usher/logged-out", h.loggedOut)

@@ -19,8 +19,8 @@ import (
 // slo serves /usher/saml/{idp}/slo, by either SAML binding (GET for
 // HTTP-Redirect, POST for HTTP-POST).
 func (h *Handler) slo(w http.ResponseWriter, r *http.Request) {
-	idp := h.idps[r.PathValue("idp")]
-	if idp == nil || idp.Provider.Type() != "saml" {
+	idp := h.idpAt(r)
+	if idp == nil {
 		h.fail(w, r, http.StatusNotFound, "Not found", "There is no such identity provider.", nil)
 		return
 	}
