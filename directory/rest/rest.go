@@ -205,7 +205,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s: %s", e.Service, e.Op, e.URL)
+	// The service is left out: callers prefix their own context
+	// ("graph entra: pull: ...").
+	fmt.Fprintf(&b, "%s %s", e.Op, e.URL)
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.Status)
 	}
