@@ -226,10 +226,12 @@ func closure(direct []string, parents map[string][]string) []string {
 	return out
 }
 
-// drive runs op while advancing the fake clock one second at a time
+// Drive runs op while advancing the fake clock one second at a time
 // whenever something waits on it, so throttling and backoff take no real
-// time. It returns op's error and how much fake time passed.
-func drive(t *testing.T, clock *clockwork.FakeClock, op func(ctx context.Context) error) (error, time.Duration) {
+// time. It returns op's error and how much fake time passed. op gets a
+// context bounded in real time. Connector tests outside the suite use it
+// for their own fault cases.
+func Drive(t *testing.T, clock *clockwork.FakeClock, op func(ctx context.Context) error) (time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -243,12 +245,12 @@ func drive(t *testing.T, clock *clockwork.FakeClock, op func(ctx context.Context
 		select {
 		case err := <-done:
 			bcancel()
-			return err, advanced
+			return advanced, err
 		case err := <-waiting:
 			bcancel()
 			if err != nil {
 				// The real-time bound ran out: wait for op to give up.
-				return <-done, advanced
+				return advanced, <-done
 			}
 			clock.Advance(time.Second)
 			advanced += time.Second
@@ -257,10 +259,10 @@ func drive(t *testing.T, clock *clockwork.FakeClock, op func(ctx context.Context
 }
 
 // pull runs a Pull to the end and returns a copy of every person listed.
-func pull(t *testing.T, e *env) ([]directory.Person, error, time.Duration) {
+func pull(t *testing.T, e *env) ([]directory.Person, time.Duration, error) {
 	t.Helper()
 	var got []directory.Person
-	err, waited := drive(t, e.clock, func(ctx context.Context) error {
+	waited, err := Drive(t, e.clock, func(ctx context.Context) error {
 		return e.conn.Pull(ctx, func(p directory.Page) error {
 			for _, q := range p.People {
 				got = append(got, clonePerson(q))
@@ -268,7 +270,7 @@ func pull(t *testing.T, e *env) ([]directory.Person, error, time.Duration) {
 			return nil
 		})
 	})
-	return got, err, waited
+	return got, waited, err
 }
 
 func clonePerson(p directory.Person) directory.Person {
@@ -376,7 +378,7 @@ func testPull(t *testing.T, open Opener) {
 	if n := e.conn.Name(); n == "" {
 		t.Error("Name() is empty")
 	}
-	got, err, _ := pull(t, e)
+	got, _, err := pull(t, e)
 	if err != nil {
 		t.Fatalf("Pull: %v", err)
 	}
@@ -387,7 +389,7 @@ func testPull(t *testing.T, open Opener) {
 	t.Logf("pull calls: %s", e.calls)
 
 	// A second pull of an unchanged directory lists the same.
-	again, err, _ := pull(t, e)
+	again, _, err := pull(t, e)
 	if err != nil {
 		t.Fatalf("second Pull: %v", err)
 	}
@@ -398,7 +400,7 @@ func testPullCallbackError(t *testing.T, open Opener) {
 	e := setup(t, open)
 	stop := errors.New("callback says stop")
 	pages := 0
-	err, _ := drive(t, e.clock, func(ctx context.Context) error {
+	_, err := Drive(t, e.clock, func(ctx context.Context) error {
 		return e.conn.Pull(ctx, func(directory.Page) error {
 			pages++
 			return stop
@@ -430,7 +432,7 @@ func testPerson(t *testing.T, open Opener) {
 	f := NewFixture(e.caps)
 	lookup := func(subject string) (*directory.Person, error) {
 		var p *directory.Person
-		err, _ := drive(t, e.clock, func(ctx context.Context) error {
+		_, err := Drive(t, e.clock, func(ctx context.Context) error {
 			var err error
 			p, err = e.conn.Person(ctx, subject)
 			return err
@@ -494,7 +496,7 @@ func testPullThrottled(t *testing.T, open Opener) {
 	}
 	const wait = 7 * time.Second
 	e.b.Throttle(t, wait)
-	got, err, waited := pull(t, e)
+	got, waited, err := pull(t, e)
 	if err != nil {
 		t.Fatalf("throttled Pull: %v (a throttle must be waited out, not fail the pull)", err)
 	}
@@ -513,7 +515,7 @@ func testPullIncomplete(t *testing.T, open Opener, supported func(Caps) bool, ar
 		t.Skip("backend cannot inject this fault")
 	}
 	arm(e.b, t)
-	got, err, _ := pull(t, e)
+	got, _, err := pull(t, e)
 	if err == nil {
 		t.Fatalf("Pull returned nil after listing %d people: an incomplete listing was called complete", len(got))
 	}
@@ -530,7 +532,7 @@ func (e *env) delta(t *testing.T, d directory.Deltaer, token string) (map[string
 	e.calls.Reset()
 	got := map[string]directory.Person{}
 	var next string
-	err, _ := drive(t, e.clock, func(ctx context.Context) error {
+	_, err := Drive(t, e.clock, func(ctx context.Context) error {
 		var err error
 		next, err = d.Delta(ctx, token, func(p directory.Page) error {
 			for _, q := range p.People {
