@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/directory/rest"
@@ -334,33 +335,15 @@ func (c *Connector) buildIndex(ctx context.Context, scope map[string]bool, budge
 // parallel runs fn for 0..n-1 on at most workers goroutines and returns
 // the first error, cancelling the rest.
 func parallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(workers, n) {
-		wg.Go(func() {
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-feed:
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
 	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+		if ctx.Err() != nil {
+			break
 		}
+		g.Go(func() error { return fn(ctx, i) })
 	}
-	close(next)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return g.Wait()
 }
 
 // resolveScope turns the configured scope groups into IDs. A scope group
