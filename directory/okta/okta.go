@@ -168,7 +168,7 @@ func nextLink(h http.Header) string {
 			for _, p := range strings.Split(params, ";") {
 				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
 				if strings.EqualFold(k, "rel") && slices.Contains(strings.Fields(strings.Trim(val, `"`)), "next") {
-					return strings.Trim(strings.TrimSpace(target), "<>")
+					return strings.TrimSpace(strings.Trim(strings.TrimSpace(target), "<>"))
 				}
 			}
 		}
