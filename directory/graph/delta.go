@@ -98,12 +98,11 @@ func (c *Connector) Delta(ctx context.Context, token string, fn func(directory.P
 	}
 	slices.Sort(nested)
 	for _, g := range slices.Compact(nested) {
-		err := c.each(ctx, "members", c.url("/groups/"+url.PathEscape(g)+"/transitiveMembers", "$select", "id", "$top", itoa(c.cfg.PageSize)), budget,
-			func(_ int, items []map[string]any) error {
+		err := eachPage(ctx, c, "members", c.url("/groups/"+url.PathEscape(g)+"/transitiveMembers", "$select", "id", "$top", itoa(c.cfg.PageSize)), budget,
+			func(_ int, items []member) error {
 				for _, m := range items {
-					if m["@odata.type"] == "#microsoft.graph.user" {
-						id, _ := m["id"].(string)
-						affected[id] = true
+					if m.Type == "#microsoft.graph.user" && m.ID != "" {
+						affected[m.ID] = true
 					}
 				}
 				if len(affected) > maxDeltaPeople {

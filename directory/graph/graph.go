@@ -167,9 +167,18 @@ func (c *Connector) url(path string, opts ...string) string {
 // each walks every page of a collection from first, calling fn per page.
 // Errors name the op and page.
 func (c *Connector) each(ctx context.Context, op, first string, budget *rest.Budget, fn func(page int, items []map[string]any) error) error {
+	return eachPage(ctx, c, op, first, budget, fn)
+}
+
+// eachPage is each for any item type: membership pages decode into a
+// two-field struct rather than maps, which matters at a million members.
+func eachPage[T any](ctx context.Context, c *Connector, op, first string, budget *rest.Budget, fn func(page int, items []T) error) error {
 	link := first
 	for page := 1; link != ""; page++ {
-		var col collection
+		var col struct {
+			Value    []T    `json:"value"`
+			NextLink string `json:"@odata.nextLink"`
+		}
 		if _, err := c.api.GetJSON(ctx, op, link, nil, budget, &col); err != nil {
 			return fmt.Errorf("%s page %d: %w", op, page, err)
 		}
@@ -179,6 +188,12 @@ func (c *Connector) each(ctx context.Context, op, first string, budget *rest.Bud
 		link = col.NextLink
 	}
 	return nil
+}
+
+// member is a directoryObject in a membership list.
+type member struct {
+	Type string `json:"@odata.type"`
+	ID   string `json:"id"`
 }
 
 // group is a group as the index keeps it.
@@ -301,17 +316,14 @@ func (c *Connector) buildIndex(ctx context.Context, scope map[string]bool, budge
 	}
 	err = parallel(ctx, c.cfg.Concurrency, len(ix.groups), func(ctx context.Context, i int) error {
 		g := ix.groups[i]
-		return c.each(ctx, "members", c.url("/groups/"+url.PathEscape(g.id)+"/transitiveMembers", "$select", "id", "$top", itoa(c.cfg.PageSize)), budget,
-			func(_ int, items []map[string]any) error {
+		return eachPage(ctx, c, "members", c.url("/groups/"+url.PathEscape(g.id)+"/transitiveMembers", "$select", "id", "$top", itoa(c.cfg.PageSize)), budget,
+			func(_ int, items []member) error {
 				ids := make([]string, 0, len(items))
 				for _, m := range items {
 					// Groups, devices, service principals and contacts
 					// come along; only users are people.
-					if t, _ := m["@odata.type"].(string); t != "#microsoft.graph.user" {
-						continue
-					}
-					if id, _ := m["id"].(string); id != "" {
-						ids = append(ids, id)
+					if m.Type == "#microsoft.graph.user" && m.ID != "" {
+						ids = append(ids, m.ID)
 					}
 				}
 				ix.add(int32(i), ids)

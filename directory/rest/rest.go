@@ -51,8 +51,9 @@ type Config struct {
 	// Origin pins the client: every request URL must have this scheme
 	// and host (port included). Required.
 	Origin *url.URL
-	// HTTP makes the calls; default a new http.Client. Its own Timeout
-	// is left alone; Client sets per-attempt deadlines.
+	// HTTP makes the calls; default a client whose transport keeps 16
+	// idle connections per host. Its own Timeout is left alone; Client
+	// sets per-attempt deadlines.
 	HTTP  *http.Client
 	Clock clockwork.Clock
 	Log   *slog.Logger
@@ -110,7 +111,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Origin == nil || cfg.Origin.Host == "" {
 		return nil, fmt.Errorf("%s: no origin", cfg.Service)
 	}
-	hc := &http.Client{}
+	// The default transport keeps 2 idle connections per host; parallel
+	// membership reads would then open and close connections all along.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 16
+	hc := &http.Client{Transport: tr}
 	if cfg.HTTP != nil {
 		c := *cfg.HTTP
 		hc = &c
