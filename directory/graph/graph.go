@@ -15,7 +15,9 @@
 // names, so it stays a few megabytes; user pages are never held.
 //
 // Everything the pull relies on is strongly consistent: no advanced
-// queries (ConsistencyLevel: eventual), no $search, no $count.
+// queries (ConsistencyLevel: eventual), no $search, no $count. A pull is
+// not a snapshot, though: memberships are read before users, so a
+// membership that changes during the pull shows at the next one.
 package graph
 
 import (

@@ -130,6 +130,10 @@ func (c *Connector) findUser(ctx context.Context, subject string, budget *rest.B
 		}
 		return u, err
 	default:
+		// [U] Graph documents eq on these properties; whether each serves
+		// it without advanced query parameters is unverified for
+		// onPremisesImmutableId and onPremisesUserPrincipalName. A refusal
+		// comes back as Request_UnsupportedQuery, never as not found.
 		var col collection
 		_, err := c.api.GetJSON(ctx, "users", c.url("/users", "$select", c.userSelect, "$filter", attr+" eq "+quote(subject)), nil, budget, &col)
 		if err != nil {

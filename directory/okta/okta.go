@@ -110,7 +110,7 @@ func decodeError(status int, _ http.Header, body []byte) error {
 // retry follows Okta's rate limiting (reference §3.6): a 429 waits until
 // X-Rate-Limit-Reset, measured against the answer's own Date so that
 // clock skew does not matter, plus up to a second of jitter so that
-// parallel workers do not all return at once. 502-504 back off.
+// parallel workers do not all return at once. 500 and 502-504 back off.
 func retry(status int, h http.Header, now time.Time) (bool, time.Duration) {
 	switch status {
 	case http.StatusTooManyRequests:
@@ -119,8 +119,8 @@ func retry(status int, h http.Header, now time.Time) (bool, time.Duration) {
 		}
 		d, _ := rest.RetryAfter(h, now)
 		return true, d
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true, 0
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true, 0 // reads: repeating one is harmless
 	}
 	return false, 0
 }

@@ -306,7 +306,7 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 	refreshed := false
 	for attempt := 1; ; attempt++ {
 		if err := c.waitPause(ctx, budget); err != nil {
-			return nil, fail(0, true, err)
+			return nil, fail(0, errors.Is(err, errBudget), err)
 		}
 		began := c.cfg.Clock.Now()
 		status, hdr, body, sent, err := c.attempt(ctx, r)
@@ -487,10 +487,13 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// DefaultRetry retries 429, 502, 503 and 504, with the Retry-After hint.
+// DefaultRetry retries 429, 500, 502, 503 and 504, with the Retry-After
+// hint. Directory calls are reads (and token requests), so repeating one
+// after a server error can do no harm.
 func DefaultRetry(status int, h http.Header, now time.Time) (bool, time.Duration) {
 	switch status {
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		d, _ := RetryAfter(h, now)
 		return true, d
 	}
