@@ -53,7 +53,7 @@ func (c *Cloud) siteUser(r *http.Request, a *cloudAccount) map[string]any {
 	u := map[string]any{
 		"self":      "https://" + r.Host + jiraCloudAPI + "/user?accountId=" + a.id,
 		"accountId": a.id, "accountType": "atlassian", "displayName": a.name,
-		"active": a.accountStatus == "active" && a.membership == "active",
+		"active":   a.accountStatus == "active" && a.membership == "active",
 		"timeZone": "UTC", "locale": "en_US",
 	}
 	if !a.emailHidden {

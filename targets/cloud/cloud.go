@@ -466,7 +466,7 @@ func (t *Target) Deactivate(ctx context.Context, username string) (targets.Deact
 			return targets.Deactivation{}, err
 		}
 		return targets.Deactivation{
-			Done: fmt.Sprintf("unmanaged account %s (outside the verified domains) cannot be deactivated by the organization: suspended its access in the directory and removing the groups usher manages; the Atlassian account itself stays usable", id),
+			Done:                fmt.Sprintf("unmanaged account %s (outside the verified domains) cannot be deactivated by the organization: suspended its access in the directory and removing the groups usher manages; the Atlassian account itself stays usable", id),
 			RemoveManagedGroups: true,
 		}, nil
 	}
