@@ -424,15 +424,19 @@ func billable(a *cloudAccount) bool {
 }
 
 // overLimit says which resource a change would take beyond its seats:
-// a, once billable and holding the extra roles and groups, against every
-// other billable holder.
-func (c *Cloud) overLimit(a *cloudAccount, extraRoles []CloudRole, extraGroups []*cloudGroup) string {
-	before := map[string]bool{}
-	if a != nil && billable(a) {
-		before = c.holds(a, nil, nil)
+// a (nil for a new account) as it stands, after the change holding the
+// extra roles and groups and billable or not as billableAfter says,
+// against every other billable holder.
+func (c *Cloud) overLimit(a *cloudAccount, billableAfter bool, extraRoles []CloudRole, extraGroups []*cloudGroup) string {
+	if !billableAfter {
+		return ""
 	}
+	before := map[string]bool{}
 	after := map[string]bool{}
 	if a != nil {
+		if billable(a) {
+			before = c.holds(a, nil, nil)
+		}
 		after = c.holds(a, extraRoles, extraGroups)
 	} else {
 		for _, r := range extraRoles {

@@ -412,12 +412,11 @@ func (c *Cloud) orgSuspend(suspend bool) http.HandlerFunc {
 		if suspend {
 			a.membership = "suspended"
 		} else if a.membership == "suspended" {
-			a.membership = "active"
-			if res := c.overLimit(a, nil, nil); res != "" {
-				a.membership = "suspended"
+			if res := c.overLimit(a, a.accountStatus == "active", nil, nil); res != "" {
 				licenceLimit(w, res)
 				return
 			}
+			a.membership = "active"
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -489,7 +488,7 @@ func (c *Cloud) orgInvite(w http.ResponseWriter, r *http.Request) {
 		groups = append(groups, g)
 	}
 	for _, e := range in.Emails {
-		if res := c.overLimit(c.inviteTarget(e), in.PermissionRules, groups); res != "" {
+		if res := c.overLimit(c.known(e), true, in.PermissionRules, groups); res != "" {
 			licenceLimit(w, res)
 			return
 		}
@@ -522,16 +521,12 @@ func (c *Cloud) orgInvite(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"data": out})
 }
 
-// inviteTarget is the account an invite of e would change, as it would
-// stand once back in the directory; nil for a new address.
-func (c *Cloud) inviteTarget(e string) *cloudAccount {
-	a := c.accountByEmail(e)
-	if a == nil || !c.visible(a) {
-		return nil
+// known is the account the org sees for address e, or nil.
+func (c *Cloud) known(e string) *cloudAccount {
+	if a := c.accountByEmail(e); c.visible(a) {
+		return a
 	}
-	cp := *a
-	cp.membership = "active"
-	return &cp
+	return nil
 }
 
 // orgRole assigns or revokes an app role (§26.3). Assigning a role the
@@ -560,7 +555,7 @@ func (c *Cloud) orgRole(assign bool) http.HandlerFunc {
 				orgFail(w, http.StatusBadRequest, "ADMIN-UAM-400-2", "The user is inactive")
 				return
 			}
-			if res := c.overLimit(a, []CloudRole{in}, nil); res != "" {
+			if res := c.overLimit(a, billable(a), []CloudRole{in}, nil); res != "" {
 				licenceLimit(w, res)
 				return
 			}
@@ -754,7 +749,7 @@ func (c *Cloud) orgMembership(add bool) http.HandlerFunc {
 			return
 		}
 		if !g.members[a.id] {
-			if res := c.overLimit(a, nil, []*cloudGroup{g}); res != "" {
+			if res := c.overLimit(a, billable(a), nil, []*cloudGroup{g}); res != "" {
 				licenceLimit(w, res)
 				return
 			}

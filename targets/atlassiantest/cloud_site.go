@@ -119,7 +119,7 @@ func (c *Cloud) siteCreateUser(w http.ResponseWriter, r *http.Request) {
 		jiraFail(w, http.StatusBadRequest, "", "The user already exists and has no access to Jira; name the products to grant.")
 		return
 	}
-	if res := c.overLimit(c.inviteTarget(in.EmailAddress), roles, nil); res != "" {
+	if res := c.overLimit(c.known(in.EmailAddress), true, roles, nil); res != "" {
 		jiraFail(w, http.StatusBadRequest, "", "You've reached the user limit of your licence for "+res+".")
 		return
 	}
