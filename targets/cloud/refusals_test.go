@@ -80,7 +80,9 @@ func TestRefusals(t *testing.T) {
 			}, kind: cloud.ErrSiteTokenRefused, status: 401, words: "api_token", writes: 1},
 		{name: "scoped API token on the site URL",
 			opts: func(o *atlassiantest.CloudOptions) { o.SiteTokenScoped = true },
-			cfg:  func(c *cloud.Config) { c.Invite, c.Access, c.Products = cloud.InviteSite, nil, []string{"jira-software"} },
+			cfg: func(c *cloud.Config) {
+				c.Invite, c.Access, c.Products = cloud.InviteSite, nil, []string{"jira-software"}
+			},
 			act: func(t *testing.T, f *fixture, dir targets.Target) error {
 				_, err := dir.CreateUser(t.Context(), targets.NewUser{Name: "bo", Email: "bo@example.com"})
 				return err
@@ -309,7 +311,9 @@ func TestGroupCache(t *testing.T) {
 	dir := f.open(t, targets.Deps{Now: clock.Now})
 	f.cloud.AddGroup(atlassiantest.CloudGroup{Name: "devs"})
 	f.bind(t, "lu", atlassiantest.CloudAccount{Email: "lu@example.com"})
-	searches := func() int { return f.cloud.Calls()["POST /admin/v2/orgs/{orgId}/directories/{directoryId}/groups/search"] }
+	searches := func() int {
+		return f.cloud.Calls()["POST /admin/v2/orgs/{orgId}/directories/{directoryId}/groups/search"]
+	}
 	ctx := t.Context()
 	for range 3 {
 		if err := dir.AddToGroup(ctx, "lu", "DEVS"); err != nil {
