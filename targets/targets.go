@@ -130,12 +130,17 @@ type Deactivator interface {
 
 // Deactivation is what Deactivate did.
 type Deactivation struct {
+	// Changed says the app changed now (false: the person was inactive
+	// already).
+	Changed bool
 	// Done is a sentence for the audit log ("suspended access in the
 	// organization's directory"); it also says when nothing was written.
 	Done string
 	// RemoveManagedGroups asks the caller to remove the memberships usher
 	// manages as well: the account stays usable outside the app (an
-	// unmanaged Cloud account), so its groups must not keep granting.
+	// unmanaged Cloud account), so its groups must not keep granting. It
+	// is set again when the person is inactive already, so a retry that
+	// finds the account deactivated still finishes the removal.
 	RemoveManagedGroups bool
 }
 

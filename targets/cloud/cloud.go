@@ -452,20 +452,25 @@ func (t *Target) Deactivate(ctx context.Context, username string) (targets.Deact
 		return targets.Deactivation{}, err
 	}
 	id := u.AccountID
+	// An unmanaged account stays usable elsewhere, so in deactivate mode
+	// its managed groups go too, also when a retry finds it suspended.
+	cutOff := t.mode == ModeDeactivate && !u.managed()
 	if !u.active() {
-		return targets.Deactivation{Done: fmt.Sprintf("%s account %s already inactive (%s); nothing changed", u.claim(), id, u.state())}, nil
+		return targets.Deactivation{Done: fmt.Sprintf("%s account %s already inactive (%s); nothing changed", u.claim(), id, u.state()),
+			RemoveManagedGroups: cutOff}, nil
 	}
 	switch {
 	case t.mode == ModeDeactivate && u.managed():
 		if err := t.lifecycle(ctx, "deactivate account", username, id, "disable"); err != nil {
 			return targets.Deactivation{}, err
 		}
-		return targets.Deactivation{Done: fmt.Sprintf("deactivated managed account %s: no Atlassian login until reactivated", id)}, nil
-	case t.mode == ModeDeactivate:
+		return targets.Deactivation{Changed: true, Done: fmt.Sprintf("deactivated managed account %s: no Atlassian login until reactivated", id)}, nil
+	case cutOff:
 		if err := t.post(ctx, "suspend access", username, t.dir()+"/users/"+esc(id)+"/suspend"); err != nil {
 			return targets.Deactivation{}, err
 		}
 		return targets.Deactivation{
+			Changed:             true,
 			Done:                fmt.Sprintf("unmanaged account %s (outside the verified domains) cannot be deactivated by the organization: suspended its access in the directory and removing the groups usher manages; the Atlassian account itself stays usable", id),
 			RemoveManagedGroups: true,
 		}, nil
@@ -473,7 +478,7 @@ func (t *Target) Deactivate(ctx context.Context, username string) (targets.Deact
 	if err := t.post(ctx, "suspend access", username, t.dir()+"/users/"+esc(id)+"/suspend"); err != nil {
 		return targets.Deactivation{}, err
 	}
-	return targets.Deactivation{Done: fmt.Sprintf("suspended directory access of %s account %s (roles and groups kept, not billed)", u.claim(), id)}, nil
+	return targets.Deactivation{Changed: true, Done: fmt.Sprintf("suspended directory access of %s account %s (roles and groups kept, not billed)", u.claim(), id)}, nil
 }
 
 func (t *Target) post(ctx context.Context, op, username, path string) error {

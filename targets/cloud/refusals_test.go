@@ -231,8 +231,11 @@ func TestDeactivationModes(t *testing.T) {
 			if n := f.cloud.Calls()[tc.calls]; n != 1 || f.cloud.Writes() != 1 {
 				t.Errorf("calls = %v, want one %s", f.cloud.Calls(), tc.calls)
 			}
+			if !d.Changed {
+				t.Errorf("Deactivation %+v says nothing changed", d)
+			}
 			again, err := dir.(targets.Deactivator).Deactivate(t.Context(), "pat")
-			if err != nil || !strings.Contains(again.Done, "already inactive") {
+			if err != nil || again.Changed || !strings.Contains(again.Done, "already inactive") || again.RemoveManagedGroups != tc.removeGroups {
 				t.Errorf("second Deactivate = %+v, %v", again, err)
 			}
 			f.cloud.ResetCalls()

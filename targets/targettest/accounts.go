@@ -208,8 +208,8 @@ func testManagedSplit(t *testing.T, e env) {
 		if reports {
 			d, err := dv.Deactivate(ctx, who.Name)
 			ok(t, "Deactivate("+who.Name+")", err)
-			if d.Done == "" {
-				t.Errorf("Deactivate(%s) reported nothing", who.Name)
+			if d.Done == "" || !d.Changed {
+				t.Errorf("Deactivate(%s) = %+v, want a change and words for it", who.Name, d)
 			}
 			if d.RemoveManagedGroups && !who.ProfileReadOnly {
 				t.Errorf("Deactivate(%s) of a managed account asked to remove groups: %+v", who.Name, d)
