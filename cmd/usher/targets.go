@@ -11,6 +11,7 @@ import (
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/bitbucket"
+	"github.com/usherhq/usher/targets/cloud"
 	"github.com/usherhq/usher/targets/confluence"
 	"github.com/usherhq/usher/targets/crowd"
 	"github.com/usherhq/usher/targets/jira"
@@ -23,6 +24,7 @@ var targetKinds = map[string]func() targets.Config{
 	"confluence": func() targets.Config { return new(confluence.Config) },
 	"bitbucket":  func() targets.Config { return new(bitbucket.Config) },
 	"crowd":      func() targets.Config { return new(crowd.Config) },
+	"cloud":      func() targets.Config { return new(cloud.Config) },
 }
 
 // targetConfig decodes app i's `api:` block strictly into its kind's
@@ -48,13 +50,21 @@ func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
 
 // privilegedGroups are the administrator groups every app kind declares,
 // all together: a name that is an admin group in one product is never
-// something a mapping rule should grant in another.
-func privilegedGroups() []string {
+// something a mapping rule should grant in another. Configured apps add
+// the ones their own settings name (a Cloud site's jira-admins-<site>).
+// A block that does not decode adds nothing here; loadConfig reports it.
+func privilegedGroups(cfg *config.Config) []string {
 	var out []string
 	for _, kind := range slices.Sorted(maps.Keys(targetKinds)) {
 		out = append(out, targetKinds[kind]().PrivilegedGroups()...)
 	}
-	return out
+	for i := range cfg.Apps {
+		if tc, err := targetConfig(cfg, i); err == nil && tc != nil {
+			out = append(out, tc.PrivilegedGroups()...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // mapperFor compiles IdP i's mapping against the configured apps.
@@ -64,7 +74,7 @@ func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 	for j, a := range cfg.Apps {
 		apps[j] = a.Name
 	}
-	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps, privilegedGroups())
+	m, err := jit.Compile(idp.ID, idp.Type, idp.Mapping, cfg.Provisioning, apps, privilegedGroups(cfg))
 	if err != nil {
 		return nil, mappingErrors(cfg, i, err)
 	}
