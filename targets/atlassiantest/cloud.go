@@ -380,6 +380,14 @@ func (c *Cloud) SetAccountStatus(id, status string) {
 	}
 }
 
+// SetOrgKey replaces the organization API key, as an admin who revokes
+// or rotates it does; scoped says the new key was created with scopes.
+func (c *Cloud) SetOrgKey(key string, scoped bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opts.OrgKey, c.opts.OrgKeyScoped = key, scoped
+}
+
 // SetSeats changes the licence limit of a resource (0 removes it).
 func (c *Cloud) SetSeats(resource string, n int) {
 	c.mu.Lock()

@@ -96,12 +96,15 @@ func orgCode(status int) string {
 // scopes is refused by the user-management API with 403 (§23, measured
 // by jira.js).
 func (c *Cloud) orgAuth(w http.ResponseWriter, r *http.Request) bool {
+	c.mu.Lock()
+	key, scoped := c.opts.OrgKey, c.opts.OrgKeyScoped
+	c.mu.Unlock()
 	tok, ok := cutPrefixFold(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || !same(tok, c.opts.OrgKey) {
+	if !ok || !same(tok, key) {
 		orgFail(w, http.StatusUnauthorized, "ADMIN-UAM-401-1", "The request is not authenticated: send the organization API key as a Bearer token")
 		return false
 	}
-	if c.opts.OrgKeyScoped && strings.HasPrefix(r.URL.Path, "/users/") {
+	if scoped && strings.HasPrefix(r.URL.Path, "/users/") {
 		orgFail(w, http.StatusForbidden, "ADMIN-UAM-403-1", "This API key cannot use the user management API")
 		return false
 	}
