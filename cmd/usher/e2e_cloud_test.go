@@ -273,3 +273,49 @@ func TestCloudRefusalsAreAudited(t *testing.T) {
 		t.Errorf("the synced group changed: %v", g.Members)
 	}
 }
+
+func TestCheckCloudApp(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "very-secret-value")
+	cloudApp := `  - name: cloud
+    kind: cloud
+    api:
+      site: https://acme.atlassian.net
+      org_id: 5a3b
+      directory_id: 9c1d
+      org_key: {env: ATLASSIAN_ORG_KEY}
+      access: [{resource: "ari:cloud:jira-software::site/1", role: atlassian/user}]
+idps:
+`
+	good := strings.Replace(goodConfig, "idps:\n", cloudApp, 1)
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, good))
+	if code != 0 || !strings.Contains(stdout, "provisioned only") {
+		t.Fatalf("check of a good cloud app: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// A route, a broken api block, and a rule that would make people
+	// admins of this very site.
+	bad := strings.Replace(good, "    kind: cloud\n", "    kind: cloud\n    route: {path_prefix: /cloud}\n", 1)
+	bad = strings.Replace(bad, "      org_key: {env: ATLASSIAN_ORG_KEY}\n", "      invite: site\n", 1)
+	bad += `    mapping:
+      groups:
+        rules:
+          - match: "^admins$"
+            groups: {cloud: [jira-admins-acme]}
+`
+	code, _, stderr = runCLI(t, "check", "--config", writeConfig(t, bad))
+	if code != 1 {
+		t.Fatalf("check of a bad cloud app: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"apps[1].route: remove it: Atlassian Cloud logins do not pass through usher",
+		"apps[1].api.org_key: required",
+		"apps[1].api.products: invite: site needs the products",
+		"apps[1].api.email: invite: site needs",
+		`"jira-admins-acme" is a privileged group in cloud`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("check output lacks %q:\n%s", want, stderr)
+		}
+	}
+}

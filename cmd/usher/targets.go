@@ -28,8 +28,20 @@ var targetKinds = map[string]func() targets.Config{
 }
 
 // targetConfig decodes app i's `api:` block strictly into its kind's
-// struct; nil when the app has no API block (proxy only).
+// struct and validates it; nil when the app has no API block (proxy only).
 func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
+	tc, err := decodeTarget(cfg, i)
+	if tc == nil || err != nil {
+		return nil, err
+	}
+	if errs := cfg.Apps[i].API.Errors(tc.Validate()); len(errs) > 0 {
+		return nil, errs
+	}
+	return tc, nil
+}
+
+// decodeTarget decodes app i's `api:` block without validating it.
+func decodeTarget(cfg *config.Config, i int) (targets.Config, error) {
 	app := cfg.Apps[i]
 	if app.API.IsZero() {
 		return nil, nil
@@ -42,24 +54,22 @@ func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
 	if err := app.API.Decode(tc); err != nil {
 		return nil, err
 	}
-	if errs := app.API.Errors(tc.Validate()); len(errs) > 0 {
-		return nil, errs
-	}
 	return tc, nil
 }
 
 // privilegedGroups are the administrator groups every app kind declares,
 // all together: a name that is an admin group in one product is never
 // something a mapping rule should grant in another. Configured apps add
-// the ones their own settings name (a Cloud site's jira-admins-<site>).
-// A block that does not decode adds nothing here; loadConfig reports it.
+// the ones their own settings name (a Cloud site's jira-admins-<site>),
+// even when other settings of the block are wrong. A block that does not
+// decode adds nothing here; loadConfig reports it.
 func privilegedGroups(cfg *config.Config) []string {
 	var out []string
 	for _, kind := range slices.Sorted(maps.Keys(targetKinds)) {
 		out = append(out, targetKinds[kind]().PrivilegedGroups()...)
 	}
 	for i := range cfg.Apps {
-		if tc, err := targetConfig(cfg, i); err == nil && tc != nil {
+		if tc, err := decodeTarget(cfg, i); err == nil && tc != nil {
 			out = append(out, tc.PrivilegedGroups()...)
 		}
 	}
