@@ -223,6 +223,19 @@ func TestCloudProvisionedBySCIM(t *testing.T) {
 	if a, _ := c.AccountByEmail("dan@acme.test"); a.MembershipStatus != "active" {
 		t.Fatal("the dry run changed Cloud")
 	}
+
+	// The sweep itself suspends dan in Cloud and deactivates him in Jira.
+	if code, out, errOut := runCLI(t, "sweep", "--config", e.cfgPath); code != 0 {
+		t.Fatalf("sweep: exit %d\n%s\n%s", code, out, errOut)
+	}
+	dan, _ := c.AccountByEmail("dan@acme.test")
+	if dan.MembershipStatus != "suspended" {
+		t.Errorf("dan in Cloud after the sweep: %+v", dan)
+	}
+	if u, _ := e.apps["jira"].User("dan"); u.Active {
+		t.Error("dan still active in Jira DC after the sweep")
+	}
+	e.wantAudit("cloud", "dan", "app.deactivate", "ok", "suspended directory access of managed account", dan.AccountID)
 }
 
 // TestCloudRefusalsAreAudited drives the Cloud APIs' refusals from the
