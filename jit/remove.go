@@ -280,7 +280,9 @@ func (r *Reconciler) act(ctx context.Context, j removeJob) (changed bool, err er
 		}
 		var groups []string
 		for _, m := range ms {
-			if err := t.RemoveFromGroup(ctx, j.Username, m.Group); err != nil && !errors.Is(err, targets.ErrGroupNotFound) {
+			// A group gone, or now owned by the organization's IdP sync
+			// (Atlassian Cloud), is no longer usher's: forget it.
+			if err := t.RemoveFromGroup(ctx, j.Username, m.Group); err != nil && !errors.Is(err, targets.ErrGroupNotFound) && !errors.Is(err, targets.ErrGroupReadOnly) {
 				return len(groups) > 0, err
 			}
 			groups = append(groups, m.Group)
