@@ -46,8 +46,12 @@ type Options struct {
 	Ready func(ctx context.Context) []Check
 	// Metrics is served at /metrics behind admin auth; nil means 404.
 	Metrics http.Handler
-	Log     *slog.Logger
-	Now     func() time.Time
+	// AccountID, when set, gives the app's own id of a person (an
+	// Atlassian Cloud accountId) for the user view; "" when the app has
+	// none or usher bound none.
+	AccountID func(ctx context.Context, app, username string) string
+	Log       *slog.Logger
+	Now       func() time.Time
 }
 
 // SSO admits admins through usher's own login.

@@ -113,6 +113,13 @@ func newEnv(t *testing.T) *env {
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "usher_logins_total 7\n")
 		}),
+		// The app "confluence" stands in for an Atlassian Cloud site here.
+		AccountID: func(_ context.Context, app, username string) string {
+			if app == "confluence" && username == "alice" {
+				return "5b10ac8d82e05b22cc7d4ef5"
+			}
+			return ""
+		},
 		Now: now,
 	})
 	e.srv = httptest.NewServer(h)

@@ -60,6 +60,7 @@ func (h *handler) apiUsers(w http.ResponseWriter, r *http.Request) {
 
 type appStateJSON struct {
 	App                 string           `json:"app"`
+	AccountID           string           `json:"account_id,omitempty"`
 	Hash                string           `json:"hash,omitempty"`
 	SyncedAt            *time.Time       `json:"synced_at,omitempty"`
 	Deprovisioned       bool             `json:"deprovisioned"`
@@ -102,7 +103,7 @@ func timelineOut(d timelineData) timelineJSON {
 		o.Binding = &b
 	}
 	for _, a := range d.Apps {
-		s := appStateJSON{App: a.App, Managed: []membershipJSON{}}
+		s := appStateJSON{App: a.App, AccountID: a.AccountID, Managed: []membershipJSON{}}
 		if a.State != nil {
 			s.Hash, s.SyncedAt = a.State.Hash, timePtr(a.State.SyncedAt)
 			s.Deprovisioned, s.DeprovisionedAt, s.DeprovisionedReason = a.State.Deprovisioned, timePtr(a.State.DeprovisionedAt), a.State.DeprovisionedReason

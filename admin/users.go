@@ -133,6 +133,8 @@ type appView struct {
 	App     string
 	State   *store.AppState
 	Managed []store.Membership
+	// AccountID is the app's own id of the person (Atlassian Cloud), "".
+	AccountID string
 }
 
 type timelineData struct {
@@ -222,6 +224,9 @@ func (h *handler) timeline(ctx context.Context, idp, subject string) (timelineDa
 		}
 		if v.Managed, err = st.Managed(ctx, app, b.Username); err != nil {
 			return d, fmt.Errorf("admin: timeline %s/%s: app %s: %w", idp, subject, app, err)
+		}
+		if h.o.AccountID != nil {
+			v.AccountID = h.o.AccountID(ctx, app, b.Username)
 		}
 		d.Apps = append(d.Apps, v)
 	}

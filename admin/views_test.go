@@ -115,7 +115,7 @@ func TestTimeline(t *testing.T) {
 	for _, want := range []string{
 		"Claims received", "Profile produced", "alice@example.com", "eng, ops", "jira-users", "R&amp;D",
 		"created user alice", "add confluence-users: 503", "not in group jira-access", // the refusal before any binding
-		"h-4f2a", "map[0]", "Sync now", "[redacted]",
+		"h-4f2a", "map[0]", "Sync now", "[redacted]", "accountId</span> <code>5b10ac8d82e05b22cc7d4ef5</code>",
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("timeline lacks %q", want)
@@ -149,7 +149,8 @@ func TestTimeline(t *testing.T) {
 		login.Claims["nested"].(map[string]any)["access_token"] != redacted || login.Profile["username"] != "alice" {
 		t.Errorf("API login event: %+v", login)
 	}
-	if len(tl.Apps) != 2 || tl.Apps[1].App != "jira" || tl.Apps[1].Hash != "h-4f2a" || len(tl.Apps[1].Managed) != 1 {
+	if len(tl.Apps) != 2 || tl.Apps[1].App != "jira" || tl.Apps[1].Hash != "h-4f2a" || len(tl.Apps[1].Managed) != 1 ||
+		tl.Apps[0].AccountID != "5b10ac8d82e05b22cc7d4ef5" || tl.Apps[1].AccountID != "" {
 		t.Errorf("API apps: %+v", tl.Apps)
 	}
 

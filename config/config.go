@@ -133,7 +133,9 @@ type SharedSecret struct {
 // App is one upstream application behind usher.
 type App struct {
 	Name string `yaml:"name"`
-	// Kind is jira, confluence, bitbucket, crowd or generic.
+	// Kind is jira, confluence, bitbucket, crowd, cloud (an Atlassian
+	// Cloud site: provisioned, never proxied, so no upstream or route) or
+	// generic.
 	Kind     string `yaml:"kind"`
 	Upstream string `yaml:"upstream"`
 	Route    Route  `yaml:"route"`

@@ -130,3 +130,14 @@ func TestDurations(t *testing.T) {
 		t.Errorf("durations = %s %s %s", c.Session.IdleTimeout, c.Session.AbsoluteTimeout, c.Session.FlowTimeout)
 	}
 }
+
+// A cloud app has an api block and nothing to proxy to.
+func TestCloudAppNeedsNoUpstream(t *testing.T) {
+	c := mustParse(t, strings.Replace(base, "idps:\n", "  - name: cloud\n    kind: cloud\n    api: {org_id: o}\nidps:\n", 1))
+	if a := c.Apps[1]; a.Kind != "cloud" || a.Upstream != "" || a.API.IsZero() {
+		t.Fatalf("cloud app = %+v", a)
+	}
+	if s := c.Summary(); !strings.Contains(s, "provisioned only") || strings.Contains(s, "-> cloud") {
+		t.Errorf("summary routes a cloud app:\n%s", s)
+	}
+}

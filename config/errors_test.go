@@ -210,6 +210,21 @@ idps: [{id: okta, type: oidc}]
 		src:  strings.Replace(base, "{host: jira.example.com}", "{}", 1),
 		want: []wantErr{{"apps[0].route", 9, 5, "needs host, path_prefix or both"}},
 	}, {
+		name: "cloud app with upstream, route and pass-through but no api",
+		src: strings.Replace(base, "idps:\n", `  - name: cloud
+    kind: cloud
+    upstream: https://acme.atlassian.net
+    route: {path_prefix: /cloud}
+    pass_through: {authorization: true}
+idps:
+`, 1),
+		want: []wantErr{
+			{"apps[1].api", 10, 5, "required"},
+			{"apps[1].upstream", 12, 5, "remove it: Atlassian Cloud logins do not pass through usher"},
+			{"apps[1].route", 13, 5, "remove it"},
+			{"apps[1].pass_through", 14, 5, "remove it"},
+		},
+	}, {
 		name: "root is a list",
 		src:  "- a\n",
 		want: []wantErr{{"", 1, 1, "want a mapping of settings (server, session, apps, idps, ...), got a list"}},

@@ -20,6 +20,10 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "\napps (%d):\n", len(c.Apps))
 	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	for _, a := range c.Apps {
+		if a.Kind == KindCloud {
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.Name, a.Kind, "-", "provisioned only")
+			continue
+		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.Name, a.Kind, a.Upstream, routeString(a.Route))
 	}
 	w.Flush()
@@ -38,6 +42,9 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "\nroutes, most specific first:\n")
 	w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	for _, a := range routeOrder(c.Apps) {
+		if a.Kind == KindCloud {
+			continue // provisioned only, never routed
+		}
 		host, prefix := a.Route.Host, a.Route.PathPrefix
 		if host == "" {
 			host = "*"

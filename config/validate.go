@@ -46,7 +46,11 @@ var (
 	idpIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 )
 
-var appKinds = []string{"jira", "confluence", "bitbucket", "crowd", "generic"}
+var appKinds = []string{"jira", "confluence", "bitbucket", "crowd", "cloud", "generic"}
+
+// KindCloud is an Atlassian Cloud site: provisioned through Atlassian's
+// APIs, never proxied, since Cloud logins do not pass through usher.
+const KindCloud = "cloud"
 
 // Validate checks the common schema after defaults and returns every
 // problem found. It does not read secrets (that happens when usher opens
@@ -249,6 +253,10 @@ func (v *validator) apps() {
 		if !oneOf(a.Kind, appKinds) {
 			v.errorf(p+".kind", "want one of %s, got %q", strings.Join(appKinds, ", "), a.Kind)
 		}
+		if a.Kind == KindCloud {
+			v.cloudApp(p, a)
+			continue
+		}
 		if a.Upstream == "" {
 			v.errorf(p+".upstream", "required")
 		} else if u, err := url.Parse(a.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
@@ -281,6 +289,25 @@ func (v *validator) apps() {
 				v.errorf(joinIndex(p+".pass_through.paths", k), "%q would let every request past sign-in; name the paths the app protects itself (matched against the full request path)", pt)
 			}
 		}
+	}
+}
+
+// cloudApp checks an Atlassian Cloud app: usher provisions it and
+// proxies nothing to it, so it has an api block and no upstream, route
+// or pass_through.
+func (v *validator) cloudApp(p string, a App) {
+	const why = "Atlassian Cloud logins do not pass through usher: a cloud app is provisioned only"
+	if a.Upstream != "" {
+		v.errorf(p+".upstream", "remove it: %s", why)
+	}
+	if a.Route != (Route{}) {
+		v.errorf(p+".route", "remove it: %s", why)
+	}
+	if a.PassThrough.Authorization || len(a.PassThrough.Paths) > 0 {
+		v.errorf(p+".pass_through", "remove it: %s", why)
+	}
+	if a.API.IsZero() {
+		v.errorf(p+".api", "required: the organization's and site's credentials (see docs/apps/atlassian-cloud.md)")
 	}
 }
 

@@ -56,6 +56,10 @@ const (
 	ResultUnbound Result = "unbound"
 	// ResultDryRun: the change was planned, not applied.
 	ResultDryRun Result = "dry-run"
+	// ResultSkipped: usher left something alone on purpose and says why
+	// (a group the organization's IdP sync owns, a profile that is its
+	// person's, not the organization's).
+	ResultSkipped Result = "skipped"
 )
 
 // Entry is one audit record before it is stored.

@@ -302,6 +302,10 @@ func (a *applier) run(ctx context.Context) error {
 		if errors.Is(err, targets.ErrExists) {
 			// A retried create that had landed: read what is there.
 			u, err = a.dir.GetUser(ctx, d.Username)
+		} else if err == nil && u.Adopted {
+			// The app had an account for this e-mail already (Atlassian
+			// Cloud): say so, since bound is not made.
+			a.change(ctx, ActAppCreate, fmt.Sprintf("adopted the existing account %s for %s (%s)", u.Key, d.Username, d.Email))
 		} else if err == nil {
 			a.activated = true
 			a.change(ctx, ActAppCreate, fmt.Sprintf("created %s (%q, %s)", d.Username, d.DisplayName, d.Email))
@@ -323,7 +327,11 @@ func (a *applier) run(ctx context.Context) error {
 		up.Email = &d.Email
 		what = append(what, fmt.Sprintf("e-mail %q → %q", u.Email, d.Email))
 	}
-	if len(what) > 0 {
+	if len(what) > 0 && u.ProfileReadOnly {
+		// The account is its person's, not the organization's (an
+		// unmanaged Cloud account): report the difference, change nothing.
+		a.r.audit(ctx, d, ActAppUpdate, ResultSkipped, "not the organization's account, so usher cannot change "+strings.Join(what, ", "))
+	} else if len(what) > 0 {
 		if err := a.dir.UpdateUser(ctx, d.Username, up); err != nil {
 			return a.failed(ctx, ActAppUpdate, err)
 		}
@@ -437,6 +445,13 @@ func (a *applier) groups(ctx context.Context) error {
 			if ferr := a.r.Store.RemoveManaged(context.WithoutCancel(ctx), d.App, d.Username, g.Group); ferr != nil {
 				a.r.log().Warn("forget unapplied membership", "app", d.App, "username", d.Username, "group", g.Group, "err", ferr)
 			}
+			if errors.Is(err, targets.ErrGroupReadOnly) {
+				// Owned by the organization's IdP sync: leave it alone, say
+				// why, and go on with the other groups.
+				a.r.audit(ctx, d, ActGroupAdd, ResultSkipped, fmt.Sprintf("left %s alone: %v", g.Group, err))
+				a.added = a.added[:len(a.added)-1]
+				continue
+			}
 			return a.failed(ctx, ActGroupAdd, fmt.Errorf("add to %s: %w", g.Group, err))
 		}
 		a.change(ctx, ActGroupAdd, fmt.Sprintf("added to %s (%s)", g.Group, g.Rule))
@@ -456,7 +471,12 @@ func (a *applier) groups(ctx context.Context) error {
 			forget = append(forget, m.Group) // removed by hand meanwhile
 		case d.Sync == SyncAddOnly:
 		default:
-			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); err != nil {
+			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); errors.Is(err, targets.ErrGroupReadOnly) {
+				// No longer usher's to manage: stop claiming it.
+				a.r.audit(ctx, d, ActGroupRemove, ResultSkipped, fmt.Sprintf("left %s alone: %v", m.Group, err))
+				forget = append(forget, m.Group)
+				continue
+			} else if err != nil {
 				return a.failed(ctx, ActGroupRemove, fmt.Errorf("remove from %s: %w", m.Group, err))
 			}
 			a.change(ctx, ActGroupRemove, "removed from "+m.Group)

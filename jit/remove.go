@@ -261,6 +261,9 @@ func (r *Reconciler) act(ctx context.Context, j removeJob) (changed bool, err er
 	}
 	switch j.Action {
 	case Deactivate, "":
+		if dv, ok := t.(targets.Deactivator); ok {
+			return r.deactivate(ctx, t, dv, j)
+		}
 		u, err := t.GetUser(ctx, j.Username)
 		if err != nil || !u.Active {
 			return false, err
@@ -277,7 +280,9 @@ func (r *Reconciler) act(ctx context.Context, j removeJob) (changed bool, err er
 		}
 		var groups []string
 		for _, m := range ms {
-			if err := t.RemoveFromGroup(ctx, j.Username, m.Group); err != nil && !errors.Is(err, targets.ErrGroupNotFound) {
+			// A group gone, or now owned by the organization's IdP sync
+			// (Atlassian Cloud), is no longer usher's: forget it.
+			if err := t.RemoveFromGroup(ctx, j.Username, m.Group); err != nil && !errors.Is(err, targets.ErrGroupNotFound) && !errors.Is(err, targets.ErrGroupReadOnly) {
 				return len(groups) > 0, err
 			}
 			groups = append(groups, m.Group)
@@ -318,6 +323,48 @@ func (r *Reconciler) act(ctx context.Context, j removeJob) (changed bool, err er
 		return true, nil
 	}
 	return false, fmt.Errorf("remove %s in %s: unknown action %q", j.Username, j.App, j.Action)
+}
+
+// deactivate is Deactivate for apps where deactivating means more than
+// one thing (Atlassian Cloud): the app says which it did, and that goes
+// into the audit entry. When the account stays usable outside the app
+// (an unmanaged Cloud account), the memberships usher manages go too.
+func (r *Reconciler) deactivate(ctx context.Context, t targets.Target, dv targets.Deactivator, j removeJob) (bool, error) {
+	d, err := dv.Deactivate(ctx, j.Username)
+	if err != nil {
+		return false, err
+	}
+	if d.Changed {
+		r.auditRemove(ctx, j, ResultOK, d.Done)
+	}
+	if !d.RemoveManagedGroups {
+		return d.Changed, nil
+	}
+	ms, err := r.Store.Managed(ctx, j.App, j.Username)
+	if err != nil {
+		return d.Changed, fmt.Errorf("remove %s in %s: read managed groups: %w", j.Username, j.App, err)
+	}
+	changed := d.Changed
+	record := func(outcome Result, detail string) {
+		_ = r.Audit.Record(ctx, Entry{Action: ActGroupRemove, Cause: j.cause(), IdP: j.IdP, Subject: j.Subject,
+			Username: j.Username, App: j.App, Outcome: outcome, Detail: detail})
+	}
+	for _, m := range ms {
+		err := t.RemoveFromGroup(ctx, j.Username, m.Group)
+		switch {
+		case errors.Is(err, targets.ErrGroupReadOnly), errors.Is(err, targets.ErrGroupNotFound):
+			record(ResultSkipped, fmt.Sprintf("left %s alone: %v", m.Group, err))
+		case err != nil:
+			return changed, err
+		default:
+			changed = true
+			record(ResultOK, "removed from "+m.Group+": the account stays usable outside "+j.App)
+		}
+		if err := r.Store.RemoveManaged(ctx, j.App, j.Username, m.Group); err != nil {
+			return changed, fmt.Errorf("remove %s in %s: forget managed %s: %w", j.Username, j.App, m.Group, err)
+		}
+	}
+	return changed, nil
 }
 
 // removeActions are the audit actions of the removal actions.

@@ -403,6 +403,10 @@ type APIError struct {
 	Reason string
 	// Exceptions are Bitbucket's exceptionName values.
 	Exceptions []string
+	// Codes are the Atlassian Cloud Organizations API's error codes
+	// ("ADMIN-UAM-409-3"), from its {"errors":[{code, title, detail}]}
+	// envelope (atlassian-sso-and-cloud.md §26.6).
+	Codes []string
 	// LoginReason is Jira/Confluence X-Seraph-LoginReason on auth failures
 	// (AUTHENTICATED_FAILED usually means a CAPTCHA is pending).
 	LoginReason string
@@ -449,6 +453,17 @@ func (e *APIError) Mentions(s string) bool {
 	return false
 }
 
+// HasCode reports whether the answer carries the Organizations API error
+// code (compared case-insensitively).
+func (e *APIError) HasCode(code string) bool {
+	for _, c := range e.Codes {
+		if strings.EqualFold(c, code) {
+			return true
+		}
+	}
+	return false
+}
+
 func parseAPIError(status int, h http.Header, body []byte) *APIError {
 	e := &APIError{Status: status, LoginReason: h.Get("X-Seraph-LoginReason")}
 	body = bytes.TrimSpace(body)
@@ -486,6 +501,10 @@ func parseAPIError(status int, h http.Header, body []byte) *APIError {
 		var list []struct {
 			Message       string `json:"message"`
 			ExceptionName string `json:"exceptionName"`
+			// The Cloud Organizations API's envelope (§26.6).
+			Code   string `json:"code"`
+			Title  string `json:"title"`
+			Detail string `json:"detail"`
 		}
 		switch {
 		case json.Unmarshal(env.Errors, &fields) == nil:
@@ -502,6 +521,15 @@ func parseAPIError(status int, h http.Header, body []byte) *APIError {
 				}
 				if it.ExceptionName != "" {
 					e.Exceptions = append(e.Exceptions, it.ExceptionName)
+				}
+				if it.Code != "" {
+					e.Codes = append(e.Codes, it.Code)
+				}
+				switch {
+				case it.Title != "" && it.Detail != "":
+					e.Messages = append(e.Messages, it.Title+": "+it.Detail)
+				case it.Title != "" || it.Detail != "":
+					e.Messages = append(e.Messages, it.Title+it.Detail)
 				}
 			}
 		}

@@ -42,6 +42,9 @@ type Deps struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Observe, when set, is told about every app call (metrics).
 	Observe func(op, result string, d time.Duration)
+	// Accounts keeps the app-side ids of people for kinds that address
+	// them by id (Atlassian Cloud); kinds that use usernames ignore it.
+	Accounts Accounts
 }
 
 // Conn is the connection block Jira, Confluence and Bitbucket configs

@@ -1,6 +1,7 @@
 // Package targets is usher's view of the apps it provisions: one small
-// interface (Target) that the Jira, Confluence, Bitbucket and Crowd
-// adapters implement over each app's own REST API, a shared REST client
+// interface (Target) that the Jira, Confluence, Bitbucket, Crowd and
+// Atlassian Cloud adapters implement over each app's own REST API, a
+// shared REST client
 // (auth, timeouts, concurrency limit, 429/5xx backoff), and the errors
 // provisioning needs to tell "not there" from "try again later".
 package targets
@@ -29,6 +30,16 @@ type User struct {
 	Active       bool
 	// LastLogin is zero when the app does not expose it.
 	LastLogin time.Time
+	// ProfileReadOnly says the app will not let usher change this
+	// person's display name or e-mail (an Atlassian Cloud account outside
+	// the organization's verified domains belongs to its person): a
+	// difference is reported, not corrected, and UpdateUser refuses with
+	// ErrUnmanaged.
+	ProfileReadOnly bool
+	// Adopted is set by CreateUser when it bound an account that existed
+	// already (found by exact e-mail) instead of making one, so that the
+	// caller can apply its adoption policy and say what happened.
+	Adopted bool
 }
 
 // NewUser is what CreateUser needs.
@@ -107,6 +118,49 @@ type Deleter interface {
 	DeleteUser(ctx context.Context, username string) error
 }
 
+// Deactivator is implemented by apps where deactivating can mean
+// different things (Atlassian Cloud: suspending access in the
+// organization's directory, deactivating a managed account, or, for an
+// account the organization does not manage, only cutting its access).
+// Deactivate does what SetActive(false) does, with the same idempotence
+// and errors, and says which it was.
+type Deactivator interface {
+	Deactivate(ctx context.Context, username string) (Deactivation, error)
+}
+
+// Deactivation is what Deactivate did.
+type Deactivation struct {
+	// Changed says the app changed now (false: the person was inactive
+	// already).
+	Changed bool
+	// Done is a sentence for the audit log ("suspended access in the
+	// organization's directory"); it also says when nothing was written.
+	Done string
+	// RemoveManagedGroups asks the caller to remove the memberships usher
+	// manages as well: the account stays usable outside the app (an
+	// unmanaged Cloud account), so its groups must not keep granting. It
+	// is set again when the person is inactive already, so a retry that
+	// finds the account deactivated still finishes the removal.
+	RemoveManagedGroups bool
+}
+
+// Accounts keeps, durably and shared by every replica, the app's own id
+// of each person for apps that address people by an id rather than by a
+// username (Atlassian Cloud's accountId). Keys are the configured app
+// name and the usher username, compared case-insensitively. Methods are
+// safe for concurrent use and honour context cancellation.
+type Accounts interface {
+	// AccountID returns the id bound to username, or ErrNotFound.
+	AccountID(ctx context.Context, app, username string) (string, error)
+	// Username returns the username bound to id, or ErrNotFound.
+	Username(ctx context.Context, app, id string) (string, error)
+	// PutAccountID binds username to id, replacing any earlier binding
+	// of either. Idempotent.
+	PutAccountID(ctx context.Context, app, username, id string) error
+	// DeleteAccountID forgets username's binding; nil when there is none.
+	DeleteAccountID(ctx context.Context, app, username string) error
+}
+
 var (
 	// ErrNotFound: the user does not exist.
 	ErrNotFound = errors.New("user not found")
@@ -114,6 +168,15 @@ var (
 	ErrGroupNotFound = errors.New("group not found")
 	// ErrExists: the username is taken.
 	ErrExists = errors.New("user already exists")
+	// ErrGroupReadOnly: the group's memberships are not usher's to change
+	// (an Atlassian Cloud group that the organization's IdP sync owns).
+	// Callers leave the group alone and say why.
+	ErrGroupReadOnly = errors.New("group is read-only")
+	// ErrUnmanaged: the account belongs to its person, not to the
+	// organization usher acts for (an Atlassian Cloud account outside the
+	// verified domains); usher may change its access and groups, not its
+	// profile or the account itself.
+	ErrUnmanaged = errors.New("account is not managed by the organization")
 )
 
 // Error is a failed app call: which app, which operation, which user, and

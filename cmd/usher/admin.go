@@ -22,6 +22,16 @@ func (m *Main) adminHandler(g *generation) (http.Handler, error) {
 		Ready:   func(ctx context.Context) []admin.Check { return m.ready(ctx, g) },
 		Metrics: m.metrics.Handler(m.reg),
 		Log:     m.Log, Now: m.Now,
+		AccountID: func(ctx context.Context, app, username string) string {
+			if !cloudApp(cfg, app) {
+				return ""
+			}
+			id, err := blobAccounts{m.store}.AccountID(ctx, app, username)
+			if err != nil {
+				return ""
+			}
+			return id
+		},
 	}
 	if !cfg.Admin.Token.IsZero() {
 		tok, err := cfg.Admin.Token.Resolve()

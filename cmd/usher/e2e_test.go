@@ -110,6 +110,8 @@ type envOptions struct {
 	SCIM bool
 	// Extra is appended to the config file (top-level YAML).
 	Extra string
+	// ExtraApps is appended to the apps list (entries indented by two).
+	ExtraApps string
 	// DSN switches the store to this PostgreSQL database.
 	DSN string
 	// AdminSSOGroup lets members of this IdP group into the admin pages.
@@ -158,6 +160,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	if o.Apps {
 		apps = e.startApps(t)
 	}
+	apps += o.ExtraApps
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	storeYAML := ""

@@ -109,9 +109,14 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 			continue
 		}
 		app := a.Name
+		var upstream *url.URL
+		if a.Upstream != "" {
+			upstream = mustParse(a.Upstream)
+		}
 		dir, err := tc.Open(app, targets.Deps{
-			Upstream: mustParse(a.Upstream), Log: m.Log.With("app", app), Now: m.Now,
-			Observe: func(op, result string, d time.Duration) { m.metrics.AppCall(app, op, result, d) },
+			Upstream: upstream, Log: m.Log.With("app", app), Now: m.Now,
+			Observe:  func(op, result string, d time.Duration) { m.metrics.AppCall(app, op, result, d) },
+			Accounts: blobAccounts{m.store},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("app %s: %w", app, err)
@@ -148,6 +153,9 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	}
 	var apps []proxy.App
 	for _, a := range cfg.Apps {
+		if a.Kind == config.KindCloud {
+			continue // provisioned only: Cloud logins do not pass through usher
+		}
 		fwd := proxy.NewForwarder(mustParse(a.Upstream), names, m.transport, m.Log.With("app", a.Name))
 		fwd.Proto = g.public.Scheme // the browser's scheme, also behind a TLS terminator
 		fwd.App, fwd.Metrics = a.Name, m.metrics

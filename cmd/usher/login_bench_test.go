@@ -112,7 +112,7 @@ func loginHandler(b *testing.B, st store.Store) (*proxy.Handler, *fixedIdP) {
 	m.Groups.Map = []config.GroupMap{{IdPGroup: "engineering", Groups: config.AppGroups{"jira": {"jira-developers"}}}}
 	m.Groups.Rules = []config.GroupRule{{Match: "^team-(.+)$", Groups: config.AppGroups{"*": {"team-$1"}}}}
 	m.Groups.Defaults = config.AppGroups{"*": {"usher-users"}}
-	mapper, err := jit.Compile(m, jit.Scope{IdP: "okta", Claims: new(oidc.Config).ClaimDefaults(), Apps: []string{"jira", "confluence"}, Privileged: privilegedGroups()})
+	mapper, err := jit.Compile(m, jit.Scope{IdP: "okta", Claims: new(oidc.Config).ClaimDefaults(), Apps: []string{"jira", "confluence"}, Privileged: privilegedGroups(&config.Config{})})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/bitbucket"
+	"github.com/usherhq/usher/targets/cloud"
 	"github.com/usherhq/usher/targets/confluence"
 	"github.com/usherhq/usher/targets/crowd"
 	"github.com/usherhq/usher/targets/jira"
@@ -23,11 +24,24 @@ var targetKinds = map[string]func() targets.Config{
 	"confluence": func() targets.Config { return new(confluence.Config) },
 	"bitbucket":  func() targets.Config { return new(bitbucket.Config) },
 	"crowd":      func() targets.Config { return new(crowd.Config) },
+	"cloud":      func() targets.Config { return new(cloud.Config) },
 }
 
 // targetConfig decodes app i's `api:` block strictly into its kind's
-// struct; nil when the app has no API block (proxy only).
+// struct and validates it; nil when the app has no API block (proxy only).
 func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
+	tc, err := decodeTarget(cfg, i)
+	if tc == nil || err != nil {
+		return nil, err
+	}
+	if errs := cfg.Apps[i].API.Errors(tc.Validate()); len(errs) > 0 {
+		return nil, errs
+	}
+	return tc, nil
+}
+
+// decodeTarget decodes app i's `api:` block without validating it.
+func decodeTarget(cfg *config.Config, i int) (targets.Config, error) {
 	app := cfg.Apps[i]
 	if app.API.IsZero() {
 		return nil, nil
@@ -40,21 +54,27 @@ func targetConfig(cfg *config.Config, i int) (targets.Config, error) {
 	if err := app.API.Decode(tc); err != nil {
 		return nil, err
 	}
-	if errs := app.API.Errors(tc.Validate()); len(errs) > 0 {
-		return nil, errs
-	}
 	return tc, nil
 }
 
 // privilegedGroups are the administrator groups every app kind declares,
 // all together: a name that is an admin group in one product is never
-// something a mapping rule should grant in another.
-func privilegedGroups() []string {
+// something a mapping rule should grant in another. Configured apps add
+// the ones their own settings name (a Cloud site's jira-admins-<site>),
+// even when other settings of the block are wrong. A block that does not
+// decode adds nothing here; loadConfig reports it.
+func privilegedGroups(cfg *config.Config) []string {
 	var out []string
 	for _, kind := range slices.Sorted(maps.Keys(targetKinds)) {
 		out = append(out, targetKinds[kind]().PrivilegedGroups()...)
 	}
-	return out
+	for i := range cfg.Apps {
+		if tc, err := decodeTarget(cfg, i); err == nil && tc != nil {
+			out = append(out, tc.PrivilegedGroups()...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // mapperFor compiles IdP i's mapping against the configured apps.
@@ -69,7 +89,7 @@ func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 		return nil, config.Errors{unknownType(cfg, i)}
 	}
 	m, err := jit.Compile(idp.Mapping, jit.Scope{
-		IdP: idp.ID, Claims: newConfig().ClaimDefaults(), Provisioning: cfg.Provisioning, Apps: apps, Privileged: privilegedGroups(),
+		IdP: idp.ID, Claims: newConfig().ClaimDefaults(), Provisioning: cfg.Provisioning, Apps: apps, Privileged: privilegedGroups(cfg),
 	})
 	if err != nil {
 		return nil, mappingErrors(cfg, i, err)

@@ -1,9 +1,10 @@
 // Package targettest owns the contract every targets.Target adapter
-// must meet, run against the atlassiantest emulator: user life cycle,
+// must meet, run against the atlassiantest emulators: user life cycle,
 // idempotent group changes, precise not-found errors, paging, optional
-// capabilities, call counts where usher promises few calls, and the
-// shared client's resilience (rate limits, 5xx bursts, outages,
-// cancellation).
+// capabilities, call counts where usher promises few calls, the shared
+// client's resilience (rate limits, 5xx bursts, outages, cancellation)
+// and, where an organization manages some accounts and not others
+// (Atlassian Cloud), the managed / unmanaged split.
 package targettest
 
 import (
@@ -29,6 +30,47 @@ import (
 // carries the suite's logger and recording Sleep; the opener sets
 // deps.Upstream (Serve helps) and passes deps to Config.Open.
 type Opener func(t *testing.T, deps targets.Deps) (targets.Target, *atlassiantest.Server)
+
+// Emulator is what the suite needs of an emulator: a view of its users
+// and groups by usher username, call counters and fault knobs. An
+// *atlassiantest.Server is one; CloudView makes one of a Cloud.
+type Emulator interface {
+	Kind() atlassiantest.Kind
+	// User returns the user usher knows by name, as the app holds it.
+	User(name string) (atlassiantest.User, bool)
+	// AddUser seeds a user that usher knows by u.Name.
+	AddUser(u atlassiantest.User)
+	Groups() []string
+	GroupMembers(group string) []string
+	Calls() map[string]int
+	ResetCalls()
+	Reads() int
+	Writes() int
+	RateLimit(n int, retryAfter time.Duration)
+	FailNext(n, status int)
+	SetDown(down bool)
+	SetHangUp(hangUp bool)
+	SetLatency(d time.Duration)
+}
+
+// ManagedSplit is implemented by emulators of organizations that manage
+// some accounts (verified domains) and not others.
+type ManagedSplit interface {
+	// UnmanagedDomain is an e-mail domain the organization has not
+	// verified.
+	UnmanagedDomain() string
+	// AddAccount seeds an account usher has not bound and returns its
+	// key (Cloud: accountId).
+	AddAccount(displayName, email string) string
+	// AccountState reports the account of key: whether the account may
+	// log in at all, and whether its access to the site is on.
+	AccountState(key string) (account, access bool)
+}
+
+// EmulatorOpener is Opener for any Emulator.
+type EmulatorOpener func(t *testing.T, deps targets.Deps) (targets.Target, Emulator)
+
+var _ Emulator = (*atlassiantest.Server)(nil)
 
 // Serve starts srv on a loopback listener for the test's lifetime and
 // returns its URL.
@@ -65,14 +107,16 @@ func (s *sleeps) waits() []time.Duration {
 
 // lossy is a transport that can lose the answer to the next POST after
 // the app has applied it: the case where a retried create must not
-// apply twice.
+// apply twice. With suffix set, only a POST to a path ending so counts
+// (Cloud's create is the invite, after a search that is also a POST).
 type lossy struct {
-	base  http.RoundTripper
-	armed atomic.Bool
+	base   http.RoundTripper
+	armed  atomic.Bool
+	suffix string
 }
 
 func (l *lossy) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodPost || !l.armed.CompareAndSwap(true, false) {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, l.suffix) || !l.armed.CompareAndSwap(true, false) {
 		return l.base.RoundTrip(r)
 	}
 	res, err := l.base.RoundTrip(r)
@@ -85,12 +129,26 @@ func (l *lossy) RoundTrip(r *http.Request) (*http.Response, error) {
 
 type env struct {
 	dir    targets.Target
-	srv    *atlassiantest.Server
+	srv    Emulator
 	sleeps *sleeps
 	lossy  *lossy
 }
 
-func setup(t *testing.T, open Opener) env {
+// createCall is the call that creates a user, where it is not simply
+// the one POST CreateUser makes.
+var createCall = map[atlassiantest.Kind]string{
+	atlassiantest.CloudSite: "POST /admin/v2/orgs/{orgId}/users/invite",
+}
+
+// createCallOf is srv's own word on its create call, else the kind's.
+func createCallOf(srv Emulator) string {
+	if cc, ok := srv.(interface{ CreateCall() string }); ok {
+		return cc.CreateCall()
+	}
+	return createCall[srv.Kind()]
+}
+
+func setup(t *testing.T, open EmulatorOpener) env {
 	t.Helper()
 	sl := &sleeps{}
 	lt := &lossy{base: http.DefaultTransport}
@@ -100,11 +158,20 @@ func setup(t *testing.T, open Opener) env {
 		Sleep: sl.sleep,
 	}
 	dir, srv := open(t, deps)
+	if c := createCallOf(srv); c != "" {
+		_, path, _ := strings.Cut(c, " ")
+		lt.suffix = path[strings.LastIndexByte(path, '/'):]
+	}
 	return env{dir: dir, srv: srv, sleeps: sl, lossy: lt}
 }
 
 // Run runs the contract against fresh emulators from open.
 func Run(t *testing.T, open Opener) {
+	RunWith(t, func(t *testing.T, deps targets.Deps) (targets.Target, Emulator) { return open(t, deps) })
+}
+
+// RunWith runs the contract against any Emulator.
+func RunWith(t *testing.T, open EmulatorOpener) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, e env)
@@ -116,6 +183,7 @@ func Run(t *testing.T, open Opener) {
 		{"Attributes", testAttributes},
 		{"Rename", testRename},
 		{"Delete", testDelete},
+		{"ManagedSplit", testManagedSplit},
 		{"CreateAnswerLost", testCreateAnswerLost},
 		{"RateLimited", testRateLimited},
 		{"RetryAfterTooLong", testRetryAfterCap},
@@ -228,6 +296,7 @@ func testUsers(t *testing.T, e env) {
 // on Bitbucket, where the licence lives in the groups (§5.5).
 var getUserReads = map[atlassiantest.Kind]int{
 	atlassiantest.Jira: 1, atlassiantest.Confluence: 1, atlassiantest.Crowd: 1, atlassiantest.Bitbucket: 2,
+	atlassiantest.CloudSite: 1,
 }
 
 // seated is the emulator's view of "active" for the kind: Bitbucket has
@@ -436,7 +505,10 @@ func testCreateAnswerLost(t *testing.T, e env) {
 	if !strings.EqualFold(u.Name, "olga") {
 		t.Errorf("CreateUser = %+v", u)
 	}
-	if n := e.srv.Calls(); countPrefix(n, "POST") != 2 {
+	n := e.srv.Calls()
+	if c := createCallOf(e.srv); c != "" && n[c] != 2 {
+		t.Errorf("calls = %v, want %s sent twice", n, c)
+	} else if c == "" && countPrefix(n, "POST") != 2 {
 		t.Errorf("calls = %v, want the create sent twice", n)
 	}
 	if w := e.sleeps.waits(); len(w) != 1 {
