@@ -316,6 +316,18 @@ func (m *Mapper) Provisioning() string { return m.provisioning }
 // mapping.access.apps names (rather than every app).
 func (m *Mapper) RestrictsApps() bool { return m.restricted }
 
+// Allows reports whether the IdP's users may enter app under this
+// mapping. The proxy asks on every request, so that a reload that closes
+// an app to an IdP shuts its sessions out at once; it costs a lookup in
+// a short sorted list.
+func (m *Mapper) Allows(app string) bool {
+	if !m.restricted {
+		return true
+	}
+	_, found := slices.BinarySearch(m.apps, app)
+	return found
+}
+
 func (c *compiler) known() string {
 	if len(c.appList) == 0 {
 		return " (no apps are configured)"

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -37,6 +38,9 @@ type IdP struct {
 	Domains  []string
 	Mapper   *jit.Mapper
 }
+
+// errIdPGone: the session's IdP is no longer configured.
+var errIdPGone = errors.New("session: its identity provider is no longer configured")
 
 // idpAt is the IdP a /usher/{type}/{idp}/ request names, or nil when
 // there is none of that id and type.
@@ -213,7 +217,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unauthenticated(w, r, app, err)
 		return
 	}
-	if s.Apps != nil && !slices.Contains(s.Apps, app.Name) {
+	// The config in force decides, not the one the session was issued
+	// under: a reload that removed the IdP, or closed this app to it,
+	// shuts its sessions out at once, without a database call.
+	idp := h.idps[s.IdP]
+	if idp == nil {
+		h.unauthenticated(w, r, app, errIdPGone)
+		return
+	}
+	if s.Apps != nil && !slices.Contains(s.Apps, app.Name) || idp.Mapper != nil && !idp.Mapper.Allows(app.Name) {
 		h.opt.Metrics.Request(app.Name, http.StatusForbidden)
 		h.fail(w, r, http.StatusForbidden, "No access to "+app.Name, "Your account is not allowed to use "+app.Name+". Ask your administrator if you need it.", nil)
 		return

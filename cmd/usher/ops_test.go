@@ -696,3 +696,58 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("a request after shutdown was served")
 	}
 }
+
+// A reload reaches live sessions: closing an app to an IdP refuses its
+// sessions there at once, and removing an IdP sends its people back to
+// the login, both without a database call on the request path.
+func TestReloadReachesLiveSessions(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	alice, bob := e.browser(), e.browser()
+	wantStatus(t, e.login(alice, "/one", "acme", "alice", "pw-alice"), http.StatusOK)
+	wantStatus(t, e.login(bob, "/one", "globex", "bob", "pw-bob"), http.StatusOK)
+
+	text, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.enableReload()
+	rewrite := func(old, new string) {
+		t.Helper()
+		if !bytes.Contains(text, []byte(old)) {
+			t.Fatalf("config lacks %q", old)
+		}
+		text = bytes.Replace(text, []byte(old), []byte(new), 1)
+		if err := os.WriteFile(e.cfgPath, text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.m.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// acme's people may now enter only "other": alice's session, issued
+	// when every app was open, is refused at "app" at once.
+	rewrite("  - name: app\n", "  - name: other\n    kind: generic\n    upstream: http://127.0.0.1:1\n    route: {path_prefix: /other}\n  - name: app\n")
+	rewrite("  - id: acme\n    name: acme IdP\n", "  - id: acme\n    name: acme IdP\n    mapping:\n      access: {apps: [other]}\n")
+	wantStatus(t, e.get(alice, e.url+"/two"), http.StatusForbidden)
+	wantStatus(t, e.get(bob, e.url+"/two"), http.StatusOK)
+
+	// globex is gone: bob's session sends him back to the login.
+	i := bytes.Index(text, []byte("  - id: globex\n"))
+	if i < 0 {
+		t.Fatal("no globex block")
+	}
+	text = text[:i]
+	if err := os.WriteFile(e.cfgPath, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp := e.get(bob, e.url+"/three")
+	wantStatus(t, resp, http.StatusFound)
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "/usher/login") {
+		t.Fatalf("bob's session after globex was removed went to %q, want the login", loc)
+	}
+}
