@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"text/template"
@@ -85,6 +86,8 @@ type Server struct {
 	stderr *lockedBuffer
 	mu     sync.Mutex
 	admin  *goldap.Conn
+
+	subtrees atomic.Int64
 }
 
 // ErrNotInstalled means slapd is not on this machine.
@@ -241,11 +244,12 @@ func (s *Server) Admin() (*goldap.Conn, error) {
 
 // Subtree creates an organizational unit for t under the suffix, named
 // after the test, with ou=people and ou=groups below it, and returns its
-// DN. Tests that seed their own subtree do not see each other's entries
+// DN (the name ends in a number). Tests that seed their own subtree do not see each other's entries
 // and can run in parallel on one server.
 func (s *Server) Subtree(t testing.TB) string {
 	t.Helper()
-	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	// The counter keeps -count=N and same-named subtests apart.
+	name := fmt.Sprintf("%s-%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), s.subtrees.Add(1))
 	base := "ou=" + goldap.EscapeDN(name) + "," + Suffix
 	s.Seed(t, fmt.Sprintf(`
 dn: %[1]s
