@@ -14,12 +14,20 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/ldap/sambatest"
 	"github.com/usherhq/usher/directory/ldap/slapdtest"
 )
 
-var slapd = slapdtest.NewShared(slapdtest.Options{})
+var (
+	slapd = slapdtest.NewShared(slapdtest.Options{})
+	samba sambatest.Shared
+)
 
-func TestMain(m *testing.M) { os.Exit(slapd.Main(m)) }
+func TestMain(m *testing.M) {
+	code := slapd.Main(m)
+	samba.Stop()
+	os.Exit(code)
+}
 
 // seedTree is the tree most tests read: under ou=people alice (devs, which
 // is nested in eng), bob (eng), carol (devs, permanently locked by

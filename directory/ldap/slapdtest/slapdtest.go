@@ -129,7 +129,7 @@ func (s *Server) start(bin string, opts Options) error {
 	if err := os.Mkdir(filepath.Join(s.dir, "db"), 0o700); err != nil {
 		return fmt.Errorf("slapdtest: %w", err)
 	}
-	if err := writeCerts(s.dir); err != nil {
+	if err := WriteCerts(s.dir); err != nil {
 		return err
 	}
 	s.CAFile = filepath.Join(s.dir, "ca.pem")
@@ -513,9 +513,10 @@ refint_attributes member
 overlay ppolicy
 `))
 
-// writeCerts makes a CA and a server certificate for 127.0.0.1 and
-// localhost, valid for a day.
-func writeCerts(dir string) error {
+// WriteCerts makes a CA and a server certificate for 127.0.0.1,
+// localhost and the extra DNS names, valid for a day, in dir: ca.pem,
+// server.pem and server.key (PKCS #8).
+func WriteCerts(dir string, names ...string) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("slapdtest: %w", err)
@@ -545,7 +546,7 @@ func writeCerts(dir string) error {
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, names...),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
