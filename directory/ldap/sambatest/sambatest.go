@@ -71,6 +71,7 @@ type Server struct {
 	exited chan struct{}
 	out    *lockedBuffer
 	ns     *os.File
+	nsFD   int // ns's descriptor, read once: File.Fd races with Close
 	stdin  io.WriteCloser
 	lns    []net.Listener
 	conns  sync.WaitGroup
@@ -163,7 +164,7 @@ func (s *Server) start() error {
 	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
 	}
-	if err := s.cmd.Start(); err != nil {
+	if err := slapdtest.StartProcess(s.cmd); err != nil {
 		return fmt.Errorf("sambatest: start samba: %w", err)
 	}
 	go func() { s.cmd.Wait(); close(s.exited) }()
@@ -193,6 +194,7 @@ func (s *Server) start() error {
 	if s.ns, err = os.Open(nsPath); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
 	}
+	s.nsFD = int(s.ns.Fd())
 	ldapsURL, err := s.bridge(636)
 	if err != nil {
 		return err
@@ -317,9 +319,8 @@ func (s *Server) bridge(port int) (string, error) {
 
 // dialInNS connects to 127.0.0.1:port in Samba's namespace. A socket
 // belongs to the namespace of the thread that made it, so the dial runs
-// on a thread of its own that enters the namespace, and that thread is
-// never unlocked: it ends with its goroutine instead of going back to
-// the runtime in the wrong namespace.
+// on a locked thread that enters the namespace and then goes back; a
+// thread that cannot go back stays locked and ends with its goroutine.
 func (s *Server) dialInNS(port int) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
@@ -328,16 +329,29 @@ func (s *Server) dialInNS(port int) (net.Conn, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(int(s.ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(s.nsFD, unix.CLONE_NEWNET); err != nil {
 			ch <- result{nil, fmt.Errorf("sambatest: setns: %w", err)}
 			return
 		}
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
 		ch <- result{c, err}
+		if unix.Setns(hostNS.fd, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	r := <-ch
 	return r.c, r.err
 }
+
+// hostNS is the test binary's own network namespace, opened before any
+// thread leaves it.
+var hostNS = func() (ns struct{ fd int }) {
+	ns.fd = -1
+	if f, err := os.Open("/proc/self/ns/net"); err == nil {
+		ns.fd = int(f.Fd()) // kept open for the process's life
+	}
+	return ns
+}()
 
 // dial opens an LDAPS connection bound as Administrator.
 func (s *Server) dial() (*goldap.Conn, error) {
@@ -384,6 +398,9 @@ func (s *Server) Stop() {
 		}
 	}
 	if s.ns != nil {
+		// Samba is gone: bridged connections end, and no new ones come
+		// (the listeners are closed).
+		s.conns.Wait()
 		s.ns.Close()
 	}
 	os.RemoveAll(s.dir)

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,13 +117,25 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slapdtest: %w", err)
 	}
-	s := &Server{dir: dir, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	if err := s.start(bin, opts); err != nil {
+	// A port freePorts found can be taken by someone else before slapd
+	// binds it; a new pair of ports then does.
+	for attempt := 1; ; attempt++ {
+		s := &Server{dir: dir, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+		err := s.start(bin, opts)
+		if err == nil {
+			return s, nil
+		}
 		s.Stop()
-		return nil, err
+		if attempt == 3 || !errors.Is(err, errExited) {
+			return nil, err
+		}
+		if dir, err = os.MkdirTemp("", "slapdtest-"); err != nil {
+			return nil, fmt.Errorf("slapdtest: %w", err)
+		}
 	}
-	return s, nil
 }
+
+var errExited = errors.New("slapd exited at start")
 
 func (s *Server) start(bin string, opts Options) error {
 	begin := time.Now()
@@ -158,7 +171,7 @@ func (s *Server) start(bin string, opts Options) error {
 	s.cmd.Stdout = s.stderr
 	s.cmd.Stderr = s.stderr
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	if err := StartProcess(s.cmd); err != nil {
 		return fmt.Errorf("slapdtest: start slapd: %w", err)
 	}
 	go func() { s.cmd.Wait(); close(s.exited) }()
@@ -172,7 +185,7 @@ func (s *Server) start(bin string, opts Options) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("slapdtest: slapd exited at start: %s", s.stderr.String())
+			return fmt.Errorf("slapdtest: %w (port taken?): %s", errExited, s.stderr.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -592,6 +605,37 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// StartProcess starts cmd from an OS thread that lives as long as the
+// test binary. Pdeathsig, which ends a server with the test binary even
+// when the binary dies without cleanup, fires when the *thread* that
+// started the child ends, and Go ends threads (those of goroutines that
+// exit while locked to their thread): a child started from an ordinary
+// goroutine can be killed at any moment.
+func StartProcess(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawn = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread stays
+			for r := range spawn {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawn <- spawnReq{cmd, done}
+	return <-done
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var (
+	spawnOnce sync.Once
+	spawn     chan spawnReq
+)
 
 // lockedBuffer collects slapd's output for error messages.
 type lockedBuffer struct {
