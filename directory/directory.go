@@ -41,7 +41,11 @@ const (
 	// A disabled person is a leaver.
 	Disabled
 	// Deleted appears only in deltas: the directory said the person was
-	// removed (Graph @removed, an LDAP tombstone). A leaver.
+	// removed (Graph @removed, an LDAP tombstone). A leaver. A deleted
+	// person carries ID, and Subject only when the connector can tell it
+	// without reading the person (it is gone): the subject attribute is
+	// the ID, or the tombstone keeps it. The caller matches a Deleted
+	// person with an empty Subject by ID.
 	Deleted
 )
 
@@ -93,8 +97,11 @@ type Person struct {
 	// Attributes are further directory attributes under their native
 	// names (department, employeeId, title, ...), for mappings.
 	Attributes map[string][]string
-	// OutOfScope is set only by Connector.Person: the directory knows the
-	// person, but the configured filters would not list them.
+	// OutOfScope: the directory knows the person, but the configured
+	// scope (filters, groups, search base) would not list them. Set by
+	// Connector.Person, and by Deltaer.Delta for a changed person the
+	// change took (or left) outside the scope, so that a delta can say
+	// "no longer ours" without a full pull. Pull never sets it.
 	OutOfScope bool
 }
 
