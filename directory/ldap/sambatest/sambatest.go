@@ -336,7 +336,9 @@ func (s *Server) dialInNS(port int) (net.Conn, error) {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
 		ch <- result{c, err}
 		if unix.Setns(hostNS.fd, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
+			if l, err := os.Readlink("/proc/thread-self/ns/net"); err == nil && l == hostNS.link {
+				runtime.UnlockOSThread()
+			}
 		}
 	}()
 	r := <-ch
@@ -344,11 +346,18 @@ func (s *Server) dialInNS(port int) (net.Conn, error) {
 }
 
 // hostNS is the test binary's own network namespace, opened before any
-// thread leaves it.
-var hostNS = func() (ns struct{ fd int }) {
+// thread leaves it and kept open (and referenced: an unreferenced
+// os.File is closed by its finalizer, and its descriptor number reused)
+// for the life of the process.
+var hostNS = func() (ns struct {
+	f    *os.File
+	fd   int
+	link string
+}) {
 	ns.fd = -1
 	if f, err := os.Open("/proc/self/ns/net"); err == nil {
-		ns.fd = int(f.Fd()) // kept open for the process's life
+		ns.f, ns.fd = f, int(f.Fd())
+		ns.link, _ = os.Readlink("/proc/self/ns/net")
 	}
 	return ns
 }()
