@@ -225,13 +225,3 @@ func normDN(dn string) string {
 	}
 	return b.String()
 }
-
-// under reports whether dn is base or below it.
-func under(dn, base string) bool {
-	d, err1 := goldap.ParseDN(dn)
-	b, err2 := goldap.ParseDN(base)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return b.EqualFold(d) || b.AncestorOfFold(d)
-}

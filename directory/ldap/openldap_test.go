@@ -357,6 +357,46 @@ func TestConnectRefusals(t *testing.T) {
 	}
 }
 
+// TestTimeout: a server that accepts and never answers fails the
+// operation after the timeout instead of hanging.
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	for _, startTLS := range []bool{false, true} {
+		cfg := &Config{Flavor: OpenLDAP, URL: "ldap://" + ln.Addr().String(), StartTLS: startTLS, BindDN: "cn=x",
+			BindPassword: config.SecretValue("p"), BaseDNs: []string{"dc=x"}, Timeout: 200 * time.Millisecond, Retries: new(int)}
+		begin := time.Now()
+		_, err := tryPull(open(t, cfg), 0)
+		if err == nil || time.Since(begin) > 10*time.Second {
+			t.Errorf("start_tls %v: Pull = %v after %v, want a timeout error", startTLS, err, time.Since(begin))
+		}
+	}
+}
+
 func TestPullCallbackErrorAsIs(t *testing.T) {
 	t.Parallel()
 	srv, base := seeded(t)
@@ -549,6 +589,10 @@ func TestPerson(t *testing.T) {
 	p, err := c2.Person(ctx, zed)
 	if err != nil || p.Username != "zed" || p.Status != directory.Disabled || p.OutOfScope {
 		t.Errorf("Person(zed's entryUUID) = %+v, %v; want zed, disabled, in scope", p, err)
+	}
+
+	if _, err := c2.Person(ctx, "not-a-uuid"); !errors.Is(err, directory.ErrNotFound) {
+		t.Errorf("Person(not-a-uuid) = %v, want ErrNotFound", err)
 	}
 
 	// Two people with one subject: refused, not a guess.

@@ -136,5 +136,28 @@ func (c *Connector) subjectFilter(subject string) (string, error) {
 		}
 		return "(" + attrObjectGUID + "=" + escapeBytes(b) + ")", nil
 	}
+	if strings.EqualFold(c.cfg.SubjectAttribute, attrEntryUUID) && !isUUID(subject) {
+		// slapd answers a malformed UUID with invalidAttributeSyntax,
+		// not with "no such person".
+		return "", fmt.Errorf("not a UUID: %q", subject)
+	}
 	return "(" + c.cfg.SubjectAttribute + "=" + goldap.EscapeFilter(subject) + ")", nil
+}
+
+// isUUID reports the 8-4-4-4-12 hex form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if r != '-' {
+				return false
+			}
+		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
+			return false
+		}
+	}
+	return true
 }
