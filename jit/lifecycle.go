@@ -229,10 +229,10 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		l.record(ctx, Entry{Action: ActPlanned, Cause: cause, Subject: id.Subject, Username: p.Username, Outcome: ResultOK,
 			Detail: "manual provisioning: waiting for an admin's sync"})
 	default:
-		if cause.Source == SourceSCIM {
-			// The IdP says the person is active: what SCIM itself took
-			// away comes back. Marks of sweeps and admins stay.
-			if err := l.reinstate(ctx, cause, SourceSCIM, p.Username, prevName); err != nil {
+		if cause.Source == SourceSCIM || cause.Source == SourceDirectory {
+			// The IdP says the person is active: what that same source
+			// took away comes back. Marks of sweeps and admins stay.
+			if err := l.reinstate(ctx, cause, cause.Source, p.Username, prevName); err != nil {
 				return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
 			}
 		}

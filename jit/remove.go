@@ -409,8 +409,9 @@ func (l *Lifecycle) Reinstate(ctx context.Context, idp, subject string, cause Ca
 }
 
 // reinstate clears the marks the source set under each username given
-// (the current one and, after a rename, the previous one). The next
-// reconcile reactivates.
+// (the current one and, after a rename, the previous one); for a
+// directory, only that directory's own (cause.Actor). An admin clears
+// any. The next reconcile reactivates.
 func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, names ...string) error {
 	for app := range l.Apps {
 		for _, username := range usernames(names...) {
@@ -421,7 +422,7 @@ func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, name
 			if err != nil {
 				return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
 			}
-			if src != SourceAdmin && Source(st.DeprovisionedSource) != src {
+			if src != SourceAdmin && (Source(st.DeprovisionedSource) != src || src == SourceDirectory && st.DeprovisionedActor != cause.Actor) {
 				continue
 			}
 			was := fmt.Sprintf("removed by %s", Cause{Source: Source(st.DeprovisionedSource), Actor: st.DeprovisionedActor, Run: st.DeprovisionedRun, Reason: st.DeprovisionedReason})
