@@ -54,9 +54,8 @@ func (s *Sweeper) apply(ctx context.Context, res *Result, done map[string]bool) 
 		}
 	}
 	var mu sync.Mutex
-	rc := &recheck{scimKnown: map[string]bool{}}
 	s.forEach(ctx, todo, func(ctx context.Context, _ int, it Item) {
-		o := s.applyItem(ctx, res.RunID, it, rc)
+		o := s.applyItem(ctx, res.RunID, it)
 		mu.Lock()
 		defer mu.Unlock()
 		res.Items = append(res.Items, o)
@@ -71,30 +70,7 @@ func (s *Sweeper) apply(ctx context.Context, res *Result, done map[string]bool) 
 	})
 }
 
-// recheck caches, for one apply, what is the same for every user of an
-// IdP.
-type recheck struct {
-	mu sync.Mutex
-	// scimKnown: whether the IdP's SCIM store holds users. Counting them
-	// once per apply, not per user, keeps the re-check cheap.
-	scimKnown map[string]bool
-}
-
-func (rc *recheck) known(ctx context.Context, st Store, idp string) (bool, error) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if k, ok := rc.scimKnown[idp]; ok {
-		return k, nil
-	}
-	_, total, err := st.SCIMUsers(ctx, idp, 0, 0)
-	if err != nil {
-		return false, err
-	}
-	rc.scimKnown[idp] = total > 0
-	return total > 0, nil
-}
-
-func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item, rc *recheck) Outcome {
+func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item) Outcome {
 	log := s.d.Log.With("run", run, "app", it.App, "user", it.Username, "idp", it.IdP, "rule", it.Rule)
 	st := s.d.Store
 	out := func(outcome, detail string) Outcome { return Outcome{Item: it, Outcome: outcome, Detail: detail} }
@@ -141,7 +117,7 @@ func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item, rc *recheck
 	if g := s.protectedUser(it.Username); g != "" {
 		return skip("protected user (" + g + ")")
 	}
-	f, err := s.pointFacts(ctx, b, it, rc)
+	f, err := s.pointFacts(ctx, b, it)
 	if err != nil {
 		return failed(err)
 	}
@@ -235,7 +211,7 @@ func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // pointFacts re-reads the evidence about one identity. The directory
 // pull is not repeated per user: the plan's finding stands.
-func (s *Sweeper) pointFacts(ctx context.Context, b store.Binding, it Item, rc *recheck) (facts, error) {
+func (s *Sweeper) pointFacts(ctx context.Context, b store.Binding, it Item) (facts, error) {
 	f := facts{b: b}
 	st := s.d.Store
 	src := s.p.Sources
@@ -264,13 +240,10 @@ func (s *Sweeper) pointFacts(ctx context.Context, b store.Binding, it Item, rc *
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// Deleted, or the IdP never pushed: only the count tells.
-		f.scimKnown, err = rc.known(ctx, st, b.IdP)
-		return f, err
+		return f, nil // no pushed record: SCIM says nothing about them
 	case err != nil:
 		return f, err
 	}
 	f.scim = s.scimFact(u)
-	f.scimKnown = true
 	return f, nil
 }

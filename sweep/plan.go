@@ -101,11 +101,10 @@ func (p *Plan) Table() string {
 
 // facts are the evidence about one identity.
 type facts struct {
-	b         store.Binding
-	scimKnown bool      // the IdP's SCIM store holds users
-	scim      *scimFact // nil: no pushed user for this identity
-	dirGone   string    // non-empty: the directory pull says gone, and why
-	expiry    time.Time
+	b       store.Binding
+	scim    *scimFact // nil: no pushed user for this identity
+	dirGone string    // non-empty: the directory pull says gone, and why
+	expiry  time.Time
 }
 
 type scimFact struct {
@@ -121,13 +120,12 @@ func (s *Sweeper) evaluate(f facts, now time.Time) (rule, reason string) {
 	if src.AccessExpiry && !f.expiry.IsZero() && !now.Before(f.expiry) {
 		return RuleAccessExpiry, "access expired " + f.expiry.UTC().Format(time.RFC3339)
 	}
-	if src.SCIM {
-		switch {
-		case f.scim != nil && !f.scim.active:
-			return RuleSCIM, "inactive in SCIM"
-		case f.scim == nil && f.scimKnown:
-			return RuleSCIM, "deleted in SCIM"
-		}
+	// A person is a SCIM leaver only when the IdP said so: a pushed user
+	// marked inactive. A person without a pushed record is not one: an
+	// import may not have reached them yet, and a SCIM delete is acted on
+	// when it arrives. Absence counts only from a complete directory pull.
+	if src.SCIM && f.scim != nil && !f.scim.active {
+		return RuleSCIM, "inactive in SCIM"
 	}
 	if f.dirGone != "" {
 		return RuleDirectory, f.dirGone
@@ -307,7 +305,6 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 			managedIdP[b.IdP]++
 			f := facts{b: b}
 			if x := scim[b.IdP]; x != nil {
-				f.scimKnown = x.total > 0
 				f.scim = x.find(b)
 			}
 			if dir != nil && dir.err == nil {
