@@ -87,6 +87,9 @@ type Actions interface {
 	Policies() []string
 	// Reload re-reads the config.
 	Reload(ctx context.Context, actor string) error
+	// Link binds an identity to the existing app accounts of username,
+	// whatever its IdP's adoption policy says, and audits it.
+	Link(ctx context.Context, idp, subject, username, actor string) error
 }
 
 // SweepPlan is a sweep's plan and, after a run, its outcome.
@@ -126,6 +129,9 @@ func (noActions) RunSweep(context.Context, string, bool, string) (*SweepPlan, er
 }
 func (noActions) Policies() []string                   { return nil }
 func (noActions) Reload(context.Context, string) error { return errNoActions }
+func (noActions) Link(context.Context, string, string, string, string) error {
+	return errNoActions
+}
 
 // CookieName is the admin cookie's name. The public listener should strip
 // it from requests it forwards to apps, like its own session cookie.
@@ -188,6 +194,7 @@ func (h *handler) routes() {
 	m.HandleFunc("GET /admin/users", h.usersPage)
 	m.HandleFunc("GET /admin/users/{idp}/{subject}", h.userPage)
 	m.HandleFunc("POST /admin/users/{idp}/{subject}/sync", h.userSync)
+	m.HandleFunc("POST /admin/link", h.link)
 	m.HandleFunc("GET /admin/audit", h.auditPage)
 	m.HandleFunc("GET /admin/audit.jsonl", h.auditExport)
 	m.HandleFunc("GET /admin/sweeps", h.sweepsPage)

@@ -75,6 +75,14 @@ func (f *fakeActions) RunSweep(ctx context.Context, policy string, dryRun bool, 
 
 func (f *fakeActions) Policies() []string { return []string{"nightly"} }
 
+func (f *fakeActions) Link(ctx context.Context, idp, subject, username, actor string) error {
+	f.record("link %s %s %s %s", idp, subject, username, actor)
+	if username == "taken" {
+		return errors.New("okta/00u-x owns that username")
+	}
+	return nil
+}
+
 func (f *fakeActions) Reload(ctx context.Context, actor string) error {
 	f.record("reload %s", actor)
 	return nil
@@ -364,6 +372,7 @@ func TestCSRF(t *testing.T) {
 		{"/admin/users/okta/sub-alice/sync", url.Values{}, "sync okta sub-alice admin:token"},
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"false"}}, "run nightly dry=false admin:token"},
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"true"}}, "run nightly dry=true admin:token"},
+		{"/admin/link", url.Values{"idp": {"okta"}, "subject": {"00u-x"}, "username": {"localadmin"}}, "link okta 00u-x localadmin admin:token"},
 	} {
 		t.Run(tc.path+" "+tc.form.Get("dry_run"), func(t *testing.T) {
 			e := newEnv(t)
@@ -389,7 +398,7 @@ func TestCSRF(t *testing.T) {
 			}
 			f := cloneForm(tc.form)
 			f.Set("csrf", tok)
-			if r := e.do("POST", tc.path, f, "Cookie", cookie); r.status != http.StatusOK {
+			if r := e.do("POST", tc.path, f, "Cookie", cookie); r.status != http.StatusOK && r.status != http.StatusSeeOther {
 				t.Fatalf("with the right token: %d %s", r.status, r.body)
 			}
 			if got := e.actions.Calls(); !slices.Equal(got, []string{tc.call}) {
@@ -468,5 +477,37 @@ func TestSecurityHeaders(t *testing.T) {
 		if h.Get("Cache-Control") != "no-store" || h.Get("X-Frame-Options") != "DENY" {
 			t.Errorf("%s: Cache-Control %q, X-Frame-Options %q", p, h.Get("Cache-Control"), h.Get("X-Frame-Options"))
 		}
+	}
+}
+
+// An admin links an identity to an existing account: the form and the
+// API refuse incomplete or odd input and say when the username is taken.
+func TestLink(t *testing.T) {
+	e := newEnv(t)
+	seed(t, e.store)
+	cookie := e.loginCookie()
+	tok := e.csrfFrom("/admin/users", cookie)
+	form := func(idp, subject, username string) url.Values {
+		return url.Values{"csrf": {tok}, "idp": {idp}, "subject": {subject}, "username": {username}}
+	}
+	r := e.do("POST", "/admin/link", form("okta", "00u-x", "localadmin"), "Cookie", cookie)
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/admin/users/okta/00u-x" {
+		t.Fatalf("link: %d %q", r.status, r.header.Get("Location"))
+	}
+	for _, bad := range []url.Values{form("", "00u-x", "a"), form("okta", "", "a"), form("okta", "x", ""), form("okta", "x\x00y", "a"), form("okta", "x", strings.Repeat("a", 600))} {
+		if r := e.do("POST", "/admin/link", bad, "Cookie", cookie); r.status != http.StatusBadRequest {
+			t.Errorf("link %v: %d, want 400", bad, r.status)
+		}
+	}
+	if r := e.do("POST", "/admin/link", form("okta", "00u-y", "taken"), "Cookie", cookie); r.status != http.StatusConflict || !strings.Contains(r.body, "owns that username") {
+		t.Errorf("taken: %d %s", r.status, r.body)
+	}
+	api := url.Values{"idp": {"okta"}, "subject": {"00u-z"}, "username": {"bob"}}
+	if r := e.do("POST", "/admin/api/link", api, bearer(adminToken)...); r.status != http.StatusOK || !strings.Contains(r.body, `"linked"`) {
+		t.Errorf("API link: %d %s", r.status, r.body)
+	}
+	want := []string{"link okta 00u-x localadmin admin:token", "link okta 00u-y taken admin:token", "link okta 00u-z bob admin:token"}
+	if got := e.actions.Calls(); !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
 	}
 }

@@ -22,6 +22,7 @@ func (h *handler) apiRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /admin/api/queue", h.apiQueue)
 	m.HandleFunc("GET /admin/api/config", h.apiConfig)
 	m.HandleFunc("POST /admin/api/reload", h.apiReload)
+	m.HandleFunc("POST /admin/api/link", h.apiLink)
 }
 
 type bindingJSON struct {
@@ -274,4 +275,19 @@ func (h *handler) apiReload(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("config reloaded", "actor", actor)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+}
+
+func (h *handler) apiLink(w http.ResponseWriter, r *http.Request) {
+	idp, subject, username, err := linkForm(r)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	actor := principalOf(r).Actor
+	if err := h.o.Actions.Link(r.Context(), idp, subject, username, actor); err != nil {
+		h.fail(w, r, http.StatusConflict, "not linked", err)
+		return
+	}
+	h.log.Info("admin link", "actor", actor, "idp", idp, "subject", subject, "username", username)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "linked", "idp": idp, "subject": subject, "username": username})
 }

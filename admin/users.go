@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/usherhq/usher/store"
 )
@@ -274,4 +275,41 @@ func displayName(d timelineData) string {
 		return d.Binding.Username
 	}
 	return d.Subject
+}
+
+// link binds an identity to existing app accounts by an admin's decision:
+// the way in for a person whose IdP's adoption policy refused to take an
+// account over.
+func (h *handler) link(w http.ResponseWriter, r *http.Request) {
+	idp, subject, username, err := linkForm(r)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	actor := principalOf(r).Actor
+	if err := h.o.Actions.Link(r.Context(), idp, subject, username, actor); err != nil {
+		h.fail(w, r, http.StatusConflict, "Not linked: "+err.Error(), err)
+		return
+	}
+	h.log.Info("admin link", "actor", actor, "idp", idp, "subject", subject, "username", username)
+	http.Redirect(w, r, userURL(idp, subject), http.StatusSeeOther)
+}
+
+// linkForm reads and checks the link form's fields.
+func linkForm(r *http.Request) (idp, subject, username string, err error) {
+	if err := r.ParseForm(); err != nil {
+		return "", "", "", errors.New("the form could not be read")
+	}
+	idp = strings.TrimSpace(r.PostForm.Get("idp"))
+	subject = strings.TrimSpace(r.PostForm.Get("subject"))
+	username = strings.TrimSpace(r.PostForm.Get("username"))
+	if idp == "" || subject == "" || username == "" {
+		return "", "", "", errors.New("an IdP, a subject and a username are all required")
+	}
+	for _, v := range []string{idp, subject, username} {
+		if len(v) > 512 || strings.ContainsFunc(v, unicode.IsControl) {
+			return "", "", "", errors.New("a field holds control characters or is too long")
+		}
+	}
+	return idp, subject, username, nil
 }

@@ -176,6 +176,12 @@ type IdP struct {
 	// Mapping turns the IdP's claims into the app profile: username,
 	// e-mail, display name, attributes, groups, access policy.
 	Mapping Mapping `yaml:"mapping"`
+	// Adoption decides whether this IdP's people may take over an app
+	// account that exists but that no usher identity owns yet (how an
+	// existing Jira moves to usher): "never", "verified_email" (default:
+	// the app account's e-mail equals the IdP's verified e-mail) or
+	// "always". An admin can link an identity to an account by hand.
+	Adoption string `yaml:"adoption"`
 	// SCIM, when set, lets this IdP push users to /scim/v2 with its own
 	// bearer token.
 	SCIM   *SCIM `yaml:"scim"`

@@ -139,6 +139,7 @@ func applyDefaults(c *Config) {
 	for i := range c.IdPs {
 		idp := &c.IdPs[i]
 		setDefault(&idp.Name, idp.ID)
+		setDefault(&idp.Adoption, AdoptVerifiedEmail)
 		// The type's own claim defaults are added where the type is
 		// known (cmd/usher, from the provider's Config).
 		idp.Mapping = idp.Mapping.WithDefaults(ClaimDefaults{})

@@ -125,6 +125,13 @@ type Provisioning struct {
 	CreateGroups *bool `yaml:"create_groups"`
 }
 
+// Adoption policies (idps[].adoption).
+const (
+	AdoptNever         = "never"
+	AdoptVerifiedEmail = "verified_email"
+	AdoptAlways        = "always"
+)
+
 // ClaimDefaults are the claims an IdP type takes the username and the
 // display name from when a mapping names none (OIDC: preferred_username
 // and name; SAML: the NameID and displayName). Each provider type

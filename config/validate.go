@@ -331,6 +331,11 @@ func (v *validator) idps() {
 				ids[idp.ID] = i
 			}
 		}
+		switch idp.Adoption {
+		case AdoptNever, AdoptVerifiedEmail, AdoptAlways:
+		default:
+			v.errorf(p+".adoption", "want never, verified_email or always, got %q", idp.Adoption)
+		}
 		if idp.Type == "" {
 			// Which types exist is cmd/usher's to say: each is a provider
 			// package in its type map.

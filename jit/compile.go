@@ -37,6 +37,7 @@ type Mapper struct {
 
 	apps         []string // the apps the IdP's users may enter, sorted
 	restricted   bool     // mapping.access.apps names them
+	adoption     string   // config.Adopt*
 	plans        map[string]*appPlan
 	sync         string
 	provisioning string
@@ -118,6 +119,10 @@ type Scope struct {
 	// as privileged in every app: a name that is an admin group in one
 	// product is never something a rule should produce in another.
 	Privileged []string
+	// Adoption is the IdP's policy for app accounts that exist but that
+	// no usher identity owns (config.AdoptNever, ...); default
+	// config.AdoptVerifiedEmail.
+	Adoption string
 }
 
 // Compile checks and compiles one IdP's mapping in its scope, with the
@@ -126,6 +131,14 @@ type Scope struct {
 func Compile(m config.Mapping, s Scope) (*Mapper, error) {
 	idpID, p, apps, builtinPrivileged := s.IdP, s.Provisioning, s.Apps, s.Privileged
 	m = m.WithDefaults(s.Claims)
+	adoption := s.Adoption
+	switch adoption {
+	case "":
+		adoption = config.AdoptVerifiedEmail
+	case config.AdoptNever, config.AdoptVerifiedEmail, config.AdoptAlways:
+	default:
+		return nil, Errors{config.FieldErrorf("adoption", "want never, verified_email or always, got %q", adoption)}
+	}
 	c := &compiler{apps: map[string]bool{}}
 	for i, a := range apps {
 		if a == "" || a == allApps {
@@ -147,6 +160,7 @@ func Compile(m config.Mapping, s Scope) (*Mapper, error) {
 		byName:       map[string][]int{},
 		byID:         map[string][]int{},
 		plans:        map[string]*appPlan{},
+		adoption:     adoption,
 	}
 
 	var err error
@@ -315,6 +329,10 @@ func (m *Mapper) Provisioning() string { return m.provisioning }
 // RestrictsApps reports whether the IdP's users may enter only the apps
 // mapping.access.apps names (rather than every app).
 func (m *Mapper) RestrictsApps() bool { return m.restricted }
+
+// Adoption is the IdP's policy for taking over app accounts no usher
+// identity owns yet (config.AdoptNever, AdoptVerifiedEmail, AdoptAlways).
+func (m *Mapper) Adoption() string { return m.adoption }
 
 // Allows reports whether the IdP's users may enter app under this
 // mapping. The proxy asks on every request, so that a reload that closes

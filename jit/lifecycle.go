@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
@@ -206,6 +207,14 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
+	if !known || !strings.EqualFold(prev.Username, p.Username) {
+		// A username this identity does not own yet: if an app already
+		// has an account of that name that usher never provisioned, taking
+		// it over is the IdP's adoption policy's decision.
+		if err := l.adopt(ctx, mapper, p, cause); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
 		if errors.Is(err, store.ErrUsernameTaken) {
 			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
@@ -339,4 +348,108 @@ func usernames(names ...string) []string {
 		}
 	}
 	return out
+}
+
+// adopt checks, for each app the profile reaches, whether an account of
+// the profile's username already exists there without usher having
+// provisioned it, and if so whether the IdP's adoption policy lets this
+// person take it over, before the username is bound to them. It reads
+// each app once, and only for a username the identity does not own yet.
+// At a login an app it cannot read fails the admission, as it would for
+// any new person; for a push or a sync the app is checked again when the
+// queued change reaches it (Reconciler.Apply), so nothing is lost and
+// nothing is taken over.
+func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Cause) error {
+	if m.Adoption() == config.AdoptAlways {
+		return nil
+	}
+	apps := make([]string, 0, len(p.Apps))
+	for app := range p.Apps {
+		if l.Apps[app] != nil {
+			apps = append(apps, app)
+		}
+	}
+	slices.Sort(apps)
+	var refused, failed, why []string
+	var errs []error
+	for _, app := range apps {
+		if _, err := l.Store.AppState(ctx, app, p.Username); err == nil {
+			continue // usher provisioned that account: it is usher's to manage
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("adoption check in %s: %w", app, err)}
+		}
+		u, err := l.Apps[app].GetUser(ctx, p.Username)
+		switch {
+		case errors.Is(err, targets.ErrNotFound):
+			continue // nothing to take over: usher creates it
+		case err != nil && cause.Source == SourceLogin:
+			failed = append(failed, app)
+			errs = append(errs, err)
+			continue
+		case err != nil:
+			continue // checked again when the queued change is applied
+		}
+		if ok, reason := adoptable(m.Adoption(), p.Email, u); !ok {
+			refused = append(refused, app)
+			why = append(why, app+": "+reason)
+		}
+	}
+	if len(failed) > 0 {
+		err := errors.Join(errs...)
+		l.record(ctx, Entry{Action: ActLoginFailed, Cause: cause, Subject: p.Subject, Username: p.Username, Outcome: ResultError,
+			Detail: "could not check for an existing account: " + err.Error()})
+		return &AdmitError{Kind: ProvisioningFailed, Username: p.Username, Apps: failed, Err: err}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	detail := fmt.Sprintf("an account named %s exists and no usher identity owns it (adoption: %s; %s); an admin can link it on the admin page",
+		p.Username, m.Adoption(), strings.Join(why, "; "))
+	l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: p.Subject, Username: p.Username,
+		Outcome: ResultRefused, Detail: detail})
+	return &AdmitError{Kind: AdoptionRefused, Username: p.Username, Apps: refused, Reason: strings.Join(why, "; ")}
+}
+
+// Link binds an identity to a username by an admin's decision: the
+// identity may then take over the app accounts of that name whatever its
+// IdP's adoption policy says (the next admission provisions them). The
+// username must be the one the IdP's mapping gives the person; it is
+// refused when another identity owns it.
+func (l *Lifecycle) Link(ctx context.Context, idp, subject, username string, cause Cause) error {
+	if idp == "" || subject == "" || username == "" {
+		return errors.New("link: idp, subject and username are required")
+	}
+	if l.Mappers[idp] == nil {
+		return fmt.Errorf("link: no identity provider %q is configured", idp)
+	}
+	if cause.IdP == "" {
+		cause.IdP = idp
+	}
+	b, err := l.Store.Bind(ctx, store.Binding{IdP: idp, Subject: subject, Username: username, CreatedAt: l.now()})
+	if err != nil {
+		if errors.Is(err, store.ErrUsernameTaken) {
+			if owner, oerr := l.Store.BindingByUsername(ctx, username); oerr == nil {
+				return fmt.Errorf("link %s/%s to %s: %s/%s owns that username: %w", idp, subject, username, owner.IdP, owner.Subject, err)
+			}
+		}
+		return fmt.Errorf("link %s/%s to %s: %w", idp, subject, username, err)
+	}
+	// The accounts of that name are usher's to manage from now on: the
+	// state records it, so the next reconcile updates them instead of
+	// asking the adoption policy.
+	m := l.Mappers[idp]
+	for app := range l.Apps {
+		if !m.Allows(app) {
+			continue
+		}
+		if _, err := l.Store.AppState(ctx, app, b.Username); !errors.Is(err, store.ErrNotFound) {
+			continue // already usher's (or unreadable: the next reconcile says)
+		}
+		if err := l.Store.RecordSync(ctx, store.AppState{App: app, Username: b.Username, IdP: idp, Subject: subject}); err != nil {
+			return fmt.Errorf("link %s/%s to %s in %s: %w", idp, subject, b.Username, app, err)
+		}
+	}
+	l.record(ctx, Entry{Action: ActLink, Cause: cause, Subject: subject, Username: b.Username, Outcome: ResultOK,
+		Detail: "linked to the existing account " + b.Username})
+	return nil
 }

@@ -19,7 +19,10 @@ import (
 // withMapping gives the fixture's lifecycle an okta mapping: Engineering
 // → developers in every app, require the Staff group, provisioning mode
 // as given.
-func (f *fixture) withMapping(t *testing.T, mode string) {
+func (f *fixture) withMapping(t *testing.T, mode string) { f.withPolicy(t, mode, "") }
+
+// withPolicy is withMapping with an adoption policy.
+func (f *fixture) withPolicy(t *testing.T, mode, adoption string) {
 	t.Helper()
 	apps := make([]string, 0, len(f.dir))
 	for app := range f.dir {
@@ -32,11 +35,16 @@ func (f *fixture) withMapping(t *testing.T, mode string) {
 		}},
 		Access: config.Access{RequireGroups: []string{"Staff"}},
 	}
-	mp, err := Compile(m, Scope{IdP: "okta", Claims: claimsOf["oidc"], Apps: apps, Privileged: testPrivileged})
+	mp, err := Compile(m, Scope{IdP: "okta", Claims: claimsOf["oidc"], Apps: apps, Privileged: testPrivileged, Adoption: adoption})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.l.Mappers["okta"] = mp
+}
+
+// handMade adds an account to jira that nobody made through usher.
+func (f *fixture) handMade(name, email string) {
+	f.srv["jira"].AddUser(atlassiantest.User{Name: name, DisplayName: "Hand Made", Email: email, Active: true})
 }
 
 func person(subject, username string, groups ...string) providers.Identity {
@@ -64,10 +72,11 @@ func (failingStore) Binding(context.Context, string, string) (store.Binding, err
 
 func TestAdmit(t *testing.T) {
 	tests := []struct {
-		name  string
-		mode  string
-		cause Cause
-		id    providers.Identity
+		name     string
+		mode     string
+		adoption string
+		cause    Cause
+		id       providers.Identity
 		// setup prepares the world before the admission.
 		setup func(t *testing.T, f *fixture)
 		// wantKind is the refusal, 0 for an admission.
@@ -145,10 +154,13 @@ func TestAdmit(t *testing.T) {
 				if q := f.queue(t); q.Depth != 0 {
 					t.Errorf("a refused login queued %d changes", q.Depth)
 				}
-				// The app that did take the new person keeps a record, so
-				// usher manages (and can later remove) that account.
-				if _, err := f.st.AppState(t.Context(), "confluence", "alice"); err != nil {
-					t.Errorf("the account created in confluence is not recorded: %v", err)
+				// A new person is checked in every app before any account
+				// is made: with jira down, confluence gets no stray account.
+				if _, ok := f.srv["confluence"].User("alice"); ok || f.srv["confluence"].Writes() != 0 {
+					t.Error("an account was made in confluence for a login that failed")
+				}
+				if _, err := f.st.Binding(t.Context(), "okta", "s1"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("a failed first login bound the identity: %v", err)
 				}
 			},
 		},
@@ -224,6 +236,80 @@ func TestAdmit(t *testing.T) {
 			},
 		},
 		{
+			name: "existing account, same verified e-mail: adopted", cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup:     func(t *testing.T, f *fixture) { f.handMade("alice", "ALICE@acme.test") },
+			wantAudit: ActLogin,
+			check: func(t *testing.T, f *fixture, _ *Admission) {
+				if u := f.user(t, "jira", "alice"); u.DisplayName != "Alice" {
+					t.Errorf("adopted account %+v not brought in line", u)
+				}
+			},
+		},
+		{
+			name: "existing account, other e-mail: refused", cause: LoginVia("okta"), id: person("s1", "localadmin"),
+			setup:    func(t *testing.T, f *fixture) { f.handMade("localadmin", "ops@acme.test") },
+			wantKind: AdoptionRefused, wantAudit: ActLoginRefused,
+			check: func(t *testing.T, f *fixture, _ *Admission) {
+				if u := f.user(t, "jira", "localadmin"); u.DisplayName != "Hand Made" || u.Email != "ops@acme.test" || f.srv["jira"].Writes() != 0 {
+					t.Errorf("the hand-made account was touched: %+v", u)
+				}
+				if _, err := f.st.Binding(t.Context(), "okta", "s1"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("the refused identity was bound: %v", err)
+				}
+			},
+		},
+		{
+			name: "existing account, policy never", adoption: config.AdoptNever, cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup:    func(t *testing.T, f *fixture) { f.handMade("alice", "alice@acme.test") },
+			wantKind: AdoptionRefused,
+		},
+		{
+			name: "existing account, policy always", adoption: config.AdoptAlways, cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup:     func(t *testing.T, f *fixture) { f.handMade("alice", "someone@else.test") },
+			wantAudit: ActLogin,
+		},
+		{
+			name: "existing account linked by an admin", adoption: config.AdoptNever, cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup: func(t *testing.T, f *fixture) {
+				f.handMade("alice", "someone@else.test")
+				if err := f.l.Link(t.Context(), "okta", "s1", "alice", ByAdmin("ada", "")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantAudit: ActLogin,
+			check: func(t *testing.T, f *fixture, _ *Admission) {
+				if evs := f.events(t, ActLink); len(evs) != 1 || evs[0].Actor != "admin:ada" {
+					t.Errorf("link audit %+v", evs)
+				}
+			},
+		},
+		{
+			name: "existing account, unverified e-mail: refused", cause: LoginVia("okta"),
+			id: providers.Identity{IdP: "okta", Subject: "s1", Claims: map[string][]string{
+				"preferred_username": {"alice"}, "unverified_email": {"alice@acme.test"}, "groups": {"Staff"}}},
+			setup:    func(t *testing.T, f *fixture) { f.handMade("alice", "alice@acme.test") },
+			wantKind: AdoptionRefused,
+		},
+		{
+			name: "SCIM push while the app is down, account exists: checked when the app is back", cause: SCIMPush("okta", "created"),
+			id: person("s1", "localadmin"),
+			setup: func(t *testing.T, f *fixture) {
+				f.handMade("localadmin", "ops@acme.test")
+				f.srv["jira"].SetDown(true)
+			},
+			wantQueued: []string{"jira"}, wantAudit: ActSCIMPush,
+			check: func(t *testing.T, f *fixture, _ *Admission) {
+				f.srv["jira"].SetDown(false)
+				f.drain(t, f.worker("w1"))
+				if u := f.user(t, "jira", "localadmin"); u.DisplayName != "Hand Made" || u.Email != "ops@acme.test" {
+					t.Errorf("the queued change took over the hand-made account: %+v", u)
+				}
+				if _, err := f.st.AppState(t.Context(), "jira", "localadmin"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("the hand-made account is recorded as usher's: %v", err)
+				}
+			},
+		},
+		{
 			name: "store unavailable", cause: LoginVia("okta"), id: person("s1", "alice"),
 			setup:    func(t *testing.T, f *fixture) { f.l.Store = failingStore{f.l.Store} },
 			wantKind: StoreUnavailable,
@@ -233,7 +319,7 @@ func TestAdmit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, atlassiantest.Jira, atlassiantest.Confluence)
-			f.withMapping(t, tt.mode)
+			f.withPolicy(t, tt.mode, tt.adoption)
 			if tt.setup != nil {
 				tt.setup(t, f)
 			}

@@ -20,7 +20,7 @@ import (
 // include/exclude: the filters decide what gets mapped, not who may enter,
 // so narrowing the mapped set cannot lock people out by accident.
 func (m *Mapper) Map(id providers.Identity) (*Profile, error) {
-	p := &Profile{IdP: m.idp, Subject: id.Subject, Provisioning: m.provisioning, idpName: m.name}
+	p := &Profile{IdP: m.idp, Subject: id.Subject, Provisioning: m.provisioning, Adoption: m.adoption, idpName: m.name}
 	warn := func(format string, args ...any) {
 		w := fmt.Sprintf(format, args...)
 		if !slices.Contains(p.Warnings, w) {

@@ -78,6 +78,9 @@ type Profile struct {
 	IdPGroups []string
 	// Provisioning is the IdP's mode: on_login, manual or off.
 	Provisioning string
+	// Adoption is the IdP's policy for app accounts of this username that
+	// exist but that usher never provisioned (config.Adopt*).
+	Adoption string
 	// Warnings say what Map dropped and why (a group name holding a
 	// separator, a rule that would have produced a privileged group).
 	Warnings []string

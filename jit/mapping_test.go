@@ -856,3 +856,31 @@ func TestGroupOverageOnlyAdds(t *testing.T) {
 		}
 	}
 }
+
+func TestUsernamesMayOverlap(t *testing.T) {
+	tmpl := func(s string, transforms ...any) config.Mapping {
+		return config.Mapping{Username: config.ValueRule{Template: s, Transforms: transforms}}
+	}
+	plain := config.Mapping{}
+	for _, tc := range []struct {
+		name string
+		a, b config.Mapping
+		want bool
+	}{
+		{"two plain claims", plain, plain, true},
+		{"a prefix against a plain claim", tmpl("ext-{{preferred_username}}"), plain, true},
+		{"different prefixes", tmpl("ext-{{preferred_username}}"), tmpl("int-{{sub}}"), false},
+		{"prefixes differing in case only", tmpl("EXT-{{sub}}"), tmpl("ext-{{sub}}"), true},
+		{"one prefix extends the other", tmpl("ext-{{sub}}"), tmpl("ext-x-{{sub}}"), true},
+		{"different suffixes", tmpl("{{sub}}.a"), tmpl("{{sub}}.b"), false},
+		{"strip_domain drops the suffix", tmpl("{{email}}@a.test", "strip_domain"), tmpl("{{email}}@b.test", "strip_domain"), true},
+		{"a regex transform can make anything", tmpl("ext-{{sub}}", map[string]any{"regex": "^ext-", "replace": ""}), tmpl("int-{{sub}}"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := mustCompile(t, "oidc", tc.a, config.Provisioning{}), mustCompile(t, "oidc", tc.b, config.Provisioning{})
+			if got := UsernamesMayOverlap(a, b); got != tc.want {
+				t.Errorf("UsernamesMayOverlap = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
 )
@@ -31,7 +32,11 @@ type Desired struct {
 	Groups       []Grant           `json:"groups"`
 	Sync         string            `json:"sync"`
 	Hash         string            `json:"hash"`
-	Cause        Cause             `json:"cause"`
+	// Adoption is the IdP's policy for an app account of this username
+	// that exists but that usher never provisioned (config.Adopt*; ""
+	// means verified_email).
+	Adoption string `json:"adoption,omitempty"`
+	Cause    Cause  `json:"cause"`
 	// Why is the cause as a previous version wrote it into queued jobs;
 	// read only, so those jobs still say where they came from.
 	Why string `json:"why,omitempty"`
@@ -51,7 +56,7 @@ func DesiredFor(p *Profile, app string, cause Cause) Desired {
 	d := Desired{
 		App: app, IdP: p.IdP, Subject: p.Subject, Username: p.Username,
 		Email: p.Email, DisplayName: p.DisplayName, Attributes: p.Attributes,
-		Hash: p.Hash(app), Cause: cause, Sync: SyncFull,
+		Hash: p.Hash(app), Cause: cause, Sync: SyncFull, Adoption: p.Adoption,
 	}
 	if ap != nil {
 		d.Groups, d.Sync = ap.Groups, ap.Sync
@@ -91,6 +96,36 @@ type Outcome struct {
 // ErrDeprovisioned means the person was deprovisioned by policy in an app
 // and a login does not bring them back.
 var ErrDeprovisioned = errors.New("deprovisioned by policy")
+
+// ErrAdoptionRefused means an app account of the person's username exists
+// that usher never provisioned, and the IdP's adoption policy does not let
+// this person take it over.
+var ErrAdoptionRefused = errors.New("adoption of an existing account refused")
+
+// adoptable applies an adoption policy to an existing app account u for a
+// person whose verified e-mail is email; why says what stopped it.
+func adoptable(policy, email string, u *targets.User) (ok bool, why string) {
+	switch {
+	case policy == config.AdoptAlways:
+		return true, ""
+	case policy == config.AdoptNever:
+		return false, "the IdP may not adopt existing accounts"
+	case email == "":
+		return false, "the IdP sent no verified e-mail to compare"
+	case u.EmailUnknown:
+		return false, "the app does not tell the account's e-mail"
+	case !strings.EqualFold(strings.TrimSpace(u.Email), email):
+		return false, "the account's e-mail differs from the IdP's verified e-mail"
+	}
+	return true, ""
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
 
 // queuePolicy says which temporary app failures go to the retry queue
 // instead of failing the admission.
@@ -297,8 +332,20 @@ func (a *applier) run(ctx context.Context) error {
 		u, err = a.rename(ctx)
 	}
 	switch {
+	case err == nil && !a.o.Known:
+		// An account usher did not make: taking it over is the IdP's
+		// adoption policy's decision, checked here too so that a queued
+		// change obeys it as a login does.
+		if ok, why := adoptable(d.Adoption, d.Email, u); !ok {
+			return a.failed(ctx, ActAppRead, fmt.Errorf("%s: %s: %w: %s", d.App, d.Username, ErrAdoptionRefused, why))
+		}
+		a.change(ctx, ActAppRead, fmt.Sprintf("adopted the existing account %s (adoption: %s)", d.Username, orDefault(d.Adoption, config.AdoptVerifiedEmail)))
 	case errors.Is(err, targets.ErrNotFound):
-		u, err = a.dir.CreateUser(ctx, targets.NewUser{Name: d.Username, DisplayName: d.DisplayName, Email: d.Email})
+		u, err = a.dir.CreateUser(ctx, targets.NewUser{Name: d.Username, DisplayName: d.DisplayName, Email: d.Email,
+			NoAdopt: d.Adoption == config.AdoptNever})
+		if errors.Is(err, targets.ErrNotAdopted) {
+			return a.failed(ctx, ActAppCreate, fmt.Errorf("%s: %s: %w: %v", d.App, d.Username, ErrAdoptionRefused, err))
+		}
 		if errors.Is(err, targets.ErrExists) {
 			// A retried create that had landed: read what is there.
 			u, err = a.dir.GetUser(ctx, d.Username)

@@ -47,6 +47,10 @@ type NewUser struct {
 	Name        string
 	DisplayName string
 	Email       string
+	// NoAdopt forbids taking over an account the app finds some other way
+	// than by username (Atlassian Cloud finds people by e-mail): the IdP's
+	// adoption policy is "never". Such a create fails with ErrNotAdopted.
+	NoAdopt bool
 	// Password is set only for apps that require one on create; adapters
 	// generate a long random one when empty, since logins go through usher.
 	Password string
@@ -168,6 +172,9 @@ var (
 	ErrGroupNotFound = errors.New("group not found")
 	// ErrExists: the username is taken.
 	ErrExists = errors.New("user already exists")
+	// ErrNotAdopted: an account exists that CreateUser may not take over
+	// (NewUser.NoAdopt).
+	ErrNotAdopted = errors.New("an existing account may not be taken over")
 	// ErrGroupReadOnly: the group's memberships are not usher's to change
 	// (an Atlassian Cloud group that the organization's IdP sync owns).
 	// Callers leave the group alone and say why.

@@ -125,6 +125,10 @@ func (a *adminActions) RunSweep(ctx context.Context, policy string, dryRun bool,
 
 func (a *adminActions) Policies() []string { return a.g.sweepOrder }
 
+func (a *adminActions) Link(ctx context.Context, idp, subject, username, actor string) error {
+	return a.g.lifecycle.Link(ctx, idp, subject, username, adminCause(actor, "linked to an existing account by hand"))
+}
+
 func (a *adminActions) Reload(ctx context.Context, actor string) error {
 	a.m.Log.Info("reload requested", "actor", actor)
 	return a.m.Reload(ctx)

@@ -184,6 +184,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n\n%s", *path, cfg.Summary())
+	if ws := configWarnings(cfg); len(ws) > 0 {
+		fmt.Fprintf(stdout, "\nwarnings:\n")
+		for _, w := range ws {
+			fmt.Fprintf(stdout, "  - %s\n", w)
+		}
+	}
 	return nil
 }
 

@@ -107,6 +107,36 @@ func TestCheckSummarisesAGoodFile(t *testing.T) {
 	}
 }
 
+// Two IdPs that can make the same usernames are worth a warning, unless
+// a prefix keeps them apart.
+func TestCheckWarnsOfOverlappingUsernames(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "s")
+	partner := `  - id: partner
+    type: oidc
+    adoption: never
+    config:
+      issuer: https://partner.example.com
+      client_id: abc
+      client_secret: {env: OKTA_SECRET}
+`
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, goodConfig+partner))
+	if code != 0 || !strings.Contains(stdout, "warnings:") || !strings.Contains(stdout, "idps okta and partner may give two people the same username") ||
+		!strings.Contains(stdout, "okta: verified_email, partner: never") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+	prefixed := strings.Replace(partner, "    adoption: never\n", "    mapping:\n      username: {template: \"ext-{{preferred_username}}\"}\n", 1)
+	code, stdout, _ = runCLI(t, "check", "--config", writeConfig(t, goodConfig+prefixed))
+	if code != 0 || !strings.Contains(stdout, "may give two people the same username") {
+		t.Fatalf("a prefix on one side only still overlaps with a plain claim: exit %d\n%s", code, stdout)
+	}
+	both := strings.Replace(goodConfig, "    domains: [example.com]\n", "    domains: [example.com]\n    mapping:\n      username: {template: \"int-{{preferred_username}}\"}\n", 1)
+	code, stdout, _ = runCLI(t, "check", "--config", writeConfig(t, both+prefixed))
+	if code != 0 || strings.Contains(stdout, "warnings:") {
+		t.Fatalf("disjoint prefixes still warned: exit %d\n%s", code, stdout)
+	}
+}
+
 func TestCommandLine(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

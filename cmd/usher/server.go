@@ -110,6 +110,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		return err
 	}
 	m.gen.Store(g)
+	for _, w := range configWarnings(cfg) {
+		m.Log.Warn("config: " + w)
+	}
 	if m.Offline {
 		return nil
 	}

@@ -90,6 +90,7 @@ func mapperFor(cfg *config.Config, i int) (*jit.Mapper, error) {
 	}
 	m, err := jit.Compile(idp.Mapping, jit.Scope{
 		IdP: idp.ID, Claims: newConfig().ClaimDefaults(), Provisioning: cfg.Provisioning, Apps: apps, Privileged: privilegedGroups(cfg),
+		Adoption: idp.Adoption,
 	})
 	if err != nil {
 		return nil, mappingErrors(cfg, i, err)

@@ -258,6 +258,8 @@ func (t *Target) CreateUser(ctx context.Context, nu targets.NewUser) (*targets.U
 	var id string
 	adopted := found != nil
 	switch {
+	case found != nil && nu.NoAdopt:
+		return nil, t.refuse(op, nu.Name, fmt.Errorf("%w: account %s has the e-mail %s (the IdP's adoption policy is never)", targets.ErrNotAdopted, found.AccountID, nu.Email))
 	case found != nil:
 		id = found.AccountID
 		if other, err := t.accounts.Username(ctx, t.app, id); err == nil && !strings.EqualFold(other, nu.Name) {
