@@ -50,6 +50,13 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 			errors.New("appsso: authorize: client "+c.ID+" sent an unregistered redirect_uri "+req.RedirectURI))
 		return
 	}
+	if req.ResponseType != oidc.ResponseTypeCode {
+		// The code flow only; the error goes back in the query, where a
+		// code client looks for it.
+		req.ResponseType, req.ResponseMode = oidc.ResponseTypeCode, ""
+		op.AuthRequestError(w, r, req, &oidc.Error{ErrorType: "unsupported_response_type", Description: "only response_type=code is offered"}, p.op)
+		return
+	}
 	ctx := r.Context()
 	if _, err := op.ValidateAuthRequestClient(ctx, req, c, p.op.IDTokenHintVerifier(ctx)); err != nil {
 		op.AuthRequestError(w, r, req, err, p.op)
