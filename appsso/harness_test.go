@@ -34,7 +34,7 @@ import (
 // with IdPs, mapping and provisioning, is tested end to end in
 // cmd/usher).
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	clock   *clockwork.FakeClock
 	store   store.Store
 	codec   *session.Codec
@@ -72,7 +72,7 @@ type harnessOptions struct {
 	JiraGroups bool
 }
 
-func newHarness(t *testing.T, o harnessOptions) *harness {
+func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: clockwork.NewFakeClockAt(time.Now()), people: map[string]*session.Session{}, secret: o.Secret}
 	if h.secret == nil {

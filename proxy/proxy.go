@@ -22,7 +22,9 @@ import (
 	"github.com/usherhq/usher/store"
 )
 
-// App is one routed upstream.
+// App is one routed upstream. An App without a Forwarder is not proxied
+// (people reach it directly and it signs them in through usher's OpenID
+// Provider): it is never routed to, but session app lists count it.
 type App struct {
 	Name        string
 	Route       config.Route
@@ -223,6 +225,9 @@ func (h *Handler) match(r *http.Request) *App {
 	}
 	for i := range h.apps {
 		a := &h.apps[i]
+		if a.Forwarder == nil {
+			continue
+		}
 		if rh := a.Route.Host; rh != "" && !strings.EqualFold(rh, host) && !strings.EqualFold(rh, bare) {
 			continue
 		}
