@@ -22,14 +22,15 @@ import (
 	"github.com/usherhq/usher/store"
 )
 
-// App is one routed upstream. An App without a Forwarder is not proxied
-// (people reach it directly and it signs them in through usher's OpenID
-// Provider): it is never routed to, but session app lists count it.
+// App is one routed upstream, or (Direct) an app people reach without
+// usher, which signs them in through usher's OpenID Provider: never routed
+// to, but counted when a session's app list is made.
 type App struct {
 	Name        string
 	Route       config.Route
 	PassThrough config.PassThrough
 	Forwarder   *Forwarder
+	Direct      bool
 }
 
 // IdP is one configured identity provider with its display settings and
@@ -225,7 +226,7 @@ func (h *Handler) match(r *http.Request) *App {
 	}
 	for i := range h.apps {
 		a := &h.apps[i]
-		if a.Forwarder == nil {
+		if a.Direct {
 			continue
 		}
 		if rh := a.Route.Host; rh != "" && !strings.EqualFold(rh, host) && !strings.EqualFold(rh, bare) {

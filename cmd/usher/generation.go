@@ -160,7 +160,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	for _, a := range cfg.Apps {
 		if a.Upstream == "" {
 			// Not proxied; named so that session app lists account for it.
-			apps = append(apps, proxy.App{Name: a.Name})
+			apps = append(apps, proxy.App{Name: a.Name, Direct: true})
 			continue
 		}
 		fwd := proxy.NewForwarder(mustParse(a.Upstream), names, m.transport, m.Log.With("app", a.Name))
