@@ -22,6 +22,10 @@ import (
 // that do not fit are left out of the tokens (and logged).
 const maxCodeGrant = 2500
 
+// maxEcho bounds state and nonce (the Atlassian client sends 43
+// characters of each).
+const maxEcho = 512
+
 // authorize is the authorization endpoint, and usher's login for the app:
 //
 //   - the client and redirect URI are checked first; an unknown client or
@@ -64,6 +68,12 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.RequestParam != "" {
 		op.AuthRequestError(w, r, req, oidc.ErrRequestNotSupported(), p.op)
+		return
+	}
+	// The request travels sealed through usher's login, whose return
+	// address is bounded (2 KiB): keep what the client echoes small.
+	if len(req.State) > maxEcho || len(req.Nonce) > maxEcho || len(req.CodeChallenge) > 128 {
+		op.AuthRequestError(w, r, req, oidc.ErrInvalidRequest().WithDescription("state, nonce or code_challenge too long"), p.op)
 		return
 	}
 	if c.Public && req.CodeChallenge == "" {

@@ -43,6 +43,9 @@ var _ op.Client = (*client)(nil)
 func newClient(c Client) *client {
 	cl := &client{Client: c, alg: jose.SignatureAlgorithm(c.SigningAlg), secretHash: sha256.Sum256([]byte(c.Secret))}
 	if cl.alg == "" {
+		// The observed Atlassian build does not verify the ID token's
+		// signature; later builds may [U, reference §10, §32]. RS256 with a
+		// kid and a published JWKS is safe under either.
 		cl.alg = jose.RS256
 	}
 	for _, u := range c.RedirectURIs {
@@ -66,6 +69,10 @@ func (c *client) PostLogoutRedirectURIs() []string { return nil }
 func (c *client) ApplicationType() op.ApplicationType {
 	return op.ApplicationTypeWeb
 }
+
+// AuthMethod: the Atlassian client sends no PKCE (reference §6; later
+// builds [U]), so confidential clients may omit it; it is honoured when
+// sent.
 func (c *client) AuthMethod() oidc.AuthMethod {
 	if c.Public {
 		return oidc.AuthMethodNone

@@ -89,6 +89,7 @@ func TestAuthorizeRefusals(t *testing.T) {
 		{"public client without PKCE", url.Values{"client_id": {"pub"}, "redirect_uri": {pub}, "response_type": {"code"}, "scope": {"openid"}}, "invalid_request"},
 		{"unknown PKCE method", url.Values{"client_id": {"a"}, "redirect_uri": {appA}, "response_type": {"code"}, "scope": {"openid"}, "code_challenge": {"x"}, "code_challenge_method": {"S512"}}, "invalid_request"},
 		{"request object", url.Values{"client_id": {"a"}, "redirect_uri": {appA}, "response_type": {"code"}, "scope": {"openid"}, "request": {"eyJ.x.y"}}, "request_not_supported"},
+		{"state too long", url.Values{"client_id": {"a"}, "redirect_uri": {appA}, "response_type": {"code"}, "scope": {"openid"}, "nonce": {strings.Repeat("n", 600)}}, "invalid_request"},
 		{"prompt=none without a session", url.Values{"client_id": {"a"}, "redirect_uri": {appA}, "response_type": {"code"}, "scope": {"openid"}, "prompt": {"none"}}, "login_required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
