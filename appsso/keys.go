@@ -254,7 +254,9 @@ func (k *keyring) rotate(ctx context.Context) (bool, error) {
 			k.log.Warn("appsso: delete retired signing key", "key", name, "err", err)
 			continue
 		}
+		k.mu.Lock()
 		delete(k.cache, strings.TrimPrefix(name, keyPrefix+"/"))
+		k.mu.Unlock()
 		k.log.Info("appsso: signing key retired", "kid", strings.TrimPrefix(name, keyPrefix+"/"))
 		changed = true
 	}
