@@ -130,21 +130,67 @@ type SharedSecret struct {
 	Value  Secret `yaml:"value"`
 }
 
-// App is one upstream application behind usher.
+// App is one application usher signs people into: proxied (upstream and
+// route), reached directly (url, no upstream), or both.
 type App struct {
 	Name string `yaml:"name"`
 	// Kind is jira, confluence, bitbucket, crowd, cloud (an Atlassian
 	// Cloud site: provisioned, never proxied, so no upstream or route) or
 	// generic.
-	Kind     string `yaml:"kind"`
+	Kind string `yaml:"kind"`
+	// Upstream is where usher forwards the app's traffic; without it usher
+	// is not in the data path (provider only, or provisioning only).
 	Upstream string `yaml:"upstream"`
 	Route    Route  `yaml:"route"`
+	// URL is the app's base URL as browsers reach it (the app's own "Base
+	// URL" setting, with any context path). Required with SSO; the REST
+	// base URL for provisioning when there is no upstream.
+	URL string `yaml:"url"`
+	// SSO registers the app's built-in SSO (an OpenID Connect client) with
+	// usher's OpenID Provider at <public_url>/usher/op.
+	SSO *AppSSO `yaml:"sso"`
 	// PassThrough is traffic the app authenticates itself.
 	PassThrough PassThrough `yaml:"pass_through"`
 	// API is how usher reaches the app's REST API to provision users
 	// (credentials, concurrency); decoded strictly into the app kind's own
 	// struct. Without it usher only proxies to the app.
 	API Raw `yaml:"api"`
+}
+
+// AppSSO is an app's client registration at usher's OpenID Provider.
+type AppSSO struct {
+	// ClientID is what the app sends as client_id (Atlassian: "Client ID").
+	ClientID string `yaml:"client_id"`
+	// ClientSecret authenticates the app at the token endpoint
+	// (client_secret_basic or client_secret_post). Not with Public.
+	ClientSecret Secret `yaml:"client_secret"`
+	// RedirectURIs are matched exactly. Default for jira, confluence and
+	// bitbucket: <url>/plugins/servlet/oidc/callback.
+	RedirectURIs []string `yaml:"redirect_uris"`
+	// Public marks a client without a secret: PKCE is then required.
+	Public bool `yaml:"public"`
+	// Groups adds a "groups" claim (the person's IdP groups as usher keeps
+	// them in the session) when the app asks for the groups scope.
+	Groups bool `yaml:"groups"`
+	// SigningAlg signs this app's ID tokens: RS256 (default) or ES256.
+	SigningAlg string `yaml:"signing_alg"`
+}
+
+// AtlassianCallbackPath is where the Atlassian apps' built-in OIDC client
+// receives the authorization response, below the app's base URL.
+const AtlassianCallbackPath = "/plugins/servlet/oidc/callback"
+
+// Mode says how an app learns who the person is.
+func (a App) Mode() string {
+	switch {
+	case a.Upstream == "" && a.SSO != nil:
+		return "provider only"
+	case a.Upstream == "":
+		return "provisioning only"
+	case a.SSO != nil:
+		return "proxy + provider"
+	}
+	return "proxy + header"
 }
 
 // Route matches requests to an app by host, path prefix or both. The most

@@ -137,7 +137,7 @@ func TestCloudAppNeedsNoUpstream(t *testing.T) {
 	if a := c.Apps[1]; a.Kind != "cloud" || a.Upstream != "" || a.API.IsZero() {
 		t.Fatalf("cloud app = %+v", a)
 	}
-	if s := c.Summary(); !strings.Contains(s, "provisioned only") || strings.Contains(s, "-> cloud") {
+	if s := c.Summary(); !strings.Contains(s, "provisioning only") || strings.Contains(s, "-> cloud") {
 		t.Errorf("summary routes a cloud app:\n%s", s)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -136,6 +137,16 @@ func applyDefaults(c *Config) {
 		setDefault(&c.Headers.SharedSecret.Header, "X-Usher-Secret")
 	}
 
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		a.URL = strings.TrimSuffix(a.URL, "/")
+		if a.SSO != nil {
+			setDefault(&a.SSO.SigningAlg, "RS256")
+			if a.SSO.RedirectURIs == nil && a.URL != "" && slices.Contains([]string{"jira", "confluence", "bitbucket"}, a.Kind) {
+				a.SSO.RedirectURIs = []string{a.URL + AtlassianCallbackPath}
+			}
+		}
+	}
 	for i := range c.IdPs {
 		idp := &c.IdPs[i]
 		setDefault(&idp.Name, idp.ID)

@@ -47,6 +47,8 @@ apps:
   - {name: wiki, kind: confluence, upstream: "http://wiki:8090", route: {path_prefix: /wiki}}
   - {name: git, kind: bitbucket, upstream: "http://git:7990", route: {host: sso.example.com, path_prefix: /git}}
   - {name: jira, kind: jira, upstream: "http://jira:8080", route: {host: jira.example.com}}
+  - {name: bb, kind: bitbucket, url: "https://bb.example.com/", sso: {client_id: bb, client_secret: {env: S}}}
+  - {name: jsm, kind: jira, upstream: "http://jsm:8080", route: {host: jsm.example.com}, url: "https://jsm.example.com", sso: {client_id: jsm, client_secret: {env: S}, signing_alg: ES256}}
 idps:
   - {id: okta, name: Okta, type: oidc, domains: [example.com, example.org]}
   - {id: adfs, type: saml}
@@ -54,7 +56,12 @@ idps:
 	got := c.Summary()
 	for _, want := range []string{
 		"public URL https://sso.example.com, listening on :8080, store sqlite",
-		"wiki  confluence  http://wiki:8090  path /wiki",
+		"wiki  confluence  proxy + header    http://wiki:8090        path /wiki",
+		"bb    bitbucket   provider only     https://bb.example.com  (reached directly)",
+		"jsm   jira        proxy + provider  http://jsm:8080         host jsm.example.com",
+		"OpenID Provider: issuer https://sso.example.com/usher/op",
+		"bb   client bb   RS256  redirect https://bb.example.com/plugins/servlet/oidc/callback",
+		"jsm  client jsm  ES256  redirect https://jsm.example.com/plugins/servlet/oidc/callback",
 		"okta  oidc  \"Okta\"  domains example.com, example.org",
 		"adfs  saml  \"adfs\"  no domains",
 	} {

@@ -19,14 +19,29 @@ func (c *Config) Summary() string {
 
 	fmt.Fprintf(&b, "\napps (%d):\n", len(c.Apps))
 	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	sso := false
 	for _, a := range c.Apps {
-		if a.Kind == KindCloud {
-			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.Name, a.Kind, "-", "provisioned only")
-			continue
+		where := a.Upstream + "\t" + routeString(a.Route)
+		switch {
+		case a.Kind == KindCloud:
+			where = "-\t(an Atlassian Cloud site)"
+		case a.Upstream == "":
+			where = a.URL + "\t(reached directly)"
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.Name, a.Kind, a.Upstream, routeString(a.Route))
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.Name, a.Kind, a.Mode(), where)
+		sso = sso || a.SSO != nil
 	}
 	w.Flush()
+	if sso {
+		fmt.Fprintf(&b, "\nOpenID Provider: issuer %s/usher/op\n", c.Server.PublicURL)
+		w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, a := range c.Apps {
+			if a.SSO != nil {
+				fmt.Fprintf(w, "  %s\tclient %s\t%s\tredirect %s\n", a.Name, a.SSO.ClientID, a.SSO.SigningAlg, strings.Join(a.SSO.RedirectURIs, " "))
+			}
+		}
+		w.Flush()
+	}
 
 	fmt.Fprintf(&b, "\nidentity providers (%d):\n", len(c.IdPs))
 	w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -42,8 +57,8 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "\nroutes, most specific first:\n")
 	w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	for _, a := range routeOrder(c.Apps) {
-		if a.Kind == KindCloud {
-			continue // provisioned only, never routed
+		if a.Upstream == "" {
+			continue // not proxied: provider only, or provisioning only (Cloud)
 		}
 		host, prefix := a.Route.Host, a.Route.PathPrefix
 		if host == "" {

@@ -109,6 +109,12 @@ func TestMatchRoutes(t *testing.T) {
 			t.Errorf("match(%s%s) = %v, want %s", tc.host, tc.path, a, tc.want)
 		}
 	}
+	// An app people reach directly (provider only) has no route and is
+	// never routed to, though an empty route would match everything.
+	direct := &Handler{apps: []App{{Name: "jira-sso", Direct: true}}}
+	if a := direct.match(httptest.NewRequest("GET", "http://sso.example.com/x", nil)); a != nil {
+		t.Errorf("a direct app was routed to: %v", a.Name)
+	}
 }
 
 // countingLifecycle admits nobody but counts calls to the lifecycle and

@@ -22,12 +22,15 @@ import (
 	"github.com/usherhq/usher/session"
 )
 
-// App is one routed upstream.
+// App is one routed upstream, or (Direct) an app people reach without
+// usher, which signs them in through usher's OpenID Provider: never routed
+// to, but counted when a session's app list is made.
 type App struct {
 	Name        string
 	Route       config.Route
 	PassThrough config.PassThrough
 	Forwarder   *Forwarder
+	Direct      bool
 }
 
 // IdP is one configured identity provider with its display settings and
@@ -248,6 +251,9 @@ func (h *Handler) match(r *http.Request) *App {
 	}
 	for i := range h.apps {
 		a := &h.apps[i]
+		if a.Direct {
+			continue
+		}
 		if rh := a.Route.Host; rh != "" && !strings.EqualFold(rh, host) && !strings.EqualFold(rh, bare) {
 			continue
 		}

@@ -52,13 +52,28 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	public := "http://" + ln.Addr().String()
 
-	app, err := startDemoApp(whoami())
+	apiPassword := randomHex(12)
+	// An emulated Jira people reach directly, which signs them in with its
+	// built-in OpenID Connect client through usher's OpenID Provider
+	// (provider only: usher is not in its data path).
+	ssoJira := atlassiantest.New(atlassiantest.Jira, atlassiantest.Options{
+		AdminUser: "usher-admin", AdminPassword: apiPassword,
+		Groups: []string{"jira-developers", "usher-users", "sales-team"},
+		Users:  []atlassiantest.User{{Name: "localadmin", DisplayName: "Local Admin (made by hand)", Email: "admin@localhost", Active: true}},
+	})
+	ssoApp, err := startDemoApp(ssoJira)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer ssoApp.Close()
+	ssoSecret := randomHex(16)
+	app, err := startDemoApp(whoami(ssoApp.URL + "/"))
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer app.Close()
-	apiPassword := randomHex(12)
 	var appYAML strings.Builder
 	for _, a := range []struct{ name, kind, prefix string }{{"jira", "jira", "/jira"}, {"confluence", "confluence", "/wiki"}} {
 		emu, err := startDemoApp(atlassiantest.New(atlassiantest.Kind(a.kind), atlassiantest.Options{
@@ -78,6 +93,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
     api: {username: usher-admin, password: %s}
 `, a.name, a.kind, emu.URL, a.prefix, apiPassword)
 	}
+	fmt.Fprintf(&appYAML, `  - name: jira-sso
+    kind: jira
+    url: %s
+    api: {username: usher-admin, password: %s}
+    sso: {client_id: jira-sso, client_secret: %s}
+`, ssoApp.URL, apiPassword, ssoSecret)
 	adminLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port+1))
 	if err != nil {
 		ln.Close()
@@ -114,7 +135,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
       groups:
         map:
           - idp_group: engineering
-            groups: {jira: [jira-developers], confluence: [confluence-eng]}
+            groups: {jira: [jira-developers], jira-sso: [jira-developers], confluence: [confluence-eng]}
           - idp_group: sales
             groups: {"*": [sales-team]}
         defaults: {"*": [usher-users]}
@@ -168,6 +189,14 @@ apps:
 		return err
 	}
 	defer m.Close()
+	// The Jira admin's "Authentication methods" settings, as
+	// docs/apps/atlassian-sso.md gives them.
+	if err := ssoJira.EnableSSO(ctx, atlassiantest.SSO{
+		BaseURL: ssoApp.URL, IssuerURL: public + "/usher/op", ClientID: "jira-sso", ClientSecret: ssoSecret,
+		AdditionalScopes: []string{"profile", "email"}, UsernameClaim: "${preferred_username}",
+	}); err != nil {
+		return fmt.Errorf("demo: emulated Jira SSO: %w", err)
+	}
 
 	fmt.Fprintf(stdout, "usher demo is running.\n\n  Open %s/ in your browser.\n\n", public)
 	fmt.Fprintf(stdout, "  Sign in with an e-mail address to pick the IdP, or choose one:\n")
@@ -178,6 +207,8 @@ apps:
 	}
 	fmt.Fprintf(stdout, "\n  Behind usher: a demo page at /, an emulated Jira at /jira/ and Confluence at /wiki/.\n")
 	fmt.Fprintf(stdout, "  usher creates your account in both at sign-in, with groups mapped from the IdP.\n\n")
+	fmt.Fprintf(stdout, "  Emulated Jira with its own SSO, reached directly (not through usher): %s/\n", ssoApp.URL)
+	fmt.Fprintf(stdout, "  It signs you in through usher's OpenID Provider (issuer %s/usher/op), as Jira's built-in OIDC client does.\n\n", public)
 	fmt.Fprintf(stdout, "  Admin page: http://%s/admin/ (token %s, or sign in as alice, an usher admin)\n", adminLn.Addr(), adminToken)
 	fmt.Fprintf(stdout, "\n  Config used: %s\n  Press Ctrl-C to stop.\n", cfgPath)
 	return m.Wait(ctx)
@@ -190,12 +221,14 @@ func randomHex(n int) string {
 }
 
 // whoami is the demo app: it shows the identity headers usher set.
-func whoami() http.Handler {
+// ssoJira is the address of the emulated Jira that signs in through
+// usher's OpenID Provider.
+func whoami(ssoJira string) http.Handler {
 	page := template.Must(template.New("").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Demo app</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}td{padding:.2rem .8rem;border-bottom:1px solid #ddd;vertical-align:top}code{word-break:break-all}</style></head><body>
 {{if .User}}<h1>Hello, {{.Name}}</h1><p>You reached the demo app through usher as <b>{{.User}}</b>.</p>{{else}}<h1>No identity</h1>{{end}}
 <h2>Identity headers received</h2><table>{{range .Headers}}<tr><td><code>{{.K}}</code></td><td><code>{{.V}}</code></td></tr>{{end}}</table>
-<p><a href="/jira/">Emulated Jira</a> · <a href="/wiki/">Emulated Confluence</a> · <a href="/usher/logout">Sign out</a></p></body></html>`))
+<p><a href="/jira/">Emulated Jira</a> · <a href="/wiki/">Emulated Confluence</a> · <a href="{{.SSOJira}}">Emulated Jira with its own SSO</a> · <a href="/usher/logout">Sign out</a></p></body></html>`))
 	type kv struct{ K, V string }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var hs []kv
@@ -206,7 +239,7 @@ func whoami() http.Handler {
 		}
 		sort.Slice(hs, func(i, j int) bool { return hs[i].K < hs[j].K })
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, map[string]any{"User": r.Header.Get("X-Remote-User"), "Name": r.Header.Get("X-Remote-Name"), "Headers": hs})
+		_ = page.Execute(w, map[string]any{"User": r.Header.Get("X-Remote-User"), "Name": r.Header.Get("X-Remote-Name"), "Headers": hs, "SSOJira": ssoJira})
 	})
 }
 

@@ -302,7 +302,7 @@ idps:
 `
 	good := strings.Replace(goodConfig, "idps:\n", cloudApp, 1)
 	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, good))
-	if code != 0 || !strings.Contains(stdout, "provisioned only") {
+	if code != 0 || !strings.Contains(stdout, "provisioning only") {
 		t.Fatalf("check of a good cloud app: exit %d\n%s%s", code, stdout, stderr)
 	}
 

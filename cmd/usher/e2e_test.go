@@ -48,7 +48,8 @@ func (e *env) replica(t *testing.T) (*Main, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &Main{Config: e.cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true, RevocationPoll: 500 * time.Millisecond}
+	m := &Main{Config: e.cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true, RevocationPoll: 500 * time.Millisecond,
+		KeyRotateEvery: e.m.KeyRotateEvery, KeyPrepublish: e.m.KeyPrepublish, KeyRefresh: e.m.KeyRefresh}
 	m.Listen(ln)
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
@@ -116,6 +117,10 @@ type envOptions struct {
 	DSN string
 	// AdminSSOGroup lets members of this IdP group into the admin pages.
 	AdminSSOGroup string
+	// MoreApps is appended to the apps list (YAML list items).
+	MoreApps string
+	// Tune adjusts the Main before it opens.
+	Tune func(*Main)
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -160,7 +165,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	if o.Apps {
 		apps = e.startApps(t)
 	}
-	apps += o.ExtraApps
+	apps += o.ExtraApps + o.MoreApps
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	storeYAML := ""
@@ -197,6 +202,9 @@ apps:
 	}
 	e.cfg = cfg
 	e.m = &Main{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true}
+	if o.Tune != nil {
+		o.Tune(e.m)
+	}
 	e.m.Listen(ln)
 	if err := e.m.Open(context.Background()); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/appsso"
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
@@ -28,10 +29,14 @@ import (
 // request sees either the old config or the new one, never a mix. The
 // store, the session revocations and the listeners outlive generations.
 type generation struct {
-	cfg        *config.Config
-	public     *url.URL
-	codec      *session.Codec
-	handler    *proxy.Handler
+	cfg     *config.Config
+	public  *url.URL
+	codec   *session.Codec
+	handler *proxy.Handler
+	// front is the public listener's handler: the OpenID Provider's paths,
+	// then the proxy.
+	front      http.Handler
+	provider   *appsso.Provider
 	admin      http.Handler
 	providers  []providers.Provider
 	dirs       map[string]targets.Target
@@ -109,12 +114,15 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 			continue
 		}
 		app := a.Name
-		var upstream *url.URL
-		if a.Upstream != "" {
-			upstream = mustParse(a.Upstream)
+		var base *url.URL
+		switch {
+		case a.Upstream != "":
+			base = mustParse(a.Upstream)
+		case a.URL != "":
+			base = mustParse(a.URL) // not proxied: the app's REST API is at its own URL
 		}
 		dir, err := tc.Open(app, targets.Deps{
-			Upstream: upstream, Log: m.Log.With("app", app), Now: m.Now,
+			Upstream: base, Log: m.Log.With("app", app), Now: m.Now,
 			Observe:  func(op, result string, d time.Duration) { m.metrics.AppCall(app, op, result, d) },
 			Accounts: blobAccounts{m.store},
 		})
@@ -156,6 +164,11 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		if a.Kind == config.KindCloud {
 			continue // provisioned only: Cloud logins do not pass through usher
 		}
+		if a.Upstream == "" {
+			// Not proxied; named so that session app lists account for it.
+			apps = append(apps, proxy.App{Name: a.Name, Direct: true})
+			continue
+		}
 		fwd := proxy.NewForwarder(mustParse(a.Upstream), names, m.transport, m.Log.With("app", a.Name))
 		fwd.Proto = g.public.Scheme // the browser's scheme, also behind a TLS terminator
 		fwd.App, fwd.Metrics = a.Name, m.metrics
@@ -170,6 +183,10 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		Lifecycle: g.lifecycle, Audit: m.audit, FlowTimeout: cfg.Session.FlowTimeout, SCIM: scimH, Metrics: m.metrics, Log: m.Log, Now: m.Now,
 		SessionAttributes: slices.Sorted(maps.Keys(cfg.Headers.Attributes)),
 	})
+	if g.provider, err = m.openProvider(ctx, g, cfg, keys); err != nil {
+		return nil, err
+	}
+	g.front = withProvider(g.provider, g.handler)
 	if g.admin, err = m.adminHandler(g); err != nil {
 		return nil, err
 	}
@@ -187,6 +204,13 @@ func (g *generation) start(m *Main) error {
 			g.worker.Run(ctx)
 		}
 	}()
+	keysDone := make(chan struct{})
+	go func() {
+		defer close(keysDone)
+		if g.provider != nil {
+			g.provider.Run(ctx) // signing keys: reload and rotate
+		}
+	}()
 	stopSweeps := func() {}
 	if len(g.sweepers) > 0 && !m.NoSchedule {
 		var ss []*sweep.Sweeper
@@ -197,6 +221,7 @@ func (g *generation) start(m *Main) error {
 		if err != nil {
 			cancel()
 			<-done
+			<-keysDone
 			return fmt.Errorf("schedule sweeps: %w", err)
 		}
 		stopSweeps = stop
@@ -205,6 +230,7 @@ func (g *generation) start(m *Main) error {
 		stopSweeps() // a running sweep stops between users
 		cancel()
 		<-done // the worker finishes the job at hand first
+		<-keysDone
 	}
 	return nil
 }

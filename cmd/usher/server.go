@@ -52,6 +52,9 @@ type Main struct {
 	// RevocationPoll is how often revocations from other replicas are
 	// read, default 1s.
 	RevocationPoll time.Duration
+	// KeyRotateEvery, KeyPrepublish and KeyRefresh override the OpenID
+	// Provider's signing-key schedule (tests); zero keeps its defaults.
+	KeyRotateEvery, KeyPrepublish, KeyRefresh time.Duration
 
 	owner     string // this replica's name in leases
 	store     store.Store
@@ -143,7 +146,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	var public http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.gen.Load().handler.ServeHTTP(w, r)
+		m.gen.Load().front.ServeHTTP(w, r)
 	})
 	if len(tc.TrustedProxies) > 0 {
 		if public, err = tlsserve.TrustProxies(tc.TrustedProxies, public); err != nil {

@@ -115,6 +115,7 @@ type Server struct {
 	nextID   int
 	memo     map[string][]string // derived lists, valid for memoGen
 	memoGen  int64
+	sso      *ssoState // the built-in OIDC client, when enabled (oidcsso.go)
 
 	// gen changes whenever the directory may have changed; it is bumped
 	// before and after every REST write, so a list derived while a write
@@ -435,6 +436,9 @@ func (s *Server) enter(method, pattern string) fault {
 // ServeHTTP routes /rest/... to the product's API and everything else to
 // the identity page.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if st := s.ssoConfig(); st != nil && s.serveSSO(w, r, st) {
+		return
+	}
 	if !strings.HasPrefix(r.URL.Path, "/rest/") {
 		s.servePage(w, r)
 		return
