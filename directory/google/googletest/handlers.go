@@ -646,4 +646,3 @@ func (s *Server) hasMember(req *request, key, memberKey string) reply {
 	_, is := s.entries(g, true)[id]
 	return s.project(req, map[string]any{"isMember": is})
 }
-
