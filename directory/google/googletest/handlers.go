@@ -116,7 +116,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reason = "backendError"
 		}
 		rep := apiError(f.Status, "global", reason, http.StatusText(f.Status))
-		if f.Status == 403 || f.Status == 429 {
+		switch reason {
+		case "userRateLimitExceeded", "quotaExceeded", "rateLimitExceeded":
 			rep = quotaError(reason)
 			rep.status = f.Status
 		}
