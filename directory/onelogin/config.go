@@ -1,7 +1,10 @@
 package onelogin
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -208,5 +211,13 @@ func (c *Config) Open(name, idp string, deps directory.Deps) (directory.Connecto
 		Client: tc, TokenURL: cfg.BaseURL + "/auth/oauth2/v2/token", ClientID: cfg.ClientID, Secret: secret,
 		BasicAuth: true, JSON: true, Decode: decodeError,
 	}
-	return newConnector(name, idp, cfg, rest.NewTokenCache(cc.Fetch, deps.Clock), deps)
+	fetch := func(ctx context.Context) (rest.Token, error) {
+		t, err := cc.Fetch(ctx)
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+			err = fmt.Errorf("%w (check client_id and client_secret: the API credential was refused)", err)
+		}
+		return t, err
+	}
+	return newConnector(name, idp, cfg, rest.NewTokenCache(fetch, deps.Clock), deps)
 }

@@ -284,7 +284,7 @@ func (s *Server) renderUser(u *user) map[string]any {
 	for k, v := range x.CustomAttributes {
 		custom[k] = v
 	}
-	return map[string]any{
+	out := map[string]any{
 		"id": u.id, "username": nilIf(x.Username), "email": nilIf(x.Email), "firstname": nilIf(x.Firstname), "lastname": nilIf(x.Lastname),
 		"title": nilIf(x.Title), "department": nilIf(x.Department), "company": nilIf(x.Company), "phone": nil,
 		"state": x.State, "status": x.Status, "group_id": groupID, "role_ids": roles,
@@ -295,6 +295,10 @@ func (s *Server) renderUser(u *user) map[string]any {
 		"updated_at": u.updatedAt.UTC().Format(stamp), "last_login": nil, "password_changed_at": nil,
 		"locked_until": nil, "invalid_login_attempts": 0, "custom_attributes": custom,
 	}
+	if s.noRoles {
+		delete(out, "role_ids")
+	}
+	return out
 }
 
 // limit reads the page size: at most 100 ([U] larger values are capped,
@@ -412,10 +416,14 @@ func (s *Server) listUsers(req *request, w http.ResponseWriter) reply {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	byUpdate := !since.IsZero() || !until.IsZero()
+	horizon := s.clock.Now().Add(-s.lag)
 	return s.paged(req, w, s.sortedUsers(), n, func(id int64) any {
 		u := s.users[id]
 		x := u.u
 		switch {
+		case byUpdate && u.updatedAt.After(horizon):
+			return nil
 		case !since.IsZero() && u.updatedAt.Before(since), !until.IsZero() && u.updatedAt.After(until),
 			!cSince.IsZero() && u.createdAt.Before(cSince), !cUntil.IsZero() && u.createdAt.After(cUntil),
 			ids != nil && !ids[id]:

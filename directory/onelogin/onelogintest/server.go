@@ -60,6 +60,8 @@ type Server struct {
 	groups   map[int64]*group
 	dirty    bool
 	hourly   int
+	noRoles  bool
+	lag      time.Duration
 	window   time.Time
 	used     int
 	faults   []*Fault
@@ -165,6 +167,19 @@ func (s *Server) RevokeTokens() { s.lock(func() { clear(s.tokens) }) }
 // SetHourlyLimit sets the calls the account may make per hour (default
 // 5,000, reference §5.4); the window starts at the first call.
 func (s *Server) SetHourlyLimit(n int) { s.lock(func() { s.hourly = n }) }
+
+// SetOmitRoleIDs leaves role_ids out of user records. [U] The
+// reference shows role_ids in the v2 list body; this knob models a list
+// that does not carry them, which a connector must not read as "no
+// roles".
+func (s *Server) SetOmitRoleIDs(omit bool) { s.lock(func() { s.noRoles = omit }) }
+
+// SetChangeLag makes a user changed less than d ago invisible to
+// listings filtered by updated_since or updated_until. [U] OneLogin
+// documents no such lag; the knob models a change that is stamped
+// before it can be read (a write still committing, a lagging replica),
+// which is what a delta's overlap guards against.
+func (s *Server) SetChangeLag(d time.Duration) { s.lock(func() { s.lag = d }) }
 
 // Fault is an injected failure for requests matching Path (exact, or a
 // prefix when it ends in "*") and Page (the nth page of a listing, 1
