@@ -317,7 +317,7 @@ func limit(req *request) (int, reply, bool) {
 
 // paged serves one page of ids after the cursor and sets the v2 paging
 // headers (reference §5.4).
-func (s *Server) paged(req *request, w http.ResponseWriter, ids []int64, n int, render func(id int64) any) reply {
+func (s *Server) paged(req *request, w http.ResponseWriter, ids []int64, n int, keep func(id int64) bool, render func(id int64) any) reply {
 	q := url.Values{}
 	for k, v := range req.q {
 		if k != "cursor" {
@@ -337,8 +337,7 @@ func (s *Server) paged(req *request, w http.ResponseWriter, ids []int64, n int, 
 	var last int64
 	more := false
 	for _, id := range ids {
-		item := render(id)
-		if item == nil {
+		if !keep(id) {
 			continue
 		}
 		total++
@@ -349,7 +348,7 @@ func (s *Server) paged(req *request, w http.ResponseWriter, ids []int64, n int, 
 			more = true
 			continue
 		}
-		items = append(items, item)
+		items = append(items, render(id))
 		last = id
 	}
 	h := w.Header()
@@ -418,30 +417,30 @@ func (s *Server) listUsers(req *request, w http.ResponseWriter) reply {
 	defer s.mu.Unlock()
 	byUpdate := !since.IsZero() || !until.IsZero()
 	horizon := s.clock.Now().Add(-s.lag)
-	return s.paged(req, w, s.sortedUsers(), n, func(id int64) any {
+	return s.paged(req, w, s.sortedUsers(), n, func(id int64) bool {
 		u := s.users[id]
 		x := u.u
 		switch {
 		case byUpdate && u.updatedAt.After(horizon):
-			return nil
+			return false
 		case !since.IsZero() && u.updatedAt.Before(since), !until.IsZero() && u.updatedAt.After(until),
 			!cSince.IsZero() && u.createdAt.Before(cSince), !cUntil.IsZero() && u.createdAt.After(cUntil),
 			ids != nil && !ids[id]:
-			return nil
+			return false
 		}
-		for k, v := range map[string]string{"email": x.Email, "username": x.Username, "firstname": x.Firstname,
-			"lastname": x.Lastname, "samaccountname": x.Samaccountname, "external_id": x.ExternalID} {
-			if req.q.Has(k) && !match(req.q.Get(k), v) {
-				return nil
+		for _, f := range []struct{ k, v string }{{"email", x.Email}, {"username", x.Username}, {"firstname", x.Firstname},
+			{"lastname", x.Lastname}, {"samaccountname", x.Samaccountname}, {"external_id", x.ExternalID}} {
+			if req.q.Has(f.k) && !match(req.q.Get(f.k), f.v) {
+				return false
 			}
 		}
 		for k := range req.q {
 			if name, ok := strings.CutPrefix(k, "custom_attributes."); ok && !match(req.q.Get(k), x.CustomAttributes[name]) {
-				return nil
+				return false
 			}
 		}
-		return s.renderUser(u)
-	})
+		return true
+	}, func(id int64) any { return s.renderUser(s.users[id]) })
 }
 
 func (s *Server) getUser(req *request, raw string) reply {
@@ -472,12 +471,10 @@ func (s *Server) listRoles(req *request, w http.ResponseWriter) reply {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	return s.paged(req, w, ids, n, func(id int64) any {
-		r := s.roles[id]
-		if req.q.Has("name") && !match(req.q.Get("name"), r.name) {
-			return nil
-		}
-		return map[string]any{"id": r.id, "name": r.name}
+	return s.paged(req, w, ids, n, func(id int64) bool {
+		return !req.q.Has("name") || match(req.q.Get("name"), s.roles[id].name)
+	}, func(id int64) any {
+		return map[string]any{"id": id, "name": s.roles[id].name}
 	})
 }
 
@@ -495,12 +492,10 @@ func (s *Server) roleUsers(req *request, w http.ResponseWriter, raw string) repl
 	if s.roles[rid] == nil {
 		return v2Error(404, "NotFoundError", "Role not found")
 	}
-	return s.paged(req, w, s.sortedUsers(), n, func(id int64) any {
-		u := s.users[id]
-		if !slices.Contains(u.u.RoleIDs, rid) {
-			return nil
-		}
-		return map[string]any{"id": u.id, "name": u.u.Username}
+	return s.paged(req, w, s.sortedUsers(), n, func(id int64) bool {
+		return slices.Contains(s.users[id].u.RoleIDs, rid)
+	}, func(id int64) any {
+		return map[string]any{"id": id, "name": s.users[id].u.Username}
 	})
 }
 
