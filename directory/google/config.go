@@ -52,7 +52,9 @@ type Config struct {
 	OAuthURL string `yaml:"oauth_url"`
 	APIURL   string `yaml:"api_url"`
 	// SubjectAttribute is what equals the login subject the IdP sends:
-	// id (default; the sub of Google's own OIDC tokens), primaryEmail
+	// id (default; the sub of Google's own OIDC tokens [U]: the reference
+	// does not say so, Google's sign-in documents call sub the account's
+	// unique ID), primaryEmail
 	// (the usual NameID of a Google SAML app), externalIds.<type> (the
 	// value of the user's external ID of that type, or of that
 	// customType for custom ones) or customSchemas.<schema>.<field>.
@@ -66,9 +68,12 @@ type Config struct {
 	Groups []string `yaml:"groups"`
 	// Query is not supported and refused: see Validate.
 	Query string `yaml:"query"`
-	// GroupNames is what a person's groups are called: email (default;
-	// unique in the account) or name (the display name, which need not
-	// be unique).
+	// GroupNames is what a person's groups are called: email (default)
+	// or name (the display name). The default departs from the display
+	// names other directories report on purpose: a Google group's name
+	// need not be unique, and where users may create groups, anyone
+	// could make one named like a privileged group; an address is
+	// unique and taken only once.
 	GroupNames string `yaml:"group_names"`
 	// Attributes are user fields to read into Person.Attributes, by
 	// path: a field (orgUnitPath, isAdmin, aliases), a field of the

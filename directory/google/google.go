@@ -228,6 +228,8 @@ func (c *Connector) explain(err error) error {
 	}
 	switch e.Reason {
 	case "forbidden":
+		// [U] The reference gives this answer for a sub that is not an
+		// admin without marking its exact shape verified.
 		return fmt.Errorf("%w (does %s hold an admin role that may read users and groups?)", err, c.cfg.Admin)
 	case "insufficientPermissions":
 		return fmt.Errorf("%w (the token lacks a scope; domain-wide delegation must grant %s)", err, strings.Join(scopes, ", "))
@@ -469,7 +471,8 @@ func (c *Connector) inOrgUnits(u map[string]any) bool {
 }
 
 // person maps a user resource, groups left empty. suspended or archived
-// is Disabled (reference §4.2, §7.1); Google has no temporary state.
+// is Disabled (reference §4.2, §7.1; [U] that an archived user cannot
+// sign in); Google has no temporary state.
 func (c *Connector) person(u map[string]any) directory.Person {
 	str := func(k string) string { s, _ := u[k].(string); return s }
 	name, _ := u["name"].(map[string]any)

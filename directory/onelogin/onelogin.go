@@ -130,7 +130,9 @@ func decodeError(status int, _ http.Header, body []byte) error {
 	return &APIError{Status: status, Code: status, Type: http.StatusText(status), Message: rest.Snippet(body)}
 }
 
-// retry follows reference §5.4 and §7.5: a 429 waits X-RateLimit-Reset
+// retry follows reference §5.4 and §7.5 ([U] that an exhausted limit
+// answers 429 at all; X-RateLimit-Remaining 0 pauses the client first
+// anyway, see pace): a 429 waits X-RateLimit-Reset
 // seconds (plus up to a second of jitter, so that workers do not return
 // at once), else Retry-After, else backoff; 500 and 502-504 back off
 // (reads: repeating one is harmless). Other answers are final.
@@ -415,6 +417,9 @@ func (c *Connector) person(u user, n *names) (directory.Person, error) {
 	default:
 		p.Subject = c.field(u, a)
 	}
+	// [U] The reference shows role_ids in the v2 users list (its example
+	// and the SDK's User model); no page says every listing and lookup
+	// carries it. Without it, fail rather than guess.
 	if c.needRoles && u.RoleIDs == nil {
 		// Without role_ids the person's roles are unknown: calling them
 		// roleless would drop their groups or put them out of scope.
