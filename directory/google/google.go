@@ -84,15 +84,20 @@ func newConnector(name, idp string, cfg Config, auth rest.Auth, deps directory.D
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.subject, _ = parseSubject(cfg.SubjectAttribute)
-	fields := []string{"id", "primaryEmail", "name", "suspended", "archived", "orgUnitPath", c.subject.top}
+	for _, a := range cfg.Attributes {
+		p, _ := parsePath(a) // Validate checked them
+		c.attrs = append(c.attrs, p)
+	}
+	// Only the fields a sync reads, and custom schemas only when a path
+	// names one: user resources are large.
+	fields := []string{"id", "primaryEmail", "name", "suspended", "archived", "orgUnitPath"}
 	var schemas []string
-	for _, p := range append([]path{c.subject}, c.attrsOf(cfg.Attributes)...) {
+	for _, p := range append([]path{c.subject}, c.attrs...) {
 		fields = append(fields, p.top)
 		if p.schema != "" {
 			schemas = append(schemas, p.schema)
 		}
 	}
-	c.attrs = c.attrsOf(cfg.Attributes)
 	slices.Sort(schemas)
 	schemas = slices.Compact(schemas)
 	var uniq []string
@@ -107,15 +112,6 @@ func newConnector(name, idp string, cfg Config, auth rest.Auth, deps directory.D
 		c.userQuery = url.Values{"projection": {"custom"}, "customFieldMask": {strings.Join(schemas, ",")}}
 	}
 	return c, nil
-}
-
-func (c *Connector) attrsOf(names []string) []path {
-	out := make([]path, 0, len(names))
-	for _, a := range names {
-		p, _ := parsePath(a)
-		out = append(out, p)
-	}
-	return out
 }
 
 func (c *Connector) Name() string { return c.name }
@@ -396,6 +392,9 @@ func (c *Connector) Pull(ctx context.Context, fn func(directory.Page) error) err
 		return incomplete(err)
 	}
 	listed, pages := 0, 0
+	// An organizational unit that holds nobody is likely misspelt: the
+	// Directory API cannot tell without a further scope, so say so.
+	ouSeen := make([]bool, len(c.cfg.OrgUnits))
 	stop := errors.New("callback stopped the pull")
 	var fnErr error
 	q := c.usersQuery()
@@ -407,7 +406,10 @@ func (c *Connector) Pull(ctx context.Context, fn func(directory.Page) error) err
 		for _, u := range p.Users {
 			id, _ := u["id"].(string)
 			pos := ix.members[id]
-			if !c.inOrgUnits(u) || (len(ix.scope) > 0 && !slices.ContainsFunc(pos, func(p int32) bool { return ix.scope[p] })) {
+			if !c.inOrgUnits(u, ouSeen) {
+				continue
+			}
+			if len(ix.scope) > 0 && !slices.ContainsFunc(pos, func(p int32) bool { return ix.scope[p] }) {
 				continue
 			}
 			person := c.person(u)
@@ -434,6 +436,12 @@ func (c *Connector) Pull(ctx context.Context, fn func(directory.Page) error) err
 	if err != nil {
 		return incomplete(err)
 	}
+	for i, seen := range ouSeen {
+		if !seen {
+			c.log.LogAttrs(ctx, slog.LevelWarn, "google org unit holds nobody; is it misspelt?",
+				slog.String("directory", c.name), slog.String("org_unit", c.cfg.OrgUnits[i]))
+		}
+	}
 	c.log.LogAttrs(ctx, slog.LevelInfo, "google pull complete", slog.String("directory", c.name),
 		slog.Int("people", listed), slog.Int("groups", len(ix.groups)), slog.Int("user_pages", pages),
 		slog.Duration("took", c.clock.Since(began)))
@@ -452,22 +460,27 @@ func (c *Connector) usersQuery() url.Values {
 }
 
 // inOrgUnits reports whether the user is in a configured unit or below
-// (always, when none is configured). [U] Organizational unit paths are
-// compared without regard to case: a narrower match would turn people
-// into leavers.
-func (c *Connector) inOrgUnits(u map[string]any) bool {
+// (always, when none is configured), and marks in seen (when not nil)
+// every configured unit that holds them. [U] Organizational unit paths
+// are compared without regard to case: a narrower match would turn
+// people into leavers.
+func (c *Connector) inOrgUnits(u map[string]any, seen []bool) bool {
 	if len(c.cfg.OrgUnits) == 0 {
 		return true
 	}
 	path, _ := u["orgUnitPath"].(string)
 	path = strings.ToLower(path)
-	for _, ou := range c.cfg.OrgUnits {
+	in := false
+	for i, ou := range c.cfg.OrgUnits {
 		ou = strings.ToLower(strings.TrimSuffix(ou, "/"))
 		if ou == "" || path == ou || strings.HasPrefix(path, ou+"/") {
-			return true
+			in = true
+			if seen != nil {
+				seen[i] = true
+			}
 		}
 	}
-	return false
+	return in
 }
 
 // person maps a user resource, groups left empty. suspended or archived

@@ -37,7 +37,7 @@ func (c *Connector) Person(ctx context.Context, subject string) (*directory.Pers
 		inScope = inScope || slices.ContainsFunc(c.cfg.Groups, g.matches)
 	}
 	p.GroupsComplete = true
-	p.OutOfScope = !inScope || !c.inOrgUnits(u)
+	p.OutOfScope = !inScope || !c.inOrgUnits(u, nil)
 	return &p, nil
 }
 
