@@ -163,6 +163,14 @@ type ClientCredentials struct {
 	Scope string
 	// Form holds further form fields.
 	Form url.Values
+	// JSON sends the grant as a JSON object of the same fields instead
+	// of a form (OneLogin's token endpoint takes
+	// {"grant_type":"client_credentials"} with HTTP Basic).
+	JSON bool
+	// Decode reads the endpoint's error answers; default
+	// DecodeOAuthError (RFC 6749 §5.2). OneLogin answers in its own
+	// envelope.
+	Decode func(status int, h http.Header, body []byte) error
 }
 
 // OAuthError is a token endpoint's error answer (RFC 6749 §5.2), with
@@ -215,41 +223,88 @@ func (cc *ClientCredentials) Fetch(ctx context.Context) (Token, error) {
 		form.Set("client_id", cc.ClientID)
 		form.Set("client_secret", cc.Secret)
 	}
-	now := cc.Client.Clock().Now()
-	res, err := cc.Client.Do(ctx, Request{
-		Op: "token", Method: http.MethodPost, URL: cc.TokenURL, Header: hdr,
-		Body: []byte(form.Encode()), ContentType: "application/x-www-form-urlencoded", NoAuth: true,
-		Decode: DecodeOAuthError,
+	body, ctype := []byte(form.Encode()), "application/x-www-form-urlencoded"
+	if cc.JSON {
+		obj := make(map[string]string, len(form))
+		for k := range form {
+			obj[k] = form.Get(k)
+		}
+		var err error
+		if body, err = json.Marshal(obj); err != nil {
+			return Token{}, fmt.Errorf("token: %w", err)
+		}
+		ctype = "application/json"
+	}
+	return requestToken(ctx, cc.Client, cc.TokenURL, hdr, body, ctype, cc.Decode)
+}
+
+// requestToken POSTs a token request and reads the standard answer
+// (RFC 6749 §5.1).
+func requestToken(ctx context.Context, c *Client, tokenURL string, hdr http.Header, body []byte, ctype string,
+	decode func(int, http.Header, []byte) error) (Token, error) {
+	if decode == nil {
+		decode = DecodeOAuthError
+	}
+	now := c.Clock().Now()
+	res, err := c.Do(ctx, Request{
+		Op: "token", Method: http.MethodPost, URL: tokenURL, Header: hdr,
+		Body: body, ContentType: ctype, NoAuth: true, Decode: decode,
 	})
 	if err != nil {
 		return Token{}, err
 	}
-	var body struct {
+	var tr struct {
 		AccessToken string          `json:"access_token"`
 		TokenType   string          `json:"token_type"`
 		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
-	if err := DecodeJSON(res.Body, &body); err != nil {
+	if err := DecodeJSON(res.Body, &tr); err != nil {
 		return Token{}, fmt.Errorf("token: %w", err)
 	}
-	if body.AccessToken == "" {
+	if tr.AccessToken == "" {
 		return Token{}, errors.New("token: the answer has no access_token")
 	}
-	if body.TokenType != "" && !strings.EqualFold(body.TokenType, "Bearer") {
-		return Token{}, fmt.Errorf("token: unsupported token_type %q", body.TokenType)
+	if tr.TokenType != "" && !strings.EqualFold(tr.TokenType, "Bearer") {
+		return Token{}, fmt.Errorf("token: unsupported token_type %q", tr.TokenType)
 	}
 	// expires_in is a number; old Entra endpoints sent it as a string.
-	secs, err := strconv.ParseInt(strings.Trim(string(body.ExpiresIn), `"`), 10, 64)
+	secs, err := strconv.ParseInt(strings.Trim(string(tr.ExpiresIn), `"`), 10, 64)
 	if err != nil || secs <= 0 {
 		// No lifetime: assume a short one, so a wrong guess costs a fetch.
 		secs = 300
 	}
-	return Token{AccessToken: body.AccessToken, Type: "Bearer", Expiry: now.Add(time.Duration(secs) * time.Second)}, nil
+	return Token{AccessToken: tr.AccessToken, Type: "Bearer", Expiry: now.Add(time.Duration(secs) * time.Second)}, nil
+}
+
+// JWTBearer fetches tokens with the JWT bearer authorization grant (RFC
+// 7523 §2.1): the assertion itself is the grant. Google service
+// accounts use it, with iss = the service account's e-mail, sub = the
+// user to act as (domain-wide delegation) and the scopes in a scope
+// claim. Use its Fetch with a TokenCache.
+type JWTBearer struct {
+	// Client talks to the token endpoint; its origin is the endpoint's.
+	Client   *Client
+	TokenURL string
+	// Issuer is the assertion's iss (the service account's e-mail).
+	Issuer string
+	// Assertion signs the grant; its Subject and Claims carry sub and
+	// scope. The audience is TokenURL.
+	Assertion *Assertion
+}
+
+// Fetch requests a token.
+func (jb *JWTBearer) Fetch(ctx context.Context) (Token, error) {
+	a, err := jb.Assertion.Sign(jb.Issuer, jb.TokenURL, jb.Client.Clock().Now())
+	if err != nil {
+		return Token{}, err
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {a}}
+	return requestToken(ctx, jb.Client, jb.TokenURL, nil, []byte(form.Encode()), "application/x-www-form-urlencoded", nil)
 }
 
 // Assertion signs JWT client assertions (RFC 7523 §3): iss = sub = the
-// client ID, aud = the token endpoint, a fresh jti, iat = nbf = now and
-// a short exp.
+// client ID (sub = Subject when set), aud = the token endpoint, a fresh
+// jti, iat = nbf = now and a short exp.
 type Assertion struct {
 	Key crypto.Signer
 	// Alg is the JWS algorithm: RS256/384/512, PS256/384/512 for RSA
@@ -264,6 +319,9 @@ type Assertion struct {
 	Thumbprint string
 	// TTL is the assertion's lifetime (default 5 minutes).
 	TTL time.Duration
+	// Subject replaces the client ID as sub: the user a JWT bearer grant
+	// acts as (Google's domain-wide delegation).
+	Subject string
 	// Claims are further claims (Google's scope).
 	Claims map[string]any
 }
@@ -298,8 +356,12 @@ func (a *Assertion) Sign(clientID, audience string, now time.Time) (string, erro
 	if ttl <= 0 {
 		ttl = 5 * time.Minute
 	}
+	sub := clientID
+	if a.Subject != "" {
+		sub = a.Subject
+	}
 	claims := jwt.Claims{
-		Issuer: clientID, Subject: clientID, Audience: jwt.Audience{audience},
+		Issuer: clientID, Subject: sub, Audience: jwt.Audience{audience},
 		ID:       base64.RawURLEncoding.EncodeToString(jti),
 		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now),
 		Expiry: jwt.NewNumericDate(now.Add(ttl)),

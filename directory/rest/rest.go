@@ -1,18 +1,21 @@
 // Package rest is the HTTP plumbing the directory connectors share
-// (Graph and Okta today; Google and OneLogin are meant to use it too):
+// (Graph, Okta, Google Workspace, OneLogin):
 //
 //   - Client: one call = several attempts, each with its own deadline;
 //     bounded body reads; retries on throttling (429) and outages
 //     (502/503/504, transport errors, bodies cut short) that honour the
 //     server's wait hint (Retry-After in seconds or as an HTTP date, or
 //     a connector's own such as Okta's X-Rate-Limit-Reset) within a
-//     wait Budget; a client-wide pause after a throttle so that parallel
+//     wait Budget, or that a connector recognises in the body (Google's
+//     quota errors are 403s with a reason); a client-wide pause after a throttle so that parallel
 //     workers do not keep hammering; one credential refresh and retry on
 //     401; no redirects; and origin pinning, so that a paging link the
 //     server hands back can never carry our credentials to another host.
-//   - TokenCache and ClientCredentials: OAuth 2.0 client credentials
-//     tokens (secret, HTTP Basic or a private_key_jwt client assertion),
-//     cached and renewed before they expire.
+//   - TokenCache, ClientCredentials and JWTBearer: OAuth 2.0 tokens
+//     from the client credentials grant (secret in a form or a JSON
+//     body, HTTP Basic, or a private_key_jwt client assertion) or the
+//     JWT bearer grant (Google service accounts), cached and renewed
+//     before they expire.
 //   - Assertion, ParsePrivateKey, ParseCertificate: signed JWT client
 //     assertions from PEM keys (Entra certificates, Okta service apps,
 //     Google service accounts).
@@ -78,6 +81,14 @@ type Config struct {
 	// Retry decides whether a non-2xx answer is worth retrying and reads
 	// the server's wait hint (0 for none). Default DefaultRetry.
 	Retry func(status int, h http.Header, now time.Time) (retry bool, wait time.Duration)
+	// Judge, when set, replaces Retry for a service whose throttling
+	// signal is in the body, not only the status (Google answers quota
+	// errors as 403 with errors[].reason userRateLimitExceeded). It sees
+	// the whole non-2xx answer and says whether to retry, whether the
+	// answer is a throttle (counted "throttled" and pausing the client,
+	// as a 429 is without Judge), and the server's wait hint (0 for
+	// none: backoff).
+	Judge func(status int, h http.Header, body []byte, now time.Time) (retry, throttled bool, wait time.Duration)
 	// Pace, when set, sees every answer's headers and may return a time
 	// before which no request should start (a rate-limit window that is
 	// used up). Zero means no pause.
@@ -337,7 +348,14 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 			c.cfg.Observe(r.Op, "ok", took)
 			return &Response{Status: status, Header: hdr, Body: body}, nil
 		}
-		throttled := status == http.StatusTooManyRequests
+		var retry, throttled bool
+		var hint time.Duration
+		if c.cfg.Judge != nil {
+			retry, throttled, hint = c.cfg.Judge(status, hdr, body, now)
+		} else {
+			throttled = status == http.StatusTooManyRequests
+			retry, hint = c.cfg.Retry(status, hdr, now)
+		}
 		if throttled {
 			c.cfg.Observe(r.Op, "throttled", took)
 		} else {
@@ -357,7 +375,6 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 				continue
 			}
 		}
-		retry, hint := c.cfg.Retry(status, hdr, now)
 		if !retry {
 			return nil, fail(status, false, apiErr)
 		}

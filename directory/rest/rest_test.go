@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -449,5 +451,127 @@ func TestParsePrivateKey(t *testing.T) {
 		if _, err := rest.ParsePrivateKey(text); err == nil {
 			t.Errorf("%s: parsed", name)
 		}
+	}
+}
+
+func TestDoJudgeReadsTheBody(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClockAt(t0)
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"reason":"slow down"}`)
+		case 2:
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"reason":"forbidden"}`)
+		default:
+			fmt.Fprint(w, `{}`)
+		}
+	}))
+	defer srv.Close()
+	judge := func(status int, _ http.Header, body []byte, _ time.Time) (bool, bool, time.Duration) {
+		if status == 403 && strings.Contains(string(body), "slow down") {
+			return true, true, 3 * time.Second
+		}
+		return false, false, 0
+	}
+	c, obs := newClient(t, srv, clock, func(c *rest.Config) { c.Judge = judge })
+	stop := make(chan struct{})
+	waited := driveClock(clock, stop)
+	_, err := c.Do(context.Background(), rest.Request{Op: "x", URL: srv.URL})
+	close(stop)
+	w := <-waited
+	// The quota 403 is waited out and counted as a throttle; the other
+	// 403 is final.
+	if rest.StatusOf(err) != 403 || n.Load() != 2 {
+		t.Fatalf("Do = %v after %d calls, want the second (plain) 403", err, n.Load())
+	}
+	if w != 3*time.Second {
+		t.Errorf("waited %s, want the 3s the judge read", w)
+	}
+	if obs.get("throttled") != 1 || obs.get("error") != 1 {
+		t.Errorf("observed %v, want one throttled and one error", obs.n)
+	}
+}
+
+func TestClientCredentialsJSON(t *testing.T) {
+	t.Parallel()
+	var got map[string]string
+	var ctype, basic string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctype = r.Header.Get("Content-Type")
+		u, p, _ := r.BasicAuth()
+		basic = u + ":" + p
+		got = nil
+		json.NewDecoder(r.Body).Decode(&got)
+		if p == "wrong" {
+			w.WriteHeader(401)
+			fmt.Fprint(w, `{"status":{"error":true,"code":401,"type":"Unauthorized","message":"Authentication Failure"}}`)
+			return
+		}
+		fmt.Fprint(w, `{"access_token":"abc","token_type":"bearer","expires_in":36000}`)
+	}))
+	defer srv.Close()
+	clock := clockwork.NewFakeClockAt(t0)
+	tc, _ := newClient(t, srv, clock, nil)
+	envelope := errors.New("decoded by the service")
+	cc := &rest.ClientCredentials{Client: tc, TokenURL: srv.URL + "/auth/oauth2/v2/token", ClientID: "id", Secret: "s3cret",
+		BasicAuth: true, JSON: true, Decode: func(int, http.Header, []byte) error { return envelope }}
+	tok, err := cc.Fetch(context.Background())
+	if err != nil || tok.AccessToken != "abc" || !tok.Expiry.Equal(t0.Add(10*time.Hour)) {
+		t.Fatalf("Fetch = %+v, %v", tok, err)
+	}
+	if ctype != "application/json" || basic != "id:s3cret" || len(got) != 1 || got["grant_type"] != "client_credentials" {
+		t.Errorf("request: %s, basic %q, body %v", ctype, basic, got)
+	}
+	cc.Secret = "wrong"
+	if _, err := cc.Fetch(context.Background()); !errors.Is(err, envelope) {
+		t.Errorf("Fetch(wrong) = %v, want the service's decoding", err)
+	}
+}
+
+func TestJWTBearer(t *testing.T) {
+	t.Parallel()
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	var form url.Values
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		form = r.PostForm
+		if _, _, ok := r.BasicAuth(); ok {
+			t.Error("a JWT bearer grant carries no client authentication")
+		}
+		fmt.Fprint(w, `{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}`)
+	}))
+	defer srv.Close()
+	clock := clockwork.NewFakeClockAt(t0)
+	tc, _ := newClient(t, srv, clock, nil)
+	jb := &rest.JWTBearer{Client: tc, TokenURL: srv.URL + "/token", Issuer: "sync@project.iam.gserviceaccount.com",
+		Assertion: &rest.Assertion{Key: key, Alg: jose.RS256, KeyID: "k1", Subject: "admin@example.com", TTL: 10 * time.Minute,
+			Claims: map[string]any{"scope": "a b"}}}
+	tok, err := jb.Fetch(context.Background())
+	if err != nil || tok.AccessToken != "ya29.x" || !tok.Expiry.Equal(t0.Add(3599*time.Second)) {
+		t.Fatalf("Fetch = %+v, %v", tok, err)
+	}
+	if form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" || len(form) != 2 {
+		t.Errorf("form = %v", form)
+	}
+	a, err := jwt.ParseSigned(form.Get("assertion"), []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims jwt.Claims
+	var extra struct {
+		Scope string `json:"scope"`
+	}
+	if err := a.Claims(&key.PublicKey, &claims, &extra); err != nil {
+		t.Fatal(err)
+	}
+	if err := claims.ValidateWithLeeway(jwt.Expected{Issuer: jb.Issuer, Subject: "admin@example.com", AnyAudience: jwt.Audience{jb.TokenURL}, Time: t0}, 0); err != nil {
+		t.Errorf("claims: %v", err)
+	}
+	if extra.Scope != "a b" || a.Headers[0].KeyID != "k1" || claims.Expiry.Time().Sub(claims.IssuedAt.Time()) != 10*time.Minute {
+		t.Errorf("scope %q, kid %q, lifetime %s", extra.Scope, a.Headers[0].KeyID, claims.Expiry.Time().Sub(claims.IssuedAt.Time()))
 	}
 }
