@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/usherhq/usher/config"
@@ -73,15 +74,24 @@ func TestDirectLicence(t *testing.T) {
 	}
 }
 
+var basicConn = targets.Conn{Username: "admin", Password: config.SecretValue("pw")}
+
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  bitbucket.Config
 		want []string
 	}{
-		{"ok", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}, LicenceGroups: []string{"stash-users"}}, nil},
-		{"no licence groups", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}}, []string{"licence_groups"}},
-		{"blank group", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}, LicenceGroups: []string{" "}}, []string{"licence_groups[0]"}},
+		{"ok", bitbucket.Config{Conn: basicConn, LicenceGroups: []string{"stash-users"}}, nil},
+		{"no licence groups", bitbucket.Config{Conn: basicConn}, []string{"licence_groups"}},
+		{"blank group", bitbucket.Config{Conn: basicConn, LicenceGroups: []string{" "}}, []string{"licence_groups[0]"}},
+		// A personal access token is refused on /admin/*: one clear
+		// refusal, not the password-or-token advice as well.
+		{"token", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t")}, LicenceGroups: []string{"stash-users"}}, []string{"token"}},
+		{"token and password", bitbucket.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("pw"), Token: config.SecretValue("t")},
+			LicenceGroups: []string{"stash-users"}}, []string{"token"}},
+		{"token, bad url", bitbucket.Config{Conn: targets.Conn{Token: config.SecretValue("t"), URL: "ftp://x"}, LicenceGroups: []string{"stash-users"}}, []string{"token", "url"}},
+		{"no credentials", bitbucket.Config{LicenceGroups: []string{"stash-users"}}, []string{"password"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +105,12 @@ func TestValidate(t *testing.T) {
 			}
 			if !slices.Equal(fields, tc.want) {
 				t.Errorf("fields = %v, want %v", fields, tc.want)
+			}
+			if slices.Contains(tc.want, "token") {
+				msg := tc.cfg.Validate()[0].Error()
+				if !strings.Contains(msg, "personal access token") || !strings.Contains(msg, "username and password") {
+					t.Errorf("token refusal %q does not say what to use instead", msg)
+				}
 			}
 		})
 	}
