@@ -150,6 +150,14 @@ func TestAdmit(t *testing.T) {
 				if _, err := f.st.AppState(t.Context(), "confluence", "alice"); err != nil {
 					t.Errorf("the account created in confluence is not recorded: %v", err)
 				}
+				// And removes it: the person never got a session, the IdP
+				// says they left, the account goes.
+				if _, err := f.l.Remove(t.Context(), Removal{IdP: "okta", Subject: "s1"}, scimOff); err != nil {
+					t.Fatalf("Remove: %v", err)
+				}
+				if f.user(t, "confluence", "alice").Active {
+					t.Error("the account a refused login left in confluence is still active after removal")
+				}
 			},
 		},
 		{
