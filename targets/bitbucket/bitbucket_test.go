@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/targets"
@@ -113,5 +116,43 @@ func TestValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSeatGroupsCached: the global permissions of groups are read once
+// per seatTTL, not once per person, and a change shows after it.
+func TestSeatGroupsCached(t *testing.T) {
+	clk := clockwork.NewFakeClock()
+	srv := atlassiantest.New(atlassiantest.Bitbucket, atlassiantest.Options{AdminUser: "admin", AdminPassword: "pw",
+		Users: []atlassiantest.User{
+			{Name: "ann", DisplayName: "Ann", Email: "ann@example.com", Active: true, Groups: []string{"builders"}},
+			{Name: "ben", DisplayName: "Ben", Email: "ben@example.com", Active: true, Groups: []string{"builders"}},
+		}})
+	cfg := &bitbucket.Config{Conn: basicConn, LicenceGroups: []string{"stash-users"}}
+	dir, err := cfg.Open("bitbucket", targets.Deps{Upstream: targettest.Serve(t, srv), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := dir.(targets.SeatHolder)
+	ctx := t.Context()
+	const perms = "GET /rest/api/1.0/admin/permissions/groups"
+	for _, name := range []string{"ann", "ben"} {
+		if seat, err := sh.Seat(ctx, name); err != nil || len(seat.Groups) != 0 {
+			t.Fatalf("Seat(%s) = %+v, %v; builders grants nothing yet", name, seat, err)
+		}
+	}
+	if n := srv.Calls()[perms]; n != 1 {
+		t.Errorf("%d reads of the group permissions for two people, want 1", n)
+	}
+	srv.SetGroupPermission("builders", "ADMIN")
+	clk.Advance(31 * time.Second)
+	if seat, err := sh.Seat(ctx, "ann"); err != nil || !slices.Equal(seat.Groups, []string{"builders"}) || len(seat.Released) != 0 {
+		t.Fatalf("Seat(ann) after the grant = %+v, %v", seat, err)
+	}
+	if u, err := dir.GetUser(ctx, "ben"); err != nil || !u.Active {
+		t.Errorf("GetUser(ben) = %+v, %v; want active through builders", u, err)
+	}
+	if n := srv.Calls()[perms]; n != 2 {
+		t.Errorf("%d reads of the group permissions, want 2", n)
 	}
 }
