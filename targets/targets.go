@@ -24,8 +24,9 @@ type User struct {
 	DisplayName string
 	Email       string
 	// EmailUnknown says the app did not report the e-mail address
-	// (Confluence's user resource has none), so an empty Email is not a
-	// difference to correct.
+	// (Confluence's user resource has none): an empty Email says nothing,
+	// and the caller compares the e-mail it wants with the one it last
+	// applied instead.
 	EmailUnknown bool
 	Active       bool
 	// LastLogin is zero when the app does not expose it.

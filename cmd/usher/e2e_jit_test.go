@@ -375,3 +375,25 @@ func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
 		t.Error("a deactivation created an account in jira")
 	}
 }
+
+// TestEmailChangeReachesEveryApp: a new e-mail at the IdP reaches all
+// four apps at the next login, Confluence included, whose user resource
+// does not report e-mail; the login after that makes no app call.
+func TestEmailChangeReachesEveryApp(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
+	alice := testUsers["acme"][0]
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	alice.Email = "alice.archer@acme.test"
+	e.idps["acme"].SetUser(alice)
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	for app, s := range e.apps {
+		if u, _ := s.User("alice"); u.Email != alice.Email {
+			t.Errorf("%s: e-mail %q, want %q", app, u.Email, alice.Email)
+		}
+	}
+	e.resetCalls()
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	if r, w := e.calls(); r+w != 0 {
+		t.Errorf("unchanged re-login made %d reads and %d writes, want none", r, w)
+	}
+}
