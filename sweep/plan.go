@@ -359,9 +359,6 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 	if err := s.markProtectedGroups(ctx, p); err != nil {
 		return fail(err)
 	}
-	if err := s.markSeats(ctx, p); err != nil {
-		return fail(err)
-	}
 	for _, it := range p.Items {
 		if it.Action != Skip {
 			users[it.IdP+"\x00"+it.Subject] = true
@@ -380,6 +377,13 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 	}
 	if !p.Blocked {
 		s.valve(p)
+	}
+	if !p.Blocked {
+		// After the valve: a plan refused for acting on too many people
+		// (a broken IdP) costs the apps no read per person.
+		if err := s.markSeats(ctx, p); err != nil {
+			return fail(err)
+		}
 	}
 	return p, nil
 }
