@@ -101,11 +101,13 @@ func (p *Plan) Table() string {
 		if it.Skip != "" {
 			reason += " (skipped: " + it.Skip + ")"
 		}
-		if len(it.Seats) > 0 {
-			reason += " (frees seat: " + strings.Join(it.Seats, ", ") + ")"
-		}
-		if len(it.SeatKept) > 0 {
+		switch {
+		case len(it.SeatKept) > 0 && len(it.Seats) > 0:
+			reason += " (seat stays: " + strings.Join(it.SeatKept, ", ") + " given by hand; takes away " + strings.Join(it.Seats, ", ") + ")"
+		case len(it.SeatKept) > 0:
 			reason += " (seat stays: " + strings.Join(it.SeatKept, ", ") + " given by hand)"
+		case len(it.Seats) > 0:
+			reason += " (frees seat: " + strings.Join(it.Seats, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.IdP, it.Subject, it.Username, it.App, it.Action, it.Rule, reason)
 	}
