@@ -162,6 +162,14 @@ func TestAdmit(t *testing.T) {
 				if _, err := f.st.Binding(t.Context(), "okta", "s1"); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("a failed first login bound the identity: %v", err)
 				}
+				// And removes it: the person never got a session, the IdP
+				// says they left, the account goes.
+				if _, err := f.l.Remove(t.Context(), Removal{IdP: "okta", Subject: "s1"}, scimOff); err != nil {
+					t.Fatalf("Remove: %v", err)
+				}
+				if f.user(t, "confluence", "alice").Active {
+					t.Error("the account a refused login left in confluence is still active after removal")
+				}
 			},
 		},
 		{

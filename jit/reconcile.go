@@ -40,6 +40,11 @@ type Desired struct {
 	// Why is the cause as a previous version wrote it into queued jobs;
 	// read only, so those jobs still say where they came from.
 	Why string `json:"why,omitempty"`
+	// prior is the desired state recorded for this app before this one,
+	// when there was one. If its hash is the app state's, it is what
+	// usher last applied: the only word on the e-mail in an app that does
+	// not report it (Confluence). Queued jobs go without it.
+	prior *Desired
 }
 
 // cause is d's cause, also for jobs a previous version queued.
@@ -147,7 +152,8 @@ const (
 // provision reconciles every app of the profile concurrently, so an
 // admission waits for the slowest app, not the sum.
 func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy) ([]Outcome, error) {
-	if err := r.Record(ctx, p, cause); err != nil {
+	prior, err := r.record(ctx, p)
+	if err != nil {
 		return nil, err
 	}
 	apps := make([]string, 0, len(p.Apps))
@@ -162,6 +168,9 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 	for i, app := range apps {
 		d := DesiredFor(p, app, cause)
 		d.PrevUsername = prevUsername
+		if pd, ok := prior[app]; ok {
+			d.prior = &pd
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -245,7 +254,7 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 		o.Skipped = "fast path"
 		return o
 	}
-	a := applier{r: r, dir: dir, d: d, o: &o}
+	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash}
 	err = a.run(ctx)
 	// A removal decided while this ran wins. It records its decision
 	// before it changes the app, and this checks after changing it, so
@@ -259,6 +268,16 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	}
 	if err != nil {
 		o.Err = err
+		if !o.Known && (a.activated || len(a.added) > 0) {
+			// This run made the account (or gave an account access) and
+			// then failed: record it all the same, so that usher manages
+			// it and a later removal or sweep can take it away. The empty
+			// hash makes the next run apply the profile in full.
+			st.IdP, st.Subject, st.Hash, st.SyncedAt = d.IdP, d.Subject, "", time.Time{}
+			if rerr := r.Store.RecordSync(context.WithoutCancel(ctx), st); rerr != nil {
+				r.log().Error("record an account a failed reconcile created", "app", d.App, "username", d.Username, "err", rerr, "cause", err)
+			}
+		}
 		return o
 	}
 	if cerr != nil && !errors.Is(cerr, store.ErrNotFound) {
@@ -283,6 +302,9 @@ type applier struct {
 	// it added.
 	activated bool
 	added     []string
+	// applied is the hash of the profile last applied in full ("" when
+	// none, or when a removal or reinstatement reset it).
+	applied string
 }
 
 // takeBack undoes what the applier changed that a removal takes away:
@@ -370,9 +392,9 @@ func (a *applier) run(ctx context.Context) error {
 		up.DisplayName = &d.DisplayName
 		what = append(what, fmt.Sprintf("display name %q → %q", u.DisplayName, d.DisplayName))
 	}
-	if d.Email != "" && !u.EmailUnknown && !strings.EqualFold(u.Email, d.Email) {
+	if change, desc := a.emailChange(u); change {
 		up.Email = &d.Email
-		what = append(what, fmt.Sprintf("e-mail %q → %q", u.Email, d.Email))
+		what = append(what, desc)
 	}
 	if len(what) > 0 && u.ProfileReadOnly {
 		// The account is its person's, not the organization's (an
@@ -400,6 +422,28 @@ func (a *applier) run(ctx context.Context) error {
 		return err
 	}
 	return a.attributes(ctx)
+}
+
+// emailChange reports whether the app should be sent d's e-mail, and how
+// to describe it. An app that reports e-mail is compared with its
+// answer. One that does not (Confluence's user resource has none, §4.3)
+// is compared with what usher applied last: nothing changed when this
+// very profile was applied, and the previous recorded state tells the
+// old e-mail when it is the one applied. When usher cannot tell, it
+// sends the e-mail: one write more, never a change lost.
+func (a *applier) emailChange(u *targets.User) (bool, string) {
+	d := a.d
+	switch {
+	case d.Email == "":
+		return false, ""
+	case !u.EmailUnknown:
+		return !strings.EqualFold(u.Email, d.Email), fmt.Sprintf("e-mail %q → %q", u.Email, d.Email)
+	case a.applied != "" && a.applied == d.Hash:
+		return false, ""
+	case a.applied != "" && d.prior != nil && d.prior.Hash == a.applied:
+		return !strings.EqualFold(d.prior.Email, d.Email), fmt.Sprintf("e-mail %q → %q", d.prior.Email, d.Email)
+	}
+	return true, fmt.Sprintf("e-mail set to %q (%s does not report it)", d.Email, d.App)
 }
 
 // rename moves the app account of a person whose username changed at the
@@ -583,6 +627,13 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 // The cause is not part of the record: an unchanged profile writes
 // nothing, whoever admitted the person.
 func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
+	_, err := r.record(ctx, p)
+	return err
+}
+
+// record is Record, returning the desired states recorded before (nil
+// when there were none or they do not decode).
+func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired, error) {
 	ds := make(map[string]Desired, len(p.Apps))
 	for app := range p.Apps {
 		if r.Apps[app] != nil {
@@ -592,15 +643,20 @@ func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error 
 	}
 	b, err := json.Marshal(ds)
 	if err != nil {
-		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	if old, _, err := r.Store.Profile(ctx, p.IdP, p.Subject); err == nil && bytes.Equal(old, b) {
-		return nil // unchanged: a read is cheaper than a durable write
+	old, _, err := r.Store.Profile(ctx, p.IdP, p.Subject)
+	if err == nil && bytes.Equal(old, b) {
+		return ds, nil // unchanged: a read is cheaper than a durable write
+	}
+	var prior map[string]Desired
+	if err == nil && json.Unmarshal(old, &prior) != nil {
+		prior = nil
 	}
 	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
-		return fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	return nil
+	return prior, nil
 }
 
 // Sync applies the identity's last recorded profile to every app now,

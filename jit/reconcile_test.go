@@ -513,6 +513,164 @@ func TestConfluenceEmailUnknown(t *testing.T) {
 	}
 }
 
+// TestConfluenceEmailChange: Confluence's user resource has no e-mail
+// (reference §4.3), so a changed e-mail is judged against what usher
+// applied last, and sent; an unchanged one is never sent.
+func TestConfluenceEmailChange(t *testing.T) {
+	const put = "PUT /rest/api/admin/user/{username}"
+	f := newFixture(t, atlassiantest.Confluence)
+	ctx := t.Context()
+	srv := f.srv["confluence"]
+	login := func(p *Profile) Outcome {
+		t.Helper()
+		f.clock.Advance(2 * f.r.FastPath) // no fast path: the apps are read
+		f.resetCalls()
+		out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever)
+		if err != nil || len(out) != 1 {
+			t.Fatalf("provision: %+v, %v", out, err)
+		}
+		return out[0]
+	}
+	p := profile("confluence")
+	login(p)
+
+	p.Email = "alice@new.example"
+	o := login(p)
+	if got := f.user(t, "confluence", "alice").Email; got != "alice@new.example" {
+		t.Fatalf("e-mail in confluence = %q, want the new one", got)
+	}
+	if n := srv.Calls()[put]; n != 1 || !slices.Contains(o.Changes, `e-mail "alice@acme.test" → "alice@new.example"`) {
+		t.Errorf("e-mail change: %d updates, changes %q", n, o.Changes)
+	}
+
+	// Unchanged: no write at all.
+	if o := login(p); srv.Writes() != 0 || len(o.Changes) != 0 {
+		t.Errorf("unchanged login: changes %q, calls %v", o.Changes, srv.Calls())
+	}
+
+	// Only the groups change: the e-mail is known to be applied already.
+	p.Apps["confluence"].Groups = grants("developers", "support")
+	if login(p); srv.Calls()[put] != 0 || srv.Writes() != 1 {
+		t.Errorf("group change sent the e-mail: %v", srv.Calls())
+	}
+
+	// A retry of a queued change carries no record of what was applied
+	// before: it sends the e-mail rather than guess.
+	f.resetCalls()
+	d := DesiredFor(p, "confluence", Cause{Source: SourceRetry, IdP: "okta"})
+	d.Email, d.Hash = "alice@third.example", "queued"
+	o = f.apply(t, d, false)
+	if got := f.user(t, "confluence", "alice").Email; got != "alice@third.example" || srv.Calls()[put] != 1 {
+		t.Errorf("retry: e-mail %q, calls %v, changes %q", got, srv.Calls(), o.Changes)
+	}
+}
+
+// TestAccountOfAFailedReconcileIsRecorded: a reconcile that created the
+// account and then failed (a mapped group is missing) still records the
+// account, so a removal takes it away.
+func TestAccountOfAFailedReconcileIsRecorded(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	o := f.r.Apply(ctx, alice("jira", "no-such-group"), true)
+	if !errors.Is(o.Err, targets.ErrGroupNotFound) {
+		t.Fatalf("Apply = %+v, want the missing group's error", o)
+	}
+	if !f.user(t, "jira", "alice").Active {
+		t.Fatal("the account was not created")
+	}
+	if st := f.state(t, "jira", "alice"); st.Hash != "" || st.Subject != "sub-alice" {
+		t.Errorf("state %+v, want the account recorded with no applied hash", st)
+	}
+	f.bind(t, "sub-alice", "alice")
+	if _, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff); err != nil {
+		t.Fatal(err)
+	}
+	if f.user(t, "jira", "alice").Active {
+		t.Error("removal left the account active")
+	}
+}
+
+// TestDeactivateFreesBitbucketSeat: a seat that comes through a mapped
+// group (one holding LICENSED_USER through Bitbucket's global
+// permissions, not listed in licence_groups) is freed by deactivation;
+// one that comes through a membership given by hand stays, and the
+// audit says so.
+func TestDeactivateFreesBitbucketSeat(t *testing.T) {
+	tests := []struct {
+		name         string
+		byHand       bool // an admin put alice into hand-picked, which grants a seat
+		wantLicensed bool
+	}{
+		{"seat through a mapped group", false, false},
+		{"seat also through a group given by hand", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, atlassiantest.Bitbucket)
+			ctx := t.Context()
+			srv := f.srv["bitbucket"]
+			srv.SetGroupPermission("developers", "LICENSED_USER")
+			srv.SetGroupPermission("hand-picked", "PROJECT_CREATE")
+			f.apply(t, alice("bitbucket", "developers"), false)
+			if tt.byHand {
+				if err := f.dir["bitbucket"].AddToGroup(ctx, "alice", "hand-picked"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.bind(t, "sub-alice", "alice")
+			if _, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff); err != nil {
+				t.Fatal(err)
+			}
+			u := f.user(t, "bitbucket", "alice")
+			if u.Licensed != tt.wantLicensed {
+				t.Errorf("licensed = %v, want %v (groups %q)", u.Licensed, tt.wantLicensed, u.Groups)
+			}
+			if has(u.Groups, "developers") || has(u.Groups, "stash-users") {
+				t.Errorf("groups after deactivation %q: the mapped and the licence group must go", u.Groups)
+			}
+			if has(u.Groups, "hand-picked") != tt.byHand {
+				t.Errorf("groups after deactivation %q: a membership given by hand is not usher's", u.Groups)
+			}
+			if m := f.managed(t, "bitbucket", "alice"); len(m) != 0 {
+				t.Errorf("still managed: %q", m)
+			}
+			evs, err := f.st.Audit(ctx, store.AuditFilter{Username: "alice", Action: string(ActDeactivate)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kept bool
+			for _, e := range evs {
+				kept = kept || e.Outcome == string(ResultSkipped) && strings.Contains(e.Detail, "hand-picked")
+			}
+			if kept != tt.byHand {
+				t.Errorf("audit %+v: want a note on the seat kept through hand-picked: %v", evs, tt.byHand)
+			}
+
+			// Again: nothing left to take.
+			f.resetCalls()
+			if _, err := f.l.Remove(ctx, Removal{IdP: "okta", Subject: "sub-alice"}, scimOff); err != nil || srv.Writes() != 0 {
+				t.Errorf("second removal: %v, calls %v", err, srv.Calls())
+			}
+		})
+	}
+}
+
+func TestReleaseSeat(t *testing.T) {
+	seat := targets.Seat{Groups: []string{"stash-users", "Developers", "hand-picked"}, Released: []string{"stash-users"}, Direct: "LICENSED_USER"}
+	ms := []store.Membership{{Group: "developers"}, {Group: "team-x"}}
+	r := ReleaseSeat(seat, ms)
+	if want := []string{"stash-users", "Developers", "direct LICENSED_USER"}; !slices.Equal(r.Freed, want) {
+		t.Errorf("Freed %q, want %q", r.Freed, want)
+	}
+	if want := []string{"hand-picked"}; !slices.Equal(r.Kept, want) {
+		t.Errorf("Kept %q, want %q", r.Kept, want)
+	}
+	if r := ReleaseSeat(targets.Seat{}, ms); len(r.Freed)+len(r.Kept) != 0 {
+		t.Errorf("no seat: %+v", r)
+	}
+}
+
 func profile(apps ...string) *Profile {
 	p := &Profile{
 		IdP: "okta", Subject: "sub-alice", Username: "alice", Email: "alice@acme.test", DisplayName: "Alice Archer",

@@ -264,6 +264,9 @@ func (r *Reconciler) act(ctx context.Context, j removeJob) (changed bool, err er
 		if dv, ok := t.(targets.Deactivator); ok {
 			return r.deactivate(ctx, t, dv, j)
 		}
+		if sh, ok := t.(targets.SeatHolder); ok {
+			return r.freeSeat(ctx, t, sh, j)
+		}
 		u, err := t.GetUser(ctx, j.Username)
 		if err != nil || !u.Active {
 			return false, err
@@ -363,6 +366,99 @@ func (r *Reconciler) deactivate(ctx context.Context, t targets.Target, dv target
 		if err := r.Store.RemoveManaged(ctx, j.App, j.Username, m.Group); err != nil {
 			return changed, fmt.Errorf("remove %s in %s: forget managed %s: %w", j.Username, j.App, m.Group, err)
 		}
+	}
+	return changed, nil
+}
+
+// SeatRelease is what deactivating does to a seat that comes through
+// group memberships (targets.SeatHolder, Bitbucket).
+type SeatRelease struct {
+	// Freed are what the deactivation takes away that grants a seat: the
+	// app's own licence groups, the other seat-granting groups whose
+	// membership usher manages, and "direct <PERMISSION>" for a
+	// permission held directly.
+	Freed []string
+	// Kept are the seat-granting groups it leaves: memberships given by
+	// hand, outside the app's licence groups. usher removes only what it
+	// added, so while any is left the person keeps the seat.
+	Kept []string
+	// managed are those of Freed that the caller removes itself (the app
+	// takes Released and the direct permission away on SetActive(false)).
+	managed []string
+}
+
+// ReleaseSeat says what deactivating frees of seat, given the
+// memberships usher manages for the person in that app. The sweep's plan
+// shows it; Remove does it.
+func ReleaseSeat(seat targets.Seat, managed []store.Membership) SeatRelease {
+	var r SeatRelease
+	for _, g := range seat.Groups {
+		switch {
+		case slices.ContainsFunc(seat.Released, func(x string) bool { return strings.EqualFold(x, g) }):
+			r.Freed = append(r.Freed, g)
+		case slices.ContainsFunc(managed, func(m store.Membership) bool { return strings.EqualFold(m.Group, g) }):
+			r.Freed = append(r.Freed, g)
+			r.managed = append(r.managed, g)
+		default:
+			r.Kept = append(r.Kept, g)
+		}
+	}
+	if seat.Direct != "" {
+		r.Freed = append(r.Freed, "direct "+seat.Direct)
+	}
+	return r
+}
+
+// freeSeat is Deactivate in an app without an account switch, where the
+// seat comes through groups (Bitbucket): SetActive(false) takes away the
+// licence groups and a direct permission, then the memberships usher
+// manages in other seat-granting groups go too. Memberships given by hand
+// stay, and with them the seat: the audit says so, for an admin to
+// decide. Idempotent: a person holding no seat is left alone.
+func (r *Reconciler) freeSeat(ctx context.Context, t targets.Target, sh targets.SeatHolder, j removeJob) (bool, error) {
+	seat, err := sh.Seat(ctx, j.Username)
+	if err != nil {
+		return false, err
+	}
+	if len(seat.Groups) == 0 && seat.Direct == "" {
+		return false, nil
+	}
+	ms, err := r.Store.Managed(ctx, j.App, j.Username)
+	if err != nil {
+		return false, fmt.Errorf("remove %s in %s: read managed groups: %w", j.Username, j.App, err)
+	}
+	rel := ReleaseSeat(seat, ms)
+	changed := false
+	if len(seat.Released) > 0 || seat.Direct != "" {
+		if err := t.SetActive(ctx, j.Username, false); err != nil {
+			return false, err
+		}
+		changed = true
+	}
+	for _, g := range rel.managed {
+		if err := t.RemoveFromGroup(ctx, j.Username, g); err != nil && !errors.Is(err, targets.ErrGroupNotFound) {
+			return changed, err
+		}
+		changed = true
+	}
+	// The licence groups usher added are gone as well: forget them all.
+	var forget []string
+	for _, m := range ms {
+		if slices.ContainsFunc(rel.Freed, func(g string) bool { return strings.EqualFold(g, m.Group) }) {
+			forget = append(forget, m.Group)
+		}
+	}
+	if len(forget) > 0 {
+		if err := r.Store.RemoveManaged(ctx, j.App, j.Username, forget...); err != nil {
+			return changed, fmt.Errorf("remove %s in %s: forget managed groups: %w", j.Username, j.App, err)
+		}
+	}
+	if changed {
+		r.auditRemove(ctx, j, ResultOK, "freed the seat of "+j.Username+": took away "+strings.Join(rel.Freed, ", "))
+	}
+	if len(rel.Kept) > 0 {
+		r.auditRemove(ctx, j, ResultSkipped, fmt.Sprintf("%s keeps a seat through %s: given by hand and not in licence_groups, so not usher's to remove",
+			j.Username, strings.Join(rel.Kept, ", ")))
 	}
 	return changed, nil
 }

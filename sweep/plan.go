@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
 )
@@ -55,6 +56,13 @@ type Item struct {
 	Skip string `json:"skip,omitempty"`
 	// SCIMID is the pushed SCIM user's id, for the re-check.
 	SCIMID string `json:"scim_id,omitempty"`
+	// Seats, for a deactivation in an app whose seat comes through
+	// groups (Bitbucket), names what it takes away that grants a seat:
+	// groups, or "direct PERMISSION" (jit.ReleaseSeat).
+	Seats []string `json:"seats,omitempty"`
+	// SeatKept names the seat-granting groups it leaves (memberships
+	// given by hand, outside licence_groups): the person keeps the seat.
+	SeatKept []string `json:"seat_kept,omitempty"`
 }
 
 // key names the item in the run's progress records.
@@ -92,6 +100,14 @@ func (p *Plan) Table() string {
 		reason := it.Reason
 		if it.Skip != "" {
 			reason += " (skipped: " + it.Skip + ")"
+		}
+		switch {
+		case len(it.SeatKept) > 0 && len(it.Seats) > 0:
+			reason += " (seat stays: " + strings.Join(it.SeatKept, ", ") + " given by hand; takes away " + strings.Join(it.Seats, ", ") + ")"
+		case len(it.SeatKept) > 0:
+			reason += " (seat stays: " + strings.Join(it.SeatKept, ", ") + " given by hand)"
+		case len(it.Seats) > 0:
+			reason += " (frees seat: " + strings.Join(it.Seats, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.IdP, it.Subject, it.Username, it.App, it.Action, it.Rule, reason)
 	}
@@ -361,6 +377,13 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 	if !p.Blocked {
 		s.valve(p)
 	}
+	if !p.Blocked {
+		// After the valve: a plan refused for acting on too many people
+		// (a broken IdP) costs the apps no read per person.
+		if err := s.markSeats(ctx, p); err != nil {
+			return fail(err)
+		}
+	}
 	return p, nil
 }
 
@@ -419,6 +442,41 @@ func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan) error {
 	if firstErr != nil {
 		p.block("reading groups for protected_groups failed: %v", firstErr)
 	}
+	return ctx.Err()
+}
+
+// markSeats fills Seats and SeatKept of the deactivations in apps whose
+// seat comes through groups (targets.SeatHolder: Bitbucket), so a dry
+// run shows which seats the sweep frees. It only reads. A failed read is
+// a warning: the seat is shown, not decided, here.
+func (s *Sweeper) markSeats(ctx context.Context, p *Plan) error {
+	if p.Action != Deactivate {
+		return nil
+	}
+	var mu sync.Mutex
+	s.forEach(ctx, p.Items, func(ctx context.Context, i int, it Item) {
+		sh, ok := s.d.Apps[it.App].(targets.SeatHolder)
+		if !ok || it.Action == Skip {
+			return
+		}
+		seat, err := sh.Seat(ctx, it.Username)
+		var ms []store.Membership
+		if err == nil {
+			ms, err = s.d.Store.Managed(ctx, it.App, it.Username)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, targets.ErrNotFound):
+		case err != nil:
+			if len(p.Warnings) < 20 {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("%s: %s: seat not read: %v", it.App, it.Username, err))
+			}
+		default:
+			rel := jit.ReleaseSeat(seat, ms)
+			p.Items[i].Seats, p.Items[i].SeatKept = rel.Freed, rel.Kept
+		}
+	})
 	return ctx.Err()
 }
 

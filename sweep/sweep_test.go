@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -15,8 +18,12 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/store/sqlite"
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/atlassiantest"
+	"github.com/usherhq/usher/targets/bitbucket"
 )
 
 func days(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
@@ -101,7 +108,7 @@ func TestPlan(t *testing.T) {
 	var back Plan
 	data, _ := json.Marshal(p)
 	must(t, json.Unmarshal(data, &back))
-	if !slices.Equal(back.Items, p.Items) {
+	if !reflect.DeepEqual(back.Items, p.Items) {
 		t.Error("plan does not survive JSON")
 	}
 }
@@ -636,6 +643,80 @@ func TestEndDate(t *testing.T) {
 		got, err := endDate([]byte(tc.res), "contractEndDate")
 		if (err != nil) != tc.err || !got.Equal(tc.want) {
 			t.Errorf("%s: got %v, %v", tc.res, got, err)
+		}
+	}
+}
+
+// TestPlanShowsBitbucketSeats: Bitbucket has no deactivation, a seat
+// comes through any group holding a global permission. The plan shows
+// which seat-granting memberships a deactivation takes away (the
+// licence group, mapped groups usher manages) and which it leaves
+// (given by hand), and the run does exactly that.
+func TestPlanShowsBitbucketSeats(t *testing.T) {
+	ctx := t.Context()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "usher.db"), sqlite.Options{})
+	must(t, err)
+	t.Cleanup(func() { st.Close() })
+	srv := atlassiantest.New(atlassiantest.Bitbucket, atlassiantest.Options{AdminUser: "admin", AdminPassword: "pw"})
+	srv.SetGroupPermission("developers", "LICENSED_USER")
+	srv.SetGroupPermission("hand-picked", "PROJECT_CREATE")
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	u, err := url.Parse(hs.URL)
+	must(t, err)
+	cfg := &bitbucket.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("pw")}, LicenceGroups: []string{"stash-users"}}
+	bb, err := cfg.Open("bitbucket", targets.Deps{Upstream: u})
+	must(t, err)
+	people := map[string][]string{ // name → groups; developers is usher's, hand-picked an admin's
+		"leaver": {"stash-users", "developers"},
+		"keeper": {"developers", "hand-picked"},
+	}
+	for name, groups := range people {
+		srv.AddUser(atlassiantest.User{Name: name, DisplayName: name, Email: name + "@example.com", Active: true, Groups: groups})
+		must(t, bind(ctx, st, name, t0.Add(-days(10))))
+		must(t, st.PutAppState(ctx, store.AppState{App: "bitbucket", Username: name, IdP: "okta", Subject: sub(name), Hash: "h"}))
+		must(t, st.AddManaged(ctx, store.Membership{App: "bitbucket", Username: name, Group: "developers", IdP: "okta", Rule: "map[0]"}))
+		must(t, st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-" + name, UserName: name, Subject: sub(name), Active: false}))
+	}
+	srv.ResetCalls()
+	now := func() time.Time { return t0 }
+	log := slog.New(slog.DiscardHandler)
+	apps := map[string]targets.Target{"bitbucket": bb}
+	lc := &jit.Lifecycle{Apps: apps, Store: st, Audit: &jit.AuditLog{Store: st, Log: log, Now: now}, Now: now, Log: log}
+	s, err := New(Policy{Name: "leavers", IdPs: []string{"okta"}, Sources: Sources{SCIM: true}, MaxShare: 1},
+		Deps{Store: st, Apps: apps, Remover: lc, Now: now, Log: log, Owner: "test", Lease: time.Minute})
+	must(t, err)
+
+	p, err := s.Plan(ctx)
+	must(t, err)
+	want := map[string][2][]string{
+		"leaver": {{"developers", "stash-users"}, nil},
+		"keeper": {{"developers"}, {"hand-picked"}},
+	}
+	for _, it := range p.Items {
+		w := want[it.Username]
+		if !slices.Equal(it.Seats, w[0]) || !slices.Equal(it.SeatKept, w[1]) {
+			t.Errorf("%s: seats %q kept %q, want %q and %q", it.Username, it.Seats, it.SeatKept, w[0], w[1])
+		}
+	}
+	if len(p.Items) != 2 || srv.Writes() != 0 {
+		t.Fatalf("plan %d items, %d writes:\n%s", len(p.Items), srv.Writes(), p.Table())
+	}
+	table := p.Table()
+	for _, w := range []string{"frees seat: developers, stash-users", "seat stays: hand-picked given by hand; takes away developers"} {
+		if !strings.Contains(table, w) {
+			t.Errorf("table lacks %q:\n%s", w, table)
+		}
+	}
+
+	res, err := s.Run(ctx, false)
+	must(t, err)
+	if res.Applied != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	for name, licensed := range map[string]bool{"leaver": false, "keeper": true} {
+		if u, _ := srv.User(name); u.Licensed != licensed || slices.Contains(u.Groups, "developers") {
+			t.Errorf("%s after the sweep: %+v, want licensed %v and out of developers", name, u, licensed)
 		}
 	}
 }

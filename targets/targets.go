@@ -24,8 +24,9 @@ type User struct {
 	DisplayName string
 	Email       string
 	// EmailUnknown says the app did not report the e-mail address
-	// (Confluence's user resource has none), so an empty Email is not a
-	// difference to correct.
+	// (Confluence's user resource has none): an empty Email says nothing,
+	// and the caller compares the e-mail it wants with the one it last
+	// applied instead.
 	EmailUnknown bool
 	Active       bool
 	// LastLogin is zero when the app does not expose it.
@@ -86,8 +87,10 @@ type Target interface {
 	UpdateUser(ctx context.Context, username string, u Update) error
 	// SetActive activates or deactivates. Idempotent, and writes nothing
 	// when the user is already in that state. ErrNotFound. For Bitbucket,
-	// which has no REST deactivation, false frees the seat by removing the
-	// licensing groups and true adds the configured licence group back.
+	// which has no REST deactivation, false takes away what its
+	// configuration names (the licence groups, a direct global
+	// permission) and true adds the first licence group back; other
+	// groups that grant a seat are the caller's to decide (SeatHolder).
 	SetActive(ctx context.Context, username string, active bool) error
 	// UserGroups lists the user's direct group memberships. ErrNotFound.
 	UserGroups(ctx context.Context, username string) ([]string, error)
@@ -146,6 +149,33 @@ type Deactivation struct {
 	// is set again when the person is inactive already, so a retry that
 	// finds the account deactivated still finishes the removal.
 	RemoveManagedGroups bool
+}
+
+// SeatHolder is implemented by apps where a person's seat comes through
+// group memberships rather than an account switch (Bitbucket: any group
+// holding LICENSED_USER or a higher global permission, §5.5). Since
+// usher removes only memberships it added, SetActive(false) takes away
+// only what the app's configuration names (Seat.Released and a direct
+// permission); the caller decides about the other seat-granting
+// memberships (usher's removal takes those it manages, never those given
+// by hand). Safe for concurrent use; honours cancellation.
+type SeatHolder interface {
+	// Seat says what gives username a seat now. ErrNotFound. The app's
+	// list of seat-granting groups may be cached for a short while.
+	Seat(ctx context.Context, username string) (Seat, error)
+}
+
+// Seat is what gives one person a seat in an app. A person holds no seat
+// when Groups is empty and Direct is "".
+type Seat struct {
+	// Groups are the person's direct groups that grant a seat.
+	Groups []string
+	// Released are those of Groups that SetActive(false) takes away by
+	// itself (Bitbucket's licence_groups).
+	Released []string
+	// Direct is the seat-granting permission the person holds directly
+	// ("" when none); SetActive(false) revokes it.
+	Direct string
 }
 
 // Accounts keeps, durably and shared by every replica, the app's own id

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -293,5 +294,106 @@ func TestAccessPolicyLimitsApps(t *testing.T) {
 	wantStatus(t, resp, http.StatusForbidden)
 	if body := bodyOf(resp); !strings.Contains(body, "engineering") {
 		t.Fatalf("refusal page does not name the reason: %s", body)
+	}
+}
+
+// TestRefusedLoginLeavesNoForgottenAccount: a new person whose login is
+// refused because one app is down keeps the accounts the other apps made
+// (usher records them rather than rolling them back), and they stay
+// usher's to take away although the person never had a session: a sweep
+// plans them, with the Bitbucket seat it would free, and a SCIM
+// deactivation removes them.
+func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true, Extra: sweepConfig})
+	ctx := context.Background()
+	e.apps["jira"].SetDown(true)
+	c := e.browser()
+	resp := e.get(c, e.url+"/usher/login?idp=acme&rd=/wiki/")
+	cb, err := e.idps["acme"].Login(c, resp.Header.Get("Location"), "alice", "pw-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, e.get(c, cb), http.StatusServiceUnavailable)
+	e.apps["jira"].SetDown(false)
+	made := []string{"bitbucket", "confluence", "crowd"}
+	for _, app := range made {
+		if u, ok := e.apps[app].User("alice"); !ok || !u.Active || app == "bitbucket" && !u.Licensed {
+			t.Fatalf("%s: alice = %+v, %v; want the account the refused login made", app, u, ok)
+		}
+	}
+	if _, ok := e.apps["jira"].User("alice"); ok {
+		t.Fatal("jira was down, yet has alice")
+	}
+
+	// A sweep sees her in the apps that have her account.
+	if err := e.m.store.SetAccessExpiry(ctx, "acme", "00u-alice", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "sweep", "--config", e.cfgPath, "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("sweep --dry-run: exit %d: %s", code, errOut)
+	}
+	var res struct {
+		Plan struct {
+			Items []struct {
+				Username, App string
+				Seats         []string `json:"seats"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("dry run JSON: %v\n%s", err, out)
+	}
+	var planned []string
+	for _, it := range res.Plan.Items {
+		if it.Username != "alice" {
+			continue
+		}
+		planned = append(planned, it.App)
+		if it.App == "bitbucket" && !slices.Contains(it.Seats, "stash-users") {
+			t.Errorf("bitbucket item frees seats %q, want stash-users", it.Seats)
+		}
+	}
+	slices.Sort(planned)
+	if !slices.Equal(planned, made) {
+		t.Fatalf("the sweep plans alice in %q, want %q:\n%s", planned, made, out)
+	}
+
+	// The IdP says she is gone: every account the refused login made goes.
+	code, body := e.scimDo("POST", "/Users", "scim-acme", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"externalId":"00u-alice","userName":"alice","active":false,"emails":[{"primary":true,"value":"alice@acme.test"}]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("SCIM create inactive: %d %s", code, body)
+	}
+	for _, app := range made {
+		u, _ := e.apps[app].User("alice")
+		if app == "bitbucket" && u.Licensed || app != "bitbucket" && u.Active {
+			t.Errorf("%s: alice keeps access after the SCIM deactivation: %+v", app, u)
+		}
+	}
+	if _, ok := e.apps["jira"].User("alice"); ok {
+		t.Error("a deactivation created an account in jira")
+	}
+}
+
+// TestEmailChangeReachesEveryApp: a new e-mail at the IdP reaches all
+// four apps at the next login, Confluence included, whose user resource
+// does not report e-mail; the login after that makes no app call.
+func TestEmailChangeReachesEveryApp(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
+	alice := testUsers["acme"][0]
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	alice.Email = "alice.archer@acme.test"
+	e.idps["acme"].SetUser(alice)
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	for app, s := range e.apps {
+		if u, _ := s.User("alice"); u.Email != alice.Email {
+			t.Errorf("%s: e-mail %q, want %q", app, u.Email, alice.Email)
+		}
+	}
+	e.resetCalls()
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	if r, w := e.calls(); r+w != 0 {
+		t.Errorf("unchanged re-login made %d reads and %d writes, want none", r, w)
 	}
 }

@@ -43,7 +43,8 @@ type Options struct {
 	AdminUser, AdminPassword string
 	// Token is the administrator's personal access token, accepted as
 	// "Authorization: Bearer" (and, for Bitbucket only, as the Basic
-	// password). Empty disables token auth.
+	// password). Bitbucket refuses it on the admin endpoints (401).
+	// Empty disables token auth.
 	Token string
 	// CrowdApp and CrowdAppPassword are the Crowd application credentials
 	// (Crowd authenticates applications, not users).
@@ -247,6 +248,17 @@ func (s *Server) AddGroup(name string) {
 	defer s.mu.Unlock()
 	s.gen.Add(1)
 	s.ensureGroup(name)
+}
+
+// SetGroupPermission gives group (created when missing) the Bitbucket
+// global permission perm (LICENSED_USER, PROJECT_CREATE, ADMIN,
+// SYS_ADMIN; "" revokes it), as an admin would on the global permissions
+// page. Every member then holds a seat (reference §5.5).
+func (s *Server) SetGroupPermission(group, perm string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen.Add(1)
+	s.ensureGroup(group).perm = perm
 }
 
 // User returns the named user (case-insensitive).

@@ -250,6 +250,50 @@ func TestAuthentication(t *testing.T) {
 	}
 }
 
+// TestPersonalAccessTokenOnAdminEndpoints: a Jira or Confluence token
+// acts with its user's full permissions; a Bitbucket token authenticates
+// but is refused on the admin endpoints, as Basic with the token as the
+// password and as Bearer alike (reference §2.2, issue #14).
+func TestPersonalAccessTokenOnAdminEndpoints(t *testing.T) {
+	tests := []struct {
+		kind   Kind
+		auth   func(*http.Request)
+		method string
+		path   string
+		status int
+	}{
+		{Jira, bearer(patToken), "POST", "/rest/api/2/group", 201},
+		{Confluence, bearer(patToken), "POST", "/rest/api/admin/group", 201},
+		{Bitbucket, bearer(patToken), "POST", "/rest/api/1.0/admin/groups?name=x", 401},
+		{Bitbucket, basic(adminUser, patToken), "POST", "/rest/api/1.0/admin/groups?name=x", 401},
+		{Bitbucket, bearer(patToken), "GET", "/rest/api/1.0/admin/users", 401},
+		{Bitbucket, bearer(patToken), "GET", "/rest/api/1.0/admin/permissions/groups", 401},
+		{Bitbucket, basic(adminUser, adminPass), "POST", "/rest/api/1.0/admin/groups?name=x", 200},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.kind)+" "+tt.method+" "+tt.path, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, tt.kind, seedFred)
+			var body any
+			if tt.method == "POST" && tt.kind != Bitbucket {
+				body = map[string]string{"name": "x"}
+			}
+			r := e.doAs(tt.auth, tt.method, tt.path, body)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r)
+			}
+			if r.status == 401 {
+				if got := field(r.json(t), "errors.0.exceptionName"); got != "com.atlassian.bitbucket.AuthorisationException" {
+					t.Errorf("exceptionName %v", got)
+				}
+				if containsFold(e.s.Groups(), "x") {
+					t.Error("a refused token created a group")
+				}
+			}
+		})
+	}
+}
+
 // A directory user who is not an admin may read but not write: 403,
 // except Bitbucket's 401 (reference §5).
 func TestNonAdminRefused(t *testing.T) {

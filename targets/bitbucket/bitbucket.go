@@ -1,8 +1,10 @@
 // Package bitbucket owns the Bitbucket Data Center / Server adapter:
 // targets.Target over Bitbucket's REST API (/rest/api/1.0, admin
 // endpoints). Bitbucket has no REST deactivation, so "inactive" here
-// means "holds no licence": outside every configured licence group and
-// without direct global permissions. Section numbers (§5.x) refer to
+// means "holds no seat": in no group that grants LICENSED_USER or a
+// higher global permission (the configured licence groups, and any group
+// Bitbucket's global permissions name) and without a direct global
+// permission. Section numbers (§5.x) refer to
 // shared/reference/atlassian-rest.md.
 package bitbucket
 
@@ -14,6 +16,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/targets"
@@ -28,9 +32,29 @@ type Config struct {
 	LicenceGroups []string `yaml:"licence_groups"`
 }
 
+// errToken refuses a personal access token. Bitbucket documents that a
+// token cannot "perform changes on behalf of a user (e.g. ... update user
+// account details)" (§2.2); the reference leaves open whether an admin's
+// token reaches /admin/users and /admin/groups (§11.2), and running the
+// adapter against it (issue #14) found them refused. Every call usher
+// makes is an admin call, so a token can never work: say so at check
+// time, not at the first login.
+var errToken = &config.FieldError{Field: "token", Msg: "Bitbucket refuses personal access tokens on the admin endpoints usher needs " +
+	"(/rest/api/1.0/admin/users, /admin/groups, /admin/permissions); set username and password of an account with the ADMIN " +
+	"global permission instead (if basic authentication is blocked, add that account to the allowlist's allowed-users)"}
+
 // Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error {
-	errs := c.Conn.Validate()
+	var errs []error
+	if c.Token.IsZero() {
+		errs = c.Conn.Validate()
+	} else {
+		// The credential kind is wrong, so the usual password/token
+		// advice would mislead; check the rest of the block.
+		errs = append(errs, errToken)
+		errs = append(errs, targets.ValidateURL("url", c.URL)...)
+		errs = append(errs, targets.ValidateLimits(c.Concurrency, c.Timeout)...)
+	}
 	if len(c.LicenceGroups) == 0 {
 		errs = append(errs, &config.FieldError{Field: "licence_groups", Msg: "required: the groups that grant LICENSED_USER (for example stash-users)"})
 	}
@@ -55,24 +79,43 @@ func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	if len(c.LicenceGroups) == 0 {
 		return nil, fmt.Errorf("%s: no licence_groups", app)
 	}
+	if !c.Token.IsZero() {
+		return nil, fmt.Errorf("%s: %w", app, errToken)
+	}
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {
 		return nil, err
 	}
-	return &Directory{c: cl, licence: c.LicenceGroups}, nil
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Directory{c: cl, licence: c.LicenceGroups, now: now}, nil
 }
 
 // Directory is a Bitbucket user directory.
 type Directory struct {
 	c       *targets.Client
 	licence []string
+	now     func() time.Time
+
+	// seatGroups caches Bitbucket's global permissions of groups: every
+	// group listed there grants a seat. Admins change them rarely, and a
+	// sweep would otherwise read them once per person.
+	mu        sync.Mutex
+	seatAt    time.Time
+	seatCache map[string]bool // lower-cased group name
 }
 
+// seatTTL is how long the global permissions of groups are reused.
+const seatTTL = 30 * time.Second
+
 var (
-	_ targets.Config  = (*Config)(nil)
-	_ targets.Target  = (*Directory)(nil)
-	_ targets.Renamer = (*Directory)(nil)
-	_ targets.Deleter = (*Directory)(nil)
+	_ targets.Config     = (*Config)(nil)
+	_ targets.Target     = (*Directory)(nil)
+	_ targets.Renamer    = (*Directory)(nil)
+	_ targets.Deleter    = (*Directory)(nil)
+	_ targets.SeatHolder = (*Directory)(nil)
 )
 
 const api = "/rest/api/1.0"
@@ -168,6 +211,7 @@ func (d *Directory) groups(ctx context.Context, op, username string) ([]string, 
 	}
 }
 
+// licensedBy returns those of groups that are configured licence groups.
 func (d *Directory) licensedBy(groups []string) []string {
 	var out []string
 	for _, g := range groups {
@@ -179,6 +223,66 @@ func (d *Directory) licensedBy(groups []string) []string {
 		}
 	}
 	return out
+}
+
+// seatGrantingGroups returns those of groups that grant a seat: the
+// configured licence groups and every group holding a global permission
+// (LICENSED_USER, PROJECT_CREATE, ADMIN or SYS_ADMIN, each of which
+// includes the licence, §5.5).
+func (d *Directory) seatGrantingGroups(ctx context.Context, op, username string, groups []string) ([]string, error) {
+	perms, err := d.groupPermissions(ctx, op, username)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, g := range groups {
+		if perms[strings.ToLower(g)] || len(d.licensedBy([]string{g})) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// groupPermissions pages GET /admin/permissions/groups (the groups
+// holding a global permission, each with its highest one), reusing an
+// answer younger than seatTTL. Two callers that miss together both
+// read; the answer is the same.
+func (d *Directory) groupPermissions(ctx context.Context, op, username string) (map[string]bool, error) {
+	d.mu.Lock()
+	if d.seatCache != nil && d.now().Sub(d.seatAt) < seatTTL {
+		m := d.seatCache
+		d.mu.Unlock()
+		return m, nil
+	}
+	d.mu.Unlock()
+	m := map[string]bool{}
+	for start := 0; ; {
+		var p page[struct {
+			Group struct {
+				Name string `json:"name"`
+			} `json:"group"`
+			Permission string `json:"permission"`
+		}]
+		_, err := d.c.Do(ctx, targets.Request{Op: op, User: username, Method: http.MethodGet, Path: api + "/admin/permissions/groups",
+			Query: url.Values{"start": {strconv.Itoa(start)}, "limit": {"500"}}, Out: &p})
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range p.Values {
+			if v.Permission != "" {
+				m[strings.ToLower(v.Group.Name)] = true
+			}
+		}
+		n, ok := p.next(start)
+		if !ok {
+			break
+		}
+		start = n
+	}
+	d.mu.Lock()
+	d.seatCache, d.seatAt = m, d.now()
+	d.mu.Unlock()
+	return m, nil
 }
 
 // directPermission is the global permission granted to the user by
@@ -209,9 +313,10 @@ func (d *Directory) directPermission(ctx context.Context, op, username string) (
 	}
 }
 
-// GetUser finds the user and reads their groups (two calls), and for a
-// user in no licence group their direct permission (a third): Active is
-// the directory's flag and holding a licence.
+// GetUser finds the user and reads their groups (two calls); for a user
+// in no licence group it also reads which groups grant a seat (cached)
+// and their direct permission. Active is the directory's flag and
+// holding a seat.
 func (d *Directory) GetUser(ctx context.Context, username string) (*targets.User, error) {
 	bu, err := d.find(ctx, "get user", username)
 	if err != nil {
@@ -226,13 +331,42 @@ func (d *Directory) GetUser(ctx context.Context, username string) (*targets.User
 		return nil, err
 	}
 	if len(d.licensedBy(gs)) == 0 {
-		perm, err := d.directPermission(ctx, "get user", bu.Name)
+		u.Active, err = d.seatedOtherwise(ctx, "get user", bu.Name, gs)
 		if err != nil {
 			return nil, err
 		}
-		u.Active = perm != ""
 	}
 	return &u, nil
+}
+
+// seatedOtherwise reports whether a user in none of the licence groups
+// holds a seat through another group or a direct permission.
+func (d *Directory) seatedOtherwise(ctx context.Context, op, username string, groups []string) (bool, error) {
+	seat, err := d.seatGrantingGroups(ctx, op, username, groups)
+	if err != nil || len(seat) > 0 {
+		return len(seat) > 0, err
+	}
+	perm, err := d.directPermission(ctx, op, username)
+	return perm != "", err
+}
+
+// Seat reads what gives the user a seat (§5.5): their groups, the groups
+// that grant one (cached), and their direct permission.
+func (d *Directory) Seat(ctx context.Context, username string) (targets.Seat, error) {
+	const op = "read seat"
+	gs, err := d.UserGroups(ctx, username)
+	if err != nil {
+		return targets.Seat{}, err
+	}
+	seat, err := d.seatGrantingGroups(ctx, op, username, gs)
+	if err != nil {
+		return targets.Seat{}, err
+	}
+	perm, err := d.directPermission(ctx, op, username)
+	if err != nil {
+		return targets.Seat{}, err
+	}
+	return targets.Seat{Groups: seat, Released: d.licensedBy(seat), Direct: perm}, nil
 }
 
 // CreateUser posts /admin/users with query parameters only (§5.3) and a
@@ -286,10 +420,10 @@ func (d *Directory) UpdateUser(ctx context.Context, username string, up targets.
 // differs. false: leave every licence group the user is in, then, if the
 // user holds a direct global permission, revoke it (DELETE
 // /admin/permissions/users revokes all of them; there is no
-// per-permission revoke). true: if the user holds neither a licence group
-// nor a direct permission, join the first licence group. Groups outside
-// licence_groups that grant LICENSED_USER are not touched, so list them
-// all in the config.
+// per-permission revoke). Other groups that grant a seat are not
+// touched: whether usher may take those memberships away depends on who
+// gave them, which only the caller knows (targets.SeatHolder). true: if
+// the user holds no seat at all, join the first licence group.
 func (d *Directory) SetActive(ctx context.Context, username string, active bool) error {
 	op := "deactivate user"
 	if active {
@@ -309,21 +443,21 @@ func (d *Directory) SetActive(ctx context.Context, username string, active bool)
 	if active && len(held) > 0 {
 		return nil
 	}
+	if active {
+		seated, err := d.seatedOtherwise(ctx, op, username, gs)
+		if err != nil || seated {
+			return err
+		}
+		return d.AddToGroup(ctx, username, d.licence[0])
+	}
 	for _, g := range held {
 		if err := d.RemoveFromGroup(ctx, username, g); err != nil {
 			return err
 		}
 	}
 	perm, err := d.directPermission(ctx, op, username)
-	switch {
-	case err != nil:
+	if err != nil || perm == "" {
 		return err
-	case active && perm != "":
-		return nil
-	case active:
-		return d.AddToGroup(ctx, username, d.licence[0])
-	case perm == "":
-		return nil
 	}
 	_, err = d.c.Do(ctx, targets.Request{Op: op, User: username, Method: http.MethodDelete, Path: api + "/admin/permissions/users",
 		Query: url.Values{"name": {username}}})

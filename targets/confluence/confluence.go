@@ -106,7 +106,10 @@ func (d *Directory) get(ctx context.Context, op, username string) (*person, erro
 }
 
 // GetUser reads GET /user?username=&expand=status (one call). Email is
-// empty unless the server sends one.
+// empty, and EmailUnknown set, unless the server sends one; usher then
+// sends the e-mail on UpdateUser whenever it differs from the one usher
+// last applied (jit's reconcile), since PUT /admin/user/{username}
+// accepts it (§4.5).
 func (d *Directory) GetUser(ctx context.Context, username string) (*targets.User, error) {
 	p, err := d.get(ctx, "get user", username)
 	if err != nil {

@@ -183,6 +183,7 @@ func RunWith(t *testing.T, open EmulatorOpener) {
 		{"Attributes", testAttributes},
 		{"Rename", testRename},
 		{"Delete", testDelete},
+		{"Seat", testSeat},
 		{"ManagedSplit", testManagedSplit},
 		{"CreateAnswerLost", testCreateAnswerLost},
 		{"RateLimited", testRateLimited},
@@ -259,6 +260,9 @@ func testUsers(t *testing.T, e env) {
 	}
 	if got.Email != "" && got.Email != "alice@example.com" {
 		t.Errorf("GetUser email = %q", got.Email)
+	}
+	if got.EmailUnknown && got.Email != "" {
+		t.Errorf("GetUser reports e-mail %q and says it is unknown", got.Email)
 	}
 	if got.Key == "" {
 		t.Errorf("GetUser key is empty")
@@ -496,6 +500,61 @@ func testDelete(t *testing.T, e env) {
 		t.Errorf("emulator still has gina")
 	}
 	wantIs(t, "DeleteUser(nobody)", d.DeleteUser(ctx, "nobody"), targets.ErrNotFound)
+}
+
+// groupPermissions is implemented by emulators of apps whose global
+// permissions can go to any group (Bitbucket).
+type groupPermissions interface {
+	SetGroupPermission(group, perm string)
+}
+
+// testSeat: for apps whose seat comes through groups, Seat names every
+// seat-granting group and which of them SetActive(false) takes away;
+// the others, and the seat, stay until their membership goes.
+func testSeat(t *testing.T, e env) {
+	sh, isHolder := e.dir.(targets.SeatHolder)
+	gp, canGrant := e.srv.(groupPermissions)
+	if !isHolder || !canGrant {
+		t.Skip("adapter has no seat groups")
+	}
+	ctx := t.Context()
+	gp.SetGroupPermission("builders", "LICENSED_USER")
+	mustCreate(t, e, "pia")
+	ok(t, "AddToGroup(builders)", e.dir.AddToGroup(ctx, "pia", "builders"))
+
+	seat, err := sh.Seat(ctx, "pia")
+	ok(t, "Seat", err)
+	if !containsFold(seat.Groups, "builders") || containsFold(seat.Released, "builders") || len(seat.Released) == 0 {
+		t.Errorf("Seat = %+v, want builders among the groups, not released, and the default licence group released", seat)
+	}
+
+	ok(t, "SetActive(false)", e.dir.SetActive(ctx, "pia", false))
+	if !seated(t, e, "pia") {
+		t.Error("SetActive(false) took away a seat-granting group outside the licence groups")
+	}
+	if u, err := e.dir.GetUser(ctx, "pia"); err != nil || !u.Active {
+		t.Errorf("GetUser = %+v, %v; want active through builders", u, err)
+	}
+	seat, err = sh.Seat(ctx, "pia")
+	ok(t, "Seat", err)
+	if !slices.EqualFunc(seat.Groups, []string{"builders"}, strings.EqualFold) || len(seat.Released) != 0 || seat.Direct != "" {
+		t.Errorf("Seat after SetActive(false) = %+v, want builders only", seat)
+	}
+
+	ok(t, "RemoveFromGroup(builders)", e.dir.RemoveFromGroup(ctx, "pia", "builders"))
+	if seated(t, e, "pia") {
+		t.Error("still seated in no seat-granting group")
+	}
+	if u, err := e.dir.GetUser(ctx, "pia"); err != nil || u.Active {
+		t.Errorf("GetUser = %+v, %v; want inactive", u, err)
+	}
+	seat, err = sh.Seat(ctx, "pia")
+	ok(t, "Seat", err)
+	if len(seat.Groups)+len(seat.Released) != 0 || seat.Direct != "" {
+		t.Errorf("Seat of an unseated user = %+v", seat)
+	}
+	_, err = sh.Seat(ctx, "nobody")
+	wantIs(t, "Seat(nobody)", err, targets.ErrNotFound)
 }
 
 func testCreateAnswerLost(t *testing.T, e env) {
