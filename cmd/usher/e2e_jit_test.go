@@ -298,23 +298,37 @@ func TestAccessPolicyLimitsApps(t *testing.T) {
 }
 
 // TestRefusedLoginLeavesNoForgottenAccount: a new person whose login is
-// refused because one app is down keeps the accounts the other apps made
-// (usher records them rather than rolling them back), and they stay
-// usher's to take away although the person never had a session: a sweep
-// plans them, with the Bitbucket seat it would free, and a SCIM
-// deactivation removes them.
+// refused because one app is down gets no account anywhere when usher
+// can tell before it starts (every app is read first); when the app
+// fails only once provisioning has begun (it answers reads, refuses
+// writes), the accounts the other apps made are kept and recorded rather
+// than rolled back, and they stay usher's to take away although the
+// person never had a session: a sweep plans them, with the Bitbucket seat
+// it would free, and a SCIM deactivation removes them.
 func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true, Extra: sweepConfig})
 	ctx := context.Background()
-	e.apps["jira"].SetDown(true)
-	c := e.browser()
-	resp := e.get(c, e.url+"/usher/login?idp=acme&rd=/wiki/")
-	cb, err := e.idps["acme"].Login(c, resp.Header.Get("Location"), "alice", "pw-alice")
-	if err != nil {
-		t.Fatal(err)
+	login := func() {
+		t.Helper()
+		c := e.browser()
+		resp := e.get(c, e.url+"/usher/login?idp=acme&rd=/wiki/")
+		cb, err := e.idps["acme"].Login(c, resp.Header.Get("Location"), "alice", "pw-alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, e.get(c, cb), http.StatusServiceUnavailable)
 	}
-	wantStatus(t, e.get(c, cb), http.StatusServiceUnavailable)
+	e.apps["jira"].SetDown(true)
+	login()
+	for app, srv := range e.apps {
+		if _, ok := srv.User("alice"); ok {
+			t.Fatalf("%s has an account of a login refused before provisioning began", app)
+		}
+	}
 	e.apps["jira"].SetDown(false)
+	e.apps["jira"].SetReadOnly(true)
+	login()
+	e.apps["jira"].SetReadOnly(false)
 	made := []string{"bitbucket", "confluence", "crowd"}
 	for _, app := range made {
 		if u, ok := e.apps[app].User("alice"); !ok || !u.Active || app == "bitbucket" && !u.Licensed {

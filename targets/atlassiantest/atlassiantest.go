@@ -133,6 +133,7 @@ type Server struct {
 	failN      int
 	failStatus int
 	down       bool
+	readOnly   bool
 	hangUp     bool
 }
 
@@ -401,6 +402,14 @@ func (s *Server) SetDown(down bool) {
 	s.down = down
 }
 
+// SetReadOnly simulates an app that answers reads but refuses every write
+// with 503 (Jira's and Confluence's read-only mode during maintenance).
+func (s *Server) SetReadOnly(readOnly bool) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.readOnly = readOnly
+}
+
 // SetHangUp simulates a dead app: every REST call has its connection
 // closed without an answer, so clients see a transport error.
 func (s *Server) SetHangUp(hangUp bool) {
@@ -433,7 +442,7 @@ func (s *Server) enter(method, pattern string) fault {
 	f := fault{latency: s.latency, hangUp: s.hangUp}
 	switch {
 	case s.hangUp:
-	case s.down:
+	case s.down, s.readOnly && method != http.MethodGet && method != http.MethodHead:
 		f.status = http.StatusServiceUnavailable
 	case s.failN > 0:
 		s.failN--
