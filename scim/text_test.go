@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/postgres"
 	"github.com/usherhq/usher/store/postgres/pgtest"
 )
@@ -162,4 +163,52 @@ func TestNULIsNotAnOutageOnPostgres(t *testing.T) {
 	}
 	q := "/Users?filter=" + url.QueryEscape(`userName eq "Test\u0000User" or externalId eq "a\u0000"`)
 	wantField(t, e.must(http.StatusOK, tokenA, "GET", q, "").body, "totalResults", 0.0)
+}
+
+// A push that deactivates somebody still takes their access away when
+// usher refuses it for the text of another attribute: the refusal goes
+// to the IdP, the deactivation to the apps.
+func TestRefusedPushStillDeactivates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.must(http.StatusCreated, tokenB, "POST", "/Users", oktaCreateUser).body["id"].(string)
+	e.hooks.take("")
+
+	// Okta's PUT with active false and a tab in a name.
+	put := strings.NewReplacer(`"active": true`, `"active": false`, `"givenName": "Another"`, `"givenName": "Another\t"`).Replace(fmt.Sprintf(oktaPutUser, id))
+	wantError(t, e.do(tokenB, "PUT", "/Users/"+id, put), http.StatusBadRequest, "invalidValue")
+	if d := e.hooks.take("deprovision"); len(d) != 1 || d[0].subject != "00ujl29u0le5T6Aj10h7" || d[0].reason != ReasonDeactivated {
+		t.Fatalf("deprovision = %+v", d)
+	}
+	// An update that leaves the person active deprovisions nobody.
+	wantError(t, e.do(tokenB, "PUT", "/Users/"+id, strings.Replace(fmt.Sprintf(oktaPutUser, id), `"givenName": "Another"`, `"givenName": "Another\t"`, 1)), http.StatusBadRequest, "invalidValue")
+	if d := e.hooks.take(""); len(d) != 0 {
+		t.Fatalf("hooks on a refused update: %+v", d)
+	}
+
+	// A record stored before these checks, with a line break in its
+	// display name: Entra's disable is refused for it, and applies.
+	legacy := store.SCIMUser{IdP: "entra", ID: "legacy-1", UserName: "legacy@contoso.com", Subject: "legacy-subject", Active: true,
+		Resource: []byte(`{"userName":"legacy@contoso.com","displayName":"Legacy\nUser","active":true}`), Created: testNow, Updated: testNow}
+	if err := e.db.PutSCIMUser(t.Context(), legacy); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, e.do(tokenA, "PATCH", "/Users/legacy-1", entraDisable), http.StatusBadRequest, "invalidValue")
+	if d := e.hooks.take("deprovision"); len(d) != 1 || d[0].subject != "legacy-subject" {
+		t.Fatalf("deprovision of the legacy record = %+v", d)
+	}
+	// The IdP's fix goes through, and the disable with it.
+	e.must(http.StatusOK, tokenA, "PATCH", "/Users/legacy-1", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+		"Operations":[{"op":"Replace","path":"displayName","value":"Legacy User"},{"op":"Replace","path":"active","value":false}]}`)
+	if d := e.hooks.take("deprovision"); len(d) != 1 {
+		t.Errorf("deprovision once the record is stored = %+v (idempotent, so again)", d)
+	}
+
+	// Created inactive with a bad title: the person may have app accounts
+	// from their logins, so the deactivation applies.
+	created := strings.NewReplacer(`"active": true`, `"active": false, "title": "x\u001b"`, "test.user", "other.user", "00ujl29u0le5T6Aj10h7", "00other").Replace(oktaCreateUser)
+	wantError(t, e.do(tokenB, "POST", "/Users", created), http.StatusBadRequest, "invalidValue")
+	if d := e.hooks.take("deprovision"); len(d) != 1 || d[0].subject != "00other" {
+		t.Fatalf("deprovision on a refused inactive create = %+v", d)
+	}
 }

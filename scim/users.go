@@ -199,9 +199,39 @@ func (s *server) normalizeUser(r *request, m map[string]any) (attrs, error) {
 		}
 	}
 	if err := checkUserText(out, d.exts); err != nil {
-		return nil, err
+		// The resource is valid but for its text: returned with the
+		// refusal, so that a deactivation in it still applies
+		// (deactivateRefused).
+		return out, err
 	}
 	return out, nil
+}
+
+// deactivateRefused takes a person's access away when a push that makes
+// them inactive is refused for the text of another attribute (a, when
+// not nil, is the resource the push would have stored): a control
+// character in a display name must not keep a leaver in the apps. The
+// SCIM record stays as it was and the IdP gets the refusal, as when the
+// store fails (saveUser); deprovisioning is idempotent, so its retry
+// does no harm. prev is nil on create, where an inactive person may
+// still have app accounts from their logins.
+func (s *server) deactivateRefused(r *request, prev *store.SCIMUser, id string, a attrs) {
+	if a == nil {
+		return
+	}
+	active, ok := a["active"].(bool)
+	if !ok || active || (prev != nil && !prev.Active) {
+		return
+	}
+	subject := subjectOf(r.idp, a, id)
+	if prev != nil && prev.Subject != "" {
+		subject = prev.Subject
+	}
+	if subject == "" || textProblem(subject) != "" {
+		return // nobody to name
+	}
+	s.log.Warn("scim: push refused, but the deactivation in it applies", "idp", r.idp.ID, "id", id, "subject", subject)
+	s.deprovision(r.Context(), r.idp, subject, ReasonDeactivated)
 }
 
 // noteDropped logs, once per request, the extension data normalizeUser
@@ -277,14 +307,15 @@ func (s *server) createUser(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
+	id := uuid.NewString()
 	a, err := s.parseUserBody(r, raw)
 	if err != nil {
+		s.deactivateRefused(r, nil, id, a)
 		return err
 	}
 	if _, ok := a["active"]; !ok {
 		a["active"] = true // absent means active, as Okta and Entra assume
 	}
-	id := uuid.NewString()
 	saved, err := s.saveUser(r, nil, id, a)
 	if err != nil {
 		return err
@@ -306,14 +337,18 @@ func (s *server) replaceUser(w http.ResponseWriter, r *request, id string) error
 	if err != nil {
 		return err
 	}
-	a, err := s.parseUserBody(r, raw)
-	if err != nil {
-		return err
+	a, perr := s.parseUserBody(r, raw)
+	if perr != nil && a == nil {
+		return perr
 	}
 	defer s.lock(r.idp.ID, "User", id)()
 	prev, err := s.store.SCIMUser(r.Context(), r.idp.ID, id)
 	if err != nil {
 		return storeErr(err, "User", id)
+	}
+	if perr != nil {
+		s.deactivateRefused(r, &prev, id, a)
+		return perr
 	}
 	if _, ok := a["active"]; !ok {
 		// A PUT without active must not quietly reactivate anybody.
@@ -354,6 +389,7 @@ func (s *server) patchUser(w http.ResponseWriter, r *request, id string) error {
 	s.noteDropped(r, dropped)
 	a, err := s.normalizeUser(r, cur)
 	if err != nil {
+		s.deactivateRefused(r, &prev, id, a)
 		return err
 	}
 	if _, ok := a["active"]; !ok {
