@@ -196,3 +196,20 @@ func (e *env) methodOf(body string) string {
 	}
 	return "PUT"
 }
+
+// Core attributes by their full path count as the short ones.
+func TestCoreAttributesByFullPath(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	body := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"urn:ietf:params:scim:schemas:core:2.0:User:userName": "full@okta.local",
+		"urn:ietf:params:scim:schemas:core:2.0:User:externalId": "00ufull",
+		"urn:ietf:params:scim:schemas:core:2.0:User:displayName": "Full Path"}`
+	r := e.must(http.StatusCreated, tokenB, "POST", "/Users", body)
+	wantField(t, r.body, "userName", "full@okta.local")
+	wantField(t, r.body, "externalId", "00ufull")
+	wantField(t, r.body, "displayName", "Full Path")
+	if strings.Contains(e.logs.String(), "dropped") {
+		t.Errorf("core attributes logged as dropped:\n%s", e.logs.String())
+	}
+}

@@ -154,6 +154,13 @@ func (s *server) normalizeUser(r *request, m map[string]any) (attrs, error) {
 				ext = map[string]any{}
 			}
 			ext[name] = v
+		case strings.EqualFold(urn, schema.UserSchema):
+			// A core attribute by its full path; the short form wins.
+			if id, ok := v.(string); ok && strings.EqualFold(name, "externalId") && out["externalId"] == nil && id != "" {
+				out["externalId"] = id
+			} else if lookupFold(m, name) == nil {
+				m[name] = v
+			}
 		default:
 			dropped = append(dropped, k)
 		}
