@@ -6,6 +6,13 @@
 // Automatic provisioning creates and updates reach them through
 // Hooks.Provision.
 //
+// What is stored is checked at the door: the strings usher keys, maps or
+// provisions must be one line of valid UTF-8 of at most 256 characters
+// (text.go), the subject attribute (subject.go) must be present, and data
+// under extension schemas an IdP's /Schemas does not list is dropped and
+// logged (normalizeUser). A refusal is a 400 the IdP shows its admin; a
+// deactivation in a refused push still applies.
+//
 // github.com/elimity-com/scim supplies the schemas, the error type and the
 // discovery endpoints (/ServiceProviderConfig, /Schemas, /ResourceTypes).
 // Its resource routing is bypassed: it cannot scope requests per token,
