@@ -240,8 +240,12 @@ type SCIM struct {
 	// sees only its own users.
 	Token Secret `yaml:"token"`
 	// Subject names the SCIM attribute that equals the login subject
-	// (OIDC sub, SAML subject): externalId (default), userName, id, or
-	// urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber.
+	// (OIDC sub or subject_claim, SAML subject): externalId (default),
+	// userName, id, an enterprise extension string attribute
+	// (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber)
+	// or a custom extension attribute (urn:<schema>:<attribute>, e.g.
+	// Entra's objectId mapped to
+	// urn:ietf:params:scim:schemas:extension:usher:2.0:User:objectId).
 	Subject string `yaml:"subject"`
 	// Automatic applies SCIM creates and updates to the apps at once, so
 	// people exist before their first login. Deactivations always apply.

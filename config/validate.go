@@ -460,9 +460,8 @@ func (v *validator) idps() {
 			if sc.Token.IsZero() {
 				v.errorf(p+".scim.token", "required: the bearer token this IdP sends to /scim/v2")
 			}
-			if sc.Subject != "" && !oneOf(sc.Subject, []string{"externalId", "userName", "id", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"}) {
-				v.errorf(p+".scim.subject", "want externalId, userName, id or the enterprise employeeNumber URN, got %q", sc.Subject)
-			}
+			// scim.subject is checked by the scim package's own parser
+			// (cmd/usher), which knows the extension attributes it takes.
 		}
 	}
 }

@@ -15,15 +15,27 @@ import (
 func toUser(idp string, u store.SCIMUser, a attrs, groups []string) User {
 	claims := map[string][]string{}
 	core := maps.Clone(map[string]any(a))
-	delete(core, enterpriseURN)
+	exts := map[string]map[string]any{}
+	for k, v := range a {
+		if m, ok := v.(map[string]any); ok && strings.HasPrefix(k, "urn:") {
+			exts[k] = m
+			delete(core, k)
+		}
+	}
 	flatten(claims, "", core)
-	if ext := a.ext(); ext != nil {
-		flatten(claims, enterpriseURN+":", ext)
-		// Bare names too ("department", "manager"), as mappings for OIDC
-		// and SAML IdPs use them; the core schema has none of these names.
+	// Extension attributes under their full path
+	// ("urn:...:enterprise:2.0:User:department") and their bare name
+	// ("department", "manager"), as mappings for OIDC and SAML IdPs use
+	// them; a bare name never hides a core attribute's.
+	for _, urn := range slices.Sorted(maps.Keys(exts)) {
+		ext := exts[urn]
+		flatten(claims, urn+":", ext)
 		for k, v := range ext {
 			if m, ok := v.(map[string]any); ok {
 				v = m["value"]
+			}
+			if _, taken := core[k]; taken {
+				continue
 			}
 			if vs := scalars(v); len(vs) > 0 {
 				claims[k] = vs

@@ -261,6 +261,12 @@ func (f finder[T]) lookup(ctx context.Context, e *filter.AttributeExpression) ([
 	if !ok {
 		return nil, invalidFilter("%s must be compared with a string", attr)
 	}
+	if textProblem(value) != "" {
+		// No stored resource holds such a value (saving refuses it), and
+		// PostgreSQL would fail on a NUL: the answer is "none", which
+		// leads the IdP to the create that says what is wrong.
+		return nil, nil
+	}
 	r, err := f.find(ctx, attr, value)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil

@@ -19,7 +19,11 @@ type group struct {
 	members                 []string // user ids
 }
 
-func (s *server) parseGroupBody(raw []byte) (group, error) {
+// parseGroupBody reads a POST/PUT group body. Data under any extension
+// schema is dropped and logged, as for users (see normalizeUser): usher
+// serves no group extension. Naming one in "schemas" is fine (Entra names
+// its own).
+func (s *server) parseGroupBody(r *request, raw []byte) (group, error) {
 	m, err := decodeObject(raw)
 	if err != nil {
 		return group{}, err
@@ -28,8 +32,11 @@ func (s *server) parseGroupBody(raw []byte) (group, error) {
 		return group{}, err
 	}
 	var g group
+	var dropped []string
 	for k, v := range m {
 		switch {
+		case strings.Contains(k, ":"):
+			dropped = append(dropped, k)
 		case strings.EqualFold(k, "displayName"):
 			g.displayName, _ = v.(string)
 		case strings.EqualFold(k, "externalId"):
@@ -42,8 +49,12 @@ func (s *server) parseGroupBody(raw []byte) (group, error) {
 			}
 		}
 	}
+	s.noteDropped(r, dropped)
 	if strings.TrimSpace(g.displayName) == "" {
 		return group{}, invalidValue("displayName is required")
+	}
+	if err := checkGroupText(g); err != nil {
+		return group{}, err
 	}
 	return g, nil
 }
@@ -95,7 +106,7 @@ func (s *server) createGroup(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	g, err := s.parseGroupBody(raw)
+	g, err := s.parseGroupBody(r, raw)
 	if err != nil {
 		return err
 	}
@@ -121,7 +132,7 @@ func (s *server) replaceGroup(w http.ResponseWriter, r *request, id string) erro
 	if err != nil {
 		return err
 	}
-	g, err := s.parseGroupBody(raw)
+	g, err := s.parseGroupBody(r, raw)
 	if err != nil {
 		return err
 	}
@@ -159,6 +170,9 @@ func (s *server) patchGroup(w http.ResponseWriter, r *request, id string) error 
 	}
 	if strings.TrimSpace(g.displayName) == "" {
 		return invalidValue("displayName is required")
+	}
+	if err := checkGroupText(g); err != nil {
+		return err
 	}
 	saved, err := s.saveGroup(r, &prev, id, g)
 	if err != nil {

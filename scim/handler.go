@@ -6,6 +6,13 @@
 // Automatic provisioning creates and updates reach them through
 // Hooks.Provision.
 //
+// What is stored is checked at the door: the strings usher keys, maps or
+// provisions must be one line of valid UTF-8 of at most 256 characters
+// (text.go), the subject attribute (subject.go) must be present, and data
+// under extension schemas an IdP's /Schemas does not list is dropped and
+// logged (normalizeUser). A refusal is a 400 the IdP shows its admin; a
+// deactivation in a refused push still applies.
+//
 // github.com/elimity-com/scim supplies the schemas, the error type and the
 // discovery endpoints (/ServiceProviderConfig, /Schemas, /ResourceTypes).
 // Its resource routing is bypassed: it cannot scope requests per token,
@@ -34,14 +41,6 @@ import (
 	"github.com/elimity-com/scim/schema"
 
 	"github.com/usherhq/usher/store"
-)
-
-// Subject attributes an IdP may name in IdPConfig.SubjectAttr.
-const (
-	SubjectExternalID     = "externalId"
-	SubjectUserName       = "userName"
-	SubjectID             = "id"
-	SubjectEmployeeNumber = enterpriseURN + ":employeeNumber"
 )
 
 const (
@@ -76,11 +75,11 @@ type IdPConfig struct {
 	ID    string
 	Token string // bearer token, already resolved
 	// SubjectAttr names the SCIM attribute that is the (idp, subject) key:
-	// "externalId" (default), "userName", "id", or
-	// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber".
-	// The subject is taken when the user is created and then kept: a later
-	// change of that attribute is logged, not applied, because re-keying
-	// would orphan the person's app account.
+	// "externalId" (default), "userName", "id", an enterprise extension
+	// string attribute or a custom extension attribute (see
+	// ParseSubjectAttr). The subject is taken when the user is created
+	// and then kept: a later change of that attribute is logged, not
+	// applied, because re-keying would orphan the person's app account.
 	SubjectAttr string
 	// Automatic applies creates and updates to the apps at once.
 	Automatic bool
@@ -114,8 +113,9 @@ type User struct {
 	// Claims is the resource flattened like providers.Identity.Claims:
 	// nested attributes under dotted keys ("name.givenName"), multi-valued
 	// ones as their values, primary first ("emails", "emails.work"),
-	// enterprise attributes under their full path and their bare name
-	// ("department", "manager"), and "groups".
+	// extension attributes (enterprise, and the IdP's own subject
+	// extension) under their full path and their bare name
+	// ("department", "manager", "objectId"), and "groups".
 	Claims map[string][]string
 }
 
@@ -128,6 +128,12 @@ const (
 type idp struct {
 	IdPConfig
 	tokenHash [sha256.Size]byte
+	subject   subjectRef
+	// exts are the custom extension schemas this IdP may push (its
+	// subject's, if any), served in its /Schemas beside the enterprise
+	// extension.
+	exts      []extSchema
+	discovery http.Handler
 }
 
 type server struct {
@@ -139,7 +145,6 @@ type server struct {
 	now       func() time.Time
 	maxBody   int64
 	baseURL   string
-	discovery http.Handler
 	userRes   schema.Schema
 	groupRes  schema.Schema
 	enterRes  schema.Schema
@@ -188,42 +193,37 @@ func New(cfg Config) (http.Handler, error) {
 			return nil, fmt.Errorf("scim: idp %q listed twice", c.ID)
 		}
 		ids[c.ID] = true
-		sa, err := subjectAttr(c.SubjectAttr)
+		ref, err := parseSubject(c.SubjectAttr)
 		if err != nil {
 			return nil, fmt.Errorf("scim: idp %s: %w", c.ID, err)
 		}
-		c.SubjectAttr = sa
+		c.SubjectAttr = ref.attr
 		h := sha256.Sum256([]byte(c.Token))
 		if other, dup := seen[h]; dup {
 			// One token for two IdPs could not tell them apart.
 			return nil, fmt.Errorf("scim: idps %s and %s share a token", other, c.ID)
 		}
 		seen[h] = c.ID
-		s.idps = append(s.idps, idp{IdPConfig: c, tokenHash: h})
+		d := idp{IdPConfig: c, tokenHash: h, subject: ref}
+		if ref.custom {
+			d.exts = []extSchema{customExtension(ref)}
+		}
+		if d.discovery, err = discoveryServer(s, d.exts); err != nil {
+			return nil, fmt.Errorf("scim: idp %s: discovery endpoints: %w", c.ID, err)
+		}
+		s.idps = append(s.idps, d)
 	}
-	d, err := discoveryServer(s)
-	if err != nil {
-		return nil, fmt.Errorf("scim: discovery endpoints: %w", err)
-	}
-	s.discovery = d
 	return s, nil
 }
 
-func subjectAttr(a string) (string, error) {
-	for _, ok := range []string{SubjectExternalID, SubjectUserName, SubjectID, SubjectEmployeeNumber} {
-		if strings.EqualFold(a, ok) {
-			return ok, nil
-		}
-	}
-	if a == "" {
-		return SubjectExternalID, nil
-	}
-	return "", fmt.Errorf("subject attribute %q is not one of externalId, userName, id, %s", a, SubjectEmployeeNumber)
-}
-
 // discoveryServer is the elimity server limited to the discovery
-// endpoints; its resource handlers are never reached.
-func discoveryServer(s *server) (http.Handler, error) {
+// endpoints of one IdP (its resource handlers are never reached): the
+// schemas it lists are the ones usher keeps data of for that IdP.
+func discoveryServer(s *server, exts []extSchema) (http.Handler, error) {
+	userExts := []elimity.SchemaExtension{{Schema: s.enterRes}}
+	for _, x := range exts {
+		userExts = append(userExts, elimity.SchemaExtension{Schema: x.res})
+	}
 	srv, err := elimity.NewServer(&elimity.ServerArgs{
 		ServiceProviderConfig: &elimity.ServiceProviderConfig{
 			SupportFiltering: true,
@@ -241,7 +241,7 @@ func discoveryServer(s *server) (http.Handler, error) {
 				ID: optional.NewString("User"), Name: "User", Endpoint: "/Users",
 				Description:      optional.NewString("User Account"),
 				Schema:           s.userRes,
-				SchemaExtensions: []elimity.SchemaExtension{{Schema: s.enterRes}},
+				SchemaExtensions: userExts,
 			},
 			{
 				ID: optional.NewString("Group"), Name: "Group", Endpoint: "/Groups",
@@ -354,7 +354,7 @@ func (s *server) route(w http.ResponseWriter, r *request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = "/" + strings.Join(r.path, "/")
-		s.discovery.ServeHTTP(w, r2)
+		r.idp.discovery.ServeHTTP(w, r2)
 		return
 	case "Users":
 		s.routeResource(w, r, s.listUsers, s.createUser, s.getUser, s.replaceUser, s.patchUser, s.deleteUser)
@@ -381,6 +381,8 @@ func (s *server) routeResource(w http.ResponseWriter, r *request, list, create h
 		err = create(w, r)
 	case len(r.path) == 2 && r.path[1] == ".search":
 		err = errNotImplemented
+	case len(r.path) == 2 && checkID(r.path[1]) != nil:
+		err = checkID(r.path[1])
 	case len(r.path) == 2:
 		id := r.path[1]
 		switch r.Method {

@@ -1,10 +1,12 @@
 package scim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -80,20 +82,52 @@ func (f *failingStore) PutSCIMUser(ctx context.Context, u store.SCIMUser) error 
 	return f.SCIM.PutSCIMUser(ctx, u)
 }
 
+// testDB is a store a test can also close.
+type testDB interface {
+	store.SCIM
+	Close() error
+}
+
 type env struct {
 	t     *testing.T
 	srv   *httptest.Server
 	hooks *recHooks
-	db    *sqlite.Store
+	db    testDB
 	st    *failingStore
+	logs  *logBuf
 }
 
+// logBuf collects the server's log lines; safe for concurrent use.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// newEnv serves SCIM over a fresh SQLite store.
 func newEnv(t *testing.T, idps ...IdPConfig) *env {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "usher.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
+	return newEnvOn(t, db, idps...)
+}
+
+// newEnvOn serves SCIM over db, which it closes at cleanup.
+func newEnvOn(t *testing.T, db testDB, idps ...IdPConfig) *env {
+	t.Helper()
 	t.Cleanup(func() { db.Close() })
 	if len(idps) == 0 {
 		idps = []IdPConfig{
@@ -101,8 +135,9 @@ func newEnv(t *testing.T, idps ...IdPConfig) *env {
 			{ID: "okta", Token: tokenB, Automatic: true},
 		}
 	}
-	e := &env{t: t, hooks: &recHooks{}, db: db, st: &failingStore{SCIM: db}}
-	h, err := New(Config{IdPs: idps, Store: e.st, Hooks: e.hooks, Now: func() time.Time { return testNow }, MaxBody: 64 << 10})
+	e := &env{t: t, hooks: &recHooks{}, db: db, st: &failingStore{SCIM: db}, logs: &logBuf{}}
+	h, err := New(Config{IdPs: idps, Store: e.st, Hooks: e.hooks, Now: func() time.Time { return testNow }, MaxBody: 64 << 10,
+		Log: slog.New(slog.NewTextHandler(e.logs, nil))})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -64,11 +64,13 @@ func parsePatch(raw []byte) ([]patchOp, error) {
 	return ops, nil
 }
 
-// applyUserOp applies one operation to a user resource in place. Values
-// are checked afterwards, when the whole resource is validated again.
-func (s *server) applyUserOp(doc map[string]any, op patchOp) error {
+// applyUserOp applies one operation to a user resource of IdP d in
+// place. Values are checked afterwards, when the whole resource is
+// validated again. What lands under an extension schema usher does not
+// serve for d is appended to dropped, not applied (see normalizeUser).
+func (s *server) applyUserOp(d *idp, doc map[string]any, op patchOp, dropped *[]string) error {
 	if op.path != "" {
-		return s.applyUserPath(doc, op.op, op.path, op.value)
+		return s.applyUserPath(d, doc, op.op, op.path, op.value, dropped)
 	}
 	obj, ok := op.value.(map[string]any)
 	if !ok {
@@ -76,20 +78,22 @@ func (s *server) applyUserOp(doc map[string]any, op patchOp) error {
 	}
 	for k, v := range obj {
 		switch {
-		case strings.EqualFold(k, enterpriseURN):
+		case strings.EqualFold(k, "id"), strings.EqualFold(k, "schemas"), strings.EqualFold(k, "meta"):
+			// Okta repeats the id; the others are not the IdP's to set.
+		case strings.EqualFold(k, enterpriseURN) || d.extension(k) != nil:
 			ext, ok := v.(map[string]any)
 			if !ok {
-				return invalidValue("%s must be an object", enterpriseURN)
+				return invalidValue("%s must be an object", k)
 			}
 			for ek, ev := range ext {
-				if err := s.applyUserPath(doc, op.op, enterpriseURN+":"+ek, ev); err != nil {
+				if err := s.applyUserPath(d, doc, op.op, k+":"+ek, ev, dropped); err != nil {
 					return err
 				}
 			}
-		case strings.EqualFold(k, "id"), strings.EqualFold(k, "schemas"), strings.EqualFold(k, "meta"):
-			// Okta repeats the id; the others are not the IdP's to set.
 		default:
-			if err := s.applyUserPath(doc, op.op, k, v); err != nil {
+			// An attribute, or an extension's by its full path;
+			// applyUserPath drops what lies under a schema not served.
+			if err := s.applyUserPath(d, doc, op.op, k, v, dropped); err != nil {
 				return err
 			}
 		}
@@ -97,7 +101,7 @@ func (s *server) applyUserOp(doc map[string]any, op patchOp) error {
 	return nil
 }
 
-func (s *server) applyUserPath(doc map[string]any, op, rawPath string, value any) error {
+func (s *server) applyUserPath(d *idp, doc map[string]any, op, rawPath string, value any, dropped *[]string) error {
 	if err := checkFilterSize(rawPath); err != nil {
 		return err
 	}
@@ -113,14 +117,13 @@ func (s *server) applyUserPath(doc map[string]any, op, rawPath string, value any
 			return setSimple(doc, "externalId", op, value)
 		}
 	case strings.EqualFold(uri, enterpriseURN):
-		ext, _ := doc[enterpriseURN].(map[string]any)
-		if ext == nil {
-			ext = map[string]any{}
-			doc[enterpriseURN] = ext
-		}
-		container, ref = ext, s.enterRes
+		container, ref = extObject(doc, enterpriseURN), s.enterRes
+	case d.extension(uri) != nil:
+		x := d.extension(uri)
+		container, ref = extObject(doc, x.urn), x.res
 	default:
-		return invalidPath("unknown schema in path %q", rawPath)
+		*dropped = append(*dropped, rawPath)
+		return nil
 	}
 	attr, ok := ref.Attributes.ContainsAttribute(ap.AttributeName)
 	if !ok {
@@ -192,6 +195,16 @@ func (s *server) applyUserPath(doc map[string]any, op, rawPath string, value any
 		container[key] = value
 	}
 	return nil
+}
+
+// extObject returns the object of extension urn in doc, made if absent.
+func extObject(doc map[string]any, urn string) map[string]any {
+	ext, _ := doc[urn].(map[string]any)
+	if ext == nil {
+		ext = map[string]any{}
+		doc[urn] = ext
+	}
+	return ext
 }
 
 func setSimple(m map[string]any, key, op string, value any) error {

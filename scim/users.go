@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	scimerr "github.com/elimity-com/scim/errors"
@@ -63,7 +65,7 @@ func requireSchema(m map[string]any, core string) error {
 }
 
 // parseUserBody reads a POST/PUT user body.
-func (s *server) parseUserBody(raw []byte) (attrs, error) {
+func (s *server) parseUserBody(r *request, raw []byte) (attrs, error) {
 	m, err := decodeObject(raw)
 	if err != nil {
 		return nil, err
@@ -71,16 +73,36 @@ func (s *server) parseUserBody(raw []byte) (attrs, error) {
 	if err := requireSchema(m, schema.UserSchema); err != nil {
 		return nil, err
 	}
-	return s.normalizeUser(m)
+	return s.normalizeUser(r, m)
 }
 
-// normalizeUser validates a user against the core and enterprise schemas
-// and returns it in canonical form. It accepts what Entra and Okta send
-// beyond the letter of RFC 7643: booleans as strings in any case, the
-// manager as a bare id, and drops what must not be stored.
-func (s *server) normalizeUser(m map[string]any) (attrs, error) {
+// normalizeUser validates a user against the core, enterprise and the
+// IdP's own extension schemas and returns it in canonical form. It
+// accepts what Entra and Okta send beyond the letter of RFC 7643:
+// booleans as strings in any case, the manager as a bare id, and drops
+// what must not be stored (the password Okta sends).
+//
+// Data under an extension schema usher does not serve for this IdP (not
+// listed in its /Schemas) is dropped, and the drop is logged, naming the
+// schema: RFC 7644 §3.3 lets a server "alter and/or ignore POSTed
+// content" and has it return its own representation, which then lacks
+// that schema; and what usher neither maps nor needs is personal data it
+// should not keep (RFC 7644 §8.7.1, RFC 7643 §9.3). Refusing instead
+// would fail every push of an IdP whose admin mapped one extra attribute
+// for another application, deactivations included, for data usher
+// would never read. PATCH paths into such a schema are dropped the same
+// way (applyUserPath), so POST, PUT and PATCH agree. Entra's and Okta's
+// documented payloads carry no such data; Entra's groups only name a
+// schema of their own in "schemas", which is fine.
+func (s *server) normalizeUser(r *request, m map[string]any) (attrs, error) {
+	d := r.idp
 	out := attrs{}
 	var ext map[string]any
+	custom := map[string]map[string]any{} // IdP's extension URN -> attributes
+	var dropped []string
+	// Objects first, then attributes sent by their full path
+	// ("urn:...:User:objectId"), which go into those objects.
+	paths := map[string]any{}
 	for k, v := range m {
 		switch {
 		case strings.EqualFold(k, enterpriseURN):
@@ -104,8 +126,46 @@ func (s *server) normalizeUser(m map[string]any) (attrs, error) {
 		case strings.EqualFold(k, "password"):
 			// Okta sends one on create; usher never authenticates with it.
 			delete(m, k)
+		case strings.Contains(k, ":"):
+			// No core attribute name holds a colon: this is an extension.
+			if x := d.extension(k); x != nil {
+				e, ok := v.(map[string]any)
+				if !ok && v != nil {
+					return nil, invalidValue("%s must be an object", x.urn)
+				}
+				custom[x.urn] = e
+			} else {
+				paths[k] = v
+			}
+			delete(m, k)
 		}
 	}
+	for k, v := range paths {
+		i := strings.LastIndexByte(k, ':')
+		urn, name := k[:i], k[i+1:]
+		switch x := d.extension(urn); {
+		case x != nil:
+			if custom[x.urn] == nil {
+				custom[x.urn] = map[string]any{}
+			}
+			custom[x.urn][name] = v
+		case strings.EqualFold(urn, enterpriseURN):
+			if ext == nil {
+				ext = map[string]any{}
+			}
+			ext[name] = v
+		case strings.EqualFold(urn, schema.UserSchema):
+			// A core attribute by its full path; the short form wins.
+			if id, ok := v.(string); ok && strings.EqualFold(name, "externalId") && out["externalId"] == nil && id != "" {
+				out["externalId"] = id
+			} else if lookupFold(m, name) == nil {
+				m[name] = v
+			}
+		default:
+			dropped = append(dropped, k)
+		}
+	}
+	s.noteDropped(r, dropped)
 	if u, _ := lookupFold(m, "userName").(string); strings.TrimSpace(u) == "" {
 		return nil, invalidValue("userName is required")
 	}
@@ -133,7 +193,64 @@ func (s *server) normalizeUser(m map[string]any) (attrs, error) {
 			out[enterpriseURN] = v
 		}
 	}
+	for urn, e := range custom {
+		if e == nil {
+			continue
+		}
+		ev, serr := d.extension(urn).res.ValidateExtension(e)
+		if serr != nil {
+			return nil, fromLib(serr, urn)
+		}
+		if v := prune(map[string]any(ev)); v != nil {
+			out[urn] = v
+		}
+	}
+	if err := checkUserText(out, d.exts); err != nil {
+		// The resource is valid but for its text: returned with the
+		// refusal, so that a deactivation in it still applies
+		// (deactivateRefused).
+		return out, err
+	}
 	return out, nil
+}
+
+// deactivateRefused takes a person's access away when a push that makes
+// them inactive is refused for the text of another attribute (a, when
+// not nil, is the resource the push would have stored): a control
+// character in a display name must not keep a leaver in the apps. The
+// SCIM record stays as it was and the IdP gets the refusal, as when the
+// store fails (saveUser); deprovisioning is idempotent, so its retry
+// does no harm. prev is nil on create, where an inactive person may
+// still have app accounts from their logins.
+func (s *server) deactivateRefused(r *request, prev *store.SCIMUser, id string, a attrs) {
+	if a == nil {
+		return
+	}
+	active, ok := a["active"].(bool)
+	if !ok || active || (prev != nil && !prev.Active) {
+		return
+	}
+	subject := subjectOf(r.idp, a, id)
+	if prev != nil && prev.Subject != "" {
+		subject = prev.Subject
+	}
+	if subject == "" || textProblem(subject) != "" {
+		return // nobody to name
+	}
+	s.log.Warn("scim: push refused, but the deactivation in it applies", "idp", r.idp.ID, "id", id, "subject", subject)
+	s.deprovision(r.Context(), r.idp, subject, ReasonDeactivated)
+}
+
+// noteDropped logs, once per request, the extension data normalizeUser
+// or a PATCH dropped: the admin learns which IdP mapping sends what usher
+// does not keep.
+func (s *server) noteDropped(r *request, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	slices.Sort(keys)
+	s.log.Warn("scim: dropped attributes under schemas usher does not serve for this IdP; map them in the IdP only if another application needs them",
+		"idp", r.idp.ID, "method", r.Method, "path", r.URL.Path, "attributes", slices.Compact(keys))
 }
 
 // fromLib turns the library's generic validation errors into ours, with a
@@ -197,14 +314,15 @@ func (s *server) createUser(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.parseUserBody(raw)
+	id := uuid.NewString()
+	a, err := s.parseUserBody(r, raw)
 	if err != nil {
+		s.deactivateRefused(r, nil, id, a)
 		return err
 	}
 	if _, ok := a["active"]; !ok {
 		a["active"] = true // absent means active, as Okta and Entra assume
 	}
-	id := uuid.NewString()
 	saved, err := s.saveUser(r, nil, id, a)
 	if err != nil {
 		return err
@@ -226,14 +344,18 @@ func (s *server) replaceUser(w http.ResponseWriter, r *request, id string) error
 	if err != nil {
 		return err
 	}
-	a, err := s.parseUserBody(raw)
-	if err != nil {
-		return err
+	a, perr := s.parseUserBody(r, raw)
+	if perr != nil && a == nil {
+		return perr
 	}
 	defer s.lock(r.idp.ID, "User", id)()
 	prev, err := s.store.SCIMUser(r.Context(), r.idp.ID, id)
 	if err != nil {
 		return storeErr(err, "User", id)
+	}
+	if perr != nil {
+		s.deactivateRefused(r, &prev, id, a)
+		return perr
 	}
 	if _, ok := a["active"]; !ok {
 		// A PUT without active must not quietly reactivate anybody.
@@ -265,13 +387,16 @@ func (s *server) patchUser(w http.ResponseWriter, r *request, id string) error {
 		cur = map[string]any{}
 	}
 	cur["active"] = prev.Active
+	var dropped []string
 	for _, op := range ops {
-		if err := s.applyUserOp(cur, op); err != nil {
+		if err := s.applyUserOp(r.idp, cur, op, &dropped); err != nil {
 			return err
 		}
 	}
-	a, err := s.normalizeUser(cur)
+	s.noteDropped(r, dropped)
+	a, err := s.normalizeUser(r, cur)
 	if err != nil {
+		s.deactivateRefused(r, &prev, id, a)
 		return err
 	}
 	if _, ok := a["active"]; !ok {
@@ -324,7 +449,7 @@ func (s *server) saveUser(r *request, prev *store.SCIMUser, id string, a attrs) 
 				"idp", d.ID, "id", id, "attr", d.SubjectAttr, "subject", prev.Subject)
 		}
 	case subject == "":
-		return store.SCIMUser{}, invalidValue("%s is required: it identifies the person for IdP %s", d.SubjectAttr, d.ID)
+		return store.SCIMUser{}, missingSubject(d)
 	default:
 		rec.Subject, rec.Created = subject, s.now()
 	}
@@ -358,20 +483,6 @@ func (s *server) saveUser(r *request, prev *store.SCIMUser, id string, a attrs) 
 		s.provision(ctx, d, saved, a)
 	}
 	return saved, nil
-}
-
-// subjectOf reads the configured subject attribute.
-func subjectOf(d *idp, a attrs, id string) string {
-	switch d.SubjectAttr {
-	case SubjectUserName:
-		return a.str("userName")
-	case SubjectID:
-		return id
-	case SubjectEmployeeNumber:
-		s, _ := a.ext()["employeeNumber"].(string)
-		return s
-	}
-	return a.str("externalId")
 }
 
 // hookCtx keeps a hook running when the IdP gives up waiting: a
@@ -419,8 +530,10 @@ func (s *server) userDoc(r *http.Request, u store.SCIMUser) map[string]any {
 	doc := map[string]any{}
 	_ = json.Unmarshal(u.Resource, &doc)
 	schemas := []string{schema.UserSchema}
-	if _, ok := doc[enterpriseURN]; ok {
-		schemas = append(schemas, enterpriseURN)
+	for _, k := range slices.Sorted(maps.Keys(doc)) {
+		if strings.HasPrefix(k, "urn:") {
+			schemas = append(schemas, k) // the enterprise or the IdP's own extension
+		}
 	}
 	doc["schemas"] = schemas
 	doc["id"] = u.ID

@@ -273,6 +273,7 @@ func loadConfig(path string) (*config.Config, error) {
 			_, err := sweepPolicy(cfg, i)
 			add(err, func(msg string) config.Error { return raw.ErrorAt("", msg) })
 		}
+		errs = append(errs, scimSubjects(cfg)...)
 		errs = append(errs, routeHosts(cfg)...)
 		errs = dedupe(errs)
 	}

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/scim"
 )
 
 // scimDo sends one SCIM request with an IdP's bearer token.
@@ -126,5 +132,131 @@ func TestSCIMProvisionsAndDeprovisions(t *testing.T) {
 	}
 	if u, _ := e.apps["jira"].User("alice"); !u.Active {
 		t.Fatal("alice not reactivated after SCIM active=true")
+	}
+}
+
+// A pushed person feeds every IdP type's default mapping: the OIDC
+// claims, and for SAML the NameID (userName) and displayName, which falls
+// back to the name parts when the IdP pushes no displayName.
+func TestSCIMClaimsFeedDefaultMappings(t *testing.T) {
+	t.Parallel()
+	// What the scim package hands over for Okta's create without
+	// displayName: DisplayName is its fallback from the name parts.
+	u := scim.User{
+		IdP: "x", ID: "id1", Subject: "00u-erin", UserName: "erin@acme.test",
+		DisplayName: "Erin Example", GivenName: "Erin", FamilyName: "Example", Email: "erin@acme.test", Active: true,
+		Claims: map[string][]string{
+			"userName": {"erin@acme.test"}, "name.givenName": {"Erin"}, "name.familyName": {"Example"},
+			"emails": {"erin@acme.test"}, "emails.work": {"erin@acme.test"}, "externalId": {"00u-erin"},
+		},
+	}
+	for typ, newConfig := range providerTypes {
+		t.Run(typ, func(t *testing.T) {
+			m, err := jit.Compile(config.Mapping{}, jit.Scope{IdP: "x", Claims: newConfig().ClaimDefaults(), Apps: []string{"jira"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := m.Map(providers.Identity{IdP: "x", Subject: u.Subject, Claims: scimClaims(u)})
+			if err != nil {
+				t.Fatalf("the default %s mapping refuses a pushed person: %v", typ, err)
+			}
+			if p.Username != "erin@acme.test" || p.DisplayName != "Erin Example" || p.Email != "erin@acme.test" {
+				t.Errorf("profile = username %q, display name %q, e-mail %q", p.Username, p.DisplayName, p.Email)
+			}
+		})
+	}
+	// What the IdP sent wins over a fallback.
+	u.Claims["displayName"] = []string{"Erin E."}
+	if got := scimClaims(u)["displayName"]; len(got) != 1 || got[0] != "Erin E." {
+		t.Errorf("displayName = %q", got)
+	}
+}
+
+// People pushed without displayName get one from their name parts in
+// every app. One pushed without an e-mail address is stored (the IdP
+// sees 201: the SCIM record is the IdP's truth, and its deactivation
+// must find it later), while the apps refuse the account: that failure
+// is audited and shows on the person's admin timeline.
+func TestSCIMPushWithoutDisplayNameOrEmail(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true})
+	code, body := e.scimDo("POST", "/Users", "scim-acme", `{
+		"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"externalId": "00u-erin", "userName": "erin", "active": true,
+		"name": {"givenName": "Erin", "familyName": "Example"},
+		"emails": [{"primary": true, "type": "work", "value": "erin@acme.test"}]
+	}`)
+	if code != http.StatusCreated {
+		t.Fatalf("SCIM create: %d %s", code, body)
+	}
+	for app, s := range e.apps {
+		if u, ok := s.User("erin"); !ok || u.DisplayName != "Erin Example" {
+			t.Errorf("%s: erin = %+v, %v; want display name from the name parts", app, u, ok)
+		}
+	}
+
+	code, body = e.scimDo("POST", "/Users", "scim-acme", `{
+		"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"externalId": "00u-frank", "userName": "frank", "active": true, "displayName": "Frank"
+	}`)
+	if code != http.StatusCreated {
+		t.Fatalf("SCIM create without e-mail: %d %s", code, body)
+	}
+	frank := scimID(t, body)
+	if code, _ := e.scimDo("GET", "/Users/"+frank, "scim-acme", ""); code != http.StatusOK {
+		t.Fatalf("frank not stored: %d", code)
+	}
+	if _, ok := e.apps["jira"].User("frank"); ok {
+		t.Fatal("jira created an account without an e-mail address")
+	}
+	resp, body := e.adminCall("GET", "/admin/api/users/acme/00u-frank", "admin-token")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin timeline of frank: %d %s", resp.StatusCode, body)
+	}
+	var tl struct {
+		Events []struct{ Action, Outcome, Detail, Actor string }
+	}
+	if err := json.Unmarshal([]byte(body), &tl); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range tl.Events {
+		if ev.Action == "scim.refused" && ev.Outcome == "error" && ev.Actor == "scim" && strings.Contains(ev.Detail, "jira") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no scim.refused error naming jira on frank's timeline: %s", body)
+	}
+	// The admin page shows the same.
+	resp, page := e.adminCall("GET", "/admin/users/acme/00u-frank", "admin-token")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "scim.refused") {
+		t.Errorf("admin user page (%d) lacks the refusal", resp.StatusCode)
+	}
+}
+
+// usher check takes what the SCIM server takes as scim.subject, and
+// refuses the rest at the setting's line.
+func TestCheckSCIMSubject(t *testing.T) {
+	t.Parallel()
+	idp := func(subject string) string {
+		return docsPrelude + `idps:
+  - id: entra
+    type: oidc
+    config: {issuer: https://login.example.com, client_id: c, client_secret: {value: s}, subject_claim: oid}
+    scim:
+      token: {value: t0123456789}
+      subject: ` + subject + "\n"
+	}
+	for _, ok := range []string{"externalId", "userName", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+		"urn:ietf:params:scim:schemas:extension:usher:2.0:User:objectId"} {
+		if code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, idp(ok))); code != 0 {
+			t.Errorf("check refuses scim.subject %s: %s%s", ok, stdout, stderr)
+		}
+	}
+	for _, bad := range []string{"mail", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "urn:x:y:object.id"} {
+		code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, idp(bad)))
+		if code == 0 || !strings.Contains(stderr, "idps[0].scim.subject") {
+			t.Errorf("check accepts scim.subject %s (exit %d): %s", bad, code, stderr)
+		}
 	}
 }

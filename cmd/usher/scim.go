@@ -35,6 +35,21 @@ func (m *Main) scimHandler(cfg *config.Config, g *generation) (http.Handler, err
 	})
 }
 
+// scimSubjects checks every IdP's scim.subject with the SCIM server's
+// own parser, so `usher check` refuses what the server would.
+func scimSubjects(cfg *config.Config) config.Errors {
+	var errs config.Errors
+	for i, idp := range cfg.IdPs {
+		if idp.SCIM == nil {
+			continue
+		}
+		if _, err := scim.ParseSubjectAttr(idp.SCIM.Subject); err != nil {
+			errs = append(errs, cfg.ErrorAt(fmt.Sprintf("idps[%d].scim.subject", i), err.Error()))
+		}
+	}
+	return errs
+}
+
 // scimHooks translate SCIM pushes into the lifecycle: an active user is
 // admitted like a login (same mapping, same provisioning), a deactivated
 // or deleted one is removed.
@@ -58,8 +73,15 @@ func (h scimHooks) Deprovision(ctx context.Context, idp, subject, reason string)
 }
 
 // scimClaims offers a SCIM user's attributes under their SCIM names and
-// under the OIDC standard claim names, so one IdP mapping serves logins
-// and pushes alike.
+// under the claim names a mapping reads by default, so one IdP mapping
+// serves logins and pushes alike: the OIDC standard claims
+// (preferred_username, email, name, given_name, family_name) and the
+// SAML defaults, nameid (the user name) and displayName. The display
+// name is the pushed displayName, else name.formatted, else given and
+// family name (scim.User.DisplayName): Entra and Okta may push people
+// without displayName, and the apps refuse an account without one. A
+// mapping that reads another claim (a SAML attribute URI) can fall back
+// to these: `display_name: {claim: <uri>, fallback: name}`.
 func scimClaims(u scim.User) map[string][]string {
 	c := make(map[string][]string, len(u.Claims)+6)
 	for k, v := range u.Claims {
@@ -73,6 +95,11 @@ func scimClaims(u scim.User) map[string][]string {
 	set("preferred_username", u.UserName)
 	set("email", u.Email)
 	set("name", u.DisplayName)
+	set("displayName", u.DisplayName)
+	// A SAML login's NameID is the user name in Entra's and Okta's
+	// defaults (the UPN, the Okta username), as userName is in their
+	// SCIM mappings.
+	set("nameid", u.UserName)
 	set("given_name", u.GivenName)
 	set("family_name", u.FamilyName)
 	if _, ok := c["groups"]; !ok && len(u.Groups) > 0 {
