@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -104,7 +105,11 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	m.audit = &jit.AuditLog{Store: m.store, Log: m.Log, Now: m.Now}
 	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
-	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log}
+	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log,
+		Spool: filepath.Join(cfg.Server.DataDir, "revocations.pending")}
+	if err := m.sessions.LoadSpool(); err != nil {
+		return err
+	}
 	if err := m.sessions.Refresh(ctx); err != nil {
 		return err
 	}
