@@ -114,6 +114,9 @@ type envOptions struct {
 	DSN string
 	// AdminSSOGroup lets members of this IdP group into the admin pages.
 	AdminSSOGroup string
+	// Upstream replaces the recording upstream of app "app" (the load
+	// test's upstream runs in its own process).
+	Upstream string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -150,6 +153,10 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 		}
 		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}
+	upstream := e.upstream.srv.URL
+	if o.Upstream != "" {
+		upstream = o.Upstream
+	}
 	dir := t.TempDir()
 	if o.SAML {
 		e.saml = startSAMLIdP(t, dir, &idps)
@@ -182,7 +189,7 @@ apps:
       authorization: true
       paths: [/status]
 %sidps:
-%s%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, apps, idps.String(), o.Extra)
+%s%s`, public, dir, hex.EncodeToString(key), upstream, apps, idps.String(), o.Extra)
 	path := filepath.Join(dir, "usher.yaml")
 	e.cfgPath = path
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
