@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/session"
@@ -49,6 +47,9 @@ type attrHeader struct{ attr, header string }
 func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper, log *slog.Logger) *Forwarder {
 	if transport == nil {
 		transport = SharedTransport()
+	}
+	if t, ok := transport.(*Transport); ok {
+		transport = t.bound(upstream)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -197,27 +198,6 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 		"method", r.Method, "host", r.Host, "path", r.URL.Path, "request_id", id, "err", err)
 	w.Header().Set("X-Request-Id", id)
 	http.Error(w, "Bad gateway: the application did not answer. Request ID: "+id, http.StatusBadGateway)
-}
-
-// SharedTransport returns a pooled transport for upstreams, meant to be
-// shared by every Forwarder. It ignores HTTP_PROXY (upstreams are
-// internal), keeps many idle connections per upstream and speaks HTTP/1.1
-// (WebSocket upgrades need it). There is no response header timeout:
-// some app requests (reports, exports) legitimately take minutes, and a
-// client that gives up cancels the upstream request.
-func SharedTransport() *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-	}
 }
 
 // bufferPool recycles ReverseProxy's copy buffers (32 KiB each otherwise

@@ -58,7 +58,7 @@ type Main struct {
 	sessions  *session.Shared
 	reg       *prometheus.Registry
 	metrics   *metrics.Metrics
-	transport *http.Transport
+	transport *proxy.Transport
 	tls       *tlsserve.Server
 
 	gen      atomic.Pointer[generation]
