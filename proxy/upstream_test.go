@@ -391,7 +391,11 @@ func TestDirectPathChoice(t *testing.T) {
 	}{
 		{"plain GET", func(r *http.Request) {}, true},
 		{"bodiless DELETE", func(r *http.Request) { r.Method = "DELETE" }, true},
-		{"POST with body", func(r *http.Request) { r.Method = "POST"; r.Body = io.NopCloser(strings.NewReader("x")); r.ContentLength = 1 }, false},
+		{"POST with body", func(r *http.Request) {
+			r.Method = "POST"
+			r.Body = io.NopCloser(strings.NewReader("x"))
+			r.ContentLength = 1
+		}, false},
 		{"chunked body", func(r *http.Request) { r.Body = io.NopCloser(strings.NewReader("x")); r.ContentLength = -1 }, false},
 		{"upgrade", func(r *http.Request) { r.Header.Set("Upgrade", "websocket") }, false},
 		{"expect", func(r *http.Request) { r.Header.Set("Expect", "100-continue") }, false},
