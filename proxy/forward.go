@@ -105,6 +105,7 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 // is removed, rather than carried to Rewrite in the request context: that
 // would clone the request once more on the hot path.
 func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.Session) {
+	closeAfterChunked(w, r)
 	f.protected.strip(r.Header)
 	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
 		// Pass-through requests came through usher too.
@@ -114,6 +115,20 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.S
 		f.setIdentity(r.Header, s)
 	}
 	f.rp.ServeHTTP(w, r)
+}
+
+// closeAfterChunked makes the server close the client connection after
+// answering a request framed by Transfer-Encoding. Go's server reads such
+// a request by Transfer-Encoding and drops any Content-Length beside it,
+// as RFC 9112 §6.1 allows; the same section says the connection MUST be
+// closed after the answer, because a proxy in front of usher that went
+// by the Content-Length instead would take the rest of the body for the
+// start of the next request on that connection, perhaps another user's.
+// Legitimate chunked uploads (git push) only pay a reconnect.
+func closeAfterChunked(w http.ResponseWriter, r *http.Request) {
+	if len(r.TransferEncoding) > 0 {
+		w.Header()["Connection"] = []string{"close"}
+	}
 }
 
 // rewrite runs after ReverseProxy has cloned the request and removed

@@ -170,6 +170,7 @@ func (h *Handler) routes() *http.ServeMux {
 // ServeHTTP routes a request: usher's own pages, pass-through traffic,
 // authenticated traffic, or a login redirect.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	closeAfterChunked(w, r)
 	if strings.HasPrefix(r.URL.Path, "/usher/") {
 		id := h.reqIDs.next()
 		w.Header().Set("X-Request-Id", id)
