@@ -202,6 +202,14 @@ func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 // fail answers when the upstream could not be reached or did not answer.
 // The client gets a short message; the cause goes to the log.
 func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrBodyTooSlow) || BodyTooSlow(r) {
+		f.Metrics.Request(f.App, http.StatusRequestTimeout)
+		f.log.Info("proxy: request body too slow, cut off", "upstream", f.upstream.Redacted(),
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr, "err", err)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "Request timeout: the request body arrived too slowly.", http.StatusRequestTimeout)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		f.log.Debug("proxy: client went away", "upstream", f.upstream.Redacted(), "method", r.Method, "path", r.URL.Path)
 		w.WriteHeader(http.StatusBadGateway)
