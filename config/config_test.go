@@ -108,6 +108,7 @@ func TestDefaults(t *testing.T) {
 		{"idle_timeout", c.Session.IdleTimeout, 8 * time.Hour},
 		{"absolute_timeout", c.Session.AbsoluteTimeout, 24 * time.Hour},
 		{"flow_timeout", c.Session.FlowTimeout, 10 * time.Minute},
+		{"server.body_read_timeout", c.Server.BodyReadTimeout, time.Minute},
 	}
 	for _, d := range durs {
 		if d.got != d.want {
@@ -116,6 +117,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Headers.SharedSecret != nil {
 		t.Errorf("shared_secret defaulted into existence")
+	}
+	if c.Server.BodyMinRate != 1024 || c.Server.MaxConnsPerClient != 256 {
+		t.Errorf("server.body_min_rate = %d, server.max_conns_per_client = %d; want 1024, 256", c.Server.BodyMinRate, c.Server.MaxConnsPerClient)
 	}
 
 	c = mustParse(t, strings.Replace(base, "server:\n", "server:\n  data_dir: /var/lib/usher/\n", 1))
