@@ -117,6 +117,8 @@ type envOptions struct {
 	// Upstream replaces the recording upstream of app "app" (the load
 	// test's upstream runs in its own process).
 	Upstream string
+	// Server is added to the server block (keys indented by two spaces).
+	Server string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -178,7 +180,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	cfgText := storeYAML + adminYAML + fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
-session:
+%ssession:
   keys: [%s]
 apps:
   - name: app
@@ -189,7 +191,7 @@ apps:
       authorization: true
       paths: [/status]
 %sidps:
-%s%s`, public, dir, hex.EncodeToString(key), upstream, apps, idps.String(), o.Extra)
+%s%s`, public, dir, o.Server, hex.EncodeToString(key), upstream, apps, idps.String(), o.Extra)
 	path := filepath.Join(dir, "usher.yaml")
 	e.cfgPath = path
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
