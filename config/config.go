@@ -132,6 +132,9 @@ type Headers struct {
 	// SharedSecret, when set, is sent to upstreams so they can tell a
 	// request came through usher.
 	SharedSecret *SharedSecret `yaml:"shared_secret"`
+	// Encoding is how values beyond printable ASCII are written: latin1
+	// (default), utf8, percent or rfc2047 (see docs/config.md).
+	Encoding string `yaml:"encoding"`
 }
 
 // SharedSecret is a header name and its secret value.

@@ -88,6 +88,7 @@ func TestDefaults(t *testing.T) {
 		{"headers.email", c.Headers.Email, "X-Remote-Email"},
 		{"headers.display_name", c.Headers.DisplayName, "X-Remote-Name"},
 		{"headers.groups", c.Headers.Groups, "X-Remote-Groups"},
+		{"headers.encoding", c.Headers.Encoding, "latin1"},
 		{"idps[0].name", c.IdPs[0].Name, "okta"},
 		{"idps[0].mapping.username", fmt.Sprint(c.IdPs[0].Mapping.Username.Claim), "preferred_username"},
 		{"idps[0].mapping.display_name", fmt.Sprint(c.IdPs[0].Mapping.DisplayName.Claim), "name"},

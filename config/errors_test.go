@@ -102,6 +102,10 @@ idps:
 			{"server.max_conns_per_client", 4, 3, "want at least 1"},
 		},
 	}, {
+		name: "unknown header encoding",
+		src:  strings.Replace(base, "apps:\n", "headers:\n  encoding: utf-16\napps:\n", 1),
+		want: []wantErr{{"headers.encoding", 6, 3, "want latin1, utf8, percent or rfc2047"}},
+	}, {
 		name: "bad duration",
 		src:  strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  idle_timeout: 8 hours\n", 1),
 		want: []wantErr{{"session.idle_timeout", 5, 17, `want a duration such as 90s, 10m or 8h, got "8 hours"`}},

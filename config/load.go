@@ -139,6 +139,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Headers.Email, "X-Remote-Email")
 	setDefault(&c.Headers.DisplayName, "X-Remote-Name")
 	setDefault(&c.Headers.Groups, "X-Remote-Groups")
+	setDefault(&c.Headers.Encoding, "latin1")
 	if c.Headers.SharedSecret != nil {
 		setDefault(&c.Headers.SharedSecret.Header, "X-Usher-Secret")
 	}

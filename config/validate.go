@@ -187,6 +187,11 @@ func (v *validator) store() {
 
 func (v *validator) headers() {
 	h := v.c.Headers
+	switch h.Encoding {
+	case "latin1", "utf8", "percent", "rfc2047":
+	default:
+		v.errorf("headers.encoding", "want latin1, utf8, percent or rfc2047, got %q", h.Encoding)
+	}
 	type named struct{ path, name string }
 	names := []named{
 		{"headers.username", h.Username},

@@ -163,37 +163,45 @@ func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 		vals = append(vals, v)
 		h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
+	enc := f.names.Encoding
 	dropped := 0
 	for _, hv := range [...]struct{ name, v string }{
 		{f.canon.Username, s.Username}, {f.canon.Email, s.Email}, {f.canon.DisplayName, s.DisplayName},
 	} {
-		switch {
-		case hv.name == "" || hv.v == "":
-		case headerValueOK(hv.v):
-			set(hv.name, hv.v)
-		default:
+		if hv.name == "" || hv.v == "" {
+			continue
+		}
+		if !headerValueOK(hv.v) {
+			dropped++
+		} else if v, ok := enc.encode(hv.v); ok {
+			set(hv.name, v)
+		} else {
 			dropped++
 		}
 	}
 	if f.canon.Groups != "" {
-		v, n := joinGroups(s.Groups)
+		v, n := joinGroups(s.Groups, enc)
 		if v != "" {
 			set(f.canon.Groups, v)
 		}
 		dropped += n
 	}
 	for _, a := range f.attrs {
-		switch v := s.Attributes[a.attr]; {
-		case v == "":
-		case headerValueOK(v):
-			h[a.header] = []string{v}
-		default:
+		v := s.Attributes[a.attr]
+		if v == "" {
+			continue
+		}
+		if !headerValueOK(v) {
+			dropped++
+		} else if ev, ok := enc.encode(v); ok {
+			h[a.header] = []string{ev}
+		} else {
 			dropped++
 		}
 	}
 	if dropped > 0 {
 		// Debug, not warn: this repeats on every request of the session;
-		// login reports it once through HeaderProblems.
+		// login reports it once through HeaderNames.Problems.
 		f.log.Debug("proxy: identity values not sendable as headers left out",
 			"idp", s.IdP, "session", s.ID, "dropped", dropped)
 	}
