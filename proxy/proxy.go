@@ -196,7 +196,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		app.Forwarder.Forward(w, r, nil)
 		return
 	}
-	s, refresh, err := h.opt.Codec.Load(r) // also consults revocations
+	// Shared: read-only here, and no allocation for a cookie seen before.
+	s, refresh, err := h.opt.Codec.LoadShared(r) // also consults revocations
 	if err != nil {
 		h.unauthenticated(w, r, app, err)
 		return
