@@ -33,7 +33,9 @@ type HeaderNames struct {
 }
 
 // stripCookies removes cookies whose name starts with one of prefixes
-// from the Cookie header, keeping everything else byte for byte.
+// from the Cookie header, keeping everything else byte for byte. It runs
+// on every request that carries usher's session cookie, so it allocates
+// only the one new header value.
 func stripCookies(h http.Header, prefixes []string) {
 	vs := h["Cookie"]
 	if len(vs) == 0 || len(prefixes) == 0 {
@@ -46,18 +48,27 @@ func stripCookies(h http.Header, prefixes []string) {
 			continue
 		}
 		var b strings.Builder
-		for _, part := range strings.Split(v, ";") {
-			name := strings.TrimSpace(part)
+		for rest := v; rest != ""; {
+			part := rest
+			if i := strings.IndexByte(rest, ';'); i >= 0 {
+				part, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = ""
+			}
+			part = strings.TrimSpace(part)
+			name := part
 			if i := strings.IndexByte(name, '='); i >= 0 {
 				name = name[:i]
 			}
-			if hasAnyPrefix(name, prefixes) {
+			if part == "" || hasAnyPrefix(name, prefixes) {
 				continue
 			}
-			if b.Len() > 0 {
+			if b.Len() == 0 {
+				b.Grow(len(v))
+			} else {
 				b.WriteString("; ")
 			}
-			b.WriteString(strings.TrimSpace(part))
+			b.WriteString(part)
 		}
 		if b.Len() > 0 {
 			kept = append(kept, b.String())

@@ -239,7 +239,13 @@ func (h *Handler) match(r *http.Request) *App {
 // when followed by a path parameter ("..;x"), which Tomcat strips before
 // normalising.
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for p != "" {
+		seg := p
+		if i := strings.IndexByte(p, '/'); i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
 		if i := strings.IndexByte(seg, ';'); i >= 0 {
 			seg = seg[:i]
 		}
