@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,39 +29,51 @@ import (
 	"github.com/usherhq/usher/proxy"
 )
 
-// TestLoadWrk is the load script behind the proxy figures in the README
-// and the issue notes. It runs only when asked:
+// TestLoadWrk is the load script behind the proxy figures in the issue
+// notes. It runs only when asked:
 //
 //	USHER_LOAD=1 go test ./cmd/usher -run TestLoadWrk -v -count=1
 //
 // It needs wrk (Debian package "wrk"). On loopback, wrk drives 32
-// connections (-t2 -c32) against: the upstream directly, a bare
-// httputil.ReverseProxy with a pooled transport and copy buffers (the
-// floor for any design built on it), and usher with a valid session.
-// The upstream answers every request with 1 KiB of HTML and runs in its
-// own process, so the CPU time of this process during a run is the
-// proxy's alone (plus an idle test harness): "proxy CPU µs/req" is that
-// time divided by the requests wrk completed. allocs/req and B/req come
-// from the runtime's counters over the same run.
+// connections (-t2 -c32) against: the upstream directly ("direct"), a bare
+// httputil.ReverseProxy over a stock http.Transport with pooled copy
+// buffers ("bare", what a proxy built on the standard library costs), and
+// usher with a valid session. The upstream answers every request with
+// 1 KiB of HTML and runs in its own process, so the CPU time of this
+// process during a run is the proxy's alone (plus an idle test harness).
+// Columns, per request unless said otherwise:
 //
-// Each round runs every target once, one after the other, so a burst of
-// load from elsewhere on the machine hits all targets alike; the figures
-// printed are medians over the rounds.
+//	req/s, xdirect  throughput, and as a share of the direct run's
+//	proxy µs        CPU time of the proxy's process
+//	upstr. µs       CPU time of the upstream process
+//	wrk µs          CPU time of wrk
+//	up conns        connections the upstream accepted in the run (the
+//	                whole run, not per request: reuse shows as a small
+//	                number, at most about one per wrk connection)
+//	allocs, B/req   heap allocations of this process
+//	p99             wrk's 99th percentile latency
+//	idle            share of the machine's CPU left idle during the run
+//
+// On a 2-core machine shared with other work the CPU figures move with
+// the machine's load by as much as half; compare targets within one run,
+// not across runs. Each round runs every target once, one after the
+// other, so a burst of load from elsewhere hits all targets alike; the
+// figures printed are medians over the rounds.
 //
 //	USHER_LOAD_DURATION  length of each wrk run (default 5s)
 //	USHER_LOAD_ROUNDS    rounds (default 3)
 //	USHER_LOAD_PROFILE   a directory: after the measured rounds, one more
-//	                     run per proxy with the CPU profiler on, written
-//	                     to DIR/<target>.cpu.pprof, and the allocations of
-//	                     that run to DIR/<target>.allocs.pprof. Read them
-//	                     with
+//	                     run per in-process proxy with the CPU profiler
+//	                     on, written to DIR/<target>.cpu.pprof, and the
+//	                     heap profiles before and after that run. Read
+//	                     them with
 //	                       go tool pprof -top DIR/usher.cpu.pprof
-//	                       go tool pprof -sample_index=alloc_space -top \
+//	                       go tool pprof -sample_index=alloc_objects -top \
 //	                         -diff_base DIR/usher.allocs-before.pprof DIR/usher.allocs.pprof
 //
 // When nginx is installed (Debian package nginx-light), it runs as a
 // fourth target: a plain proxy_pass with kept-alive upstream connections
-// and two workers, as the reference for what proxying costs here.
+// and two workers, the reference for what proxying costs here.
 //
 // It asserts nothing about speed (a shared machine makes any threshold
 // flaky); it fails only when a run sees errors or non-2xx answers.
@@ -129,7 +142,7 @@ func TestLoadWrk(t *testing.T) {
 
 	fmt.Printf("\nwrk -t2 -c32 -d%s on loopback, %d-byte answer, median of %d rounds (%d CPUs)\n",
 		d, len(upstreamBody), rounds, runtime.NumCPU())
-	fmt.Printf("  %-8s %9s %8s %10s %10s %8s %9s %10s %9s %6s\n", "", "req/s", "xdirect", "proxy µs", "upstr. µs", "wrk µs", "allocs", "B/req", "p99", "idle")
+	fmt.Printf("  %-8s %9s %8s %10s %10s %8s %9s %9s %10s %9s %6s\n", "", "req/s", "xdirect", "proxy µs", "upstr. µs", "wrk µs", "up conns", "allocs", "B/req", "p99", "idle")
 	direct := median(results["direct"], func(r loadResult) float64 { return r.rps })
 	if len(targets) == 3 {
 		fmt.Println("  (nginx not found: apt-get install nginx-light to compare)")
@@ -137,10 +150,11 @@ func TestLoadWrk(t *testing.T) {
 	for _, tg := range targets {
 		rs := results[tg.name]
 		rps := median(rs, func(r loadResult) float64 { return r.rps })
-		fmt.Printf("  %-8s %9.0f %7.2fx %10.1f %10.1f %8.1f %9.1f %10.0f %9s %5.0f%%\n", tg.name, rps, rps/direct,
+		fmt.Printf("  %-8s %9.0f %7.2fx %10.1f %10.1f %8.1f %9.0f %9.1f %10.0f %9s %5.0f%%\n", tg.name, rps, rps/direct,
 			median(rs, func(r loadResult) float64 { return r.selfCPU }),
 			median(rs, func(r loadResult) float64 { return r.upCPU }),
 			median(rs, func(r loadResult) float64 { return r.wrkCPU }),
+			median(rs, func(r loadResult) float64 { return r.upConns }),
 			median(rs, func(r loadResult) float64 { return r.allocs }),
 			median(rs, func(r loadResult) float64 { return r.bytes }),
 			time.Duration(median(rs, func(r loadResult) float64 { return float64(r.p99) })).Round(10*time.Microsecond),
@@ -160,6 +174,7 @@ type loadTarget struct {
 // bytes are this process's heap allocations per request.
 type loadResult struct {
 	rps, selfCPU, upCPU, wrkCPU float64
+	upConns                     float64 // connections the upstream accepted during the run
 	allocs, bytes               float64
 	p99                         time.Duration
 	idle                        float64 // share of the machine's CPU time left idle
@@ -201,9 +216,11 @@ func runWrk(t *testing.T, wrk, d string, tg loadTarget, up *process, prof *profi
 	if tg.proc != nil {
 		proxyCPU = func() time.Duration { return tg.proc.cpu(t) }
 	}
+	conns0 := up.conns(t)
 	self0, up0, busy0, idle0, wrk0 := proxyCPU(), up.cpu(t), machineBusy(), machineIdle(), childrenCPU()
 	out, err := exec.CommandContext(ctx, wrk, args...).CombinedOutput()
 	self1, up1, busy1, idle1, wrk1 := proxyCPU(), up.cpu(t), machineBusy(), machineIdle(), childrenCPU()
+	conns1 := up.conns(t)
 	runtime.ReadMemStats(&ms1)
 	if tg.proc != nil {
 		ms1 = ms0 // another process's allocations are not ours to count
@@ -229,6 +246,7 @@ func runWrk(t *testing.T, wrk, d string, tg loadTarget, up *process, prof *profi
 		selfCPU: float64((self1 - self0).Microseconds()) / n,
 		upCPU:   float64((up1 - up0).Microseconds()) / n,
 		wrkCPU:  float64((wrk1 - wrk0).Microseconds()) / n,
+		upConns: float64(conns1 - conns0 - 1), // less the count request itself
 		allocs:  float64(ms1.Mallocs-ms0.Mallocs) / n,
 		bytes:   float64(ms1.TotalAlloc-ms0.TotalAlloc) / n,
 		idle:    float64(idle1-idle0) / float64(idle1-idle0+busy1-busy0),
@@ -359,6 +377,21 @@ func startUpstreamProcess(t *testing.T) *process {
 	return &process{url: "http://" + addr, pid: cmd.Process.Pid}
 }
 
+// conns is how many connections the upstream process has accepted.
+func (p *process) conns(t *testing.T) int {
+	resp, err := http.Get(p.url + "/_conns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatalf("upstream connection count %q", b)
+	}
+	return n
+}
+
 // cpu is the user plus system CPU time so far of the process and its
 // children (nginx's workers), from /proc/PID/stat (fields 14 and 15, in
 // clock ticks of 1/100 s: every run lasts seconds, so the tick is fine
@@ -465,12 +498,22 @@ func TestLoadUpstreamProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var conns atomic.Int64
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/_conns" { // for the load test, not through a proxy
+				fmt.Fprint(w, conns.Load())
+				return
+			}
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.Write(upstreamBody)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
 	}
 	go srv.Serve(ln)
 	fmt.Printf("LISTEN %s\n", ln.Addr())
