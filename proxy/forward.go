@@ -37,6 +37,11 @@ type Forwarder struct {
 	ids       requestIDs
 	ours      []string // canonical names of the headers usher sets
 	attrs     []attrHeader
+	// direct is the upstream's connection pool when plain GET and HEAD
+	// requests can skip ReverseProxy (direct.go); noDirect turns that off
+	// (tests compare both paths).
+	direct   *connPool
+	noDirect bool
 }
 
 type attrHeader struct{ attr, header string }
@@ -48,7 +53,11 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 	if transport == nil {
 		transport = SharedTransport()
 	}
+	var direct *connPool
 	if t, ok := transport.(*Transport); ok {
+		if upstream.Scheme == "http" && (upstream.Path == "" || upstream.Path == "/") && upstream.RawQuery == "" {
+			direct = t.pool(upstream)
+		}
 		transport = t.bound(upstream)
 	}
 	if log == nil {
@@ -61,6 +70,7 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 		protected:    newProtectedSet(h),
 		log:          log,
 		ids:          newRequestIDs(),
+		direct:       direct,
 	}
 	f.canon = HeaderNames{
 		Username:     http.CanonicalHeaderKey(h.Username),
@@ -113,6 +123,11 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.S
 	}
 	if s != nil {
 		f.setIdentity(r.Header, s)
+	}
+	if f.directOK(r) {
+		stripCookies(r.Header, f.names.CookiePrefixes)
+		f.forwardDirect(w, r)
+		return
 	}
 	f.rp.ServeHTTP(w, r)
 }
