@@ -227,7 +227,11 @@ func TestDirectChoice(t *testing.T) {
 		{"GET", func(r *http.Request) {}, true},
 		{"HEAD", func(r *http.Request) { r.Method = "HEAD" }, true},
 		{"bodiless DELETE", func(r *http.Request) { r.Method = "DELETE" }, false},
-		{"POST", func(r *http.Request) { r.Method = "POST"; r.Body = io.NopCloser(strings.NewReader("x")); r.ContentLength = 1 }, false},
+		{"POST", func(r *http.Request) {
+			r.Method = "POST"
+			r.Body = io.NopCloser(strings.NewReader("x"))
+			r.ContentLength = 1
+		}, false},
 		{"GET with a body", func(r *http.Request) { r.Body = io.NopCloser(strings.NewReader("x")); r.ContentLength = 1 }, false},
 		{"upgrade", func(r *http.Request) { r.Header.Set("Upgrade", "websocket") }, false},
 		{"expect", func(r *http.Request) { r.Header.Set("Expect", "100-continue") }, false},
