@@ -1,7 +1,15 @@
 // Package proxy is usher's public HTTP face: it routes requests to the
 // apps by host and path, checks the session cookie, runs the login
 // endpoints (IdP chooser, callbacks, logout) and forwards authenticated
-// requests with trusted identity headers.
+// requests with trusted identity headers. It owns the upstream side too:
+// the connection pool requests without a body travel on (upstream.go),
+// the direct path that forwards plain GET and HEAD without
+// httputil.ReverseProxy (direct.go), and the limits on what one client
+// may hold: slow bodies, connections, requests in progress (limits.go).
+//
+// The hot path, a request with a valid session, does no I/O besides the
+// upstream round trip and reads only memory: the session comes from the
+// Codec's cache of opened cookies, revocations from memory.
 package proxy
 
 import (
