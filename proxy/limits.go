@@ -207,7 +207,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		n := l.refused.Add(1)
 		// One line per second at most: a flood must not become a log flood.
 		if now := time.Now().Unix(); l.lastLog.Swap(now) != now {
-			l.log.Warn("connection refused: client holds too many connections",
+			l.log.Warn("connection refused: client holds too many connections (if this address is a proxy or load balancer, list it in server.tls.trusted_proxies)",
 				"client", k, "max", l.counts.max, "refused_total", n)
 		}
 	}
