@@ -44,6 +44,16 @@ type Server struct {
 	// HTTPListen, with TLS on, is a plain-HTTP listener (":80") that
 	// answers ACME HTTP-01 challenges and redirects to HTTPS.
 	HTTPListen string `yaml:"http_listen"`
+	// BodyReadTimeout is the longest wait for the next bytes of a request
+	// body, and the grace before BodyMinRate counts (default 60s).
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// BodyMinRate is the slowest average, in bytes per second, at which a
+	// request body may arrive (default 1024).
+	BodyMinRate int64 `yaml:"body_min_rate"`
+	// MaxConnsPerClient caps the open connections of one client address
+	// (an IPv6 /64), and its requests in progress behind trusted proxies
+	// (default 256).
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
 }
 
 // Admin is the admin listener: pages, JSON API, metrics, health.
@@ -122,6 +132,9 @@ type Headers struct {
 	// SharedSecret, when set, is sent to upstreams so they can tell a
 	// request came through usher.
 	SharedSecret *SharedSecret `yaml:"shared_secret"`
+	// Encoding is how values beyond printable ASCII are written: latin1
+	// (default), utf8, percent or rfc2047 (see docs/config.md).
+	Encoding string `yaml:"encoding"`
 }
 
 // SharedSecret is a header name and its secret value.

@@ -93,6 +93,18 @@ idps:
 			{"idps[0].extra", 18, 5, "unknown key"},
 		},
 	}, {
+		name: "client limits out of range",
+		src:  strings.Replace(base, "server:\n", "server:\n  body_read_timeout: 10ms\n  body_min_rate: -5\n  max_conns_per_client: -1\n", 1),
+		want: []wantErr{
+			{"server.body_read_timeout", 2, 3, "want at least 1s"},
+			{"server.body_min_rate", 3, 3, "at least 1"},
+			{"server.max_conns_per_client", 4, 3, "want at least 1"},
+		},
+	}, {
+		name: "unknown header encoding",
+		src:  strings.Replace(base, "apps:\n", "headers:\n  encoding: utf-16\napps:\n", 1),
+		want: []wantErr{{"headers.encoding", 6, 3, "want latin1, utf8, percent or rfc2047"}},
+	}, {
 		name: "bad duration",
 		src:  strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  idle_timeout: 8 hours\n", 1),
 		want: []wantErr{{"session.idle_timeout", 5, 17, `want a duration such as 90s, 10m or 8h, got "8 hours"`}},

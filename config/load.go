@@ -118,6 +118,13 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Server.Listen, ":8080")
 	setDefault(&c.Server.DataDir, "./data")
 	c.Server.PublicURL = strings.TrimSuffix(c.Server.PublicURL, "/")
+	durationDefault(&c.Server.BodyReadTimeout, time.Minute)
+	if c.Server.BodyMinRate == 0 {
+		c.Server.BodyMinRate = 1024
+	}
+	if c.Server.MaxConnsPerClient == 0 {
+		c.Server.MaxConnsPerClient = 256
+	}
 
 	setDefault(&c.Session.CookieName, "usher_session")
 	durationDefault(&c.Session.IdleTimeout, 8*time.Hour)
@@ -133,6 +140,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Headers.Email, "X-Remote-Email")
 	setDefault(&c.Headers.DisplayName, "X-Remote-Name")
 	setDefault(&c.Headers.Groups, "X-Remote-Groups")
+	setDefault(&c.Headers.Encoding, "latin1")
 	if c.Headers.SharedSecret != nil {
 		setDefault(&c.Headers.SharedSecret.Header, "X-Usher-Secret")
 	}

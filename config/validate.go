@@ -82,6 +82,15 @@ func (v *validator) server() {
 	if s.DataDir == "" {
 		v.errorf("server.data_dir", "required")
 	}
+	if s.BodyReadTimeout < time.Second {
+		v.errorf("server.body_read_timeout", "want at least 1s, got %s", s.BodyReadTimeout)
+	}
+	if s.BodyMinRate < 1 {
+		v.errorf("server.body_min_rate", "want bytes per second, at least 1, got %d", s.BodyMinRate)
+	}
+	if s.MaxConnsPerClient < 1 {
+		v.errorf("server.max_conns_per_client", "want at least 1, got %d", s.MaxConnsPerClient)
+	}
 }
 
 func validListen(addr string) bool {
@@ -182,6 +191,11 @@ func (v *validator) store() {
 
 func (v *validator) headers() {
 	h := v.c.Headers
+	switch h.Encoding {
+	case "latin1", "utf8", "percent", "rfc2047":
+	default:
+		v.errorf("headers.encoding", "want latin1, utf8, percent or rfc2047, got %q", h.Encoding)
+	}
 	type named struct{ path, name string }
 	names := []named{
 		{"headers.username", h.Username},

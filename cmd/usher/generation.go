@@ -151,6 +151,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups, Strip: cfg.Headers.Strip,
 		Attributes:     cfg.Headers.Attributes,
 		CookiePrefixes: []string{g.codec.CookieName(), g.codec.PrefixedName(proxy.FlowCookiePrefix), admin.CookieName},
+		Encoding:       proxy.HeaderEncoding(cfg.Headers.Encoding),
 	}
 	if ss := cfg.Headers.SharedSecret; ss != nil {
 		v, err := ss.Value.Resolve()
