@@ -174,6 +174,9 @@ func applyDefaults(c *Config) {
 		c.Provisioning.FastPath = time.Hour
 	}
 	setDefault(&c.Provisioning.OnAppDown, "allow_known")
+	if c.Provisioning.Deadline == 0 {
+		c.Provisioning.Deadline = 5 * time.Second
+	}
 	if c.Provisioning.CreateGroups == nil {
 		yes := true
 		c.Provisioning.CreateGroups = &yes

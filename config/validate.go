@@ -181,6 +181,9 @@ func (v *validator) store() {
 	if o := v.c.Provisioning.OnAppDown; o != "allow_known" && o != "deny" {
 		v.errorf("provisioning.on_app_down", "want allow_known or deny, got %q", o)
 	}
+	if d := v.c.Provisioning.Deadline; d < 0 || d > 10*time.Minute {
+		v.errorf("provisioning.deadline", "want between 0 and 10m (a person waits for it at sign-in), got %s", d)
+	}
 	if m := v.c.Store.Migrate; m != "auto" && m != "manual" {
 		v.errorf("store.migrate", "want auto or manual, got %q", m)
 	}

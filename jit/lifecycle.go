@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/usherhq/usher/config"
@@ -56,6 +57,11 @@ type Lifecycle struct {
 	FastPath time.Duration
 	// CreateGroups creates a mapped group that does not exist yet.
 	CreateGroups bool
+	// Deadline bounds an admission's work in each app (every call and
+	// retry): an app that has not finished by then counts as down, so a
+	// silent app cannot hold a login. Zero means no bound beyond the
+	// caller's context.
+	Deadline time.Duration
 	// QueueWhenDown lets a person an app already knows sign in while that
 	// app is down, their change queued (provisioning.on_app_down: queue).
 	QueueWhenDown bool
@@ -336,7 +342,8 @@ func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) 
 
 // rec is the reconcile engine over the lifecycle's apps and store.
 func (l *Lifecycle) rec() *Reconciler {
-	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups}
+	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups,
+		Deadline: l.Deadline}
 }
 
 // usernames returns the non-empty, distinct names.
@@ -370,18 +377,40 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 		}
 	}
 	slices.Sort(apps)
-	var refused, failed, why []string
-	var errs []error
-	for _, app := range apps {
+	// The apps are read concurrently, each within the deadline, so a
+	// first login waits for the slowest app, not the sum.
+	type found struct {
+		u   *targets.User
+		err error
+	}
+	reads := make([]found, len(apps))
+	var wg sync.WaitGroup
+	for i, app := range apps {
 		if _, err := l.Store.AppState(ctx, app, p.Username); err == nil {
-			continue // usher provisioned that account: it is usher's to manage
+			reads[i].err = targets.ErrNotFound // usher provisioned that account: it is usher's to manage
+			continue
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("adoption check in %s: %w", app, err)}
 		}
-		u, err := l.Apps[app].GetUser(ctx, p.Username)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gctx, cancel := ctx, context.CancelFunc(func() {})
+			if l.Deadline > 0 {
+				gctx, cancel = context.WithTimeout(ctx, l.Deadline)
+			}
+			defer cancel()
+			reads[i].u, reads[i].err = l.Apps[app].GetUser(gctx, p.Username)
+		}()
+	}
+	wg.Wait()
+	var refused, failed, why []string
+	var errs []error
+	for i, app := range apps {
+		u, err := reads[i].u, reads[i].err
 		switch {
 		case errors.Is(err, targets.ErrNotFound):
-			continue // nothing to take over: usher creates it
+			continue // nothing to take over: usher creates it (or usher made it)
 		case err != nil && cause.Source == SourceLogin:
 			failed = append(failed, app)
 			errs = append(errs, err)
