@@ -210,10 +210,14 @@ func (s *Syncer) Run(ctx context.Context, full, dryRun bool) (*Result, error) {
 }
 
 // RunWith runs one sync. It returns ErrBusy when a run of the directory
-// is under way. A pull or delta that stops early still returns its
+// is under way (a dry run is never refused). A pull or delta that stops early still returns its
 // Result (what was read was applied) with the error; the delta token
 // only advances past what was read in full.
 func (s *Syncer) RunWith(ctx context.Context, o Options) (*Result, error) {
+	if o.DryRun {
+		// A dry run writes nothing, so it may run beside a sync.
+		return s.runLocked(ctx, o)
+	}
 	if !s.running.TryLock() {
 		return nil, ErrBusy
 	}
@@ -261,15 +265,22 @@ func (s *Syncer) runLocked(ctx context.Context, o Options) (res *Result, err err
 	expected := lastFullPeople(runs)
 	dl, canDelta := s.d.Conn.(directory.Deltaer)
 	delta := !o.Full && !o.DryRun && canDelta && st.Token != "" && st.Scope == s.cfg.Scope && now.Sub(st.LastFull) < s.cfg.FullEvery
-	pr := &Progress{Started: now, Expected: expected}
-	defer s.progress.Store(nil)
+	// Each published Progress is a fresh value, never changed after:
+	// Running hands it to other goroutines.
+	publish := func(p *Progress) {
+		if !o.DryRun { // Running is the real run's
+			s.progress.Store(p)
+		}
+	}
+	defer publish(nil)
 
 	var runErr error
 	if delta {
-		res.Kind, pr.Kind = KindDelta, KindDelta
-		s.progress.Store(pr)
+		res.Kind = KindDelta
+		base := Progress{Kind: KindDelta, Started: now}
+		publish(&base)
 		var next string
-		next, runErr = dl.Delta(ctx, st.Token, s.pageFunc(ctx, res, pr, o))
+		next, runErr = dl.Delta(ctx, st.Token, s.pageFunc(ctx, res, base, publish, o))
 		switch {
 		case errors.Is(runErr, directory.ErrDeltaExpired):
 			s.d.Log.Info("dirsync: the delta token expired; pulling in full")
@@ -282,9 +293,9 @@ func (s *Syncer) runLocked(ctx context.Context, o Options) (res *Result, err err
 		}
 	}
 	if !delta {
-		res.Kind, pr.Kind = KindFull, KindFull
-		pr.People, pr.Created, pr.Updated, pr.Failed = 0, 0, 0, 0
-		s.progress.Store(pr)
+		res.Kind = KindFull
+		base := Progress{Kind: KindFull, Started: now, Expected: expected}
+		publish(&base)
 		var token string
 		if canDelta && !o.DryRun {
 			// The starting point is taken before the pull, so that a change
@@ -294,7 +305,7 @@ func (s *Syncer) runLocked(ctx context.Context, o Options) (res *Result, err err
 				token = ""
 			}
 		}
-		runErr = s.d.Conn.Pull(ctx, s.pageFunc(ctx, res, pr, o))
+		runErr = s.d.Conn.Pull(ctx, s.pageFunc(ctx, res, base, publish, o))
 		if runErr == nil {
 			res.Complete = true
 			st.Token, st.Scope, st.LastFull = token, s.cfg.Scope, now
@@ -331,7 +342,7 @@ func (s *Syncer) runLocked(ctx context.Context, o Options) (res *Result, err err
 
 // pageFunc handles one page: its people are synced, at most Concurrency
 // at a time, before the next page is read.
-func (s *Syncer) pageFunc(ctx context.Context, res *Result, pr *Progress, o Options) func(directory.Page) error {
+func (s *Syncer) pageFunc(ctx context.Context, res *Result, base Progress, publish func(*Progress), o Options) func(directory.Page) error {
 	var mu sync.Mutex
 	reason := res.Kind + " sync"
 	if o.By != "" {
@@ -353,12 +364,9 @@ func (s *Syncer) pageFunc(ctx context.Context, res *Result, pr *Progress, o Opti
 			})
 		}
 		_ = g.Wait()
-		mu.Lock()
-		next := *pr
+		next := base
 		next.People, next.Created, next.Updated, next.Failed = res.People, res.Created, res.Updated, res.Failed
-		mu.Unlock()
-		s.progress.Store(&next)
-		*pr = next
+		publish(&next)
 		if o.Progress != nil {
 			o.Progress(next)
 		}
