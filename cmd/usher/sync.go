@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/dirsync"
 )
 
@@ -36,6 +38,9 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(cfg.Directories) == 0 {
 		return fmt.Errorf("%s has no directories", *path)
+	}
+	if *only != "" && !slices.ContainsFunc(cfg.Directories, func(d config.Directory) bool { return d.Name == *only }) {
+		return usageError{fmt.Errorf("no directory named %q", *only)}
 	}
 	m := &Main{Config: cfg, Log: newLogger(stderr, cfg.Log), Offline: true}
 	if err := m.Open(ctx); err != nil {
