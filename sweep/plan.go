@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -618,4 +619,7 @@ func (s *Sweeper) pull(ctx context.Context) *dirIndex {
 }
 
 // scopeKey is where the scope of the policy's last swept pull is kept.
-func (s *Sweeper) scopeKey() string { return "sweep/" + s.p.Name + "/directory-scope" }
+func (s *Sweeper) scopeKey() string {
+	// Policy names are free text: escaped, one never reads as a path.
+	return "sweep/" + url.PathEscape(s.p.Name) + "/directory-scope"
+}
