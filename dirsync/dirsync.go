@@ -49,6 +49,9 @@ type Store interface {
 	Binding(ctx context.Context, idp, subject string) (store.Binding, error)
 	BindingByUsername(ctx context.Context, username string) (store.Binding, error)
 	AppState(ctx context.Context, app, username string) (store.AppState, error)
+	// Profile is the profile recorded for an admin's sync (manual
+	// provisioning).
+	Profile(ctx context.Context, idp, subject string) ([]byte, time.Time, error)
 	Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, owner string) error
 	store.Blobs
@@ -432,9 +435,10 @@ func (s *Syncer) SyncPerson(ctx context.Context, subject, by string) (*Item, err
 	if it.Outcome == OutcomeFailed {
 		return &it, errors.New(it.Detail)
 	}
-	if it.fastPath {
-		// The fast path skipped apps whose profile looked applied; an
-		// admin asking wants them checked.
+	if it.fastPath || it.manual {
+		// The fast path skipped apps whose profile looked applied, or
+		// manual provisioning only recorded the profile: an admin asking
+		// wants the apps checked and set.
 		outs, err := s.d.Lifecycle.Sync(ctx, s.idp, p.Subject, cause)
 		for _, o := range outs {
 			for _, c := range o.Changes {
@@ -447,6 +451,9 @@ func (s *Syncer) SyncPerson(ctx context.Context, subject, by string) (*Item, err
 		}
 		if len(it.Changes) > 0 && it.Outcome == OutcomeUnchanged {
 			it.Outcome = OutcomeUpdated
+		}
+		if it.manual {
+			it.Detail = "manual provisioning: recorded and applied, as an admin asked"
 		}
 	}
 	return &it, nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
@@ -517,4 +518,52 @@ func TestCancelledRunStopsBetweenPages(t *testing.T) {
 		}
 	}})
 	must(t, err)
+}
+
+func TestManualProvisioningRecordsOnlyChanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := mapping
+	m.Provisioning = jit.ProvisionManual
+	mp, err := jit.Compile(m, jit.Scope{IdP: "okta", Apps: []string{"jira"}, Claims: config.ClaimDefaults{Username: "preferred_username", DisplayName: "name"}})
+	must(t, err)
+	e.l.Mappers["okta"] = mp
+	e.dir.put("alice", directory.Active, "staff", "engineering")
+	s := e.syncer(t, Config{Automatic: true, Scope: "v1"})
+	res, err := s.Run(t.Context(), true, false)
+	must(t, err)
+	if res.Updated != 1 || len(e.audit(t, jit.ActPlanned)) != 1 {
+		t.Fatalf("first sync: updated %d, planned %d", res.Updated, len(e.audit(t, jit.ActPlanned)))
+	}
+	if _, ok := e.jira.User("alice"); ok {
+		t.Error("manual provisioning created alice in jira")
+	}
+	res, err = s.Run(t.Context(), true, false)
+	must(t, err)
+	if res.Unchanged != 1 || len(e.audit(t, jit.ActPlanned)) != 1 {
+		t.Errorf("second sync: unchanged %d, planned %d; want the recorded profile left as is", res.Unchanged, len(e.audit(t, jit.ActPlanned)))
+	}
+	e.dir.put("alice", directory.Active, "staff")
+	res, err = s.Run(t.Context(), true, false)
+	must(t, err)
+	if res.Updated != 1 || len(e.audit(t, jit.ActPlanned)) != 2 {
+		t.Errorf("after a change: updated %d, planned %d", res.Updated, len(e.audit(t, jit.ActPlanned)))
+	}
+}
+
+func TestSyncPersonAppliesManualProvisioning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := mapping
+	m.Provisioning = jit.ProvisionManual
+	mp, err := jit.Compile(m, jit.Scope{IdP: "okta", Apps: []string{"jira"}, Claims: config.ClaimDefaults{Username: "preferred_username", DisplayName: "name"}})
+	must(t, err)
+	e.l.Mappers["okta"] = mp
+	e.dir.put("alice", directory.Active, "staff", "engineering")
+	s := e.syncer(t, Config{Scope: "v1"})
+	it, err := s.SyncPerson(t.Context(), "sub-alice", "admin:root")
+	must(t, err)
+	if got := e.groups(t, "alice"); !slices.Contains(got, "jira-developers") || it.Outcome != OutcomeUpdated {
+		t.Errorf("%+v; jira groups %v", it, got)
+	}
 }

@@ -2,6 +2,7 @@ package dirsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -91,6 +92,12 @@ func (s *Syncer) admit(ctx context.Context, p directory.Person, id providers.Ide
 	}
 	it.Username = a.Profile.Username
 	it.Outcome = OutcomeUnchanged
+	if a.Profile.Provisioning == jit.ProvisionManual {
+		// Admitted means recorded: the preview saw it differ.
+		it.Outcome, it.Detail = OutcomeUpdated, "manual provisioning: the profile is recorded for an admin's sync"
+		it.manual = true
+		return it
+	}
 	created, updated, queued := false, false, false
 	for _, o := range a.Outcomes {
 		for _, c := range o.Changes {
@@ -253,7 +260,15 @@ func (s *Syncer) preview(ctx context.Context, p directory.Person, id providers.I
 		pv.Outcome, pv.Detail = OutcomeUnchanged, "the IdP's provisioning is off"
 		return pv
 	case jit.ProvisionManual:
-		pv.Outcome, pv.Detail = OutcomeUpdated, "the profile is recorded for an admin's sync (manual provisioning)"
+		same, err := s.recorded(ctx, prof)
+		if err != nil {
+			return failed(err)
+		}
+		if same {
+			pv.Outcome, pv.Detail = OutcomeUnchanged, "manual provisioning: the recorded profile is current"
+		} else {
+			pv.Outcome, pv.Detail = OutcomeUpdated, "manual provisioning: the profile is recorded for an admin's sync"
+		}
 		return pv
 	}
 	renamed := pv.known && !strings.EqualFold(b.Username, prof.Username)
@@ -293,6 +308,33 @@ func (s *Syncer) preview(ctx context.Context, p directory.Person, id providers.I
 		pv.Detail = "renamed from " + b.Username
 	}
 	return pv
+}
+
+// recorded reports whether the profile recorded for an admin's sync
+// (manual provisioning) is prof, app by app.
+func (s *Syncer) recorded(ctx context.Context, prof *jit.Profile) (bool, error) {
+	b, _, err := s.d.Store.Profile(ctx, s.idp, prof.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read recorded profile: %w", err)
+	}
+	var ds map[string]jit.Desired
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return false, nil // unreadable: record it again
+	}
+	n := 0
+	for _, app := range s.d.Apps {
+		if prof.Apps[app] == nil {
+			continue
+		}
+		n++
+		if d, ok := ds[app]; !ok || d.Hash != prof.Hash(app) || d.Username != prof.Username {
+			return false, nil
+		}
+	}
+	return n == len(ds), nil
 }
 
 // ours reports whether this directory decided an app state's removal

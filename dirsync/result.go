@@ -55,6 +55,7 @@ type Item struct {
 	Changes []string `json:"changes,omitempty"`
 
 	fastPath bool // an app skipped the person by the fast path
+	manual   bool // recorded for an admin's sync, not applied
 }
 
 // Result is one run: what it read and what it did with each person.
