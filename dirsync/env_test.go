@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,7 +23,6 @@ import (
 	"github.com/usherhq/usher/targets"
 	"github.com/usherhq/usher/targets/atlassiantest"
 	"github.com/usherhq/usher/targets/jira"
-	"github.com/usherhq/usher/targets/targettest"
 )
 
 // memDir is an in-memory directory with deltas: a token is the change
@@ -205,7 +206,7 @@ var mapping = config.Mapping{
 	Access: config.Access{RequireGroups: []string{"staff"}},
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(t0)
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "usher.db"), sqlite.Options{Now: clock.Now})
@@ -214,7 +215,13 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	srv := atlassiantest.New(atlassiantest.Jira, atlassiantest.Options{AdminUser: "admin", AdminPassword: "pw", Groups: []string{"hand-picked"}})
-	deps := targets.Deps{Upstream: targettest.Serve(t, srv), Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	upstream, err := url.Parse(hs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := targets.Deps{Upstream: upstream, Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }}
 	j, err := (&jira.Config{Conn: targets.Conn{Username: "admin", Password: config.SecretValue("pw")}}).Open("jira", deps)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +239,7 @@ func newEnv(t *testing.T) *env {
 	return &env{st: st, jira: srv, l: l, dir: newMemDir(), clock: clock}
 }
 
-func (e *env) syncer(t *testing.T, cfg Config) *Syncer {
+func (e *env) syncer(t testing.TB, cfg Config) *Syncer {
 	t.Helper()
 	s, err := New(cfg, Deps{
 		Conn: e.dir, Lifecycle: e.l, Mapper: e.l.Mappers["okta"], Apps: []string{"jira"}, Store: e.st,
