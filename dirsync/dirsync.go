@@ -303,9 +303,11 @@ func (s *Syncer) runLocked(ctx context.Context, o Options) (res *Result, err err
 		if canDelta && !o.DryRun {
 			// The starting point is taken before the pull, so that a change
 			// made while it runs is in the next delta.
-			if token, err = dl.Delta(ctx, "", func(directory.Page) error { return nil }); err != nil {
+			t, err := dl.Delta(ctx, "", func(directory.Page) error { return nil })
+			if err != nil {
 				s.d.Log.Warn("dirsync: no delta starting point; the next sync pulls in full again", "err", err)
-				token = ""
+			} else {
+				token = t
 			}
 		}
 		runErr = s.d.Conn.Pull(ctx, s.pageFunc(ctx, res, base, publish, o))
