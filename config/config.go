@@ -22,6 +22,10 @@ type Config struct {
 	// Sweeps are deprovisioning policies; each entry is decoded strictly
 	// into the sweep package's Policy by cmd/usher.
 	Sweeps []Raw `yaml:"sweeps"`
+	// Directories are the IdPs' own directories (Microsoft Graph, Okta,
+	// LDAP, a SCIM listing, ...) that usher reads on a schedule: to create
+	// and update people before their first login, and as a sweep source.
+	Directories []Directory `yaml:"directories"`
 
 	// src is the parsed file, kept so that Validate and PathOf can give
 	// line numbers; nil for a Config built in code.
@@ -245,6 +249,49 @@ type IdP struct {
 	// bearer token.
 	SCIM   *SCIM `yaml:"scim"`
 	Config Raw   `yaml:"config"`
+}
+
+// Directory is one `directories:` entry: an IdP's own directory, read on
+// a schedule. The type-specific block stays raw in Config; cmd/usher
+// decodes it strictly into the connector type's own struct.
+type Directory struct {
+	// Name identifies the directory in logs, metrics, audit events and
+	// sweep sources (sources.directory).
+	Name string `yaml:"name"`
+	// Type is the connector: graph, okta, google, onelogin, ldap, scim.
+	Type string `yaml:"type"`
+	// IdP is the id of the IdP whose logins these people are: the
+	// directory's subject attribute equals that IdP's login subject, and
+	// that IdP's mapping turns each person into a profile.
+	IdP string `yaml:"idp"`
+	// Schedule (five-field cron, local time) or Every (an interval, at
+	// least 1m) runs a sync: a delta when the connector has deltas and a
+	// full pull is not due, else a full pull. Neither: only by hand
+	// (usher sync, the admin page).
+	Schedule string        `yaml:"schedule"`
+	Every    time.Duration `yaml:"every"`
+	// FullEvery is how often a scheduled sync is a full pull instead of a
+	// delta (default 24h).
+	FullEvery time.Duration `yaml:"full_every"`
+	// Automatic creates people in the apps before their first login.
+	// Without it a sync only updates people usher already knows (who
+	// signed in, or were pushed over SCIM).
+	Automatic bool `yaml:"automatic"`
+	// GroupValues is what the people's groups look like to the IdP's
+	// mapping: "names" (display names) or "ids" (object IDs, what
+	// Entra ID sends by default). Default: ids for graph, names
+	// otherwise.
+	GroupValues string `yaml:"group_values"`
+	// Claims offer directory fields under further claim names, for
+	// mappings that read claims by their SAML attribute names: claim name
+	// → subject, id, username, email, display_name, given_name,
+	// family_name, groups, group_ids, or the name of a directory
+	// attribute the connector reads.
+	Claims map[string]string `yaml:"claims"`
+	// Concurrency is how many people a sync admits at once (default 4).
+	Concurrency int `yaml:"concurrency"`
+	// Config is the connector type's own block.
+	Config Raw `yaml:"config"`
 }
 
 // SCIM is an IdP's SCIM push endpoint settings.

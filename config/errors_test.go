@@ -237,6 +237,33 @@ idps:
 			{"apps[1].pass_through", 14, 5, "remove it"},
 		},
 	}, {
+		name: "directory entries",
+		src: base + `directories:
+  - {name: corp, type: graph, idp: okta, every: 15m, config: {tenant_id: x}}
+  - name: Corp Dir
+    type: ldap
+    idp: nope
+    schedule: "0 * * * *"
+    every: 30s
+    full_every: 10s
+    group_values: guids
+    concurrency: 100
+    claims: {nameid: ""}
+  - {name: corp, idp: okta, config: {x: 1}}
+`,
+		want: []wantErr{
+			{"directories[1].name", 15, 5, "want 1-32 lowercase letters"},
+			{"directories[1].config", 15, 5, "required: the ldap connector's settings"},
+			{"directories[1].idp", 17, 5, `no identity provider "nope"`},
+			{"directories[1].every", 19, 5, "set schedule or every, not both"},
+			{"directories[1].full_every", 20, 5, "at least 1m"},
+			{"directories[1].group_values", 21, 5, "want names or ids"},
+			{"directories[1].concurrency", 22, 5, "want 1 to 64"},
+			{"directories[1].claims.nameid", 23, 14, "name a field"},
+			{"directories[2].type", 24, 5, "required"},
+			{"directories[2].name", 24, 6, `duplicate directory name "corp"`},
+		},
+	}, {
 		name: "root is a list",
 		src:  "- a\n",
 		want: []wantErr{{"", 1, 1, "want a mapping of settings (server, session, apps, idps, ...), got a list"}},

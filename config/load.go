@@ -166,6 +166,21 @@ func applyDefaults(c *Config) {
 			setDefault(&idp.SCIM.Subject, "externalId")
 		}
 	}
+	for i := range c.Directories {
+		d := &c.Directories[i]
+		durationDefault(&d.FullEvery, 24*time.Hour)
+		if d.GroupValues == "" {
+			d.GroupValues = "names"
+			if d.Type == "graph" {
+				// Entra's tokens and assertions carry object IDs unless
+				// the app registration says otherwise.
+				d.GroupValues = "ids"
+			}
+		}
+		if d.Concurrency == 0 {
+			d.Concurrency = 4
+		}
+	}
 	setDefault(&c.Store.Migrate, "auto")
 	setDefault(&c.Admin.Listen, "127.0.0.1:9090")
 	setDefault(&c.Log.Format, "auto")

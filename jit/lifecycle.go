@@ -65,6 +65,10 @@ type Lifecycle struct {
 	// QueueWhenDown lets a person an app already knows sign in while that
 	// app is down, their change queued (provisioning.on_app_down: queue).
 	QueueWhenDown bool
+	// Overage completes partial group lists (group overage) by IdP id,
+	// for the IdPs whose directory can tell a person's groups; an IdP
+	// without one maps a partial list by adding groups only.
+	Overage map[string]GroupResolver
 }
 
 // Admission is an admitted person.
@@ -195,6 +199,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		return nil, &AdmitError{Kind: Unmatched, Reason: "no such identity provider", Err: fmt.Errorf("admit: unknown idp %q", id.IdP)}
 	}
 	login := cause.Source == SourceLogin
+	id = l.completeGroups(ctx, mapper, id, cause)
 	p, err := mapper.Map(id)
 	var denied *DeniedError
 	switch {

@@ -14,6 +14,8 @@ import (
 	"github.com/usherhq/usher/admin"
 	"github.com/usherhq/usher/appsso"
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/providers/saml"
@@ -44,13 +46,23 @@ type generation struct {
 	worker     *jit.Worker
 	sweepers   map[string]*sweep.Sweeper
 	sweepOrder []string
+	// connectors, their scopes and syncers are the configured directories
+	// by name; syncOrder is their order in the file.
+	connectors map[string]directory.Connector
+	scopes     map[string]string
+	syncers    map[string]*dirsync.Syncer
+	syncOrder  []string
+	// background runs the directory syncs' schedules and the admin's
+	// "sync everyone now"; nil until start.
+	background *dirsync.Background
 	closers    []io.Closer
 	stop       func()
 }
 
 // build opens a generation; on error nothing of it is left open.
 func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, err error) {
-	g = &generation{cfg: cfg, dirs: map[string]targets.Target{}, sweepers: map[string]*sweep.Sweeper{}}
+	g = &generation{cfg: cfg, dirs: map[string]targets.Target{}, sweepers: map[string]*sweep.Sweeper{},
+		connectors: map[string]directory.Connector{}, scopes: map[string]string{}, syncers: map[string]*dirsync.Syncer{}}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -139,6 +151,9 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	if len(g.dirs) > 0 {
 		g.worker = &jit.Worker{Lifecycle: g.lifecycle, Store: m.store, Owner: m.owner}
 	}
+	if err := m.openDirectories(g, cfg); err != nil {
+		return nil, err
+	}
 	if err := m.openSweepers(g, cfg); err != nil {
 		return nil, err
 	}
@@ -194,8 +209,8 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	return g, nil
 }
 
-// start runs the generation's background work: the retry worker and
-// the sweep schedule.
+// start runs the generation's background work: the retry worker, the
+// sweep schedule and the directory syncs.
 func (g *generation) start(m *Main) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -227,8 +242,25 @@ func (g *generation) start(m *Main) error {
 		}
 		stopSweeps = stop
 	}
+	// The runner serves the admin's "sync everyone now" even when
+	// schedules are off.
+	var scheduled []*dirsync.Syncer
+	if !m.NoSchedule {
+		for _, name := range g.syncOrder {
+			scheduled = append(scheduled, g.syncers[name])
+		}
+	}
+	bg, err := dirsync.Start(scheduled, nil)
+	if err != nil {
+		stopSweeps()
+		cancel()
+		<-done
+		return fmt.Errorf("schedule directory syncs: %w", err)
+	}
+	g.background = bg
 	g.stop = func() {
 		stopSweeps() // a running sweep stops between users
+		bg.Stop()    // a running sync stops between pages
 		cancel()
 		<-done // the worker finishes the job at hand first
 		<-keysDone
