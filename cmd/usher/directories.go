@@ -17,9 +17,11 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/google"
 	"github.com/usherhq/usher/directory/graph"
 	"github.com/usherhq/usher/directory/ldap"
 	"github.com/usherhq/usher/directory/okta"
+	"github.com/usherhq/usher/directory/onelogin"
 	"github.com/usherhq/usher/directory/scimpull"
 	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
@@ -30,10 +32,12 @@ import (
 // directoryTypes maps a directory's `type:` to its connector's config.
 // It is the one place where directory connectors are wired in.
 var directoryTypes = map[string]func() directory.Config{
-	"graph": func() directory.Config { return new(graph.Config) },
-	"okta":  func() directory.Config { return new(okta.Config) },
-	"ldap":  func() directory.Config { return new(ldap.Config) },
-	"scim":  func() directory.Config { return new(scimpull.Config) },
+	"graph":    func() directory.Config { return new(graph.Config) },
+	"okta":     func() directory.Config { return new(okta.Config) },
+	"google":   func() directory.Config { return new(google.Config) },
+	"onelogin": func() directory.Config { return new(onelogin.Config) },
+	"ldap":     func() directory.Config { return new(ldap.Config) },
+	"scim":     func() directory.Config { return new(scimpull.Config) },
 }
 
 // directoryConfig decodes directories[i].config strictly into its type's

@@ -75,6 +75,8 @@ func TestDocsIdPExamplesPassCheck(t *testing.T) {
 const directoryIdPs = `idps:
   - {id: entra, type: oidc, config: {issuer: https://login.microsoftonline.com/t/v2.0, client_id: x, client_secret: {value: s}}}
   - {id: okta, type: oidc, config: {issuer: https://example.okta.com, client_id: x, client_secret: {value: s}}}
+  - {id: google, type: oidc, config: {issuer: https://accounts.google.com, client_id: x, client_secret: {value: s}}}
+  - {id: onelogin, type: oidc, config: {issuer: https://example.onelogin.com/oidc/2, client_id: x, client_secret: {value: s}}}
   - {id: corp, type: oidc, config: {issuer: https://adfs.example.com/adfs, client_id: x, client_secret: {value: s}}}
 `
 
@@ -87,6 +89,7 @@ func TestDocsDirectoryExamplesPassCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("GRAPH_SECRET", "s")
+	t.Setenv("ONELOGIN_API_SECRET", "s")
 	blocks, lines := yamlBlocks(string(b))
 	if len(blocks) < 4 {
 		t.Fatalf("only %d yaml examples", len(blocks))
