@@ -62,7 +62,7 @@ func TestFullSyncCreatesPeopleBeforeTheirFirstLogin(t *testing.T) {
 	}
 	// Every admission is audited with the directory as its cause, and the
 	// denied person who was never usher's leaves no trace.
-	evs := e.audit(t, jit.ActSCIMPush)
+	evs := e.audit(t, jit.ActDirAdmit)
 	if len(evs) != 3 {
 		t.Fatalf("%d admissions audited, want 3", len(evs))
 	}
@@ -89,7 +89,7 @@ func TestFullSyncCreatesPeopleBeforeTheirFirstLogin(t *testing.T) {
 	if n := e.jira.Reads() + e.jira.Writes(); n != 0 {
 		t.Errorf("an unchanged sync made %d app calls", n)
 	}
-	if n := len(e.audit(t, jit.ActSCIMPush)); n != 3 {
+	if n := len(e.audit(t, jit.ActDirAdmit)); n != 3 {
 		t.Errorf("%d admissions audited after an unchanged sync, want still 3", n)
 	}
 	runs, err := s.Runs(t.Context())
@@ -443,7 +443,7 @@ func TestSyncPerson(t *testing.T) {
 	if it.Outcome != OutcomeUpdated || !slices.Contains(e.groups(t, "alice"), "jira-developers") {
 		t.Errorf("%+v, groups %v", it, e.groups(t, "alice"))
 	}
-	evs := e.audit(t, jit.ActSCIMPush)
+	evs := e.audit(t, jit.ActDirAdmit)
 	if len(evs) == 0 || evs[0].Actor != "directory:corp" {
 		t.Errorf("audit %+v", evs)
 	}

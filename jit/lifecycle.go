@@ -204,10 +204,10 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	var denied *DeniedError
 	switch {
 	case errors.As(err, &denied):
-		l.record(ctx, Entry{Action: l.act(cause, ActLoginDenied, ActSCIMDenied), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: denied.Reason})
+		l.record(ctx, Entry{Action: l.act(cause, stepDenied), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: denied.Reason})
 		return nil, &AdmitError{Kind: Denied, Reason: denied.Reason, Err: err}
 	case err != nil:
-		l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: err.Error()})
+		l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: err.Error()})
 		return nil, &AdmitError{Kind: Unmatched, Err: err}
 	}
 	for _, w := range p.Warnings {
@@ -228,7 +228,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	}
 	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
 		if errors.Is(err, store.ErrUsernameTaken) {
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultRefused, Detail: "username bound to another identity"})
 			return nil, &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
 		}
@@ -280,7 +280,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 					failed = append(failed, o.App)
 				}
 			}
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginFailed, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepFailed), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultError, Detail: err.Error()})
 			kind := ProvisioningFailed
 			if errors.Is(err, store.ErrUnavailable) {
@@ -289,7 +289,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, &AdmitError{Kind: kind, Username: p.Username, Apps: failed, Err: err}
 		}
 		if len(outs) > 0 && len(removed) == len(outs) {
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultRefused, Detail: "deprovisioned in every app"})
 			return nil, &AdmitError{Kind: AccessRemoved, Username: p.Username, Apps: removed}
 		}
@@ -299,18 +299,37 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err)}
 		}
 	}
-	l.record(ctx, Entry{Action: l.act(cause, ActLogin, ActSCIMPush), Cause: cause, Subject: id.Subject, Username: p.Username,
+	l.record(ctx, Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
 		Outcome: ResultOK, Detail: Explain(id, p)})
 	a.Apps = allowedApps(mapper, p, removed)
 	return a, nil
 }
 
-// act picks the login or the push flavour of an audit action.
-func (l *Lifecycle) act(c Cause, login, push Action) Action {
-	if c.Source == SourceLogin {
-		return login
+// admitStep is how far an admission got, for its audit action.
+type admitStep int
+
+const (
+	stepAdmitted admitStep = iota
+	stepDenied             // the access policy refused
+	stepRefused            // the identity or account could not be taken
+	stepFailed             // an app or the store failed
+)
+
+// admitActions name each step per source, so the audit log tells a
+// login from a push from a sync at a glance.
+var admitActions = map[Source][4]Action{
+	SourceLogin:     {ActLogin, ActLoginDenied, ActLoginRefused, ActLoginFailed},
+	SourceSCIM:      {ActSCIMPush, ActSCIMDenied, ActSCIMRefused, ActSCIMRefused},
+	SourceDirectory: {ActDirAdmit, ActDirDenied, ActDirRefused, ActDirRefused},
+}
+
+// act is the audit action of an admission step by the cause's source;
+// other sources (an admin's link or sync) read as a push.
+func (l *Lifecycle) act(c Cause, step admitStep) Action {
+	if as, ok := admitActions[c.Source]; ok {
+		return as[step]
 	}
-	return push
+	return admitActions[SourceSCIM][step]
 }
 
 // record writes audit entries; a failure is logged by the writer and
@@ -430,7 +449,7 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 	}
 	if len(failed) > 0 {
 		err := errors.Join(errs...)
-		l.record(ctx, Entry{Action: ActLoginFailed, Cause: cause, Subject: p.Subject, Username: p.Username, Outcome: ResultError,
+		l.record(ctx, Entry{Action: l.act(cause, stepFailed), Cause: cause, Subject: p.Subject, Username: p.Username, Outcome: ResultError,
 			Detail: "could not check for an existing account: " + err.Error()})
 		return &AdmitError{Kind: ProvisioningFailed, Username: p.Username, Apps: failed, Err: err}
 	}
@@ -439,7 +458,7 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 	}
 	detail := fmt.Sprintf("an account named %s exists and no usher identity owns it (adoption: %s; %s); an admin can link it on the admin page",
 		p.Username, m.Adoption(), strings.Join(why, "; "))
-	l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: p.Subject, Username: p.Username,
+	l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: p.Subject, Username: p.Username,
 		Outcome: ResultRefused, Detail: detail})
 	return &AdmitError{Kind: AdoptionRefused, Username: p.Username, Apps: refused, Reason: strings.Join(why, "; ")}
 }

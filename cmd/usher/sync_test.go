@@ -38,7 +38,7 @@ sweeps:
 	for _, want := range []string{
 		"usher.yaml:22:5: directories[0].schedule: not a cron expression",
 		"usher.yaml:25:7: directories[0].config.client_idd: unknown key",
-		`usher.yaml:27:5: directories[1].type: want one of graph, ldap, okta, scim, got "activedirectory"`,
+		`usher.yaml:27:5: directories[1].type: want one of google, graph, ldap, okta, onelogin, scim, got "activedirectory"`,
 		`sweeps[0].sources.directory: no directory "nope" is configured`,
 	} {
 		if !strings.Contains(stderr, want) {
