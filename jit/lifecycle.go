@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -69,6 +70,22 @@ type Lifecycle struct {
 	// for the IdPs whose directory can tell a person's groups; an IdP
 	// without one maps a partial list by adding groups only.
 	Overage map[string]GroupResolver
+
+	// applying serialises reconciles of one person in one app within this
+	// process, so that concurrent logins of one person make one change
+	// (and one audit entry), not one each.
+	applying stripes
+}
+
+// stripes is a fixed set of mutexes chosen by key.
+type stripes [64]sync.Mutex
+
+func (s *stripes) lock(key string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	m := &s[h.Sum32()%uint32(len(s))]
+	m.Lock()
+	return m.Unlock
 }
 
 // Admission is an admitted person.
@@ -367,7 +384,7 @@ func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) 
 // rec is the reconcile engine over the lifecycle's apps and store.
 func (l *Lifecycle) rec() *Reconciler {
 	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups,
-		Deadline: l.Deadline}
+		Deadline: l.Deadline, applying: &l.applying}
 }
 
 // usernames returns the non-empty, distinct names.

@@ -593,3 +593,30 @@ func TestAdmitWithASilentApp(t *testing.T) {
 		t.Errorf("new person waited %v", took)
 	}
 }
+
+// Concurrent logins of one person make one change and one audit entry
+// per change, not one each.
+func TestConcurrentLoginsChangeOnce(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	f.withMapping(t, "")
+	ctx := t.Context()
+	if _, err := f.l.Admit(ctx, person("s1", "alice"), LoginVia("okta")); err != nil {
+		t.Fatal(err)
+	}
+	f.srv["jira"].SetLatency(2 * time.Millisecond)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := f.l.Admit(ctx, person("s1", "alice", "Engineering"), LoginVia("okta")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(f.events(t, ActGroupAdd)); n != 1 {
+		t.Errorf("%d group additions audited for one real one", n)
+	}
+	if got := f.user(t, "jira", "alice").Groups; !has(got, "developers") {
+		t.Errorf("groups %q", got)
+	}
+}

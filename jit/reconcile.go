@@ -89,6 +89,8 @@ type Reconciler struct {
 	// and retries); past it the app counts as down for this admission.
 	// Zero means no bound beyond the caller's.
 	Deadline time.Duration
+
+	applying *stripes // shared by the lifecycle's reconcilers; nil locks nothing
 }
 
 // Outcome is what reconcile did for one app.
@@ -234,6 +236,11 @@ func (r *Reconciler) log() *slog.Logger {
 // actual state first, so a retry after a crash or an outage never applies
 // a change twice.
 func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
+	if r.applying != nil {
+		// A second login of the same person waits for the first and then,
+		// finding the profile applied, takes the fast path.
+		defer r.applying.lock(d.App + "\x00" + strings.ToLower(d.Username))()
+	}
 	o := Outcome{App: d.App}
 	dir := r.Apps[d.App]
 	if dir == nil {
