@@ -161,6 +161,9 @@ idps:
 		t.Fatalf("Open with one IdP down: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "idp=acme") || strings.Contains(out, "could not read the stored copy") {
+		t.Fatalf("the log should name acme as unavailable, and find no copy without failing to read one:\n%s", out)
+	}
 
 	code, checks := readyz()
 	t.Logf("/readyz with acme down: %d %q", code, checks)
