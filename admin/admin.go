@@ -73,6 +73,12 @@ type SSO struct {
 type Check struct {
 	Name string
 	Err  error
+	// Critical: usher cannot do its job without it (the store, every IdP
+	// at once). A failing critical check makes /readyz answer 503; any
+	// other failing check reports the replica degraded with 200, since
+	// every replica shares the outage and a load balancer taking them all
+	// out would stop the apps and IdPs that still work.
+	Critical bool
 }
 
 // Actions are the state-changing operations behind the admin pages. The
@@ -254,7 +260,7 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 			done <- h.o.Ready(ctx)
 			return
 		}
-		done <- []Check{{Name: "store", Err: h.o.Store.Ping(ctx)}}
+		done <- []Check{{Name: "store", Err: h.o.Store.Ping(ctx), Critical: true}}
 	}()
 	var checks []Check
 	select {
@@ -266,15 +272,20 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	body := readyBody{Status: "ok", Checks: map[string]string{}}
 	status := http.StatusOK
 	for _, c := range checks {
-		if c.Err != nil {
-			body.Checks[c.Name] = c.Err.Error()
-			body.Status, status = "unavailable", http.StatusServiceUnavailable
+		if c.Err == nil {
+			body.Checks[c.Name] = "ok"
 			continue
 		}
-		body.Checks[c.Name] = "ok"
+		body.Checks[c.Name] = c.Err.Error()
+		switch {
+		case c.Critical || c.Name == "readyz":
+			body.Status, status = "unavailable", http.StatusServiceUnavailable
+		case body.Status == "ok":
+			body.Status = "degraded"
+		}
 	}
-	if status != http.StatusOK {
-		h.log.Warn("not ready", "checks", body.Checks)
+	if body.Status != "ok" {
+		h.log.Warn("not ready: "+body.Status, "checks", body.Checks)
 	}
 	writeJSON(w, status, body)
 }

@@ -280,9 +280,18 @@ func TestReadyz(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
 		t.Fatalf("readyz body %q: %v", r.body, err)
 	}
-	if r.status != http.StatusServiceUnavailable || body.Status != "unavailable" ||
+	if r.status != http.StatusOK || body.Status != "degraded" ||
 		body.Checks["store"] != "ok" || !strings.Contains(body.Checks["idp:okta"], "metadata not loaded") {
-		t.Fatalf("readyz with a failing IdP: %d %+v", r.status, body)
+		t.Fatalf("readyz with a failing IdP: %d %+v (want degraded, still serving)", r.status, body)
+	}
+	// A critical check failing takes the replica out.
+	e.ready = []Check{{Name: "store", Err: errors.New("did not answer within 2s"), Critical: true}, {Name: "idp:okta"}}
+	r = e.do("GET", "/readyz", nil)
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
+		t.Fatalf("readyz body %q: %v", r.body, err)
+	}
+	if r.status != http.StatusServiceUnavailable || body.Status != "unavailable" || !strings.Contains(body.Checks["store"], "did not answer") {
+		t.Fatalf("readyz with the store down: %d %+v", r.status, body)
 	}
 }
 

@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/usherhq/usher/config"
 )
@@ -138,14 +141,85 @@ type Metadataer interface {
 	Metadata() ([]byte, string, error) // body, content type
 }
 
-// Deps is what usher hands every provider when opening it.
+// Deps is what usher hands a provider when opening it.
 type Deps struct {
 	// PublicURL is usher's external base URL, e.g. https://jira.example.com;
 	// callback URLs are derived from it.
 	PublicURL *url.URL
-	Log       *slog.Logger
-	Client    *http.Client
+	// Name is the IdP's display name, for messages people read (the
+	// chooser, an unavailable IdP's error). Default: the id.
+	Name   string
+	Log    *slog.Logger
+	Client *http.Client
+	// Cache keeps the last good copy of what the provider fetched from
+	// its IdP (discovery document, metadata), so that usher starts and
+	// reloads while the IdP does not answer. nil: no copies are kept.
+	Cache Cache
+	// Clock drives background retries and the readiness cache. Default:
+	// the real clock.
+	Clock clockwork.Clock
 }
+
+// Cache keeps documents a provider fetched from its IdP. usher gives each
+// provider a cache of its own, so keys are the provider's choice and
+// never collide with another IdP's; replicas on one database share it.
+// Values are small (kilobytes). Methods are safe for concurrent use and
+// honour context cancellation.
+type Cache interface {
+	// Get returns the value of key and when it was put, or an error
+	// wrapping ErrNotCached when there is none.
+	Get(ctx context.Context, key string) ([]byte, time.Time, error)
+	// Put creates or replaces key.
+	Put(ctx context.Context, key string, value []byte) error
+}
+
+// ErrNotCached is what Cache.Get wraps when it holds nothing for a key.
+var ErrNotCached = errors.New("not cached")
+
+// Checker is implemented by providers that can tell whether they can
+// serve logins now. Both methods are safe for concurrent use.
+type Checker interface {
+	// Available reports, without any I/O, whether Begin can start a
+	// login: nil, or an error wrapping ErrUnavailable. The chooser page
+	// calls it on every view.
+	Available() error
+	// Ready reports whether logins can start and finish: nil, or why
+	// not. It may ask the IdP (within ctx), and keeps its answer for a
+	// short while, so that a load balancer polling /readyz every second
+	// is no load on the IdP.
+	Ready(ctx context.Context) error
+}
+
+// ErrUnavailable marks a provider that cannot start logins because what
+// it needs from its IdP (the discovery document, the metadata) could not
+// be loaded or has expired. It is a technical failure, not a refusal:
+// the provider keeps trying in the background.
+var ErrUnavailable = errors.New("identity provider unavailable")
+
+// UnavailableError is an ErrUnavailable with what is missing.
+type UnavailableError struct {
+	// Name is the IdP's display name.
+	Name string
+	// Reason says what is missing, in words the sign-in page may show:
+	// "its discovery document could not be fetched".
+	Reason string
+	// Err is the last failure behind it, for logs and /readyz; nil when
+	// there is none to tell.
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Message()
+	}
+	return e.Message() + ": " + e.Err.Error()
+}
+
+// Message is the text for people: "<name> is unavailable: <reason>".
+func (e *UnavailableError) Message() string { return e.Name + " is unavailable: " + e.Reason }
+
+func (e *UnavailableError) Unwrap() error        { return e.Err }
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
 
 // Config is a provider type's own configuration, decoded strictly from the
 // IdP entry's `config:` block. Open builds the provider.

@@ -68,6 +68,12 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "Invalid return address", "The link you followed names a return address outside this site, so usher will not use it.", err)
 		return
 	}
+	if len(h.domains) == 0 {
+		// The chooser shows no e-mail box then; a form posted anyway
+		// (an old page, a bookmark) gets the list of providers.
+		h.chooser(w, r, rd, "", "")
+		return
+	}
 	email := strings.TrimSpace(r.PostForm.Get("email"))
 	at := strings.LastIndexByte(email, '@')
 	if at < 1 || at == len(email)-1 {
@@ -85,6 +91,10 @@ func (h *Handler) discover(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hint string) {
 	flowID := randomID()
 	ch, err := idp.Provider.Begin(r.Context(), flowID, hint)
+	if errors.Is(err, providers.ErrUnavailable) {
+		h.unavailable(w, r, idp, fmt.Errorf("begin login at %s: %w", idp.Provider.ID(), err))
+		return
+	}
 	if err != nil {
 		h.fail(w, r, http.StatusBadGateway, "Sign-in is unavailable", "usher could not start the sign-in with "+idp.Name+". Try again in a moment.", fmt.Errorf("begin login at %s: %w", idp.Provider.ID(), err))
 		return
@@ -121,6 +131,22 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, idp *IdP, rd, hi
 		return
 	}
 	h.render(w, r, http.StatusOK, "post", postPage{URL: ch.URL, Form: ch.Form})
+}
+
+// unavailable answers a login at an IdP whose provider cannot serve
+// logins now (its discovery document or metadata is missing): 503, the
+// provider's own words for what is missing, and the way back to the
+// chooser when there are other IdPs.
+func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, idp *IdP, err error) {
+	msg := idp.Name + " is unavailable right now."
+	if ue, ok := errors.AsType[*providers.UnavailableError](err); ok {
+		msg = ue.Message() + "."
+	}
+	msg += " Try again in a few minutes"
+	if len(h.order) > 1 {
+		msg += ", or choose another sign-in option"
+	}
+	h.failWith(w, r, http.StatusServiceUnavailable, "Sign-in is unavailable", msg+".", err, len(h.order) > 1)
 }
 
 // callback finishes a login at /usher/{type}/{idp}/callback or .../acs.
@@ -166,6 +192,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.opt.Metrics.Login(id, metrics.OutcomeError, metrics.ReasonIdPError)
+		if errors.Is(err, providers.ErrUnavailable) {
+			h.unavailable(w, r, idp, fmt.Errorf("finish login at %s: %w", id, err))
+			return
+		}
 		h.fail(w, r, http.StatusBadGateway, "Sign-in failed", "usher could not complete the sign-in with "+idp.Name+". Try again in a moment.", fmt.Errorf("finish login at %s: %w", id, err))
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strconv"
 	"sync/atomic"
+
+	"github.com/usherhq/usher/providers"
 )
 
 // The pages are deliberately plain: they work without JavaScript (except
@@ -16,14 +18,15 @@ import (
 // happened in words an end user can act on, with a request ID to quote.
 var pages = template.Must(template.New("").Parse(`
 {{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{{.}}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#172b4d}h1{font-size:1.5rem}a.idp,button{display:block;width:100%;box-sizing:border-box;margin:.5rem 0;padding:.7rem;border:1px solid #c1c7d0;border-radius:4px;background:#f4f5f7;color:#172b4d;text-align:center;text-decoration:none;font:inherit;cursor:pointer}input{width:100%;box-sizing:border-box;padding:.6rem;font:inherit}.note{color:#5e6c84;font-size:.9rem}.err{color:#bf2600}</style></head><body>{{end}}
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#172b4d}h1{font-size:1.5rem}.idp,button{display:block;width:100%;box-sizing:border-box;margin:.5rem 0;padding:.7rem;border:1px solid #c1c7d0;border-radius:4px;background:#f4f5f7;color:#172b4d;text-align:center;text-decoration:none;font:inherit;cursor:pointer}input{width:100%;box-sizing:border-box;padding:.6rem;font:inherit}.note{color:#5e6c84;font-size:.9rem}.err{color:#bf2600}.off{background:#fff;color:#6b778c;cursor:default}</style></head><body>{{end}}
 {{define "chooser"}}{{template "head" "Sign in"}}<h1>Sign in</h1>
 {{if .Message}}<p class="err" role="alert">{{.Message}}</p>{{end}}
-<form method="post" action="/usher/login"><label for="email">Work e-mail</label>
+{{if .Discovery}}<form method="post" action="/usher/login"><label for="email">Work e-mail</label>
 <input id="email" name="email" type="email" autocomplete="username" value="{{.Email}}" autofocus>
 <input type="hidden" name="rd" value="{{.Return}}"><button type="submit">Continue</button></form>
 <p class="note">or choose your sign-in provider:</p>
-{{range .IdPs}}<a class="idp" href="{{.URL}}">{{.Name}}</a>{{end}}
+{{else}}<p class="note">Choose your sign-in provider:</p>
+{{end}}{{range .IdPs}}{{if .Unavailable}}<p class="idp off" aria-disabled="true">{{.Name}} <span class="note">(unavailable right now)</span></p>{{else}}<a class="idp" href="{{.URL}}">{{.Name}}</a>{{end}}{{end}}
 </body></html>{{end}}
 {{define "post"}}{{template "head" "Signing in"}}<form method="post" action="{{.URL}}" id="f">
 {{range $k, $vs := .Form}}{{range $vs}}<input type="hidden" name="{{$k}}" value="{{.}}">{{end}}{{end}}
@@ -38,12 +41,17 @@ var pages = template.Must(template.New("").Parse(`
 
 type chooserPage struct {
 	Message, Email, Return string
-	IdPs                   []chooserIdP
+	// Discovery shows the e-mail box: some IdP has domains.
+	Discovery bool
+	IdPs      []chooserIdP
 }
 
 type chooserIdP struct {
 	Name string
 	URL  string
+	// Unavailable IdPs are listed without a link: a login there would
+	// fail at once.
+	Unavailable bool
 }
 
 type postPage struct {
@@ -61,10 +69,14 @@ type errorPage struct {
 }
 
 func (h *Handler) chooser(w http.ResponseWriter, r *http.Request, rd, email, msg string) {
-	p := chooserPage{Message: msg, Email: email, Return: rd}
+	p := chooserPage{Message: msg, Email: email, Return: rd, Discovery: len(h.domains) > 0}
 	for _, idp := range h.order {
 		q := url.Values{"idp": {idp.Provider.ID()}, "rd": {rd}}
-		p.IdPs = append(p.IdPs, chooserIdP{Name: idp.Name, URL: "/usher/login?" + q.Encode()})
+		c := chooserIdP{Name: idp.Name, URL: "/usher/login?" + q.Encode()}
+		if ch, ok := idp.Provider.(providers.Checker); ok {
+			c.Unavailable = ch.Available() != nil
+		}
+		p.IdPs = append(p.IdPs, c)
 	}
 	status := http.StatusOK
 	if msg != "" {
@@ -88,6 +100,12 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 // request ID; the cause, which may name keys, claims or hosts, goes only to
 // the log.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, title, msg string, cause error) {
+	h.failWith(w, r, status, title, msg, cause, status == http.StatusForbidden)
+}
+
+// failWith is fail with a choice whether the page offers to sign in
+// again.
+func (h *Handler) failWith(w http.ResponseWriter, r *http.Request, status int, title, msg string, cause error, retry bool) {
 	id := requestID(r)
 	if id == "" {
 		id = h.reqIDs.next()
@@ -100,7 +118,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, title
 		}
 		level(title, "status", status, "err", cause, "path", r.URL.Path, "request_id", id)
 	}
-	h.render(w, r, status, "error", errorPage{Title: title, Message: msg, RequestID: id, Retry: status == http.StatusForbidden})
+	h.render(w, r, status, "error", errorPage{Title: title, Message: msg, RequestID: id, Retry: retry})
 }
 
 // requestIDs hands out cheap unique request IDs: a random per-process

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/usherhq/usher/admin"
 	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
+	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/sweep"
 )
 
@@ -51,33 +54,108 @@ func (m *Main) adminHandler(g *generation) (http.Handler, error) {
 	return admin.New(opts), nil
 }
 
-// ready names what is wrong for /readyz: the store, each IdP, and each
-// app's REST API within a short timeout.
+// Bounds of the /readyz checks. Each check has its own and all run at
+// once, so a store that hangs cannot use up the time of the IdP and app
+// checks and have its fault reported as theirs. The longest, with the
+// grace, stays below the admin package's overall bound (5 s).
+const (
+	storeCheckTimeout = 2 * time.Second
+	checkTimeout      = 3 * time.Second
+	// checkGrace is how long past its bound a check that ignores its
+	// context is awaited before it is reported as not answering.
+	checkGrace = 250 * time.Millisecond
+)
+
+// readyCheck is one named check of /readyz with its own bound.
+type readyCheck struct {
+	name    string
+	timeout time.Duration
+	run     func(context.Context) error // nil: nothing to check, ready
+}
+
+// ready names what is wrong for /readyz: the store, each IdP (providers
+// that are providers.Checker say whether they can serve logins; each
+// keeps its answer a while, so probes do not load the IdP), and each
+// app's REST API.
 func (m *Main) ready(ctx context.Context, g *generation) []admin.Check {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	checks := []admin.Check{{Name: "store", Err: m.store.Ping(ctx)}}
+	checks := []readyCheck{{name: "store", timeout: storeCheckTimeout, run: m.store.Ping}}
 	for _, p := range g.providers {
-		// Open fetched discovery or metadata; a provider that exists is
-		// loaded. A failing SAML metadata refresh keeps the last good copy.
-		checks = append(checks, admin.Check{Name: "idp:" + p.ID()})
+		c := readyCheck{name: "idp:" + p.ID(), timeout: checkTimeout}
+		if ch, ok := p.(providers.Checker); ok {
+			c.run = ch.Ready
+		}
+		checks = append(checks, c)
 	}
+	for _, app := range slices.Sorted(maps.Keys(g.dirs)) {
+		dir := g.dirs[app]
+		checks = append(checks, readyCheck{name: "app:" + app, timeout: checkTimeout, run: func(ctx context.Context) error {
+			_, err := dir.ListUsers(ctx, "", 1)
+			return err
+		}})
+	}
+	out := runChecks(ctx, checks)
+	// The store is critical; so are the IdPs, but only all of them at
+	// once: with one down, people of the others still sign in.
+	out[0].Critical = true
+	idpsDown, idps := 0, 0
+	for _, c := range out {
+		if strings.HasPrefix(c.Name, "idp:") {
+			idps++
+			if c.Err != nil {
+				idpsDown++
+			}
+		}
+	}
+	if idps > 0 && idpsDown == idps {
+		out = append(out, admin.Check{Name: "idps", Err: errors.New("no identity provider is available: nobody can sign in"), Critical: true})
+	}
+	return out
+}
+
+// runChecks runs checks at once, each within its own timeout, and
+// returns their results in order. A check still running past its
+// timeout and checkGrace is reported as not answering, not waited for.
+func runChecks(ctx context.Context, checks []readyCheck) []admin.Check {
+	out := make([]admin.Check, len(checks))
 	type result struct {
-		app string
+		i   int
 		err error
 	}
-	results := make(chan result, len(g.dirs))
-	for app, dir := range g.dirs {
+	results := make(chan result, len(checks)) // buffered: a late check must not block
+	pending := map[int]bool{}
+	var longest time.Duration
+	for i, c := range checks {
+		out[i].Name = c.name
+		if c.run == nil {
+			continue
+		}
+		pending[i] = true
+		longest = max(longest, c.timeout)
 		go func() {
-			_, err := dir.ListUsers(ctx, "", 1)
-			results <- result{app, err}
+			cctx, cancel := context.WithTimeout(ctx, c.timeout)
+			defer cancel()
+			err := c.run(cctx)
+			if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+				err = fmt.Errorf("did not answer within %s: %w", c.timeout, err)
+			}
+			results <- result{i, err}
 		}()
 	}
-	for range g.dirs {
-		r := <-results
-		checks = append(checks, admin.Check{Name: "app:" + r.app, Err: r.err})
+	timer := time.NewTimer(longest + checkGrace)
+	defer timer.Stop()
+	for len(pending) > 0 {
+		select {
+		case r := <-results:
+			out[r.i].Err = r.err
+			delete(pending, r.i)
+		case <-timer.C:
+			for i := range pending {
+				out[i].Err = fmt.Errorf("did not answer within %s", checks[i].timeout)
+			}
+			return out
+		}
 	}
-	return checks
+	return out
 }
 
 // adminActions are the admin page's buttons.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/usherhq/usher/admin"
@@ -87,34 +88,9 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		return nil, fmt.Errorf("session: %w", err)
 	}
 
-	deps := providers.Deps{PublicURL: g.public, Log: m.Log, Client: m.Client}
-	var idps []proxy.IdP
-	mappers := map[string]*jit.Mapper{}
-	for i, c := range cfg.IdPs {
-		pc, err := providerConfig(cfg, i)
-		if err != nil {
-			return nil, err
-		}
-		var p providers.Provider
-		if sc, ok := pc.(*saml.Config); ok {
-			// Replicas share the assertion replay cache through the store.
-			p, err = sc.OpenWith(ctx, c.ID, deps, saml.Options{Replay: replayCache{m.store}, Now: m.Now})
-		} else {
-			p, err = pc.Open(ctx, c.ID, deps)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("idp %s: %w", c.ID, err)
-		}
-		if cl, ok := p.(io.Closer); ok {
-			g.closers = append(g.closers, cl)
-		}
-		g.providers = append(g.providers, p)
-		mapper, err := mapperFor(cfg, i)
-		if err != nil {
-			return nil, err
-		}
-		mappers[c.ID] = mapper
-		idps = append(idps, proxy.IdP{Provider: p, Name: c.Name, Domains: c.Domains, Mapper: mapper})
+	idps, mappers, err := m.openIdPs(ctx, g, cfg)
+	if err != nil {
+		return nil, err
 	}
 
 	for i, a := range cfg.Apps {
@@ -207,6 +183,74 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		return nil, err
 	}
 	return g, nil
+}
+
+// openIdPs opens every IdP of cfg at once, so that IdPs that are slow
+// to answer hold a start or reload for the slowest one's fetch deadline,
+// not for the sum of them. An IdP that does not answer opens from its
+// stored copy, or unavailable (its provider retries in the background);
+// only configuration errors fail. Opened providers join g.closers.
+func (m *Main) openIdPs(ctx context.Context, g *generation, cfg *config.Config) ([]proxy.IdP, map[string]*jit.Mapper, error) {
+	type opened struct {
+		p   providers.Provider
+		err error
+	}
+	mappers := map[string]*jit.Mapper{}
+	configs := make([]providers.Config, len(cfg.IdPs))
+	for i, c := range cfg.IdPs {
+		pc, err := providerConfig(cfg, i)
+		if err != nil {
+			return nil, nil, err
+		}
+		configs[i] = pc
+		if mappers[c.ID], err = mapperFor(cfg, i); err != nil {
+			return nil, nil, err
+		}
+	}
+	results := make([]opened, len(cfg.IdPs))
+	var wg sync.WaitGroup
+	for i, c := range cfg.IdPs {
+		wg.Go(func() {
+			name := c.Name
+			if name == "" {
+				name = c.ID
+			}
+			deps := providers.Deps{
+				PublicURL: g.public, Name: name, Log: m.Log, Client: m.Client,
+				Cache: idpCache{b: m.store, prefix: "idp/" + c.ID + "/"},
+			}
+			var p providers.Provider
+			var err error
+			if sc, ok := configs[i].(*saml.Config); ok {
+				// Replicas share the assertion replay cache through the store.
+				p, err = sc.OpenWith(ctx, c.ID, deps, saml.Options{Replay: replayCache{m.store}, Now: m.Now})
+			} else {
+				p, err = configs[i].Open(ctx, c.ID, deps)
+			}
+			results[i] = opened{p, err}
+		})
+	}
+	wg.Wait()
+	var idps []proxy.IdP
+	var firstErr error
+	for i, c := range cfg.IdPs {
+		r := results[i]
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("idp %s: %w", c.ID, r.err)
+			}
+			continue
+		}
+		if cl, ok := r.p.(io.Closer); ok {
+			g.closers = append(g.closers, cl)
+		}
+		g.providers = append(g.providers, r.p)
+		idps = append(idps, proxy.IdP{Provider: r.p, Name: c.Name, Domains: c.Domains, Mapper: mappers[c.ID]})
+	}
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	return idps, mappers, nil
 }
 
 // start runs the generation's background work: the retry worker, the

@@ -36,6 +36,22 @@ type fakeIssuer struct {
 	jwksBlock      chan struct{} // when set, JWKS requests wait on it
 	jwksRequests   int
 	discoveryBytes int
+	// down makes the issuer drop every connection unanswered, as a host
+	// that is down or unreachable would.
+	down              bool
+	discoveryRequests int
+}
+
+func (f *fakeIssuer) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+func (f *fakeIssuer) counts() (discovery, jwks int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.discoveryRequests, f.jwksRequests
 }
 
 func newFakeIssuer(t testing.TB) *fakeIssuer {
@@ -73,6 +89,16 @@ func (f *fakeIssuer) addKey(t testing.TB, kid string, publish bool) {
 
 func (f *fakeIssuer) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
+	if r.URL.Path == "/.well-known/openid-configuration" {
+		f.discoveryRequests++
+	}
+	if f.down {
+		f.mu.Unlock()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	switch r.URL.Path {
 	case "/.well-known/openid-configuration":
 		doc := map[string]any{
@@ -89,7 +115,7 @@ func (f *fakeIssuer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(doc)
 	case "/jwks":
-		f.jwksRequests++
+		f.jwksRequests++ // counted only while up
 		block := f.jwksBlock
 		var set jose.JSONWebKeySet
 		for _, kid := range f.published {
@@ -204,9 +230,13 @@ func TestBoundedDiscovery(t *testing.T) {
 	t.Parallel()
 	f := newFakeIssuer(t)
 	f.discoveryPad = maxDiscoveryBytes
-	_, err := f.open(t, nil)
-	if err == nil || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("Open with a %d-byte discovery document: err = %v", maxDiscoveryBytes, err)
+	p, err := f.open(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Available(); !errors.Is(err, providers.ErrUnavailable) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Open with a %d-byte discovery document: Available() = %v", maxDiscoveryBytes, err)
 	}
 	f.mu.Lock()
 	f.discoveryPad = 200 << 10

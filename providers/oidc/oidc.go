@@ -21,9 +21,12 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/oauth2"
 
 	"github.com/usherhq/usher/config"
@@ -219,7 +222,10 @@ func checkURL(raw string) error {
 	}
 }
 
-// Open validates the block, resolves the client secret and runs discovery.
+// Open validates the block, resolves the client secret and loads
+// discovery: from the IdP, else from the cache, else in the background
+// (the provider then opens unavailable rather than failing). Close stops
+// the background work.
 func (c *Config) Open(ctx context.Context, id string, deps providers.Deps) (providers.Provider, error) {
 	if errs := c.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("oidc %s: invalid config: %w", id, errors.Join(errs...))
@@ -236,13 +242,20 @@ func (c *Config) Open(ctx context.Context, id string, deps providers.Deps) (prov
 }
 
 // Provider is one OIDC IdP. Safe for concurrent use.
+//
+// What discovery says is loaded at Open, from the IdP or, when the IdP
+// does not answer, from the last good copy in the cache. With neither,
+// the provider opens unavailable: Begin fails with an
+// *providers.UnavailableError and a background loop fetches the document
+// again, with backoff, until it loads or Close is called.
 type Provider struct {
 	id          string
+	name        string
 	issuer      string
 	clientID    string
-	oauth       oauth2.Config
-	op          *gooidc.Provider
-	verifier    *gooidc.IDTokenVerifier
+	secret      string
+	redirect    string
+	scopes      []string
 	algs        []string
 	authParams  []oauth2.AuthCodeOption
 	useUserinfo bool
@@ -250,16 +263,34 @@ type Provider struct {
 	skew        time.Duration
 	subject     string // the claim that is the subject
 	assumeEmail bool   // email_verified: assume
-	// requireIss is the discovery flag
-	// authorization_response_iss_parameter_supported (RFC 9207).
-	requireIss bool
-	endSession string
-	client     *http.Client
+	// discoveryURL is {issuer}/.well-known/openid-configuration.
+	discoveryURL string
+	// client fetches discovery and talks to the token and userinfo
+	// endpoints; keyClient fetches the JWKS with a short timeout.
+	client    *http.Client
+	keyClient *http.Client
+	log       *slog.Logger
+	cache     providers.Cache
+	clock     clockwork.Clock
+
+	// disc is nil until a discovery document is loaded; a later one
+	// replaces it whole, and a login in flight keeps the copy it read.
+	disc atomic.Pointer[discovered]
+	// loadErr is the last failure to fetch discovery, nil after a
+	// success.
+	loadErr atomic.Pointer[error]
+	keys    readyCache
+
+	stopOnce  sync.Once
+	stopRetry context.CancelFunc
+	retryDone chan struct{}
 }
 
 var (
 	_ providers.Provider = (*Provider)(nil)
 	_ providers.Logouter = (*Provider)(nil)
+	_ providers.Checker  = (*Provider)(nil)
+	_ io.Closer          = (*Provider)(nil)
 )
 
 func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secret string) (*Provider, error) {
@@ -276,72 +307,42 @@ func (c *Config) open(ctx context.Context, id string, deps providers.Deps, secre
 		logger = slog.New(slog.DiscardHandler)
 	}
 	discovery := strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration"
-	client := boundedClient(deps.Client, 15*time.Second, discovery)
-
-	op, err := gooidc.NewProvider(gooidc.ClientContext(ctx, client), cfg.Issuer)
-	if err != nil {
-		return nil, fmt.Errorf("oidc %s: discovery at %s: %w", id, cfg.Issuer, err)
-	}
-	var meta struct {
-		EndSession string   `json:"end_session_endpoint"`
-		IssParam   bool     `json:"authorization_response_iss_parameter_supported"`
-		Algs       []string `json:"id_token_signing_alg_values_supported"`
-	}
-	if err := op.Claims(&meta); err != nil {
-		return nil, fmt.Errorf("oidc %s: discovery document: %w", id, err)
-	}
-	if len(meta.Algs) > 0 && !slices.ContainsFunc(meta.Algs, func(a string) bool { return slices.Contains(cfg.AllowedAlgs, a) }) {
-		logger.Warn("oidc: the IdP announces no allowed ID token algorithm; logins will fail",
-			"idp", id, "announced", meta.Algs, "allowed", cfg.AllowedAlgs)
-	}
-
-	var jwks struct {
-		URI string `json:"jwks_uri"`
-	}
-	if err := op.Claims(&jwks); err != nil || jwks.URI == "" {
-		return nil, fmt.Errorf("oidc %s: discovery document has no jwks_uri", id)
-	}
 	// Keys come through their own client with a short timeout; go-oidc
 	// keeps the keys it has when a fetch fails, so tokens signed with
 	// cached keys verify while the JWKS endpoint is slow or down.
 	keyClient := boundedClient(deps.Client, keyFetchTimeout, discovery)
 	keyClient.Timeout = keyFetchTimeout
-	keys := gooidc.NewRemoteKeySet(gooidc.ClientContext(context.Background(), keyClient), jwks.URI)
-
 	p := &Provider{
-		id:       id,
-		issuer:   cfg.Issuer,
-		clientID: cfg.ClientID,
-		oauth: oauth2.Config{
-			ClientID:     cfg.ClientID,
-			ClientSecret: secret,
-			Endpoint:     op.Endpoint(),
-			RedirectURL:  redirect,
-			Scopes:       cfg.Scopes,
-		},
-		op: op,
-		// The verifier checks signatures (with the allowed algorithms
-		// only) and parses; verifyIDToken makes every other check itself,
-		// with its clock and skew, so each refusal carries its reason.
-		verifier: gooidc.NewVerifier(cfg.Issuer, keySet{keys}, &gooidc.Config{
-			SupportedSigningAlgs: cfg.AllowedAlgs,
-			SkipClientIDCheck:    true,
-			SkipIssuerCheck:      true,
-			SkipExpiryCheck:      true,
-		}),
-		algs:        cfg.AllowedAlgs,
-		useUserinfo: cfg.UseUserinfo,
-		now:         cfg.Now,
-		skew:        cfg.Skew,
-		subject:     cfg.SubjectClaim,
-		assumeEmail: cfg.EmailVerified == EmailVerifiedAssume,
-		requireIss:  meta.IssParam,
-		endSession:  meta.EndSession,
-		client:      client,
+		id:           id,
+		name:         deps.Name,
+		issuer:       cfg.Issuer,
+		clientID:     cfg.ClientID,
+		secret:       secret,
+		redirect:     redirect,
+		scopes:       cfg.Scopes,
+		algs:         cfg.AllowedAlgs,
+		useUserinfo:  cfg.UseUserinfo,
+		now:          cfg.Now,
+		skew:         cfg.Skew,
+		subject:      cfg.SubjectClaim,
+		assumeEmail:  cfg.EmailVerified == EmailVerifiedAssume,
+		discoveryURL: discovery,
+		client:       boundedClient(deps.Client, 15*time.Second, discovery),
+		keyClient:    keyClient,
+		log:          logger.With("idp", id),
+		cache:        deps.Cache,
+		clock:        deps.Clock,
+	}
+	if p.name == "" {
+		p.name = id
+	}
+	if p.clock == nil {
+		p.clock = clockwork.NewRealClock()
 	}
 	for k, v := range cfg.ExtraAuthParams {
 		p.authParams = append(p.authParams, oauth2.SetAuthURLParam(k, v))
 	}
+	p.openDiscovery(ctx)
 	return p, nil
 }
 
@@ -366,6 +367,10 @@ func (p *Provider) Begin(_ context.Context, flowID, loginHint string) (*provider
 	if flowID == "" {
 		return nil, fmt.Errorf("oidc %s: begin: empty flow id", p.id)
 	}
+	d := p.disc.Load()
+	if d == nil {
+		return nil, p.Available()
+	}
 	st := flowState{
 		IdP:      p.id,
 		Issuer:   p.issuer,
@@ -385,7 +390,7 @@ func (p *Provider) Begin(_ context.Context, flowID, loginHint string) (*provider
 	if loginHint != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("login_hint", loginHint))
 	}
-	return &providers.Challenge{URL: p.oauth.AuthCodeURL(flowID, opts...), State: raw}, nil
+	return &providers.Challenge{URL: d.oauth.AuthCodeURL(flowID, opts...), State: raw}, nil
 }
 
 func randomString() string {
@@ -425,6 +430,10 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 	if st.FlowID == "" || st.Nonce == "" || st.Verifier == "" {
 		return nil, p.refuse(providers.ReasonState, "incomplete flow state")
 	}
+	d := p.disc.Load()
+	if d == nil {
+		return nil, p.Available()
+	}
 	q := callbackParams(r)
 	if got := q.Get("state"); subtle.ConstantTimeCompare([]byte(got), []byte(st.FlowID)) != 1 {
 		if got == "" {
@@ -438,7 +447,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 		if len(iss) != 1 || iss[0] != p.issuer {
 			return nil, p.refuse(providers.ReasonAudience, "authorization response from issuer %q, expected %q", strings.Join(iss, ","), p.issuer)
 		}
-	} else if p.requireIss {
+	} else if d.requireIss {
 		return nil, p.refuse(providers.ReasonAudience, "authorization response lacks the iss parameter the IdP promises (RFC 9207)")
 	}
 	if e := q.Get("error"); e != "" {
@@ -453,7 +462,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 	}
 
 	ctx = gooidc.ClientContext(ctx, p.client)
-	tok, err := p.oauth.Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	tok, err := d.oauth.Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
@@ -468,7 +477,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 	if rawID == "" {
 		return nil, p.refuse(providers.ReasonOther, "token response has no id_token")
 	}
-	idt, claims, err := p.verifyIDToken(ctx, rawID, st.Nonce)
+	idt, claims, err := p.verifyWith(ctx, d, rawID, st.Nonce)
 	if err != nil {
 		return nil, p.outage(ctx, err)
 	}
@@ -482,7 +491,7 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 		return nil, err
 	}
 	if p.useUserinfo {
-		if err := p.mergeUserinfo(ctx, tok, idt.Subject, claims); err != nil {
+		if err := p.mergeUserinfo(ctx, d, tok, idt.Subject, claims); err != nil {
 			return nil, p.outage(ctx, err)
 		}
 	}
@@ -580,6 +589,15 @@ func (k keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error)
 // returns the raw claims. go-oidc checks the signature and parses; every
 // other check is made here, so each refusal says its reason.
 func (p *Provider) verifyIDToken(ctx context.Context, raw, nonce string) (*gooidc.IDToken, map[string]any, error) {
+	d := p.disc.Load()
+	if d == nil {
+		return nil, nil, p.Available()
+	}
+	return p.verifyWith(ctx, d, raw, nonce)
+}
+
+// verifyWith is verifyIDToken with the keys of discovery d.
+func (p *Provider) verifyWith(ctx context.Context, d *discovered, raw, nonce string) (*gooidc.IDToken, map[string]any, error) {
 	alg, err := jwtAlg(raw)
 	if err != nil {
 		return nil, nil, p.refuse(providers.ReasonOther, "malformed ID token: %v", err)
@@ -590,7 +608,7 @@ func (p *Provider) verifyIDToken(ctx context.Context, raw, nonce string) (*gooid
 	var keyErr error
 	vctx, cancel := context.WithTimeout(context.WithValue(ctx, keyErrSlot{}, &keyErr), keyFetchTimeout)
 	defer cancel()
-	idt, err := p.verifier.Verify(vctx, raw)
+	idt, err := d.verifier.Verify(vctx, raw)
 	switch {
 	case err == nil:
 	case keyErr != nil && errors.Unwrap(keyErr) != nil:
@@ -701,8 +719,8 @@ func decodeClaims(src interface{ Claims(any) error }, into *map[string]any) erro
 // win over userinfo's.
 var protocolClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "auth_time", "nonce", "azp", "at_hash", "c_hash", "acr", "amr", "sid", "jti"}
 
-func (p *Provider) mergeUserinfo(ctx context.Context, tok *oauth2.Token, sub string, claims map[string]any) error {
-	ui, err := p.op.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+func (p *Provider) mergeUserinfo(ctx context.Context, d *discovered, tok *oauth2.Token, sub string, claims map[string]any) error {
+	ui, err := d.op.UserInfo(ctx, oauth2.StaticTokenSource(tok))
 	if err != nil {
 		return fmt.Errorf("oidc %s: userinfo: %w", p.id, err)
 	}
@@ -775,12 +793,14 @@ func flattenInto(out map[string][]string, key string, v any) {
 
 // LogoutURL is the IdP's end_session_endpoint with client_id and
 // post_logout_redirect_uri; no id_token_hint, so the session cookie need
-// not carry the ID token. "" when the IdP has no such endpoint.
+// not carry the ID token. "" when the IdP has no such endpoint, or while
+// no discovery document is loaded (usher's own session is gone either way).
 func (p *Provider) LogoutURL(_ context.Context, _ providers.Identity, returnTo string) (string, error) {
-	if p.endSession == "" {
+	d := p.disc.Load()
+	if d == nil || d.endSession == "" {
 		return "", nil
 	}
-	u, err := url.Parse(p.endSession)
+	u, err := url.Parse(d.endSession)
 	if err != nil {
 		return "", fmt.Errorf("oidc %s: end_session_endpoint: %w", p.id, err)
 	}

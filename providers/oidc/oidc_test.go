@@ -244,7 +244,7 @@ func TestFormPost(t *testing.T) {
 func TestIssParameter(t *testing.T) {
 	idp := startIdP(t, true)
 	p := openProvider(t, "a", idp, nil)
-	if !p.requireIss {
+	if !p.disc.Load().requireIss {
 		t.Fatal("discovery flag authorization_response_iss_parameter_supported not picked up")
 	}
 	state, cb := browse(t, p, idp, "flow-iss")
@@ -526,7 +526,7 @@ func TestVerifyIDToken(t *testing.T) {
 	// Beneath our own alg check, go-oidc's verifier is restricted to the
 	// allowed algorithms too.
 	for _, raw := range []string{hs256(pemKey), unsignedJWT(`{"alg":"none"}`, validClaims(idp)) + "."} {
-		if _, err := p.verifier.Verify(context.Background(), raw); err == nil {
+		if _, err := p.disc.Load().verifier.Verify(context.Background(), raw); err == nil {
 			t.Errorf("verifier accepted %s", raw)
 		}
 	}
@@ -555,7 +555,9 @@ func TestLogoutURL(t *testing.T) {
 		t.Fatalf("end_session: %s, Location %q", resp.Status, loc)
 	}
 
-	p.endSession = ""
+	d := *p.disc.Load()
+	d.endSession = ""
+	p.disc.Store(&d)
 	if raw, err := p.LogoutURL(context.Background(), providers.Identity{}, publicURL+"/"); raw != "" || err != nil {
 		t.Fatalf("without end_session_endpoint: %q, %v", raw, err)
 	}
@@ -630,15 +632,24 @@ func TestFlatten(t *testing.T) {
 	}
 }
 
+// TestOpenDiscoveryFailure: an IdP that does not answer at Open leaves
+// the provider open but unavailable, with a typed error that is no
+// refusal and names the cause.
 func TestOpenDiscoveryFailure(t *testing.T) {
 	idp := startIdP(t, false)
 	issuer := idp.Issuer()
 	idp.Close()
 	c := &Config{Issuer: issuer, ClientID: clientID}
 	pu, _ := url.Parse(publicURL)
-	_, err := c.Open(context.Background(), "a", providers.Deps{PublicURL: pu})
-	if err == nil || errors.Is(err, providers.ErrRefused) || !strings.Contains(err.Error(), "oidc a: discovery") {
-		t.Fatalf("err = %v", err)
+	pp, err := c.Open(context.Background(), "a", providers.Deps{PublicURL: pu})
+	if err != nil {
+		t.Fatalf("Open with an IdP that does not answer: %v", err)
+	}
+	p := pp.(*Provider)
+	defer p.Close()
+	_, err = p.Begin(context.Background(), "flow-1", "")
+	if !errors.Is(err, providers.ErrUnavailable) || errors.Is(err, providers.ErrRefused) || !strings.Contains(err.Error(), "oidc a: discovery") {
+		t.Fatalf("Begin: err = %v", err)
 	}
 }
 

@@ -77,7 +77,11 @@ func (p *Provider) Finish(ctx context.Context, r *http.Request, state []byte) (*
 		return nil, err
 	}
 
-	sp := *p.sp.Load()
+	cur, err := p.current()
+	if err != nil {
+		return nil, err
+	}
+	sp := *cur.sp
 	var requestIDs []string
 	if flow != nil {
 		requestIDs = []string{flow.RequestID}

@@ -30,7 +30,11 @@ func (p *Provider) Begin(ctx context.Context, flowID, loginHint string) (*provid
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sp := p.sp.Load()
+	cur, err := p.current()
+	if err != nil {
+		return nil, err
+	}
+	sp := cur.sp
 	binding := saml.HTTPRedirectBinding
 	if p.cfg.Binding == "post" {
 		binding = saml.HTTPPostBinding

@@ -31,7 +31,13 @@ func (p *Provider) LogoutURL(ctx context.Context, id providers.Identity, returnT
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	sp := p.sp.Load()
+	// Metadata past its validUntil still names where the IdP ends
+	// sessions; without any, usher's own session is gone all the same.
+	l := p.md.Load()
+	if l == nil {
+		return "", nil
+	}
+	sp := l.sp
 	dest := sp.GetSLOBindingLocation(saml.HTTPRedirectBinding)
 	if dest == "" {
 		return "", nil
@@ -94,9 +100,13 @@ func (p *Provider) HandleLogoutResponse(r *http.Request) error {
 			return p.refuse(providers.ReasonOther, "logout response: unreadable form: %w", err)
 		}
 	}
-	sp := p.sp.Load()
+	cur, err := p.current()
+	if err != nil {
+		return err
+	}
+	sp := cur.sp
 	//lint:ignore SA1019 ParseLogoutResponse needs the LogoutRequest IDs, which usher does not keep.
-	err := sp.ValidateLogoutResponseRequest(r) //nolint:staticcheck
+	err = sp.ValidateLogoutResponseRequest(r) //nolint:staticcheck
 	if err == nil {
 		return nil
 	}
@@ -152,8 +162,11 @@ func (p *Provider) HandleLogoutRequest(ctx context.Context, r *http.Request, cur
 	default:
 		return nil, p.refuse(providers.ReasonOther, "logout request by %s; only GET and POST are SAML bindings", r.Method)
 	}
-	sp := p.sp.Load()
-	req, err := sp.ValidateLogoutRequest(r)
+	cur, err := p.current()
+	if err != nil {
+		return nil, err
+	}
+	req, err := cur.sp.ValidateLogoutRequest(r)
 	if err != nil {
 		cause := err
 		if ire, ok := errors.AsType[*saml.InvalidResponseError](err); ok {
@@ -193,7 +206,7 @@ func (p *Provider) HandleLogoutRequest(ctx context.Context, r *http.Request, cur
 	return &providers.LogoutRequest{
 		Subjects: subjects,
 		Answer: func(ended bool) (*providers.Challenge, error) {
-			return p.logoutResponse(sp, id, binding, relay, ended && len(subjects) > 0)
+			return p.logoutResponse(cur.sp, id, binding, relay, ended && len(subjects) > 0)
 		},
 	}, nil
 }

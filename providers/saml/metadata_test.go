@@ -2,6 +2,7 @@ package saml
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,11 +16,26 @@ import (
 	"github.com/usherhq/usher/providers/saml/samltest"
 )
 
-// metadataServer serves whatever body/status it is told to.
+// metadataServer serves whatever body/status it is told to; down, it
+// drops every connection unanswered.
 type metadataServer struct {
-	mu     sync.Mutex
-	status int
-	body   string
+	mu       sync.Mutex
+	status   int
+	body     string
+	down     bool
+	requests int
+}
+
+func (m *metadataServer) setDown(down bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.down = down
+}
+
+func (m *metadataServer) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.requests
 }
 
 func (m *metadataServer) set(status int, body string) {
@@ -31,6 +47,13 @@ func (m *metadataServer) set(status int, body string) {
 func (m *metadataServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.requests++
+	if m.down {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	w.WriteHeader(m.status)
 	_, _ = w.Write([]byte(m.body))
 }
@@ -159,7 +182,10 @@ func TestMetadataURLRefresh(t *testing.T) {
 	_ = p.Close() // twice is fine
 }
 
-func TestMetadataURLMustLoadAtOpen(t *testing.T) {
+// TestMetadataURLUnreachableAtOpen: metadata_url does not answer and no
+// copy is stored: the provider opens unavailable, with a typed error that
+// is no refusal, and still serves usher's own SP metadata.
+func TestMetadataURLUnreachableAtOpen(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close()
 	cfg := &Config{
@@ -167,9 +193,22 @@ func TestMetadataURLMustLoadAtOpen(t *testing.T) {
 		SPKey:       secretFile(t, "sp-key.pem"),
 		SPCert:      secretFile(t, "sp-cert.pem"),
 	}
-	_, err := cfg.OpenWith(context.Background(), "okta", providers.Deps{PublicURL: publicURL}, Options{})
-	if err == nil || !strings.Contains(err.Error(), "fetch IdP metadata") {
-		t.Fatalf("err = %v", err)
+	p, err := cfg.OpenWith(context.Background(), "okta", providers.Deps{PublicURL: publicURL, Name: "Okta"}, Options{})
+	if err != nil {
+		t.Fatalf("Open with metadata_url down: %v", err)
+	}
+	defer p.Close()
+	const want = "Okta is unavailable: its metadata could not be fetched"
+	_, err = p.Begin(context.Background(), "flow-1", "")
+	if !errors.Is(err, providers.ErrUnavailable) || errors.Is(err, providers.ErrRefused) ||
+		!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "fetch IdP metadata") {
+		t.Fatalf("Begin: err = %v, want %q and the cause", err, want)
+	}
+	if err := p.Ready(context.Background()); !errors.Is(err, providers.ErrUnavailable) {
+		t.Fatalf("Ready() = %v", err)
+	}
+	if _, _, err := p.Metadata(); err != nil {
+		t.Fatalf("SP metadata while the IdP's is missing: %v", err)
 	}
 }
 

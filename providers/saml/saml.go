@@ -220,8 +220,11 @@ func (c *Config) Open(ctx context.Context, id string, deps providers.Deps) (prov
 }
 
 // OpenWith builds the provider: it reads the SP key pair, loads the IdP
-// metadata (fetching it when it comes from a URL, which must succeed) and
-// starts the metadata refresh when there is one; Close stops it.
+// metadata and, for metadata_url, starts the refresh; Close stops it.
+// Metadata from a file or inline must load. Metadata from a URL that
+// does not answer is taken from the cache (deps.Cache) when a usable copy
+// is there; without one the provider opens unavailable (Begin fails with
+// a *providers.UnavailableError) until the refresh loads it.
 func (c *Config) OpenWith(ctx context.Context, id string, deps providers.Deps, opts Options) (*Provider, error) {
 	if errs := c.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("saml %s: invalid config: %w", id, errors.Join(errs...))
@@ -259,6 +262,15 @@ func (c *Config) OpenWith(ctx context.Context, id string, deps providers.Deps, o
 		replay:       opts.Replay,
 		now:          opts.Now,
 		newID:        opts.NewID,
+		name:         deps.Name,
+		cache:        deps.Cache,
+		clock:        deps.Clock,
+	}
+	if p.name == "" {
+		p.name = id
+	}
+	if p.clock == nil {
+		p.clock = clockwork.NewRealClock()
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -298,15 +310,26 @@ func (c *Config) OpenWith(ctx context.Context, id string, deps providers.Deps, o
 		return nil, fmt.Errorf("saml %s: %w", id, err)
 	}
 
+	if cfg.MetadataURL != "" {
+		// The IdP's metadata endpoint may not answer: the provider then
+		// opens with the stored copy, or unavailable, and the refresh
+		// loop keeps trying.
+		p.openURLMetadata(ctx)
+		p.startRefresh()
+		return p, nil
+	}
 	md, err := p.loadMetadata(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: %w", id, err)
 	}
+	if !md.validUntil.IsZero() && p.now().After(md.validUntil) {
+		// The admin put this copy in the config: it stays in use, but
+		// the IdP has said it should not be, so say so.
+		p.log.Warn("saml: the configured IdP metadata is past its validUntil; using it because it is configured, not fetched",
+			"valid_until", md.validUntil.UTC().Format(time.RFC3339))
+	}
 	if err := p.install(md); err != nil {
 		return nil, fmt.Errorf("saml %s: %w", id, err)
-	}
-	if cfg.MetadataURL != "" {
-		p.startRefresh()
 	}
 	return p, nil
 }
@@ -330,10 +353,17 @@ type Provider struct {
 	// metadataURL is where usher serves SP metadata.
 	metadataURL url.URL
 
-	// sp is replaced as a whole when IdP metadata is refreshed; a login in
-	// flight keeps the copy it loaded.
-	sp              atomic.Pointer[saml.ServiceProvider]
+	name  string // display name, for people
+	cache providers.Cache
+	clock clockwork.Clock
+
+	// md is nil until IdP metadata is loaded, and replaced as a whole
+	// when it is refreshed; a login in flight keeps the copy it loaded.
+	md              atomic.Pointer[loaded]
 	refreshFailures atomic.Uint64
+	// failing is the state of the current run of failed fetches of
+	// metadata_url, nil once one succeeds.
+	failing atomic.Pointer[failure]
 
 	stopOnce    sync.Once
 	stopRefresh context.CancelFunc
@@ -347,6 +377,7 @@ var (
 	_ providers.LogoutRequestHandler = (*Provider)(nil)
 	_ providers.Metadataer           = (*Provider)(nil)
 	_ providers.BodyLimiter          = (*Provider)(nil)
+	_ providers.Checker              = (*Provider)(nil)
 )
 
 // ID is the configured IdP id.
