@@ -172,18 +172,24 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // cmdCheck reports every problem in a config file at once, with its YAML
-// path and line, including those inside each IdP's own config block.
+// path and line, including those inside each IdP's own config block and
+// secrets that cannot be read (unless --no-secrets).
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", stderr)
 	path := fs.String("config", "usher.yaml", "config file")
+	noSecrets := fs.Bool("no-secrets", false, "do not read {env: ...} and {file: ...} secrets (checking a file away from where it runs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := readConfig(*path, !*noSecrets)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok\n\n%s", *path, cfg.Summary())
+	note := ""
+	if *noSecrets {
+		note = " (secrets not read: --no-secrets)"
+	}
+	fmt.Fprintf(stdout, "%s: ok%s\n\n%s%s", *path, note, cfg.Summary(), sweepSummary(cfg))
 	if ws := configWarnings(cfg); len(ws) > 0 {
 		fmt.Fprintf(stdout, "\nwarnings:\n")
 		for _, w := range ws {
@@ -216,6 +222,9 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	default:
+		if err := prepareDataDir(cfg); err != nil {
+			return err
+		}
 		if err := sqlite.Migrate(ctx, cfg.Store.Path); err != nil {
 			return err
 		}
@@ -224,9 +233,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// loadConfig loads, validates and checks the provider blocks, so that serve
-// and check refuse exactly the same files.
-func loadConfig(path string) (*config.Config, error) {
+// loadConfig loads, validates and checks the provider blocks and that
+// every secret can be read, so that serve and check refuse exactly the
+// same files, each problem with its YAML path and line.
+func loadConfig(path string) (*config.Config, error) { return readConfig(path, true) }
+
+// readConfig is loadConfig; without secrets it reads no secret (usher
+// check --no-secrets).
+func readConfig(path string, secrets bool) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	var errs config.Errors
 	if err != nil && !errors.As(err, &errs) {
@@ -275,6 +289,10 @@ func loadConfig(path string) (*config.Config, error) {
 		}
 		errs = append(errs, scimSubjects(cfg)...)
 		errs = append(errs, routeHosts(cfg)...)
+		if secrets {
+			// After every block above is decoded: their secrets count too.
+			errs = append(errs, cfg.CheckSecrets()...)
+		}
 		errs = dedupe(errs)
 	}
 	if len(errs) > 0 {

@@ -290,6 +290,7 @@ func TestCloudRefusalsAreAudited(t *testing.T) {
 func TestCheckCloudApp(t *testing.T) {
 	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
 	t.Setenv("OKTA_SECRET", "very-secret-value")
+	t.Setenv("ATLASSIAN_ORG_KEY", "org-key")
 	cloudApp := `  - name: cloud
     kind: cloud
     api:

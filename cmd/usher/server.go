@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -99,6 +101,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.metrics = metrics.New(m.reg)
 
+	if err := prepareDataDir(cfg); err != nil {
+		return err
+	}
 	if m.store, err = openStore(ctx, cfg.Store); err != nil {
 		return err
 	}
@@ -323,6 +328,46 @@ func ownerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
+// prepareDataDir makes the directory of the SQLite file (server.data_dir
+// unless store.path says otherwise) when it is missing, readable by
+// usher's user only: it holds identities, the audit log and sealed
+// signing keys. A path that is a file, or a directory usher cannot
+// write to, is refused naming the setting.
+func prepareDataDir(cfg *config.Config) error {
+	if cfg.Store.Driver == "postgres" {
+		return nil
+	}
+	dir := filepath.Dir(cfg.Store.Path)
+	setting := "store.path"
+	if filepath.Clean(dir) == filepath.Clean(cfg.Server.DataDir) {
+		setting = "server.data_dir"
+	}
+	cause := func(err error) error {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			return pe.Err // the message names the directory already
+		}
+		return err
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("%s: cannot create %s: %w", setting, dir, cause(err))
+		}
+	case err != nil:
+		return fmt.Errorf("%s: %s: %w", setting, dir, cause(err))
+	case !st.IsDir():
+		return fmt.Errorf("%s: %s exists and is not a directory", setting, dir)
+	}
+	f, err := os.CreateTemp(dir, ".usher-write-check-*")
+	if err != nil {
+		return fmt.Errorf("%s: %s is not writable by usher's user: %w", setting, dir, cause(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 func openStore(ctx context.Context, c config.Store) (store.Store, error) {

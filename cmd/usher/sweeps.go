@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/usherhq/usher/config"
@@ -47,6 +49,40 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 		return nil, errs
 	}
 	return &p, nil
+}
+
+// sweepSummary lists the sweeps for usher check: when each runs, whose
+// people it covers and what it does.
+func sweepSummary(cfg *config.Config) string {
+	if len(cfg.Sweeps) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nsweeps (%d):\n", len(cfg.Sweeps))
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for i := range cfg.Sweeps {
+		p, err := sweepPolicy(cfg, i)
+		if err != nil {
+			continue // loadConfig refused it already
+		}
+		when := "by hand only"
+		switch {
+		case p.Schedule != "":
+			when = fmt.Sprintf("cron %q", p.Schedule)
+		case p.Every > 0:
+			when = "every " + shortDuration(p.Every)
+		}
+		action := string(p.Action)
+		if action == "" {
+			action = string(sweep.Deactivate)
+		}
+		if p.DryRun {
+			action += " (dry run)"
+		}
+		fmt.Fprintf(w, "  %s\t%s\tidps %s\t%s\n", p.Name, when, strings.Join(p.IdPs, ", "), action)
+	}
+	w.Flush()
+	return b.String()
 }
 
 // openSweepers builds one Sweeper per configured policy.
@@ -136,4 +172,16 @@ func printSweep(w io.Writer, r *sweep.Result) {
 		fmt.Fprintf(w, "BLOCKED by the safety valve: %s\n", r.BlockReason)
 	}
 	fmt.Fprintf(w, "planned %d, applied %d, skipped %d, failed %d\n\n", r.Planned, r.Applied, r.Skipped, r.Failed)
+}
+
+// shortDuration writes 24h rather than 24h0m0s, as admins type it.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
