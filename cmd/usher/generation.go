@@ -91,7 +91,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 			p, err = pc.Open(ctx, c.ID, deps)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("idp %s: %w", c.ID, err)
+			return nil, err // "oidc <id>: ...", "saml <id>: ...": providers name themselves
 		}
 		if cl, ok := p.(io.Closer); ok {
 			g.closers = append(g.closers, cl)
@@ -127,7 +127,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 			Accounts: blobAccounts{m.store},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("app %s: %w", app, err)
+			return nil, err // "<app>: ...": targets name the app themselves
 		}
 		g.dirs[app] = dir
 	}

@@ -93,13 +93,13 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 			return err
 		}
 		s, err := sweep.New(*p, sweep.Deps{
-			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
+			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log, Now: m.Now, Owner: m.owner,
 			OnRun: func(res *sweep.Result, d time.Duration) {
 				m.metrics.Sweep(res.Policy, d, res.Planned, res.Applied, res.Blocked)
 			},
 		})
 		if err != nil {
-			return fmt.Errorf("sweeps[%d] (%s): %w", i, p.Name, err)
+			return fmt.Errorf("sweeps[%d]: %w", i, err) // "sweep <name>: ..."
 		}
 		g.sweepers[p.Name] = s
 		g.sweepOrder = append(g.sweepOrder, p.Name)
@@ -107,13 +107,28 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	return nil
 }
 
-// cmdSweep runs one sweep now, or with --dry-run prints the plan and acts
-// on nothing.
+// sweepRuns is what `usher sweep --json` prints: one JSON document with
+// a run per policy, in config order.
+type sweepRuns struct {
+	Runs []sweepRun `json:"runs"`
+}
+
+// sweepRun is a sweep.Result, or only the policy when the run failed
+// before it planned, with the run's error.
+type sweepRun struct {
+	*sweep.Result
+	Policy string `json:"policy"` // also when Result is nil
+	Error  string `json:"error,omitempty"`
+}
+
+// cmdSweep runs the sweeps now, or with --dry-run prints their plans and
+// acts on nothing. The first policy that fails stops the command; the
+// runs so far are printed all the same.
 func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("sweep", stderr)
 	path := fs.String("config", "usher.yaml", "config file")
 	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	asJSON := fs.Bool("json", false, `print one JSON document, {"runs": [...]}, instead of tables`)
 	only := fs.String("policy", "", "run only this policy (default: all)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -130,33 +145,38 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer m.Close()
-	ran := false
+	out := sweepRuns{Runs: []sweepRun{}}
+	var runErr error
 	g := m.gen.Load()
 	for _, name := range g.sweepOrder {
 		if *only != "" && name != *only {
 			continue
 		}
-		ran = true
 		res, err := g.sweepers[name].Run(ctx, *dry)
-		if res != nil {
-			if *asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
-					return err
-				}
-			} else {
-				printSweep(stdout, res)
-			}
+		run := sweepRun{Result: res, Policy: name}
+		if err != nil {
+			run.Error = err.Error()
+		}
+		out.Runs = append(out.Runs, run)
+		if res != nil && !*asJSON {
+			printSweep(stdout, res)
 		}
 		if err != nil {
-			return fmt.Errorf("sweep %s: %w", name, err)
+			runErr = err // "sweep <name>: ...": the sweeper names itself
+			break
 		}
 	}
-	if !ran {
+	if len(out.Runs) == 0 {
 		return usageError{fmt.Errorf("no sweep policy named %q", *only)}
 	}
-	return nil
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	}
+	return runErr
 }
 
 func printSweep(w io.Writer, r *sweep.Result) {
