@@ -76,7 +76,7 @@ type Sweeper struct {
 	apps    []string // in scope, sorted
 	idps    map[string]bool
 	blocked atomic.Int64
-	running sync.Mutex // one run at a time in this process
+	running sync.Mutex  // one run at a time in this process
 	busy    atomic.Bool // a run holds running
 }
 
