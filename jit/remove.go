@@ -245,6 +245,8 @@ func (r *Reconciler) takeAway(ctx context.Context, j removeJob) RemoveOutcome {
 		return o
 	}
 	o.Queued = true
+	r.log().Warn("removal queued for retry", "app", j.App, "idp", j.IdP, "subject", j.Subject, "username", j.Username,
+		"action", string(j.Action), "cause", j.Cause.String(), "err", err)
 	if o.Err != nil {
 		r.auditRemove(ctx, j, ResultError, err.Error()+" (queued for retry)")
 	} else {
