@@ -46,6 +46,8 @@ type generation struct {
 	sweepOrder []string
 	closers    []io.Closer
 	stop       func()
+	// background names what start runs, for the shutdown's log.
+	background []string
 }
 
 // build opens a generation; on error nothing of it is left open.
@@ -231,6 +233,15 @@ func (g *generation) start(m *Main) error {
 		cancel()
 		<-done // the worker finishes the job at hand first
 		<-keysDone
+	}
+	if g.worker != nil && !m.NoWorker {
+		g.background = append(g.background, "retry worker (after the job at hand)")
+	}
+	if g.provider != nil {
+		g.background = append(g.background, "OpenID Provider key rotation")
+	}
+	if len(g.sweepers) > 0 && !m.NoSchedule {
+		g.background = append(g.background, "sweep schedule")
 	}
 	return nil
 }

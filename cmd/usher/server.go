@@ -57,6 +57,9 @@ type Main struct {
 	// KeyRotateEvery, KeyPrepublish and KeyRefresh override the OpenID
 	// Provider's signing-key schedule (tests); zero keeps its defaults.
 	KeyRotateEvery, KeyPrepublish, KeyRefresh time.Duration
+	// ShutdownGrace is how long Wait lets requests in flight finish,
+	// default 30s.
+	ShutdownGrace time.Duration
 
 	owner     string // this replica's name in leases
 	store     store.Store
@@ -75,6 +78,9 @@ type Main struct {
 	srv, adminSrv, plain *http.Server
 	served               chan error
 	stopBackground       func()
+	// inflight counts requests being served on every listener, so that a
+	// shutdown cut short can say how many it cut off.
+	inflight atomic.Int64
 }
 
 // Open starts everything: store, providers, listeners, background work.
@@ -195,7 +201,11 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 
 func (m *Main) server(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m.inflight.Add(1)
+			defer m.inflight.Add(-1)
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -417,18 +427,32 @@ func (m *Main) AdminAddr() string {
 }
 
 // Wait serves until ctx ends or a listener fails, then shuts down
-// gracefully: in-flight requests get up to 30 s to finish, then the
-// retry worker and sweeps stop at a safe point (Close).
+// gracefully: in-flight requests get ShutdownGrace (30 s) to finish,
+// then the retry worker and sweeps stop at a safe point (Close). A
+// shutdown that had to cut requests off says how many.
 func (m *Main) Wait(ctx context.Context) error {
+	grace := m.ShutdownGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
 	var err error
 	select {
 	case err = <-m.served:
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
+		} else {
+			m.Log.Error("shutting down: a listener failed", "err", err, "grace", grace.String())
 		}
 	case <-ctx.Done():
+		why := []any{"grace", grace.String()}
+		if s, ok := errors.AsType[stopSignal](context.Cause(ctx)); ok {
+			why = append(why, "signal", s.name())
+		} else {
+			why = append(why, "reason", context.Cause(ctx).Error())
+		}
+		m.Log.Info("shutting down: finishing requests in flight", why...)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	// All at once: one by one, a slow request on the public listener
 	// would keep the admin listener accepting (and /readyz answering ok)
@@ -441,8 +465,24 @@ func (m *Main) Wait(ctx context.Context) error {
 			go func() { errs <- s.Shutdown(sctx) }()
 		}
 	}
+	cut := false
 	for range n {
-		err = errors.Join(err, <-errs)
+		e := <-errs
+		if errors.Is(e, context.DeadlineExceeded) {
+			cut = true
+			continue
+		}
+		err = errors.Join(err, e)
+	}
+	if cut {
+		// Close, which follows, closes their connections.
+		k := m.inflight.Load()
+		what := fmt.Sprintf("%d requests", k)
+		verb := "were"
+		if k == 1 {
+			what, verb = "1 request", "was"
+		}
+		err = errors.Join(err, fmt.Errorf("shutdown: %s still running after %s %s cut off", what, grace, verb))
 	}
 	return err
 }
@@ -462,15 +502,31 @@ func (m *Main) Close() error {
 	if m.adminSrv == nil && m.adminLn != nil {
 		errs = append(errs, m.adminLn.Close())
 	}
+	var stopped []string
 	if m.stopBackground != nil {
 		m.stopBackground()
 		m.stopBackground = nil
+		stopped = append(stopped, "session revocation refresh", "queue metrics")
 	}
 	if g := m.gen.Swap(nil); g != nil {
+		var cut []string
+		for _, name := range g.sweepOrder {
+			if g.sweepers[name].Running() {
+				cut = append(cut, name)
+			}
+		}
+		stopped = append(stopped, g.background...)
 		g.close()
+		for _, name := range cut {
+			m.Log.Warn("shutdown: a sweep was stopped between two people; its next run resumes it", "sweep", name)
+		}
+	}
+	if len(stopped) > 0 {
+		m.Log.Info("shutdown: background work stopped", "stopped", stopped)
 	}
 	if m.tls != nil {
 		errs = append(errs, m.tls.Close())
+		m.tls = nil
 	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
