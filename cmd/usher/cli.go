@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,9 +26,11 @@ const usage = `usher: a login-time sync proxy for Atlassian apps
 
 usage:
   usher serve --config FILE    run usher
-  usher check --config FILE    check a config file and summarise it
+  usher check --config FILE [--no-secrets]
+                               check a config file (and that its secrets can be read) and summarise it
   usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
-                               run deprovisioning sweeps now (--dry-run: print the plan only)
+                               run deprovisioning sweeps now (--dry-run: print the plans only;
+                               --json: one document, {"runs": [...]})
   usher reload --config FILE   make a running usher re-read its config (or send it SIGHUP)
   usher migrate --config FILE  apply database schema migrations and exit
   usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
@@ -165,7 +168,12 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("reload refused (%s): %s", resp.Status, strings.TrimSpace(string(body)))
+		// The admin API answers {"error": "reload failed: running config kept: ..."}.
+		var apiErr struct{ Error string }
+		if json.Unmarshal(body, &apiErr) != nil || apiErr.Error == "" {
+			apiErr.Error = "reload failed: " + strings.TrimSpace(string(body))
+		}
+		return fmt.Errorf("%s (HTTP %d)", apiErr.Error, resp.StatusCode)
 	}
 	fmt.Fprintln(stdout, "usher reloaded its config")
 	return nil

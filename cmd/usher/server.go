@@ -266,7 +266,8 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 
 // Reload re-reads the config file and swaps in a new generation. A file
 // with problems is refused with every problem logged, and the running
-// config keeps serving. Sessions survive as long as the new session keys
+// config keeps serving; the error says so ("running config kept: ..."),
+// for callers that say the reload failed. Sessions survive as long as the new session keys
 // still hold the key that sealed them.
 func (m *Main) Reload(ctx context.Context) error {
 	m.reloadMu.Lock()
@@ -277,7 +278,7 @@ func (m *Main) Reload(ctx context.Context) error {
 	cfg, err := loadConfig(m.ConfigPath)
 	if err != nil {
 		m.Log.Error("reload refused: the config file has problems; the running config stays", "file", m.ConfigPath, "err", err)
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	old := m.gen.Load()
 	for _, c := range []struct {
@@ -305,11 +306,11 @@ func (m *Main) Reload(ctx context.Context) error {
 	g, err := m.build(ctx, cfg)
 	if err != nil {
 		m.Log.Error("reload refused: the new config could not be opened; the running config stays", "err", err)
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	if err := g.start(m); err != nil {
 		g.close()
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	m.gen.Store(g)
 	m.Config = cfg

@@ -91,3 +91,25 @@ func TestShutdownSaysWhatItCutShort(t *testing.T) {
 		t.Errorf("stopped %q", got)
 	}
 }
+
+// usher reload against a file the running usher refuses says so once:
+// not "reload refused (500): {"error":"reload failed: reload refused...".
+func TestReloadCommandRefusedSaysItOnce(t *testing.T) {
+	e := startEnv(t)
+	e.enableReload()
+	text, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = bytes.Replace(text, []byte("  listen: 127.0.0.1:0\n"), []byte("  listen: "+e.m.AdminAddr()+"\n"), 1)
+	text = bytes.Replace(text, []byte("client_id: usher-acme"), []byte("client_idd: usher-acme"), 1)
+	if err := os.WriteFile(e.cfgPath, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, "reload", "--config", e.cfgPath)
+	if code != 1 || !strings.HasPrefix(stderr, "usher reload: reload failed: running config kept: ") ||
+		!strings.Contains(stderr, "idps[0].config.client_idd: unknown key") || !strings.HasSuffix(stderr, "(HTTP 500)\n") ||
+		strings.Count(stderr, "reload") != 2 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
