@@ -386,3 +386,15 @@ func TestServeCreatesDataDir(t *testing.T) {
 	}
 	wantStatus(t, e.login(e.browser(), "/", "acme", "alice", "pw-alice"), http.StatusOK)
 }
+
+// An error from a part usher opens at start names that part once:
+// "session: key 1: ...", not "session: session: key 1: ...".
+func TestServeNamesTheFailingPartOnce(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", "short")
+	t.Setenv("OKTA_SECRET", "s")
+	cfg := strings.Replace(goodConfig, "server:\n", "server:\n  data_dir: "+t.TempDir()+"\n", 1)
+	code, _, stderr := runCLI(t, "serve", "--config", writeConfig(t, cfg))
+	if code != 1 || !strings.HasPrefix(stderr, "usher serve: session: key 1: ") || strings.Count(stderr, "session") != 1 {
+		t.Fatalf("exit %d: %q", code, stderr)
+	}
+}

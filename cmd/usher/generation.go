@@ -74,7 +74,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		Idle: cfg.Session.IdleTimeout, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Revoker: m.revoked,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, err // "session: key 1: ..."
 	}
 
 	deps := providers.Deps{PublicURL: g.public, Log: m.Log, Client: m.Client}

@@ -154,7 +154,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	if err := m.tls.Manage(ctx); err != nil {
-		return fmt.Errorf("tls: %w", err)
+		return err // "tls: acme: ..."
 	}
 	var public http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.gen.Load().front.ServeHTTP(w, r)
