@@ -2,8 +2,9 @@
 // Prometheus metrics, and the admin pages and JSON API over the store —
 // the people usher knows and why each got what (the audit timeline), the
 // audit log and its export, deprovisioning sweeps with their dry-run plans,
-// the retry queue and the effective config — plus the few actions an admin
-// may take: sync a person now, run a sweep, reload the config.
+// the retry queue, the IdP directories' syncs and the effective config —
+// plus the few actions an admin may take: sync a person now, run a sweep,
+// sync a directory (or preview it), reload the config.
 //
 // Pages are server-rendered and work without JavaScript. Every /admin
 // route needs an authenticated admin; state changes only on POST, and
@@ -29,6 +30,8 @@ import (
 type Options struct {
 	Store   store.Store // required
 	Actions Actions     // nil: pages render, actions fail
+	// Directories are the IdP directories' syncs; nil: none configured.
+	Directories DirectoryActions
 	// Token, when set, admits "Authorization: Bearer <token>" (API,
 	// scripts, Prometheus) and, through the /admin/login form, a browser
 	// with a short-lived admin cookie sealed by Codec.
@@ -200,6 +203,10 @@ func (h *handler) routes() {
 	m.HandleFunc("GET /admin/sweeps", h.sweepsPage)
 	m.HandleFunc("GET /admin/sweeps/{policy}/plan", h.planPage)
 	m.HandleFunc("POST /admin/sweeps/{policy}/run", h.runSweep)
+	m.HandleFunc("GET /admin/directories", h.directoriesPage)
+	m.HandleFunc("POST /admin/directories/{name}/sync", h.startSync)
+	m.HandleFunc("POST /admin/directories/{name}/dry-run", h.dryRun)
+	m.HandleFunc("POST /admin/users/{idp}/{subject}/directory-sync", h.userDirectorySync)
 	m.HandleFunc("GET /admin/queue", h.queuePage)
 	m.HandleFunc("GET /admin/config", h.configPage)
 	m.HandleFunc("POST /admin/reload", h.reload)

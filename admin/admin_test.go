@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/sqlite"
@@ -34,6 +35,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type fakeActions struct {
 	mu    sync.Mutex
 	calls []string
+	busy  bool // StartSync says a sync is running
 }
 
 func (f *fakeActions) record(format string, args ...any) {
@@ -88,6 +90,48 @@ func (f *fakeActions) Reload(ctx context.Context, actor string) error {
 	return nil
 }
 
+// The fake's directories: okta's "corp", with two runs and one running.
+func (f *fakeActions) Directories() []Directory {
+	return []Directory{{Name: "corp", Type: "graph", IdP: "okta", Schedule: "every 15m", Automatic: true}}
+}
+
+func (f *fakeActions) DirectoryRuns(ctx context.Context, name string) ([]dirsync.Result, *dirsync.Progress, error) {
+	return []dirsync.Result{
+			{Run: 2, Directory: "corp", Kind: "delta", By: "schedule", Complete: false, Error: "graph: users page 3: 503", People: 4, Updated: 1},
+			{Run: 1, Directory: "corp", Kind: "full", By: "admin:root", Complete: true, People: 1200, Groups: 40, Created: 1100},
+		},
+		&dirsync.Progress{Kind: "full", Started: t0, People: 600, Expected: 1200, Created: 3}, nil
+}
+
+func (f *fakeActions) StartSync(ctx context.Context, name, actor string) error {
+	f.record("start %s %s", name, actor)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.busy {
+		return dirsync.ErrBusy
+	}
+	return nil
+}
+
+func (f *fakeActions) DryRunSync(ctx context.Context, name, actor string) (*dirsync.Result, error) {
+	f.record("dry %s %s", name, actor)
+	return &dirsync.Result{Directory: name, IdP: "okta", Kind: "full", DryRun: true, Complete: true, People: 3, Created: 1, Unchanged: 1, Denied: 1,
+		Items: []dirsync.Item{{Subject: "sub-zoe", Username: "zoe", Outcome: dirsync.OutcomeCreated, Apps: []string{"jira"}},
+			{Subject: "sub-x", Username: "x", Outcome: dirsync.OutcomeDenied, Detail: "not in staff"}}}, nil
+}
+
+func (f *fakeActions) DirectoryOf(idp string) string {
+	if idp == "okta" {
+		return "corp"
+	}
+	return ""
+}
+
+func (f *fakeActions) SyncPerson(ctx context.Context, idp, subject, actor string) (*dirsync.Item, error) {
+	f.record("person %s %s %s", idp, subject, actor)
+	return &dirsync.Item{Subject: subject, Username: "alice", Outcome: dirsync.OutcomeUpdated, Changes: []string{"jira: added to jira-developers"}}, nil
+}
+
 type env struct {
 	t       *testing.T
 	srv     *httptest.Server
@@ -114,7 +158,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, store: st, codec: codec, actions: &fakeActions{}}
 	e.ready = []Check{{Name: "store"}}
 	h := New(Options{
-		Store: st, Actions: e.actions, Token: adminToken, Codec: codec,
+		Store: st, Actions: e.actions, Directories: e.actions, Token: adminToken, Codec: codec,
 		SSO:    &SSO{IdP: "okta", Group: adminGroup, LoginURL: "https://sso.example.com/usher/login?rd=/"},
 		Config: func() ([]byte, error) { return []byte("listen: :8080\nsecret: <redacted>\nnote: \"<b>x</b>\"\n"), nil },
 		Ready:  func(ctx context.Context) []Check { return e.ready },
@@ -373,6 +417,9 @@ func TestCSRF(t *testing.T) {
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"false"}}, "run nightly dry=false admin:token"},
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"true"}}, "run nightly dry=true admin:token"},
 		{"/admin/link", url.Values{"idp": {"okta"}, "subject": {"00u-x"}, "username": {"localadmin"}}, "link okta 00u-x localadmin admin:token"},
+		{"/admin/directories/corp/sync", url.Values{}, "start corp admin:token"},
+		{"/admin/directories/corp/dry-run", url.Values{}, "dry corp admin:token"},
+		{"/admin/users/okta/sub-alice/directory-sync", url.Values{}, "person okta sub-alice admin:token"},
 	} {
 		t.Run(tc.path+" "+tc.form.Get("dry_run"), func(t *testing.T) {
 			e := newEnv(t)
@@ -420,19 +467,25 @@ func TestGetOnActionsChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	seed(t, e.store)
 	cookie := e.loginCookie()
-	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/sweeps/nightly/run?dry_run=false", "/admin/logout"} {
+	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/sweeps/nightly/run?dry_run=false", "/admin/logout",
+		"/admin/directories/corp/sync", "/admin/directories/corp/dry-run", "/admin/users/okta/sub-alice/directory-sync"} {
 		if r := e.do("GET", p, nil, "Cookie", cookie); r.status != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d, want 405", p, r.status)
 		}
 	}
-	for _, p := range []string{"/admin/api/reload", "/admin/api/users/okta/sub-alice/sync", "/admin/api/sweeps/nightly/run?dry_run=false"} {
+	for _, p := range []string{"/admin/api/reload", "/admin/api/users/okta/sub-alice/sync", "/admin/api/sweeps/nightly/run?dry_run=false",
+		"/admin/api/directories/corp/sync", "/admin/api/directories/corp/dry-run", "/admin/api/users/okta/sub-alice/directory-sync"} {
 		if r := e.do("GET", p, nil, bearer(adminToken)...); r.status != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d, want 405", p, r.status)
 		}
 	}
-	// Viewing a plan computes it and nothing else.
+	// Viewing a plan computes it and nothing else; so does the
+	// directories page.
 	if r := e.do("GET", "/admin/sweeps/nightly/plan", nil, "Cookie", cookie); r.status != http.StatusOK {
 		t.Errorf("plan: %d", r.status)
+	}
+	if r := e.do("GET", "/admin/directories", nil, "Cookie", cookie); r.status != http.StatusOK {
+		t.Errorf("directories: %d", r.status)
 	}
 	if got := e.actions.Calls(); !slices.Equal(got, []string{"plan nightly"}) {
 		t.Errorf("GETs called %q, want only the read-only plan", got)

@@ -148,14 +148,17 @@ type timelineData struct {
 	// no sync.
 	Changes []string
 	Synced  bool
-	Now     time.Time
+	// Directory is the IdP's directory, "" when it has none: then the
+	// page offers no "sync from the directory".
+	Directory string
+	Now       time.Time
 }
 
 // timeline gathers why a person has what: their audit events (newest
 // first), and per app what usher last applied and which groups it
 // manages. ErrNotFound when usher knows nothing of the identity.
 func (h *handler) timeline(ctx context.Context, idp, subject string) (timelineData, error) {
-	d := timelineData{IdP: idp, Subject: subject, Now: h.now()}
+	d := timelineData{IdP: idp, Subject: subject, Now: h.now(), Directory: h.dirs().DirectoryOf(idp)}
 	st := h.o.Store
 	b, err := st.Binding(ctx, idp, subject)
 	switch {

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/store"
 )
 
@@ -332,5 +334,92 @@ func TestConfigPage(t *testing.T) {
 	var out map[string]string
 	if err := json.Unmarshal([]byte(r.body), &out); err != nil || !strings.HasPrefix(out["config"], "listen: :8080") {
 		t.Errorf("API config: %v %q", err, r.body)
+	}
+}
+
+func TestDirectoriesPage(t *testing.T) {
+	e := newEnv(t)
+	seed(t, e.store)
+	cookie := e.loginCookie()
+	r := e.do("GET", "/admin/directories", nil, "Cookie", cookie)
+	if r.status != http.StatusOK {
+		t.Fatalf("directories: %d %s", r.status, r.body)
+	}
+	for _, want := range []string{
+		"<h2>corp</h2>", "every 15m", "automatic", "full sync since", "600 of about 1200 people read",
+		"incomplete: graph: users page 3: 503", "admin:root", ">1100<", "Sync everyone now", "Dry run",
+		`action="/admin/directories/corp/sync"`,
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("directories page lacks %q", want)
+		}
+	}
+	tok := e.csrfFrom("/admin/directories", cookie)
+	r = e.do("POST", "/admin/directories/corp/dry-run", url.Values{"csrf": {tok}}, "Cookie", cookie)
+	for _, want := range []string{"Dry run: nothing was changed", "sub-zoe", "not in staff", "would create<b>1</b>"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("dry-run page lacks %q:\n%s", want, r.body)
+		}
+	}
+	r = e.do("POST", "/admin/directories/corp/sync", url.Values{"csrf": {tok}}, "Cookie", cookie)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "A full sync of corp started") {
+		t.Errorf("start: %d %s", r.status, r.body)
+	}
+	e.actions.mu.Lock()
+	e.actions.busy = true
+	e.actions.mu.Unlock()
+	if r := e.do("POST", "/admin/directories/corp/sync", url.Values{"csrf": {tok}}, "Cookie", cookie); r.status != http.StatusConflict {
+		t.Errorf("start while busy: %d, want 409", r.status)
+	}
+	if r := e.do("POST", "/admin/directories/nope/sync", url.Values{"csrf": {tok}}, "Cookie", cookie); r.status != http.StatusNotFound {
+		t.Errorf("unknown directory: %d, want 404", r.status)
+	}
+
+	// The user page offers a directory sync for okta's people only.
+	if r := e.do("GET", "/admin/users/okta/sub-alice", nil, "Cookie", cookie); !strings.Contains(r.body, "Sync from directory corp") {
+		t.Error("alice's page offers no directory sync")
+	}
+	if r := e.do("GET", "/admin/users/entra/abc%2Fdef", nil, "Cookie", cookie); strings.Contains(r.body, "Sync from directory") {
+		t.Error("carol's IdP has no directory, yet her page offers a sync")
+	}
+	r = e.do("POST", "/admin/users/okta/sub-alice/directory-sync", url.Values{"csrf": {tok}}, "Cookie", cookie)
+	if !strings.Contains(r.body, "from directory corp: updated") || !strings.Contains(r.body, "jira: added to jira-developers") {
+		t.Errorf("directory sync of alice: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/admin/users/entra/abc%2Fdef/directory-sync", url.Values{"csrf": {tok}}, "Cookie", cookie); r.status != http.StatusNotFound {
+		t.Errorf("directory sync for an IdP without one: %d, want 404", r.status)
+	}
+}
+
+func TestDirectoriesAPI(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("GET", "/admin/api/directories", nil, bearer(adminToken)...)
+	var out struct {
+		Directories []struct {
+			Name    string
+			Running *dirsync.Progress
+			Runs    []dirsync.Result
+		}
+	}
+	if err := json.Unmarshal([]byte(r.body), &out); err != nil || len(out.Directories) != 1 || out.Directories[0].Running == nil ||
+		len(out.Directories[0].Runs) != 2 || out.Directories[0].Runs[1].Created != 1100 {
+		t.Fatalf("API directories: %d %v %s", r.status, err, r.body)
+	}
+	if r := e.do("POST", "/admin/api/directories/corp/sync", nil, bearer(adminToken)...); r.status != http.StatusAccepted {
+		t.Errorf("API sync: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/admin/api/directories/corp/dry-run", nil, bearer(adminToken)...)
+	var res dirsync.Result
+	if r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &res) != nil || !res.DryRun || len(res.Items) != 2 {
+		t.Errorf("API dry run: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/admin/api/users/okta/sub-alice/directory-sync", nil, bearer(adminToken)...)
+	var it dirsync.Item
+	if r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &it) != nil || it.Outcome != dirsync.OutcomeUpdated {
+		t.Errorf("API person sync: %d %s", r.status, r.body)
+	}
+	want := []string{"start corp admin:token", "dry corp admin:token", "person okta sub-alice admin:token"}
+	if got := e.actions.Calls(); !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
 	}
 }

@@ -22,6 +22,10 @@ type Config struct {
 	// Sweeps are deprovisioning policies; each entry is decoded strictly
 	// into the sweep package's Policy by cmd/usher.
 	Sweeps []Raw `yaml:"sweeps"`
+	// Directories are the IdPs' own directories (Microsoft Graph, Okta,
+	// LDAP, a SCIM listing, ...) that usher reads on a schedule: to create
+	// and update people before their first login, and as a sweep source.
+	Directories []Directory `yaml:"directories"`
 
 	// src is the parsed file, kept so that Validate and PathOf can give
 	// line numbers; nil for a Config built in code.
@@ -44,6 +48,16 @@ type Server struct {
 	// HTTPListen, with TLS on, is a plain-HTTP listener (":80") that
 	// answers ACME HTTP-01 challenges and redirects to HTTPS.
 	HTTPListen string `yaml:"http_listen"`
+	// BodyReadTimeout is the longest wait for the next bytes of a request
+	// body, and the grace before BodyMinRate counts (default 60s).
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// BodyMinRate is the slowest average, in bytes per second, at which a
+	// request body may arrive (default 1024).
+	BodyMinRate int64 `yaml:"body_min_rate"`
+	// MaxConnsPerClient caps the open connections of one client address
+	// (an IPv6 /64), and its requests in progress behind trusted proxies
+	// (default 256).
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
 }
 
 // Admin is the admin listener: pages, JSON API, metrics, health.
@@ -122,6 +136,9 @@ type Headers struct {
 	// SharedSecret, when set, is sent to upstreams so they can tell a
 	// request came through usher.
 	SharedSecret *SharedSecret `yaml:"shared_secret"`
+	// Encoding is how values beyond printable ASCII are written: latin1
+	// (default), utf8, percent or rfc2047 (see docs/config.md).
+	Encoding string `yaml:"encoding"`
 }
 
 // SharedSecret is a header name and its secret value.
@@ -232,6 +249,49 @@ type IdP struct {
 	// bearer token.
 	SCIM   *SCIM `yaml:"scim"`
 	Config Raw   `yaml:"config"`
+}
+
+// Directory is one `directories:` entry: an IdP's own directory, read on
+// a schedule. The type-specific block stays raw in Config; cmd/usher
+// decodes it strictly into the connector type's own struct.
+type Directory struct {
+	// Name identifies the directory in logs, metrics, audit events and
+	// sweep sources (sources.directory).
+	Name string `yaml:"name"`
+	// Type is the connector: graph, okta, google, onelogin, ldap, scim.
+	Type string `yaml:"type"`
+	// IdP is the id of the IdP whose logins these people are: the
+	// directory's subject attribute equals that IdP's login subject, and
+	// that IdP's mapping turns each person into a profile.
+	IdP string `yaml:"idp"`
+	// Schedule (five-field cron, local time) or Every (an interval, at
+	// least 1m) runs a sync: a delta when the connector has deltas and a
+	// full pull is not due, else a full pull. Neither: only by hand
+	// (usher sync, the admin page).
+	Schedule string        `yaml:"schedule"`
+	Every    time.Duration `yaml:"every"`
+	// FullEvery is how often a scheduled sync is a full pull instead of a
+	// delta (default 24h).
+	FullEvery time.Duration `yaml:"full_every"`
+	// Automatic creates people in the apps before their first login.
+	// Without it a sync only updates people usher already knows (who
+	// signed in, or were pushed over SCIM).
+	Automatic bool `yaml:"automatic"`
+	// GroupValues is what the people's groups look like to the IdP's
+	// mapping: "names" (display names) or "ids" (object IDs, what
+	// Entra ID sends by default). Default: ids for graph, names
+	// otherwise.
+	GroupValues string `yaml:"group_values"`
+	// Claims offer directory fields under further claim names, for
+	// mappings that read claims by their SAML attribute names: claim name
+	// → subject, id, username, email, display_name, given_name,
+	// family_name, groups, group_ids, or the name of a directory
+	// attribute the connector reads.
+	Claims map[string]string `yaml:"claims"`
+	// Concurrency is how many people a sync admits at once (default 4).
+	Concurrency int `yaml:"concurrency"`
+	// Config is the connector type's own block.
+	Config Raw `yaml:"config"`
 }
 
 // SCIM is an IdP's SCIM push endpoint settings.

@@ -88,6 +88,7 @@ func TestDefaults(t *testing.T) {
 		{"headers.email", c.Headers.Email, "X-Remote-Email"},
 		{"headers.display_name", c.Headers.DisplayName, "X-Remote-Name"},
 		{"headers.groups", c.Headers.Groups, "X-Remote-Groups"},
+		{"headers.encoding", c.Headers.Encoding, "latin1"},
 		{"idps[0].name", c.IdPs[0].Name, "okta"},
 		// The username and display name claims depend on the IdP type,
 		// which cmd/usher knows (each provider declares its defaults).
@@ -108,6 +109,7 @@ func TestDefaults(t *testing.T) {
 		{"idle_timeout", c.Session.IdleTimeout, 8 * time.Hour},
 		{"absolute_timeout", c.Session.AbsoluteTimeout, 24 * time.Hour},
 		{"flow_timeout", c.Session.FlowTimeout, 10 * time.Minute},
+		{"server.body_read_timeout", c.Server.BodyReadTimeout, time.Minute},
 	}
 	for _, d := range durs {
 		if d.got != d.want {
@@ -116,6 +118,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Headers.SharedSecret != nil {
 		t.Errorf("shared_secret defaulted into existence")
+	}
+	if c.Server.BodyMinRate != 1024 || c.Server.MaxConnsPerClient != 256 {
+		t.Errorf("server.body_min_rate = %d, server.max_conns_per_client = %d; want 1024, 256", c.Server.BodyMinRate, c.Server.MaxConnsPerClient)
 	}
 
 	c = mustParse(t, strings.Replace(base, "server:\n", "server:\n  data_dir: /var/lib/usher/\n", 1))

@@ -93,6 +93,18 @@ idps:
 			{"idps[0].extra", 18, 5, "unknown key"},
 		},
 	}, {
+		name: "client limits out of range",
+		src:  strings.Replace(base, "server:\n", "server:\n  body_read_timeout: 10ms\n  body_min_rate: -5\n  max_conns_per_client: -1\n", 1),
+		want: []wantErr{
+			{"server.body_read_timeout", 2, 3, "want at least 1s"},
+			{"server.body_min_rate", 3, 3, "at least 1"},
+			{"server.max_conns_per_client", 4, 3, "want at least 1"},
+		},
+	}, {
+		name: "unknown header encoding",
+		src:  strings.Replace(base, "apps:\n", "headers:\n  encoding: utf-16\napps:\n", 1),
+		want: []wantErr{{"headers.encoding", 6, 3, "want latin1, utf8, percent or rfc2047"}},
+	}, {
 		name: "bad duration",
 		src:  strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  idle_timeout: 8 hours\n", 1),
 		want: []wantErr{{"session.idle_timeout", 5, 17, `want a duration such as 90s, 10m or 8h, got "8 hours"`}},
@@ -223,6 +235,33 @@ idps:
 			{"apps[1].upstream", 12, 5, "remove it: Atlassian Cloud logins do not pass through usher"},
 			{"apps[1].route", 13, 5, "remove it"},
 			{"apps[1].pass_through", 14, 5, "remove it"},
+		},
+	}, {
+		name: "directory entries",
+		src: base + `directories:
+  - {name: corp, type: graph, idp: okta, every: 15m, config: {tenant_id: x}}
+  - name: Corp Dir
+    type: ldap
+    idp: nope
+    schedule: "0 * * * *"
+    every: 30s
+    full_every: 10s
+    group_values: guids
+    concurrency: 100
+    claims: {nameid: ""}
+  - {name: corp, idp: okta, config: {x: 1}}
+`,
+		want: []wantErr{
+			{"directories[1].name", 15, 5, "want 1-32 lowercase letters"},
+			{"directories[1].config", 15, 5, "required: the ldap connector's settings"},
+			{"directories[1].idp", 17, 5, `no identity provider "nope"`},
+			{"directories[1].every", 19, 5, "set schedule or every, not both"},
+			{"directories[1].full_every", 20, 5, "at least 1m"},
+			{"directories[1].group_values", 21, 5, "want names or ids"},
+			{"directories[1].concurrency", 22, 5, "want 1 to 64"},
+			{"directories[1].claims.nameid", 23, 14, "name a field"},
+			{"directories[2].type", 24, 5, "required"},
+			{"directories[2].name", 24, 6, `duplicate directory name "corp"`},
 		},
 	}, {
 		name: "root is a list",

@@ -118,6 +118,13 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Server.Listen, ":8080")
 	setDefault(&c.Server.DataDir, "./data")
 	c.Server.PublicURL = strings.TrimSuffix(c.Server.PublicURL, "/")
+	durationDefault(&c.Server.BodyReadTimeout, time.Minute)
+	if c.Server.BodyMinRate == 0 {
+		c.Server.BodyMinRate = 1024
+	}
+	if c.Server.MaxConnsPerClient == 0 {
+		c.Server.MaxConnsPerClient = 256
+	}
 
 	setDefault(&c.Session.CookieName, "usher_session")
 	durationDefault(&c.Session.IdleTimeout, 8*time.Hour)
@@ -133,6 +140,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Headers.Email, "X-Remote-Email")
 	setDefault(&c.Headers.DisplayName, "X-Remote-Name")
 	setDefault(&c.Headers.Groups, "X-Remote-Groups")
+	setDefault(&c.Headers.Encoding, "latin1")
 	if c.Headers.SharedSecret != nil {
 		setDefault(&c.Headers.SharedSecret.Header, "X-Usher-Secret")
 	}
@@ -158,6 +166,21 @@ func applyDefaults(c *Config) {
 			setDefault(&idp.SCIM.Subject, "externalId")
 		}
 	}
+	for i := range c.Directories {
+		d := &c.Directories[i]
+		durationDefault(&d.FullEvery, 24*time.Hour)
+		if d.GroupValues == "" {
+			d.GroupValues = "names"
+			if d.Type == "graph" {
+				// Entra's tokens and assertions carry object IDs unless
+				// the app registration says otherwise.
+				d.GroupValues = "ids"
+			}
+		}
+		if d.Concurrency == 0 {
+			d.Concurrency = 4
+		}
+	}
 	setDefault(&c.Store.Migrate, "auto")
 	setDefault(&c.Admin.Listen, "127.0.0.1:9090")
 	setDefault(&c.Log.Format, "auto")
@@ -166,6 +189,9 @@ func applyDefaults(c *Config) {
 		c.Provisioning.FastPath = time.Hour
 	}
 	setDefault(&c.Provisioning.OnAppDown, "allow_known")
+	if c.Provisioning.Deadline == 0 {
+		c.Provisioning.Deadline = 5 * time.Second
+	}
 	if c.Provisioning.CreateGroups == nil {
 		yes := true
 		c.Provisioning.CreateGroups = &yes

@@ -123,6 +123,10 @@ type Provisioning struct {
 	OnAppDown string `yaml:"on_app_down"`
 	// CreateGroups creates mapped groups missing in an app (default true).
 	CreateGroups *bool `yaml:"create_groups"`
+	// Deadline bounds the work in each app for one sign-in, SCIM push or
+	// directory sync (every call and retry; default 5s). An app that has
+	// not finished by then counts as down for it.
+	Deadline time.Duration `yaml:"deadline"`
 }
 
 // Adoption policies (idps[].adoption).

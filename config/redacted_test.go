@@ -52,6 +52,10 @@ apps:
 idps:
   - {id: okta, name: Okta, type: oidc, domains: [example.com, example.org]}
   - {id: adfs, type: saml}
+directories:
+  - {name: entra, type: graph, idp: okta, every: 15m, automatic: true, config: {tenant_id: x}}
+  - {name: corp-ad, type: ldap, idp: adfs, schedule: "0 * * * *", full_every: 168h, config: {url: ldaps://dc}}
+  - {name: manual, type: scim, idp: okta, config: {url: https://x}}
 `)
 	got := c.Summary()
 	for _, want := range []string{
@@ -64,6 +68,11 @@ idps:
 		"jsm  client jsm  ES256  redirect https://jsm.example.com/plugins/servlet/oidc/callback",
 		"okta  oidc  \"Okta\"  domains example.com, example.org",
 		"adfs  saml  \"adfs\"  no domains",
+		"directories (3):",
+		"entra    graph  idp okta  every 15m, full every 24h",
+		"automatic: creates people before their first login",
+		"corp-ad  ldap   idp adfs  cron 0 * * * *, full every 168h",
+		"manual   scim   idp okta  by hand only",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Summary lacks %q:\n%s", want, got)

@@ -62,6 +62,29 @@ func (c *Config) Summary() string {
 	}
 	w.Flush()
 
+	if len(c.Directories) > 0 {
+		fmt.Fprintf(&b, "\ndirectories (%d):\n", len(c.Directories))
+		w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, d := range c.Directories {
+			when := "by hand only"
+			switch {
+			case d.Schedule != "":
+				when = "cron " + d.Schedule
+			case d.Every > 0:
+				when = "every " + shortDuration(d.Every)
+			}
+			if d.Schedule != "" || d.Every > 0 {
+				when += ", full every " + shortDuration(d.FullEvery)
+			}
+			mode := "updates known people"
+			if d.Automatic {
+				mode = "automatic: creates people before their first login"
+			}
+			fmt.Fprintf(w, "  %s\t%s\tidp %s\t%s\t%s\n", d.Name, d.Type, d.IdP, when, mode)
+		}
+		w.Flush()
+	}
+
 	fmt.Fprintf(&b, "\nroutes, most specific first:\n")
 	w = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	for _, a := range routeOrder(c.Apps) {

@@ -64,6 +64,7 @@ func (c *Config) Validate() Errors {
 	v.headers()
 	v.apps()
 	v.idps()
+	v.directories()
 	return v.errs
 }
 
@@ -81,6 +82,15 @@ func (v *validator) server() {
 	}
 	if s.DataDir == "" {
 		v.errorf("server.data_dir", "required")
+	}
+	if s.BodyReadTimeout < time.Second {
+		v.errorf("server.body_read_timeout", "want at least 1s, got %s", s.BodyReadTimeout)
+	}
+	if s.BodyMinRate < 1 {
+		v.errorf("server.body_min_rate", "want bytes per second, at least 1, got %d", s.BodyMinRate)
+	}
+	if s.MaxConnsPerClient < 1 {
+		v.errorf("server.max_conns_per_client", "want at least 1, got %d", s.MaxConnsPerClient)
 	}
 }
 
@@ -172,6 +182,9 @@ func (v *validator) store() {
 	if o := v.c.Provisioning.OnAppDown; o != "allow_known" && o != "deny" {
 		v.errorf("provisioning.on_app_down", "want allow_known or deny, got %q", o)
 	}
+	if d := v.c.Provisioning.Deadline; d < 0 || d > 10*time.Minute {
+		v.errorf("provisioning.deadline", "want between 0 and 10m (a person waits for it at sign-in), got %s", d)
+	}
 	if m := v.c.Store.Migrate; m != "auto" && m != "manual" {
 		v.errorf("store.migrate", "want auto or manual, got %q", m)
 	}
@@ -182,6 +195,11 @@ func (v *validator) store() {
 
 func (v *validator) headers() {
 	h := v.c.Headers
+	switch h.Encoding {
+	case "latin1", "utf8", "percent", "rfc2047":
+	default:
+		v.errorf("headers.encoding", "want latin1, utf8, percent or rfc2047, got %q", h.Encoding)
+	}
 	type named struct{ path, name string }
 	names := []named{
 		{"headers.username", h.Username},
@@ -462,6 +480,76 @@ func (v *validator) idps() {
 			}
 			// scim.subject is checked by the scim package's own parser
 			// (cmd/usher), which knows the extension attributes it takes.
+		}
+	}
+}
+
+// directoryFields are the Person fields a directory's claims may name.
+var directoryFields = []string{"subject", "id", "username", "email", "display_name", "given_name", "family_name", "groups", "group_ids"}
+
+func (v *validator) directories() {
+	idps := map[string]bool{}
+	for _, idp := range v.c.IdPs {
+		idps[idp.ID] = true
+	}
+	names := map[string]int{}
+	for i, d := range v.c.Directories {
+		p := joinIndex("directories", i)
+		switch {
+		case d.Name == "":
+			v.errorf(p+".name", "required")
+		case !idpIDRE.MatchString(d.Name):
+			v.errorf(p+".name", "want 1-32 lowercase letters, digits and '-', starting with a letter or digit, got %q", d.Name)
+		default:
+			if j, dup := names[d.Name]; dup {
+				v.errorf(p+".name", "duplicate directory name %q (also directories[%d])", d.Name, j)
+			} else {
+				names[d.Name] = i
+			}
+		}
+		if d.Type == "" {
+			// Which types exist is cmd/usher's to say.
+			v.errorf(p+".type", "required")
+		}
+		switch {
+		case d.IdP == "":
+			v.errorf(p+".idp", "required: the IdP whose logins these people are")
+		case !idps[d.IdP]:
+			v.errorf(p+".idp", "no identity provider %q is configured", d.IdP)
+		}
+		switch {
+		case d.Schedule != "" && d.Every != 0:
+			v.errorf(p+".every", "set schedule or every, not both")
+		case d.Every < 0:
+			v.errorf(p+".every", "must be positive")
+		case d.Every > 0 && d.Every < time.Minute:
+			v.errorf(p+".every", "must be at least 1m")
+		}
+		if d.FullEvery < time.Minute {
+			v.errorf(p+".full_every", "must be at least 1m")
+		}
+		if !oneOf(d.GroupValues, []string{"names", "ids"}) {
+			v.errorf(p+".group_values", "want names or ids, got %q", d.GroupValues)
+		}
+		if d.Concurrency < 1 || d.Concurrency > 64 {
+			v.errorf(p+".concurrency", "want 1 to 64, got %d", d.Concurrency)
+		}
+		claims := make([]string, 0, len(d.Claims))
+		for claim := range d.Claims {
+			claims = append(claims, claim)
+		}
+		sort.Strings(claims)
+		for _, claim := range claims {
+			field := d.Claims[claim]
+			switch {
+			case claim == "":
+				v.errorf(p+".claims", "empty claim name")
+			case field == "":
+				v.errorf(p+".claims."+claim, "name a field (%s) or a directory attribute", strings.Join(directoryFields, ", "))
+			}
+		}
+		if d.Config.IsZero() {
+			v.errorf(p+".config", "required: the %s connector's settings", d.Type)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -57,14 +58,39 @@ type Lifecycle struct {
 	FastPath time.Duration
 	// CreateGroups creates a mapped group that does not exist yet.
 	CreateGroups bool
+	// Deadline bounds an admission's work in each app (every call and
+	// retry): an app that has not finished by then counts as down, so a
+	// silent app cannot hold a login. Zero means no bound beyond the
+	// caller's context.
+	Deadline time.Duration
 	// QueueWhenDown lets a person an app already knows sign in while that
 	// app is down, their change queued (provisioning.on_app_down: queue).
 	QueueWhenDown bool
+	// Overage completes partial group lists (group overage) by IdP id,
+	// for the IdPs whose directory can tell a person's groups; an IdP
+	// without one maps a partial list by adding groups only.
+	Overage map[string]GroupResolver
+
+	// applying serialises reconciles of one person in one app within this
+	// process, so that concurrent logins of one person make one change
+	// (and one audit entry), not one each.
+	applying stripes
 
 	// noEmail holds the IdPs whose people came without an e-mail
 	// address, so that this Lifecycle (one per loaded config) warns once
 	// per IdP rather than at every login.
 	noEmail sync.Map
+}
+
+// stripes is a fixed set of mutexes chosen by key.
+type stripes [64]sync.Mutex
+
+func (s *stripes) lock(key string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	m := &s[h.Sum32()%uint32(len(s))]
+	m.Lock()
+	return m.Unlock
 }
 
 // Admission is an admitted person.
@@ -195,14 +221,15 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		return nil, &AdmitError{Kind: Unmatched, Reason: "no such identity provider", Err: fmt.Errorf("admit: unknown idp %q", id.IdP)}
 	}
 	login := cause.Source == SourceLogin
+	id = l.completeGroups(ctx, mapper, id, cause)
 	p, err := mapper.Map(id)
 	var denied *DeniedError
 	switch {
 	case errors.As(err, &denied):
-		l.record(ctx, Entry{Action: l.act(cause, ActLoginDenied, ActSCIMDenied), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: denied.Reason})
+		l.record(ctx, Entry{Action: l.act(cause, stepDenied), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: denied.Reason})
 		return nil, &AdmitError{Kind: Denied, Reason: denied.Reason, Err: err}
 	case err != nil:
-		l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: err.Error()})
+		l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Outcome: ResultRefused, Detail: err.Error()})
 		return nil, &AdmitError{Kind: Unmatched, Err: err}
 	}
 	for _, w := range p.Warnings {
@@ -226,7 +253,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	}
 	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
 		if errors.Is(err, store.ErrUsernameTaken) {
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultRefused, Detail: "username bound to another identity"})
 			return nil, &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
 		}
@@ -278,7 +305,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 					failed = append(failed, o.App)
 				}
 			}
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginFailed, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepFailed), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultError, Detail: err.Error()})
 			kind := ProvisioningFailed
 			if errors.Is(err, store.ErrUnavailable) {
@@ -287,7 +314,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, &AdmitError{Kind: kind, Username: p.Username, Apps: failed, Err: err}
 		}
 		if len(outs) > 0 && len(removed) == len(outs) {
-			l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
 				Outcome: ResultRefused, Detail: "deprovisioned in every app"})
 			return nil, &AdmitError{Kind: AccessRemoved, Username: p.Username, Apps: removed}
 		}
@@ -297,7 +324,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err)}
 		}
 	}
-	l.record(ctx, Entry{Action: l.act(cause, ActLogin, ActSCIMPush), Cause: cause, Subject: id.Subject, Username: p.Username,
+	l.record(ctx, Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
 		Outcome: ResultOK, Detail: Explain(id, p)})
 	a.Apps = allowedApps(mapper, p, removed)
 	return a, nil
@@ -320,12 +347,31 @@ func (l *Lifecycle) warnNoEmail(m *Mapper, subject string, cause Cause) {
 		"hint", "SAML IdPs often send http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress (check the IdP's attribute statements); OIDC IdPs send email with the email scope, and usher passes it on only when verified (email_verified)")
 }
 
-// act picks the login or the push flavour of an audit action.
-func (l *Lifecycle) act(c Cause, login, push Action) Action {
-	if c.Source == SourceLogin {
-		return login
+// admitStep is how far an admission got, for its audit action.
+type admitStep int
+
+const (
+	stepAdmitted admitStep = iota
+	stepDenied             // the access policy refused
+	stepRefused            // the identity or account could not be taken
+	stepFailed             // an app or the store failed
+)
+
+// admitActions name each step per source, so the audit log tells a
+// login from a push from a sync at a glance.
+var admitActions = map[Source][4]Action{
+	SourceLogin:     {ActLogin, ActLoginDenied, ActLoginRefused, ActLoginFailed},
+	SourceSCIM:      {ActSCIMPush, ActSCIMDenied, ActSCIMRefused, ActSCIMRefused},
+	SourceDirectory: {ActDirAdmit, ActDirDenied, ActDirRefused, ActDirRefused},
+}
+
+// act is the audit action of an admission step by the cause's source;
+// other sources (an admin's link or sync) read as a push.
+func (l *Lifecycle) act(c Cause, step admitStep) Action {
+	if as, ok := admitActions[c.Source]; ok {
+		return as[step]
 	}
-	return push
+	return admitActions[SourceSCIM][step]
 }
 
 // record writes audit entries; a failure is logged by the writer and
@@ -362,7 +408,8 @@ func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) 
 
 // rec is the reconcile engine over the lifecycle's apps and store.
 func (l *Lifecycle) rec() *Reconciler {
-	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups}
+	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups,
+		Deadline: l.Deadline, applying: &l.applying}
 }
 
 // usernames returns the non-empty, distinct names.
@@ -396,18 +443,40 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 		}
 	}
 	slices.Sort(apps)
-	var refused, failed, why []string
-	var errs []error
-	for _, app := range apps {
+	// The apps are read concurrently, each within the deadline, so a
+	// first login waits for the slowest app, not the sum.
+	type found struct {
+		u   *targets.User
+		err error
+	}
+	reads := make([]found, len(apps))
+	var wg sync.WaitGroup
+	for i, app := range apps {
 		if _, err := l.Store.AppState(ctx, app, p.Username); err == nil {
-			continue // usher provisioned that account: it is usher's to manage
+			reads[i].err = targets.ErrNotFound // usher provisioned that account: it is usher's to manage
+			continue
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("adoption check in %s: %w", app, err)}
 		}
-		u, err := l.Apps[app].GetUser(ctx, p.Username)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gctx, cancel := ctx, context.CancelFunc(func() {})
+			if l.Deadline > 0 {
+				gctx, cancel = context.WithTimeout(ctx, l.Deadline)
+			}
+			defer cancel()
+			reads[i].u, reads[i].err = l.Apps[app].GetUser(gctx, p.Username)
+		}()
+	}
+	wg.Wait()
+	var refused, failed, why []string
+	var errs []error
+	for i, app := range apps {
+		u, err := reads[i].u, reads[i].err
 		switch {
 		case errors.Is(err, targets.ErrNotFound):
-			continue // nothing to take over: usher creates it
+			continue // nothing to take over: usher creates it (or usher made it)
 		case err != nil && cause.Source == SourceLogin:
 			failed = append(failed, app)
 			errs = append(errs, err)
@@ -422,7 +491,7 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 	}
 	if len(failed) > 0 {
 		err := errors.Join(errs...)
-		l.record(ctx, Entry{Action: ActLoginFailed, Cause: cause, Subject: p.Subject, Username: p.Username, Outcome: ResultError,
+		l.record(ctx, Entry{Action: l.act(cause, stepFailed), Cause: cause, Subject: p.Subject, Username: p.Username, Outcome: ResultError,
 			Detail: "could not check for an existing account: " + err.Error()})
 		return &AdmitError{Kind: ProvisioningFailed, Username: p.Username, Apps: failed, Err: err}
 	}
@@ -431,7 +500,7 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 	}
 	detail := fmt.Sprintf("an account named %s exists and no usher identity owns it (adoption: %s; %s); an admin can link it on the admin page",
 		p.Username, m.Adoption(), strings.Join(why, "; "))
-	l.record(ctx, Entry{Action: l.act(cause, ActLoginRefused, ActSCIMRefused), Cause: cause, Subject: p.Subject, Username: p.Username,
+	l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: p.Subject, Username: p.Username,
 		Outcome: ResultRefused, Detail: detail})
 	return &AdmitError{Kind: AdoptionRefused, Username: p.Username, Apps: refused, Reason: strings.Join(why, "; ")}
 }

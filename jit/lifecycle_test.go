@@ -162,14 +162,6 @@ func TestAdmit(t *testing.T) {
 				if _, err := f.st.Binding(t.Context(), "okta", "s1"); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("a failed first login bound the identity: %v", err)
 				}
-				// And removes it: the person never got a session, the IdP
-				// says they left, the account goes.
-				if _, err := f.l.Remove(t.Context(), Removal{IdP: "okta", Subject: "s1"}, scimOff); err != nil {
-					t.Fatalf("Remove: %v", err)
-				}
-				if f.user(t, "confluence", "alice").Active {
-					t.Error("the account a refused login left in confluence is still active after removal")
-				}
 			},
 		},
 		{
@@ -560,5 +552,71 @@ func TestLoginRacingRemovalNeverUndoesIt(t *testing.T) {
 		if !f.state(t, "jira", name).Deprovisioned {
 			t.Fatalf("round %d: the decision was lost", i)
 		}
+	}
+}
+
+// A silent app cannot hold a login: past the deadline a known person gets
+// in with the change queued, a new person gets the clear refusal, and
+// neither waits much longer than the deadline.
+func TestAdmitWithASilentApp(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira, atlassiantest.Confluence)
+	f.withMapping(t, "")
+	ctx := t.Context()
+	if _, err := f.l.Admit(ctx, person("s1", "alice"), LoginVia("okta")); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(2 * f.l.FastPath)
+	f.l.Deadline = 300 * time.Millisecond
+	f.srv["jira"].SetLatency(time.Minute)
+
+	start := time.Now()
+	a, err := f.l.Admit(ctx, person("s1", "alice", "Engineering"), LoginVia("okta"))
+	if err != nil {
+		t.Fatalf("known person: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("known person waited %v for a silent app (deadline 300ms)", took)
+	}
+	if !slices.Equal(a.Queued, []string{"jira"}) || f.queue(t).Depth != 1 {
+		t.Errorf("queued %q, depth %d; want jira's change queued", a.Queued, f.queue(t).Depth)
+	}
+	if !has(f.user(t, "confluence", "alice").Groups, "developers") {
+		t.Error("the app that answered did not get the change")
+	}
+
+	start = time.Now()
+	_, err = f.l.Admit(ctx, person("s2", "bob"), LoginVia("okta"))
+	if ae := AdmitErrorOf(err); ae == nil || ae.Kind != ProvisioningFailed {
+		t.Fatalf("new person with a silent app: %v, want ProvisioningFailed", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("new person waited %v", took)
+	}
+}
+
+// Concurrent logins of one person make one change and one audit entry
+// per change, not one each.
+func TestConcurrentLoginsChangeOnce(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	f.withMapping(t, "")
+	ctx := t.Context()
+	if _, err := f.l.Admit(ctx, person("s1", "alice"), LoginVia("okta")); err != nil {
+		t.Fatal(err)
+	}
+	f.srv["jira"].SetLatency(2 * time.Millisecond)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := f.l.Admit(ctx, person("s1", "alice", "Engineering"), LoginVia("okta")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(f.events(t, ActGroupAdd)); n != 1 {
+		t.Errorf("%d group additions audited for one real one", n)
+	}
+	if got := f.user(t, "jira", "alice").Groups; !has(got, "developers") {
+		t.Errorf("groups %q", got)
 	}
 }

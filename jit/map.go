@@ -177,9 +177,10 @@ func (m *Mapper) Map(id providers.Identity) (*Profile, error) {
 
 // groupsIncomplete spots Entra ID's group overage markers: in OIDC tokens
 // a "_claim_names" entry for groups (or "hasgroups"), in SAML a
-// groups.link attribute pointing at Microsoft Graph.
+// groups.link attribute pointing at Microsoft Graph; and usher's own
+// ClaimGroupsIncomplete.
 func groupsIncomplete(id *providers.Identity) bool {
-	if len(id.Claims["_claim_names.groups"]) > 0 || id.Claim("hasgroups") == "true" {
+	if len(id.Claims["_claim_names.groups"]) > 0 || id.Claim("hasgroups") == "true" || id.Claim(ClaimGroupsIncomplete) == "true" {
 		return true
 	}
 	return len(id.Claims["http://schemas.microsoft.com/claims/groups.link"]) > 0

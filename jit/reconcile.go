@@ -85,6 +85,12 @@ type Reconciler struct {
 	FastPath time.Duration
 	// CreateGroups creates a mapped group that does not exist yet.
 	CreateGroups bool
+	// Deadline bounds one admission's work in one app (all of its calls
+	// and retries); past it the app counts as down for this admission.
+	// Zero means no bound beyond the caller's.
+	Deadline time.Duration
+
+	applying *stripes // shared by the lifecycle's reconcilers; nil locks nothing
 }
 
 // Outcome is what reconcile did for one app.
@@ -174,8 +180,16 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = r.Apply(ctx, d, true)
-			if out[i].Err != nil && targets.IsTemporary(out[i].Err) && (queue == queueAlways || queue == queueKnown && out[i].Known) {
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if r.Deadline > 0 {
+				actx, cancel = context.WithTimeout(ctx, r.Deadline)
+			}
+			out[i] = r.Apply(actx, d, true)
+			cancel()
+			// An app that did not answer within the deadline counts as
+			// down: its change waits in the queue, as for an outage.
+			late := ctx.Err() == nil && errors.Is(out[i].Err, context.DeadlineExceeded)
+			if out[i].Err != nil && (targets.IsTemporary(out[i].Err) || late) && (queue == queueAlways || queue == queueKnown && out[i].Known) {
 				out[i].Queued = r.enqueue(ctx, d, out[i].Err)
 			}
 		}()
@@ -224,6 +238,11 @@ func (r *Reconciler) log() *slog.Logger {
 // actual state first, so a retry after a crash or an outage never applies
 // a change twice.
 func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
+	if r.applying != nil {
+		// A second login of the same person waits for the first and then,
+		// finding the profile applied, takes the fast path.
+		defer r.applying.lock(d.App + "\x00" + strings.ToLower(d.Username))()
+	}
 	o := Outcome{App: d.App}
 	dir := r.Apps[d.App]
 	if dir == nil {
@@ -258,6 +277,10 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	}
 	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash}
 	err = a.run(ctx)
+	// What follows records what the run did: it must not be cut short by
+	// the deadline or a client that left, which may be why the run ended.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeBackTimeout)
+	defer cancel()
 	// A removal decided while this ran wins. It records its decision
 	// before it changes the app, and this checks after changing it, so
 	// either the removal read the app after these changes (and undid

@@ -60,12 +60,37 @@ const (
 
 // Revocation sources. Any other value is counted as SourceOther.
 const (
-	SourceLogout = "logout"
-	SourceSCIM   = "scim"
-	SourceSweep  = "sweep"
-	SourceAdmin  = "admin"
-	SourceOther  = "other"
+	SourceLogout    = "logout"
+	SourceSCIM      = "scim"
+	SourceSweep     = "sweep"
+	SourceAdmin     = "admin"
+	SourceDirectory = "directory"
+	SourceOther     = "other"
 )
+
+// Directory sync kinds and results, and the changes a sync counts. Any
+// other kind counts as "full", any other result as SyncError, any other
+// change as ChangeFailed.
+const (
+	SyncFull  = "full"
+	SyncDelta = "delta"
+
+	SyncOK SyncResult = "ok"
+	// SyncIncomplete: the pull or delta stopped before the end (an
+	// outage, throttling past the budget, a truncated listing); what was
+	// read was applied.
+	SyncIncomplete SyncResult = "incomplete"
+	SyncError      SyncResult = "error"
+
+	ChangeCreated = "created"
+	ChangeUpdated = "updated"
+	ChangeDenied  = "denied"
+	ChangeRefused = "refused"
+	ChangeFailed  = "failed"
+)
+
+// SyncResult is how a directory sync run ended.
+type SyncResult string
 
 // MaxApps bounds the distinct app label values Request accepts; later
 // newcomers are counted under app="other". Apps come from configuration,
@@ -78,7 +103,10 @@ var (
 		ReasonIdPError, ReasonProvisioning, ReasonStore, ReasonOther)
 	outcomes    = set(OutcomeOK, OutcomeRefused, OutcomeDenied, OutcomeError)
 	callResults = set(ResultOK, ResultError, ResultRetry, ResultThrottled)
-	sources     = set(SourceLogout, SourceSCIM, SourceSweep, SourceAdmin, SourceOther)
+	sources     = set(SourceLogout, SourceSCIM, SourceSweep, SourceAdmin, SourceDirectory, SourceOther)
+	syncResults = set(string(SyncOK), string(SyncIncomplete), string(SyncError))
+	changes     = set(ChangeCreated, ChangeUpdated, ChangeDenied, ChangeRefused, ChangeFailed)
+	dirResults  = set(ResultOK, ResultError, ResultThrottled)
 	// codeClasses are the label values of usher_requests_total's code.
 	codeClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 )
@@ -120,6 +148,15 @@ type Metrics struct {
 	scim        *prometheus.CounterVec
 	revocations *prometheus.CounterVec
 	metadata    *prometheus.CounterVec
+
+	dirRuns    *prometheus.CounterVec
+	dirDur     *prometheus.GaugeVec
+	dirLast    *prometheus.GaugeVec
+	dirPeople  *prometheus.GaugeVec
+	dirGroups  *prometheus.GaugeVec
+	dirChanges *prometheus.CounterVec
+	dirCalls   *prometheus.CounterVec
+	dirCallDur *prometheus.HistogramVec
 }
 
 // New creates usher's collectors and registers them on reg. A nil reg
@@ -192,12 +229,45 @@ func New(reg prometheus.Registerer) *Metrics {
 	}, []string{"idp", "op", "result"}))
 	m.revocations = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "usher_session_revocations_total",
-		Help: "Sessions revoked by source (logout, scim, sweep, admin).",
+		Help: "Sessions revoked by source (logout, scim, sweep, admin, directory).",
 	}, []string{"source"}))
 	m.metadata = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "usher_saml_metadata_refresh_failures_total",
 		Help: "Failed refreshes of a SAML IdP's metadata.",
 	}, []string{"idp"}))
+	m.dirRuns = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_directory_sync_runs_total",
+		Help: "Directory sync runs by directory, kind (full, delta) and result (ok, incomplete, error).",
+	}, []string{"directory", "kind", "result"}))
+	m.dirDur = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "usher_directory_sync_duration_seconds",
+		Help: "Duration of the last directory sync run of the directory and kind.",
+	}, []string{"directory", "kind"}))
+	m.dirLast = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "usher_directory_sync_last_run_timestamp_seconds",
+		Help: "Unix time the last directory sync run of the directory and kind finished.",
+	}, []string{"directory", "kind"}))
+	m.dirPeople = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "usher_directory_people_seen",
+		Help: "People the last directory sync run of the directory and kind read.",
+	}, []string{"directory", "kind"}))
+	m.dirGroups = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "usher_directory_groups_seen",
+		Help: "Distinct groups among the people the last directory sync run of the directory and kind read.",
+	}, []string{"directory", "kind"}))
+	m.dirChanges = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_directory_changes_total",
+		Help: "People a directory sync created or updated in the apps, or could not (denied by policy, refused, failed).",
+	}, []string{"directory", "change"}))
+	m.dirCalls = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_directory_calls_total",
+		Help: "API calls to IdP directories by directory, operation and result (ok, throttled, error).",
+	}, []string{"directory", "op", "result"}))
+	m.dirCallDur = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "usher_directory_call_duration_seconds",
+		Help:    "Duration of API calls to IdP directories, including waits on throttling.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"directory", "op"}))
 	empty := map[string]*[5]prometheus.Counter{}
 	m.reqApps.Store(&empty)
 	return m
@@ -356,6 +426,56 @@ func (m *Metrics) Revocation(source string) {
 		source = SourceOther
 	}
 	m.revocations.WithLabelValues(source).Inc()
+}
+
+// DirectorySync records one finished directory sync run: its kind (full
+// or delta), how it ended, how long it took and how many people and
+// distinct groups it read.
+func (m *Metrics) DirectorySync(dir, kind string, result SyncResult, d time.Duration, people, groups int) {
+	if m == nil {
+		return
+	}
+	if kind != SyncDelta {
+		kind = SyncFull
+	}
+	if !syncResults[string(result)] {
+		result = SyncError
+	}
+	m.dirRuns.WithLabelValues(dir, kind, string(result)).Inc()
+	m.dirDur.WithLabelValues(dir, kind).Set(d.Seconds())
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	m.dirLast.WithLabelValues(dir, kind).Set(float64(now().UnixNano()) / 1e9)
+	m.dirPeople.WithLabelValues(dir, kind).Set(float64(people))
+	m.dirGroups.WithLabelValues(dir, kind).Set(float64(groups))
+}
+
+// DirectoryChanges counts n people of one change kind (created, updated,
+// denied, refused, failed) by a directory sync. n of 0 counts nothing.
+func (m *Metrics) DirectoryChanges(dir, change string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	if !changes[change] {
+		change = ChangeFailed
+	}
+	m.dirChanges.WithLabelValues(dir, change).Add(float64(n))
+}
+
+// DirectoryCall records one API call to an IdP directory. op comes from
+// the connector's fixed set (users, groups, members, token, ...); result
+// is ok, throttled or error (anything else counts as error).
+func (m *Metrics) DirectoryCall(dir, op, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if !dirResults[result] {
+		result = ResultError
+	}
+	m.dirCalls.WithLabelValues(dir, op, result).Inc()
+	m.dirCallDur.WithLabelValues(dir, op).Observe(d.Seconds())
 }
 
 // MetadataRefreshFailure counts one failed refresh of SAML IdP idp's

@@ -201,7 +201,7 @@ func TestSCIMRevocationMetadata(t *testing.T) {
 # TYPE usher_scim_requests_total counter
 usher_scim_requests_total{idp="okta",op="delete",result="not_found"} 1
 usher_scim_requests_total{idp="okta",op="patch",result="ok"} 2
-# HELP usher_session_revocations_total Sessions revoked by source (logout, scim, sweep, admin).
+# HELP usher_session_revocations_total Sessions revoked by source (logout, scim, sweep, admin, directory).
 # TYPE usher_session_revocations_total counter
 usher_session_revocations_total{source="logout"} 1
 usher_session_revocations_total{source="other"} 1
@@ -210,6 +210,43 @@ usher_session_revocations_total{source="scim"} 1
 # TYPE usher_saml_metadata_refresh_failures_total counter
 usher_saml_metadata_refresh_failures_total{idp="adfs"} 1
 `, "usher_scim_requests_total", "usher_session_revocations_total", "usher_saml_metadata_refresh_failures_total")
+}
+
+func TestDirectory(t *testing.T) {
+	m, reg := newTest(t)
+	m.DirectorySync("entra", SyncFull, SyncOK, 90*time.Second, 1200, 40)
+	m.DirectorySync("entra", SyncDelta, SyncIncomplete, 2*time.Second, 3, 2)
+	m.DirectorySync("entra", "weird", "boom", time.Second, 0, 0)
+	m.DirectoryChanges("entra", ChangeCreated, 5)
+	m.DirectoryChanges("entra", ChangeUpdated, 0)
+	m.DirectoryChanges("entra", "exploded", 1)
+	m.DirectoryCall("entra", "users", ResultOK, 100*time.Millisecond)
+	m.DirectoryCall("entra", "users", ResultThrottled, 2*time.Second)
+	m.DirectoryCall("entra", "users", "retry", time.Second)
+	m.Revocation(SourceDirectory)
+	compare(t, reg, `
+# HELP usher_directory_sync_runs_total Directory sync runs by directory, kind (full, delta) and result (ok, incomplete, error).
+# TYPE usher_directory_sync_runs_total counter
+usher_directory_sync_runs_total{directory="entra",kind="delta",result="incomplete"} 1
+usher_directory_sync_runs_total{directory="entra",kind="full",result="error"} 1
+usher_directory_sync_runs_total{directory="entra",kind="full",result="ok"} 1
+# HELP usher_directory_people_seen People the last directory sync run of the directory and kind read.
+# TYPE usher_directory_people_seen gauge
+usher_directory_people_seen{directory="entra",kind="delta"} 3
+usher_directory_people_seen{directory="entra",kind="full"} 0
+# HELP usher_directory_changes_total People a directory sync created or updated in the apps, or could not (denied by policy, refused, failed).
+# TYPE usher_directory_changes_total counter
+usher_directory_changes_total{change="created",directory="entra"} 5
+usher_directory_changes_total{change="failed",directory="entra"} 1
+# HELP usher_directory_calls_total API calls to IdP directories by directory, operation and result (ok, throttled, error).
+# TYPE usher_directory_calls_total counter
+usher_directory_calls_total{directory="entra",op="users",result="error"} 1
+usher_directory_calls_total{directory="entra",op="users",result="ok"} 1
+usher_directory_calls_total{directory="entra",op="users",result="throttled"} 1
+# HELP usher_session_revocations_total Sessions revoked by source (logout, scim, sweep, admin, directory).
+# TYPE usher_session_revocations_total counter
+usher_session_revocations_total{source="directory"} 1
+`, "usher_directory_sync_runs_total", "usher_directory_people_seen", "usher_directory_changes_total", "usher_directory_calls_total", "usher_session_revocations_total")
 }
 
 func TestNilSafe(t *testing.T) {
@@ -225,6 +262,9 @@ func TestNilSafe(t *testing.T) {
 	m.SCIM("x", "get", "ok")
 	m.Revocation(SourceAdmin)
 	m.MetadataRefreshFailure("x")
+	m.DirectorySync("d", SyncFull, SyncOK, time.Second, 1, 1)
+	m.DirectoryChanges("d", ChangeCreated, 1)
+	m.DirectoryCall("d", "users", ResultOK, time.Second)
 	if m.Handler(nil) == nil {
 		t.Fatal("nil Handler")
 	}

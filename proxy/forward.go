@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/usherhq/usher/metrics"
 	"github.com/usherhq/usher/session"
@@ -39,6 +37,11 @@ type Forwarder struct {
 	ids       requestIDs
 	ours      []string // canonical names of the headers usher sets
 	attrs     []attrHeader
+	// direct is the upstream's connection pool when plain GET and HEAD
+	// requests can skip ReverseProxy (direct.go); noDirect turns that off
+	// (tests compare both paths).
+	direct   *connPool
+	noDirect bool
 }
 
 type attrHeader struct{ attr, header string }
@@ -50,6 +53,13 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 	if transport == nil {
 		transport = SharedTransport()
 	}
+	var direct *connPool
+	if t, ok := transport.(*Transport); ok {
+		if upstream.Scheme == "http" && (upstream.Path == "" || upstream.Path == "/") && upstream.RawQuery == "" {
+			direct = t.pool(upstream)
+		}
+		transport = t.bound(upstream)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -60,6 +70,7 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 		protected:    newProtectedSet(h),
 		log:          log,
 		ids:          newRequestIDs(),
+		direct:       direct,
 	}
 	f.canon = HeaderNames{
 		Username:     http.CanonicalHeaderKey(h.Username),
@@ -104,6 +115,7 @@ func NewForwarder(upstream *url.URL, h HeaderNames, transport http.RoundTripper,
 // is removed, rather than carried to Rewrite in the request context: that
 // would clone the request once more on the hot path.
 func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.Session) {
+	closeAfterChunked(w, r)
 	f.protected.strip(r.Header)
 	if f.canon.SecretHeader != "" && f.canon.SecretValue != "" {
 		// Pass-through requests came through usher too.
@@ -112,7 +124,26 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, s *session.S
 	if s != nil {
 		f.setIdentity(r.Header, s)
 	}
+	if f.directOK(r) {
+		stripCookies(r.Header, f.names.CookiePrefixes)
+		f.forwardDirect(w, r)
+		return
+	}
 	f.rp.ServeHTTP(w, r)
+}
+
+// closeAfterChunked makes the server close the client connection after
+// answering a request framed by Transfer-Encoding. Go's server reads such
+// a request by Transfer-Encoding and drops any Content-Length beside it,
+// as RFC 9112 §6.1 allows; the same section says the connection MUST be
+// closed after the answer, because a proxy in front of usher that went
+// by the Content-Length instead would take the rest of the body for the
+// start of the next request on that connection, perhaps another user's.
+// Legitimate chunked uploads (git push) only pay a reconnect.
+func closeAfterChunked(w http.ResponseWriter, r *http.Request) {
+	if len(r.TransferEncoding) > 0 {
+		w.Header()["Connection"] = []string{"close"}
+	}
 }
 
 // rewrite runs after ReverseProxy has cloned the request and removed
@@ -147,37 +178,45 @@ func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 		vals = append(vals, v)
 		h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
+	enc := f.names.Encoding
 	dropped := 0
 	for _, hv := range [...]struct{ name, v string }{
 		{f.canon.Username, s.Username}, {f.canon.Email, s.Email}, {f.canon.DisplayName, s.DisplayName},
 	} {
-		switch {
-		case hv.name == "" || hv.v == "":
-		case headerValueOK(hv.v):
-			set(hv.name, hv.v)
-		default:
+		if hv.name == "" || hv.v == "" {
+			continue
+		}
+		if !headerValueOK(hv.v) {
+			dropped++
+		} else if v, ok := enc.encode(hv.v); ok {
+			set(hv.name, v)
+		} else {
 			dropped++
 		}
 	}
 	if f.canon.Groups != "" {
-		v, n := joinGroups(s.Groups)
+		v, n := joinGroups(s.Groups, enc)
 		if v != "" {
 			set(f.canon.Groups, v)
 		}
 		dropped += n
 	}
 	for _, a := range f.attrs {
-		switch v := s.Attributes[a.attr]; {
-		case v == "":
-		case headerValueOK(v):
-			h[a.header] = []string{v}
-		default:
+		v := s.Attributes[a.attr]
+		if v == "" {
+			continue
+		}
+		if !headerValueOK(v) {
+			dropped++
+		} else if ev, ok := enc.encode(v); ok {
+			h[a.header] = []string{ev}
+		} else {
 			dropped++
 		}
 	}
 	if dropped > 0 {
 		// Debug, not warn: this repeats on every request of the session;
-		// login reports it once through HeaderProblems.
+		// login reports it once through HeaderNames.Problems.
 		f.log.Debug("proxy: identity values not sendable as headers left out",
 			"idp", s.IdP, "session", s.ID, "dropped", dropped)
 	}
@@ -186,6 +225,14 @@ func (f *Forwarder) setIdentity(h http.Header, s *session.Session) {
 // fail answers when the upstream could not be reached or did not answer.
 // The client gets a short message; the cause goes to the log.
 func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrBodyTooSlow) || BodyTooSlow(r) {
+		f.Metrics.Request(f.App, http.StatusRequestTimeout)
+		f.log.Info("proxy: request body too slow, cut off", "upstream", f.upstream.Redacted(),
+			"method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr, "err", err)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "Request timeout: the request body arrived too slowly.", http.StatusRequestTimeout)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		f.log.Debug("proxy: client went away", "upstream", f.upstream.Redacted(), "method", r.Method, "path", r.URL.Path)
 		w.WriteHeader(http.StatusBadGateway)
@@ -197,27 +244,6 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 		"method", r.Method, "host", r.Host, "path", r.URL.Path, "request_id", id, "err", err)
 	w.Header().Set("X-Request-Id", id)
 	http.Error(w, "Bad gateway: the application did not answer. Request ID: "+id, http.StatusBadGateway)
-}
-
-// SharedTransport returns a pooled transport for upstreams, meant to be
-// shared by every Forwarder. It ignores HTTP_PROXY (upstreams are
-// internal), keeps many idle connections per upstream and speaks HTTP/1.1
-// (WebSocket upgrades need it). There is no response header timeout:
-// some app requests (reports, exports) legitimately take minutes, and a
-// client that gives up cancels the upstream request.
-func SharedTransport() *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-	}
 }
 
 // bufferPool recycles ReverseProxy's copy buffers (32 KiB each otherwise

@@ -142,9 +142,18 @@ func spellings(h http.Header, name string) map[string][]string {
 
 func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 
+// TestSpoofMatrix runs over both ways a request can leave usher: the
+// direct path and ReverseProxy.
 func TestSpoofMatrix(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) { spoofMatrix(t, direct) })
+	}
+}
+
+func spoofMatrix(t *testing.T, direct bool) {
 	rec := &recorder{}
 	st := newStack(t, rec, testSession())
+	st.fwd.noDirect = !direct
 	want := map[string]string{ // what usher sends with a session
 		"X-Remote-User":   "jdoe",
 		"X-Remote-Email":  "jdoe@example.com",

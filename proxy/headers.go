@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,10 +27,15 @@ type HeaderNames struct {
 	// are removed from the Cookie header: the app has no use for them, and
 	// an app that logs or echoes cookies should never hold a session.
 	CookiePrefixes []string
+	// Encoding writes values beyond printable ASCII (headers.encoding);
+	// zero means HeaderUTF8.
+	Encoding HeaderEncoding
 }
 
 // stripCookies removes cookies whose name starts with one of prefixes
-// from the Cookie header, keeping everything else byte for byte.
+// from the Cookie header, keeping everything else byte for byte. It runs
+// on every request that carries usher's session cookie, so it allocates
+// only the one new header value.
 func stripCookies(h http.Header, prefixes []string) {
 	vs := h["Cookie"]
 	if len(vs) == 0 || len(prefixes) == 0 {
@@ -42,18 +48,27 @@ func stripCookies(h http.Header, prefixes []string) {
 			continue
 		}
 		var b strings.Builder
-		for _, part := range strings.Split(v, ";") {
-			name := strings.TrimSpace(part)
+		for rest := v; rest != ""; {
+			part := rest
+			if i := strings.IndexByte(rest, ';'); i >= 0 {
+				part, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = ""
+			}
+			part = strings.TrimSpace(part)
+			name := part
 			if i := strings.IndexByte(name, '='); i >= 0 {
 				name = name[:i]
 			}
-			if hasAnyPrefix(name, prefixes) {
+			if part == "" || hasAnyPrefix(name, prefixes) {
 				continue
 			}
-			if b.Len() > 0 {
+			if b.Len() == 0 {
+				b.Grow(len(v))
+			} else {
 				b.WriteString("; ")
 			}
-			b.WriteString(strings.TrimSpace(part))
+			b.WriteString(part)
 		}
 		if b.Len() > 0 {
 			kept = append(kept, b.String())
@@ -174,18 +189,18 @@ func (p protectedSet) strip(h http.Header) {
 
 // Identity header values.
 //
-// Decision: a value is sent unchanged when it is valid UTF-8 without
-// control characters (C0 including CR, LF, NUL and TAB, and DEL) and
-// without leading or trailing white space; otherwise it is not sent at
-// all. Non-ASCII text (Jürgen) goes as raw UTF-8 bytes, which HTTP allows
-// as field content; the app's header authenticator must read it as UTF-8.
-// Dropping rather than escaping keeps a username from ever arriving as a
-// different but valid name (" admin" trimmed to "admin", "a%0Ab" decoded),
-// and a request without the header is anonymous, which fails closed.
+// Decision: a value is sent when it is valid UTF-8 without control
+// characters (C0 including CR, LF, NUL and TAB, and DEL) and without
+// leading or trailing white space, in the configured HeaderEncoding;
+// otherwise it is not sent at all. Dropping rather than repairing keeps a
+// username from ever arriving as a different but valid name (" admin"
+// trimmed to "admin"), and a request without the header is anonymous,
+// which fails closed.
 //
 // Groups are joined with ",". A group name that contains a comma or fails
 // the rule above is left out, so "a,b" can never become the two groups a
-// and b; HeaderProblems reports such names so login can log them once.
+// and b; HeaderNames.Problems reports such names so login can log them
+// once.
 func headerValueOK(v string) bool {
 	if v == "" || !utf8.ValidString(v) {
 		return false
@@ -200,12 +215,155 @@ func headerValueOK(v string) bool {
 
 func groupOK(g string) bool { return headerValueOK(g) && !strings.Contains(g, ",") }
 
-// joinGroups returns the groups header value and how many groups were left
-// out.
-func joinGroups(groups []string) (string, int) {
+// HeaderEncoding is how identity header values with characters beyond
+// printable ASCII are written (headers.encoding). Values of printable
+// ASCII go unchanged in every encoding, except where the encoding's own
+// escape characters must be escaped too (see percent and rfc2047), so
+// that decoding gives back exactly the value usher meant.
+//
+// Why there is a choice: HTTP/1.1 (RFC 9110 §5.5) leaves non-ASCII field
+// bytes to the recipient, and the Servlet containers under Jira,
+// Confluence and Bitbucket (Tomcat) decode every header byte as
+// ISO-8859-1, so raw UTF-8 "Dávid" reaches a header authenticator as
+// "DÃ¡vid". Atlassian's apps have no built-in header authenticator; the
+// plugins that add one (Seraph authenticators in Jira and Confluence,
+// http-authentication-handler modules in Bitbucket) read
+// HttpServletRequest.getHeader, which gives the Latin-1 reading.
+type HeaderEncoding string
+
+const (
+	// HeaderLatin1 sends each character as its ISO-8859-1 byte, which is
+	// what getHeader decodes, so Latin-1 names (Dávid, Jürgen, José)
+	// arrive right with no code on the app's side. A value with a
+	// character beyond Latin-1 (Łukasz, Győző, 名前) cannot arrive right
+	// and is left out. The config default.
+	HeaderLatin1 HeaderEncoding = "latin1"
+	// HeaderUTF8 sends raw UTF-8 bytes, for apps that read header bytes
+	// as UTF-8 (or re-decode getHeader's Latin-1 string as UTF-8). The
+	// zero HeaderEncoding means this too.
+	HeaderUTF8 HeaderEncoding = "utf8"
+	// HeaderPercent percent-encodes (RFC 3986) the UTF-8 bytes of every
+	// character beyond ASCII, and "%" and "+". Every value must be decoded
+	// (java.net.URLDecoder.decode(v, UTF_8) is right: "+" never appears
+	// unencoded, so its form-decoding as a space never applies).
+	HeaderPercent HeaderEncoding = "percent"
+	// HeaderRFC2047 sends a value that is not plain ASCII, or that holds
+	// "=?", as RFC 2047 encoded-words (=?UTF-8?B?...?=, several separated
+	// by spaces for long values); decode with
+	// javax.mail.internet.MimeUtility.decodeText (JavaMail or Jakarta
+	// Mail). Plain ASCII values without "=?" arrive unchanged.
+	HeaderRFC2047 HeaderEncoding = "rfc2047"
+)
+
+// HeaderEncodings lists the valid headers.encoding values.
+var HeaderEncodings = []HeaderEncoding{HeaderLatin1, HeaderUTF8, HeaderPercent, HeaderRFC2047}
+
+// encode returns v as written in the header, or false when v cannot be
+// sent in e. v has passed headerValueOK. Plain values are returned as
+// they are, without allocating.
+func (e HeaderEncoding) encode(v string) (string, bool) {
+	if e.plain(v) {
+		return v, true
+	}
+	switch e {
+	case HeaderLatin1:
+		b := make([]byte, 0, len(v))
+		for _, r := range v {
+			if r > 0xff {
+				return "", false
+			}
+			b = append(b, byte(r))
+		}
+		return string(b), true
+	case HeaderPercent:
+		const hex = "0123456789ABCDEF"
+		var b strings.Builder
+		b.Grow(len(v) * 2)
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c >= 0x80 || c == '%' || c == '+' {
+				b.WriteByte('%')
+				b.WriteByte(hex[c>>4])
+				b.WriteByte(hex[c&15])
+			} else {
+				b.WriteByte(c)
+			}
+		}
+		return b.String(), true
+	case HeaderRFC2047:
+		return encodedWords(v), true
+	}
+	return v, true // utf8
+}
+
+// plain reports whether v goes unchanged in e: printable ASCII without
+// the encoding's own escapes. In utf8 every valid value is plain.
+func (e HeaderEncoding) plain(v string) bool {
+	switch e {
+	case HeaderUTF8, "":
+		return true
+	case HeaderPercent:
+		if strings.ContainsAny(v, "%+") {
+			return false
+		}
+	case HeaderRFC2047:
+		if strings.Contains(v, "=?") {
+			return false
+		}
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// encodedWords writes v as RFC 2047 "B" encoded-words of at most 75
+// characters (45 bytes of text each, cut between characters), separated
+// by spaces, which decoders drop between adjacent encoded-words (RFC 2047
+// §6.2).
+func encodedWords(v string) string {
+	const maxText = 45 // base64 of 45 bytes is 60 characters; 60 + 12 < 75
+	var b strings.Builder
+	for len(v) > 0 {
+		n := len(v)
+		if n > maxText {
+			n = maxText
+			for n > 0 && !utf8.RuneStart(v[n]) {
+				n--
+			}
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("=?UTF-8?B?")
+		b.WriteString(base64.StdEncoding.EncodeToString([]byte(v[:n])))
+		b.WriteString("?=")
+		v = v[n:]
+	}
+	return b.String()
+}
+
+// fits reports whether v can be written in e at all.
+func (e HeaderEncoding) fits(v string) bool {
+	if e != HeaderLatin1 {
+		return true
+	}
+	for _, r := range v {
+		if r > 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+// joinGroups returns the groups header value, encoded in e, and how many
+// groups were left out. A group that does not fit e is left out alone.
+func joinGroups(groups []string, e HeaderEncoding) (string, int) {
+	ok := func(g string) bool { return groupOK(g) && e.fits(g) }
 	n, dropped := 0, 0
 	for _, g := range groups {
-		if groupOK(g) {
+		if ok(g) {
 			n += len(g) + 1
 		} else {
 			dropped++
@@ -217,7 +375,7 @@ func joinGroups(groups []string) (string, int) {
 	var b strings.Builder
 	b.Grow(n - 1)
 	for _, g := range groups {
-		if !groupOK(g) {
+		if !ok(g) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -225,24 +383,38 @@ func joinGroups(groups []string) (string, int) {
 		}
 		b.WriteString(g)
 	}
-	return b.String(), dropped
+	v, _ := e.encode(b.String())
+	return v, dropped
 }
 
-// HeaderProblems lists the session fields that the Forwarder would leave
-// out of the identity headers (see the rule above), for logging or
-// refusing at login rather than on every request. Empty fields are fine.
+// HeaderProblems lists the session fields that no encoding can send (see
+// the rule above); HeaderNames.Problems adds those its encoding cannot.
 func HeaderProblems(s *session.Session) []string {
+	return HeaderNames{Encoding: HeaderUTF8}.Problems(s)
+}
+
+// Problems lists the session fields that a Forwarder with these names
+// would leave out of the identity headers, for logging or refusing at
+// login rather than on every request. Empty fields are fine.
+func (h HeaderNames) Problems(s *session.Session) []string {
 	var p []string
 	for _, f := range []struct{ name, v string }{
 		{"username", s.Username}, {"email", s.Email}, {"display name", s.DisplayName},
 	} {
-		if f.v != "" && !headerValueOK(f.v) {
+		switch {
+		case f.v == "":
+		case !headerValueOK(f.v):
 			p = append(p, f.name+" "+strconv.Quote(f.v))
+		case !h.Encoding.fits(f.v):
+			p = append(p, f.name+" "+strconv.Quote(f.v)+" (not "+string(h.Encoding)+")")
 		}
 	}
 	for _, g := range s.Groups {
-		if !groupOK(g) {
+		switch {
+		case !groupOK(g):
 			p = append(p, "group "+strconv.Quote(g))
+		case !h.Encoding.fits(g):
+			p = append(p, "group "+strconv.Quote(g)+" (not "+string(h.Encoding)+")")
 		}
 	}
 	return p

@@ -252,11 +252,14 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.opt.Codec.Clear(w)
+	shared := true
 	if h.opt.Sessions != nil {
 		if err := h.opt.Sessions.RevokeSession(r.Context(), s); err != nil {
-			// This replica refuses the cookie already; others may accept
-			// it until it expires. Say so loudly, but sign out anyway.
-			h.log.Error("revoke session at logout", "idp", s.IdP, "err", err, "request_id", requestID(r))
+			// This replica refuses the cookie already, and the session
+			// layer keeps retrying until the store takes the revocation;
+			// until then other replicas may accept a copy of the cookie.
+			shared = false
+			h.log.Error("revoke session at logout: not shared with the other replicas yet", "idp", s.IdP, "err", err, "request_id", requestID(r))
 		}
 	}
 	h.audit(r, jit.Entry{Action: jit.ActLogout, Cause: jit.LoginVia(s.IdP), Subject: s.Subject, Username: s.Username, Outcome: jit.ResultOK})
@@ -271,6 +274,13 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 				target = u
 			}
 		}
+	}
+	if !shared {
+		h.render(w, r, http.StatusOK, "message", messagePage{Title: "Signed out",
+			Message: "You are signed out of usher on this server. usher could not reach its database to tell its other servers yet; " +
+				"it keeps trying, and until it gets through a copy of your session used elsewhere may still work for a short while.",
+			Link: target})
+		return
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }

@@ -1,7 +1,15 @@
 // Package proxy is usher's public HTTP face: it routes requests to the
 // apps by host and path, checks the session cookie, runs the login
 // endpoints (IdP chooser, callbacks, logout) and forwards authenticated
-// requests with trusted identity headers.
+// requests with trusted identity headers. It owns the upstream side too:
+// the connection pool requests without a body travel on (upstream.go),
+// the direct path that forwards plain GET and HEAD without
+// httputil.ReverseProxy (direct.go), and the limits on what one client
+// may hold: slow bodies, connections, requests in progress (limits.go).
+//
+// The hot path, a request with a valid session, does no I/O besides the
+// upstream round trip and reads only memory: the session comes from the
+// Codec's cache of opened cookies, revocations from memory.
 package proxy
 
 import (
@@ -190,6 +198,7 @@ func (h *Handler) routes() *http.ServeMux {
 // ServeHTTP routes a request: usher's own pages, pass-through traffic,
 // authenticated traffic, or a login redirect.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	closeAfterChunked(w, r)
 	if strings.HasPrefix(r.URL.Path, "/usher/") {
 		id := h.reqIDs.next()
 		w.Header().Set("X-Request-Id", id)
@@ -215,7 +224,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		app.Forwarder.Forward(w, r, nil)
 		return
 	}
-	s, refresh, err := h.opt.Codec.Load(r) // also consults revocations
+	// Shared: read-only here, and no allocation for a cookie seen before.
+	s, refresh, err := h.opt.Codec.LoadShared(r) // also consults revocations
 	if err != nil {
 		h.unauthenticated(w, r, app, err)
 		return
@@ -268,7 +278,13 @@ func (h *Handler) match(r *http.Request) *App {
 // when followed by a path parameter ("..;x"), which Tomcat strips before
 // normalising.
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for p != "" {
+		seg := p
+		if i := strings.IndexByte(p, '/'); i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
 		if i := strings.IndexByte(seg, ';'); i >= 0 {
 			seg = seg[:i]
 		}

@@ -95,7 +95,7 @@ func (c *Codec) Open(purpose, sealed string) ([]byte, error) {
 	if purpose == "" {
 		return nil, fmt.Errorf("%w: empty purpose", ErrInvalid)
 	}
-	p, _, err := c.open(purpose, sealed)
+	p, _, _, err := c.open(purpose, sealed)
 	return p, err
 }
 
@@ -111,20 +111,21 @@ func (c *Codec) seal(purpose string, plaintext []byte, expires time.Time) (strin
 	return base64.RawURLEncoding.EncodeToString(out), nil
 }
 
-// open returns the payload and the index of the key that opened it.
-func (c *Codec) open(purpose, sealed string) ([]byte, int, error) {
+// open returns the payload, the index of the key that opened it and the
+// envelope's expiry (unix ns).
+func (c *Codec) open(purpose, sealed string) ([]byte, int, int64, error) {
 	if len(sealed) > maxCookieValue {
-		return nil, 0, fmt.Errorf("%w: %d bytes", ErrInvalid, len(sealed))
+		return nil, 0, 0, fmt.Errorf("%w: %d bytes", ErrInvalid, len(sealed))
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sealed)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: encoding", ErrInvalid)
+		return nil, 0, 0, fmt.Errorf("%w: encoding", ErrInvalid)
 	}
 	if len(raw) < headerLen+nonceLen+expiresLen+16 {
-		return nil, 0, fmt.Errorf("%w: short", ErrInvalid)
+		return nil, 0, 0, fmt.Errorf("%w: short", ErrInvalid)
 	}
 	if raw[0] != wireVersion {
-		return nil, 0, fmt.Errorf("%w: version %d", ErrInvalid, raw[0])
+		return nil, 0, 0, fmt.Errorf("%w: version %d", ErrInvalid, raw[0])
 	}
 	nonce, ct := raw[headerLen:headerLen+nonceLen], raw[headerLen+nonceLen:]
 	for i := range c.keys {
@@ -142,16 +143,18 @@ func (c *Codec) open(purpose, sealed string) ([]byte, int, error) {
 			continue
 		}
 		if len(plain) < expiresLen {
-			return nil, 0, fmt.Errorf("%w: short payload", ErrInvalid)
+			return nil, 0, 0, fmt.Errorf("%w: short payload", ErrInvalid)
 		}
 		exp := int64(binary.BigEndian.Uint64(plain))
 		if c.now().UnixNano() >= exp {
-			return nil, 0, fmt.Errorf("%w: sealed value", ErrExpired)
+			return nil, 0, 0, errSealedExpired
 		}
-		return plain[expiresLen:], i, nil
+		return plain[expiresLen:], i, exp, nil
 	}
-	return nil, 0, fmt.Errorf("%w: no key opens it", ErrInvalid)
+	return nil, 0, 0, fmt.Errorf("%w: no key opens it", ErrInvalid)
 }
+
+var errSealedExpired = fmt.Errorf("%w: sealed value", ErrExpired)
 
 func additionalData(header []byte, purpose string) []byte {
 	ad := make([]byte, 0, len(header)+len(purpose))

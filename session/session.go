@@ -10,7 +10,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -94,6 +96,7 @@ type Codec struct {
 	name    string
 	now     func() time.Time
 	revoker Revoker
+	cache   openCache
 }
 
 // NewCodec returns a Codec. keys are raw secrets of at least 32 bytes each;
@@ -109,7 +112,7 @@ func NewCodec(keys [][]byte, opts Options) (*Codec, error) {
 	if opts.Idle <= 0 || opts.Absolute <= 0 {
 		return nil, fmt.Errorf("session: idle (%s) and absolute (%s) timeouts must be positive", opts.Idle, opts.Absolute)
 	}
-	c := &Codec{opts: opts, now: opts.Now, revoker: opts.Revoker}
+	c := &Codec{opts: opts, now: opts.Now, revoker: opts.Revoker, cache: openCache{max: cacheMax}}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -157,13 +160,32 @@ func (c *Codec) NewSession() *Session {
 // should Save the session again: Seen was more than a minute old (Load has
 // already moved it to now) or the cookie was sealed with an older key.
 // Errors match ErrNoSession, ErrExpired (idle, absolute or revoked) or
-// ErrInvalid.
+// ErrInvalid. The Session is the caller's to change.
 func (c *Codec) Load(r *http.Request) (s *Session, refresh bool, err error) {
+	s, refresh, err = c.LoadShared(r)
+	if err != nil || refresh {
+		return s, refresh, err // a refreshed session is already a copy
+	}
+	return s.clone(), false, nil
+}
+
+// LoadShared is Load for the hot path: it allocates nothing when this
+// Codec has opened the same cookie value before. The Session it returns
+// may be shared with other requests and must not be changed; when
+// refresh is true it is a copy of the caller's own, with Seen moved to
+// now, ready for Save.
+func (c *Codec) LoadShared(r *http.Request) (s *Session, refresh bool, err error) {
 	err = ErrNoSession
 	// Several cookies of that name can arrive (a stale domain cookie beside
 	// a host-only one); the first that opens wins.
 	for _, line := range r.Header["Cookie"] {
-		for part := range strings.SplitSeq(line, ";") {
+		for len(line) > 0 {
+			var part string
+			if i := strings.IndexByte(line, ';'); i >= 0 {
+				part, line = line[:i], line[i+1:]
+			} else {
+				part, line = line, ""
+			}
 			name, value, ok := strings.Cut(strings.TrimSpace(part), "=")
 			if !ok || name != c.name {
 				continue
@@ -180,19 +202,38 @@ func (c *Codec) Load(r *http.Request) (s *Session, refresh bool, err error) {
 	return nil, false, err
 }
 
+// clone copies s with its own slices and map.
+func (s *Session) clone() *Session {
+	cp := *s
+	cp.Groups = slices.Clone(s.Groups)
+	cp.Apps = slices.Clone(s.Apps)
+	cp.Attributes = maps.Clone(s.Attributes)
+	return &cp
+}
+
+// loadValue opens one cookie value, from the cache when it opened before.
+// The returned Session is shared unless refresh is true.
 func (c *Codec) loadValue(value string) (*Session, bool, error) {
 	if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
 		value = value[1 : len(value)-1]
 	}
-	plain, keyIndex, err := c.open(purposeSession, value)
-	if err != nil {
-		return nil, false, err
-	}
-	s, err := decodeSession(plain)
-	if err != nil {
-		return nil, false, err
-	}
 	now := c.now()
+	o := c.cache.get(value)
+	if o == nil {
+		plain, keyIndex, exp, err := c.open(purposeSession, value)
+		if err != nil {
+			return nil, false, err
+		}
+		s, err := decodeSession(plain)
+		if err != nil {
+			return nil, false, err
+		}
+		o = &opened{s: s, expires: exp, keyIndex: keyIndex}
+		c.cache.put(value, o)
+	} else if now.UnixNano() >= o.expires {
+		return nil, false, errSealedExpired
+	}
+	s := o.s
 	// The envelope expiry was fixed at Save; check again against the
 	// current timeouts so that shortening them takes effect at once.
 	if !now.Before(s.Created.Add(c.opts.Absolute)) {
@@ -204,10 +245,15 @@ func (c *Codec) loadValue(value string) (*Session, bool, error) {
 	if c.revoker != nil && c.revoker.Revoked(s) {
 		return nil, false, fmt.Errorf("%w (%w)", ErrRevoked, ErrExpired)
 	}
-	refresh := keyIndex != 0
+	refresh := o.keyIndex != 0
 	if now.Sub(s.Seen) > refreshAfter {
-		s.Seen = now
 		refresh = true
+	}
+	if refresh {
+		s = s.clone()
+		if now.Sub(s.Seen) > refreshAfter {
+			s.Seen = now
+		}
 	}
 	return s, refresh, nil
 }

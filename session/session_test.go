@@ -567,15 +567,37 @@ func FuzzDecodeSession(f *testing.F) {
 	})
 }
 
+// BenchmarkLoad: "shared" is the hot path's LoadShared on a cookie seen
+// before (cached), "copy" is Load (a private copy of the cached session),
+// "cold" opens and decodes the value every time, as on a cache miss.
 func BenchmarkLoad(b *testing.B) {
 	clk := &clock{t: t0}
 	c := newCodec(b, clk, [][]byte{secret(1)}, func(o *Options) { o.Revoker = NewRevocations(24*time.Hour, clk.Now) })
 	_, r := save(b, c, sampleSession(c))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := c.Load(r); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name string
+		load func(*http.Request) (*Session, bool, error)
+	}{
+		{"shared", c.LoadShared},
+		{"copy", c.Load},
+		{"cold", func(r *http.Request) (*Session, bool, error) {
+			ck, _ := r.Cookie(c.CookieName())
+			p, _, _, err := c.open(purposeSession, ck.Value)
+			if err != nil {
+				return nil, false, err
+			}
+			s, err := decodeSession(p)
+			return s, false, err
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := bc.load(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -595,5 +617,77 @@ func TestFlowCookieCrossSitePOST(t *testing.T) {
 		if ck.SameSite != want || ck.Secure != secure || !ck.HttpOnly || ck.MaxAge != 60 {
 			t.Errorf("secure=%v: flow cookie %+v", secure, ck)
 		}
+	}
+}
+
+// A cookie value that opened once is served from the Codec's cache: no
+// decoding, no allocation, and still every time-dependent check.
+func TestLoadSharedCache(t *testing.T) {
+	clk := &clock{t: t0}
+	rev := NewRevocations(24*time.Hour, clk.Now)
+	c := newCodec(t, clk, [][]byte{secret(1)}, func(o *Options) { o.Idle, o.Absolute, o.Revoker = time.Hour, 3*time.Hour, rev })
+	s := sampleSession(c)
+	_, r := save(t, c, s)
+
+	first, refresh, err := c.LoadShared(r)
+	if err != nil || refresh {
+		t.Fatalf("first load: refresh=%v err=%v", refresh, err)
+	}
+	sameSession(t, first, s)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if got, _, err := c.LoadShared(r); err != nil || got != first {
+			t.Fatalf("cached load: %p %v, want %p", got, err, first)
+		}
+	}); allocs != 0 {
+		t.Errorf("cached LoadShared allocates %.0f times, want 0", allocs)
+	}
+
+	// Load hands out a copy the caller may change.
+	own, _, err := c.Load(r)
+	if err != nil || own == first {
+		t.Fatalf("Load: %p %v; want a copy of %p", own, err, first)
+	}
+	own.Groups[0], own.Attributes["department"], own.Username = "jira-administrators", "changed", "root"
+	if again, _, _ := c.LoadShared(r); again.Groups[0] != "jira-users" || again.Attributes["department"] != "R&D" || again.Username != "jdoe" {
+		t.Fatalf("changing Load's session changed the cached one: %+v", again)
+	}
+
+	// A refresh returns a private copy with Seen moved; the cache keeps
+	// the cookie's own Seen.
+	clk.Add(2 * time.Minute)
+	fresh, refresh, err := c.LoadShared(r)
+	if err != nil || !refresh || fresh == first || !fresh.Seen.Equal(clk.Now()) || !first.Seen.Equal(s.Seen) {
+		t.Fatalf("refresh: %v %v, Seen %v (cached %v)", refresh, err, fresh.Seen, first.Seen)
+	}
+
+	// Revocation, the idle timeout and the envelope's expiry still apply.
+	rev.Add(s.ID, s.Created.Add(3*time.Hour))
+	if _, _, err := c.LoadShared(r); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked: %v", err)
+	}
+	s2 := sampleSession(c)
+	_, r2 := save(t, c, s2)
+	if _, _, err := c.LoadShared(r2); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Hour)
+	if _, _, err := c.LoadShared(r2); !errors.Is(err, ErrExpired) {
+		t.Fatalf("past idle and envelope expiry: %v", err)
+	}
+}
+
+func TestOpenCacheBounded(t *testing.T) {
+	c := openCache{max: 10}
+	for i := range 95 {
+		c.put(fmt.Sprint(i), &opened{})
+	}
+	if n := len(c.cur) + len(c.old); n > 20 {
+		t.Fatalf("%d entries, want at most 20", n)
+	}
+	if c.get("94") == nil || c.get("89") == nil {
+		t.Fatal("recent entries dropped")
+	}
+	if c.get("0") != nil {
+		t.Fatal("old entry kept")
 	}
 }

@@ -140,9 +140,32 @@ func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item) Outcome {
 }
 
 // ours reports whether this policy's run decided the app state's
-// removal.
+// removal: under the sweep's name, or under the directory's for the
+// people its source found gone.
 func (s *Sweeper) ours(as store.AppState, run int64) bool {
-	return as.DeprovisionedSource == string(jit.SourceSweep) && as.DeprovisionedActor == s.p.Name && as.DeprovisionedRun == run
+	if as.DeprovisionedRun != run {
+		return false
+	}
+	switch jit.Source(as.DeprovisionedSource) {
+	case jit.SourceSweep:
+		return as.DeprovisionedActor == s.p.Name
+	case jit.SourceDirectory:
+		return s.p.Sources.Directory != "" && as.DeprovisionedActor == s.p.Sources.Directory
+	}
+	return false
+}
+
+// cause is why the item's removal happens. A leaver the directory found
+// is removed in the directory's name, so that the directory's own sync
+// brings the person back when they are active there again; every other
+// rule is the sweep's decision, which only an admin withdraws.
+func (s *Sweeper) cause(run int64, it Item) jit.Cause {
+	c := jit.BySweep(s.p.Name, run, it.Reason+" ["+it.Rule+"]")
+	if it.Rule == RuleDirectory {
+		c = jit.ByDirectory(s.p.Sources.Directory, run, it.Reason+" (sweep "+s.p.Name+")")
+	}
+	c.IdP = it.IdP
+	return c
 }
 
 // remove hands the item to the lifecycle, which records the decision,
@@ -150,8 +173,7 @@ func (s *Sweeper) ours(as store.AppState, run int64) bool {
 // records the item done. The bookkeeping runs even when ctx is being
 // cancelled: the decision has been made.
 func (s *Sweeper) remove(ctx context.Context, run int64, it Item, log *slog.Logger) Outcome {
-	cause := jit.BySweep(s.p.Name, run, it.Reason+" ["+it.Rule+"]")
-	cause.IdP = it.IdP
+	cause := s.cause(run, it)
 	rm := jit.Removal{IdP: it.IdP, Subject: it.Subject, Apps: []string{it.App}, Action: jit.RemoveAction(it.Action),
 		LicenceGroups: s.p.LicenceGroups}
 	outs, err := s.d.Remover.Remove(ctx, rm, cause)

@@ -55,9 +55,11 @@ type Policy struct {
 type Sources struct {
 	// SCIM: the IdP's SCIM push marked the user inactive, or deleted it.
 	SCIM bool `yaml:"scim"`
-	// Directory pulls the IdP's SCIM /Users; a bound user missing from a
-	// complete pull, or inactive in it, is gone. Only with one IdP.
-	Directory *DirectorySource `yaml:"directory"`
+	// Directory names a configured directory (`directories:`) of the
+	// policy's one IdP: a bound user disabled there, or missing from a
+	// complete pull of it, is gone. A pull that failed, was throttled to
+	// a stop or came back truncated blocks the plan instead.
+	Directory string `yaml:"directory"`
 	// InactiveDays: no login for that many days (never logged in: counted
 	// from the binding's creation).
 	InactiveDays int `yaml:"inactive_days"`
@@ -67,13 +69,6 @@ type Sources struct {
 	EndDateClaim string `yaml:"end_date_claim"`
 	// AccessExpiry: an admin-set expiry date has passed.
 	AccessExpiry bool `yaml:"access_expiry"`
-}
-
-// DirectorySource is a SCIM 2.0 service provider to pull users from.
-type DirectorySource struct {
-	URL      string        `yaml:"url"` // base URL; /Users is appended
-	Token    config.Secret `yaml:"token"`
-	PageSize int           `yaml:"page_size"` // default 200
 }
 
 // Action is what a sweep does to a leaver.
@@ -96,7 +91,6 @@ const (
 const (
 	defaultMaxShare    = 0.05
 	defaultConcurrency = 4
-	defaultPageSize    = 200
 )
 
 // withDefaults returns p with defaults applied.
@@ -109,11 +103,6 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.Concurrency <= 0 {
 		p.Concurrency = defaultConcurrency
-	}
-	if p.Sources.Directory != nil && p.Sources.Directory.PageSize <= 0 {
-		d := *p.Sources.Directory
-		d.PageSize = defaultPageSize
-		p.Sources.Directory = &d
 	}
 	return p
 }
@@ -144,29 +133,14 @@ func (p *Policy) Validate() []error {
 		bad("idps", "name at least one IdP")
 	}
 	src := p.Sources
-	if !src.SCIM && src.Directory == nil && src.InactiveDays == 0 && src.EndDateClaim == "" && !src.AccessExpiry {
+	if !src.SCIM && src.Directory == "" && src.InactiveDays == 0 && src.EndDateClaim == "" && !src.AccessExpiry {
 		bad("sources", "enable at least one source")
 	}
 	if src.InactiveDays < 0 {
 		bad("sources.inactive_days", "must not be negative")
 	}
-	if d := src.Directory; d != nil {
-		if len(p.IdPs) != 1 {
-			bad("sources.directory", "a directory pull belongs to exactly one IdP; split the policy")
-		}
-		if d.URL == "" {
-			bad("sources.directory.url", "required")
-		} else {
-			for _, e := range validateURL(d.URL) {
-				bad("sources.directory.url", "%s", e)
-			}
-		}
-		if d.Token.IsZero() {
-			bad("sources.directory.token", "required")
-		}
-		if d.PageSize < 0 {
-			bad("sources.directory.page_size", "must not be negative")
-		}
+	if src.Directory != "" && len(p.IdPs) != 1 {
+		bad("sources.directory", "a directory belongs to exactly one IdP; name only that IdP in idps, or split the policy")
 	}
 	switch p.Action {
 	case "", Deactivate, RemoveManagedGroups, Delete:

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
@@ -41,6 +43,10 @@ type Plan struct {
 	Blocked     bool     `json:"blocked"`
 	BlockReason string   `json:"block_reason,omitempty"`
 	Warnings    []string `json:"warnings,omitempty"`
+
+	// scope is the directory scope a complete pull of this plan saw; a
+	// run that acts on the plan keeps it for the next sweep.
+	scope string
 }
 
 // Item is one (identity, app) the sweep acts on or skips.
@@ -207,32 +213,52 @@ func (x *scimIndex) find(b store.Binding) *scimFact {
 	return x.byUserName[strings.ToLower(b.Username)]
 }
 
-// dirIndex is one directory pull.
+// dirIndex is one complete directory pull.
 type dirIndex struct {
-	err     error
-	users   int
-	byKey   map[string]bool // id, externalId → active
-	byLower map[string]bool // lower-cased userName → active
+	err   error
+	users int
+	// byKey holds subjects and the directory's IDs, byLower lower-cased
+	// usernames; each says whether the person is still in (active, or
+	// only temporarily inactive: locked out, not yet activated).
+	byKey   map[string]bool
+	byLower map[string]bool
+	// disabled says why a person who is out is out ("disabled in the
+	// directory").
+	disabled map[string]string
+	// noMissing: the directory's scope changed since the last sweep, so
+	// absence from this pull proves nothing; only explicit signals count.
+	noMissing bool
 }
 
 // gone reports why the pull says b is gone, or "" when it is present.
+// A person matches by subject first, and, to be safe, also by the
+// directory's ID or username: someone the pull lists in any of these
+// ways is not "missing".
 func (x *dirIndex) gone(b store.Binding) string {
-	seen, active := false, false
+	seen, in := false, false
+	why := ""
 	for _, v := range []struct {
 		m map[string]bool
 		k string
 	}{{x.byKey, b.Subject}, {x.byLower, strings.ToLower(b.Subject)}, {x.byLower, strings.ToLower(b.Username)}} {
 		if a, ok := v.m[v.k]; ok {
-			seen, active = true, active || a
+			seen, in = true, in || a
+			if why == "" {
+				why = x.disabled[v.k]
+			}
 		}
 	}
 	switch {
-	case active:
+	case in:
 		return ""
+	case seen && why != "":
+		return why
 	case seen:
-		return "inactive in the directory"
+		return "disabled in the directory"
+	case x.noMissing:
+		return ""
 	}
-	return "missing from the directory"
+	return "missing from a complete pull of the directory"
 }
 
 const (
@@ -285,8 +311,14 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 		}
 	}
 	var dir *dirIndex
-	if s.p.Sources.Directory != nil {
+	if s.p.Sources.Directory != "" {
 		dir = s.pull(ctx)
+		if dir.noMissing {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("the scope of directory %s changed since the last sweep: absence from this pull is not counted once; disabled people still are", s.p.Sources.Directory))
+		}
+		if dir.err == nil {
+			p.scope = s.d.DirectoryScope
+		}
 	}
 
 	var (
@@ -369,9 +401,9 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 		idp := s.p.IdPs[0]
 		switch {
 		case dir.err != nil:
-			p.block("directory pull failed: %v", dir.err)
+			p.block("the pull of directory %s did not complete, so nobody's absence from it counts: %v", s.p.Sources.Directory, dir.err)
 		case dir.users == 0 && managedIdP[idp] > 0:
-			p.block("directory pull returned no users while usher manages %d users of %s", managedIdP[idp], idp)
+			p.block("the pull of directory %s returned no users while usher manages %d users of %s", s.p.Sources.Directory, managedIdP[idp], idp)
 		}
 	}
 	if !p.Blocked {
@@ -601,30 +633,48 @@ func lookupFold(m map[string]json.RawMessage, name string) (json.RawMessage, boo
 
 // pull runs the directory source; a failure is kept in the index.
 func (s *Sweeper) pull(ctx context.Context) *dirIndex {
-	d := s.p.Sources.Directory
-	x := &dirIndex{byKey: map[string]bool{}, byLower: map[string]bool{}}
-	token, err := d.Token.Resolve()
-	if err != nil {
-		x.err = fmt.Errorf("token: %w", err)
-		return x
+	x := &dirIndex{byKey: map[string]bool{}, byLower: map[string]bool{}, disabled: map[string]string{}}
+	if s.d.DirectoryScope != "" {
+		last, _, err := s.d.Store.Blob(ctx, s.scopeKey())
+		switch {
+		case err == nil:
+			x.noMissing = string(last) != s.d.DirectoryScope
+		case !errors.Is(err, store.ErrNotFound):
+			x.err = fmt.Errorf("read the scope of the last sweep: %w", err)
+			return x
+		}
 	}
-	c := &SCIMClient{BaseURL: d.URL, Token: token, PageSize: d.PageSize, HTTP: s.d.HTTP}
-	users, err := c.Users(ctx)
-	if err != nil {
-		x.err = err
-		return x
-	}
-	x.users = len(users)
-	for _, u := range users {
-		for _, k := range []string{u.ID, u.ExternalID} {
-			if k != "" {
-				x.byKey[k] = x.byKey[k] || u.Active
+	x.err = s.d.Directory.Pull(ctx, func(page directory.Page) error {
+		for _, p := range page.People {
+			x.users++
+			in := !p.Status.Leaver()
+			why := ""
+			if !in {
+				why = p.Status.String() + " in the directory"
 			}
+			add := func(m map[string]bool, k string) {
+				if k == "" {
+					return
+				}
+				m[k] = m[k] || in
+				if !in && x.disabled[k] == "" {
+					x.disabled[k] = why
+				}
+			}
+			add(x.byKey, p.Subject)
+			add(x.byKey, p.ID)
+			add(x.byLower, strings.ToLower(p.Username))
 		}
-		if u.UserName != "" {
-			k := strings.ToLower(u.UserName)
-			x.byLower[k] = x.byLower[k] || u.Active
-		}
+		return nil
+	})
+	if x.err == nil && x.users == 0 && ctx.Err() != nil {
+		x.err = ctx.Err()
 	}
 	return x
+}
+
+// scopeKey is where the scope of the policy's last swept pull is kept.
+func (s *Sweeper) scopeKey() string {
+	// Policy names are free text: escaped, one never reads as a path.
+	return "sweep/" + url.PathEscape(s.p.Name) + "/directory-scope"
 }

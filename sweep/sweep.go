@@ -1,6 +1,7 @@
 // Package sweep owns scheduled deprovisioning: a pure planning pass that
-// turns evidence (SCIM push state, a directory pull, login inactivity, end
-// dates, admin-set expiries) into a plan over the users usher itself
+// turns evidence (SCIM push state, a complete pull of an IdP's directory,
+// login inactivity, end dates, admin-set expiries) into a plan over the
+// users usher itself
 // provisioned; a safety valve that refuses implausible plans; an executor
 // that re-checks every user right before acting, records per-item progress
 // so a crashed run resumes without repeating itself, and audits every
@@ -16,13 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
@@ -51,8 +52,14 @@ type Deps struct {
 	// policy's name, so pass a logger without one.
 	Log *slog.Logger
 	Now func() time.Time
-	// HTTP is used for directory pulls; nil means http.DefaultClient.
-	HTTP *http.Client
+	// Directory is the connector of the directory sources.directory
+	// names (nil when the policy has none).
+	Directory directory.Connector
+	// DirectoryScope identifies the directory's configured scope (a hash
+	// of its block). When it changed since the last sweep, absence from
+	// that sweep's pull does not count: people outside the old scope are
+	// not leavers for being outside the new one (reference §7.2).
+	DirectoryScope string
 	// Owner names this replica in leases; default hostname plus random.
 	Owner string
 	// Lease is the lease TTL for Run (default 2m), renewed at a third.
@@ -106,9 +113,6 @@ func New(p Policy, deps Deps) (*Sweeper, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.HTTP == nil {
-		deps.HTTP = http.DefaultClient
-	}
 	if deps.Lease <= 0 {
 		deps.Lease = 2 * time.Minute
 	}
@@ -117,6 +121,16 @@ func New(p Policy, deps Deps) (*Sweeper, error) {
 	}
 	if deps.Remover == nil {
 		return nil, fmt.Errorf("sweep %s: no remover", p.Name)
+	}
+	if name := p.Sources.Directory; name != "" {
+		switch d := deps.Directory; {
+		case d == nil:
+			return nil, fmt.Errorf("sweep %s: sources.directory: no directory %q is open", p.Name, name)
+		case d.Name() != name:
+			return nil, fmt.Errorf("sweep %s: sources.directory names %q, but the connector given is %q", p.Name, name, d.Name())
+		case d.IdP() != p.IdPs[0]:
+			return nil, fmt.Errorf("sweep %s: directory %s holds the people of IdP %s, not %s", p.Name, name, d.IdP(), p.IdPs[0])
+		}
 	}
 	s := &Sweeper{p: p, d: deps, idps: map[string]bool{}}
 	for _, idp := range p.IdPs {
@@ -219,6 +233,13 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	plan, err := s.Plan(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if plan.scope != "" && !dryRun {
+		// The next sweep counts absence from the directory again: this
+		// one saw a complete pull under the current scope.
+		if err := s.d.Store.PutBlob(ctx, s.scopeKey(), []byte(plan.scope)); err != nil {
+			return nil, fmt.Errorf("sweep %s: keep the directory's scope: %w", s.p.Name, err)
+		}
 	}
 	data, err := json.Marshal(plan)
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/scimpull"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/sqlite"
@@ -261,19 +263,20 @@ func TestDirectoryPull(t *testing.T) {
 		reason string   // non-empty: blocked with this
 	}{
 		{"complete", scimServer{users: full}, []string{"carol", "dave"}, ""},
-		{"empty", scimServer{}, nil, "directory pull returned no users while usher manages 4 users of okta"},
-		{"server error", scimServer{users: full, status: http.StatusInternalServerError}, nil, "HTTP 500"},
-		{"total above served", scimServer{users: full, serve: 2}, nil, "empty page at startIndex 3 after 2 of 3 users: directory listing truncated"},
-		{"short page", scimServer{users: full, perPage: 2, total: 5}, nil, "holds 1 of its itemsPerPage 2"},
+		{"empty", scimServer{}, nil, "the pull of directory okta-scim returned no users while usher manages 4 users of okta"},
+		{"server error", scimServer{users: full, status: http.StatusInternalServerError}, nil, "did not complete"},
+		{"total above served", scimServer{users: full, serve: 2}, nil, "incomplete listing"},
+		{"short page", scimServer{users: full, perPage: 2, total: 5}, nil, "incomplete listing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, people)
 			tc.srv.token = "tok"
 			hs := httptest.NewServer(&tc.srv)
 			defer hs.Close()
-			p := Policy{Name: "leavers", IdPs: []string{"okta"}, MaxShare: 1, Sources: Sources{
-				Directory: &DirectorySource{URL: hs.URL + "/scim/v2", Token: config.SecretValue("tok"), PageSize: 2}}}
-			s := e.sweeper(t, p)
+			p := Policy{Name: "leavers", IdPs: []string{"okta"}, MaxShare: 1, Sources: Sources{Directory: "okta-scim"}}
+			d := e.deps()
+			d.Directory = scimDirectory(t, hs.URL)
+			s := e.sweeper(t, p, d)
 			res, err := s.Run(t.Context(), false)
 			if tc.reason != "" {
 				if !errors.Is(err, ErrBlocked) || !strings.Contains(res.BlockReason, tc.reason) {
@@ -295,7 +298,72 @@ func TestDirectoryPull(t *testing.T) {
 			if !slices.Equal(got, tc.gone) {
 				t.Errorf("deactivated %v, want %v", got, tc.gone)
 			}
+			// The removal is the directory's: its sync brings the person
+			// back when they are active there again.
+			st, err := e.st.AppState(t.Context(), "jira", "dave")
+			must(t, err)
+			if st.DeprovisionedSource != "directory" || st.DeprovisionedActor != "okta-scim" || st.DeprovisionedRun != res.RunID ||
+				!strings.Contains(st.DeprovisionedReason, "sweep leavers") {
+				t.Errorf("dave's removal recorded as %s/%s run %d: %q", st.DeprovisionedSource, st.DeprovisionedActor, st.DeprovisionedRun, st.DeprovisionedReason)
+			}
 		})
+	}
+}
+
+// scimDirectory is the scim connector over a SCIM service provider at
+// base, matching people by externalId. Its retries give up at once: a
+// test must not wait.
+func scimDirectory(t testing.TB, base string) directory.Connector {
+	t.Helper()
+	cfg := &scimpull.Config{URL: base + "/scim/v2", Token: config.SecretValue("tok"), SubjectAttribute: "externalId",
+		PageSize: 2, MaxWait: time.Millisecond}
+	conn, err := cfg.Open("okta-scim", "okta", directory.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// TestDirectoryScopeChange: after the directory's configured scope
+// changes, the first sweep does not count absence from it (only explicit
+// signals), and the next one does.
+func TestDirectoryScopeChange(t *testing.T) {
+	e := newEnv(t, []person{{name: "alice", lastLogin: t0}, {name: "bob", lastLogin: t0}, {name: "carol", lastLogin: t0}, {name: "dave", lastLogin: t0}})
+	dave := scimUsers("dave")[0]
+	dave["active"] = false
+	srv := &scimServer{users: append(scimUsers("alice", "bob"), dave), token: "tok"}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	p := Policy{Name: "leavers", IdPs: []string{"okta"}, MaxShare: 1, Sources: Sources{Directory: "okta-scim"}}
+	run := func(scope string, dry bool) *Result {
+		t.Helper()
+		d := e.deps()
+		d.Directory, d.DirectoryScope = scimDirectory(t, hs.URL), scope
+		res, err := e.sweeper(t, p, d).Run(t.Context(), dry)
+		must(t, err)
+		return res
+	}
+	users := func(res *Result) []string {
+		var out []string
+		for _, it := range res.Plan.Items {
+			out = append(out, it.Username)
+		}
+		return out
+	}
+	// The first sweep ever has nothing to compare with: it counts.
+	if got := users(run("v1", true)); !slices.Equal(got, []string{"carol", "dave"}) {
+		t.Errorf("first sweep plans %v", got)
+	}
+	run("v1", false)                                               // keeps v1; carol and dave go
+	e.srv.AddUser(atlassiantest.User{Name: "carol", Active: true}) // an admin brought carol back by hand
+	must(t, e.st.PutAppState(t.Context(), store.AppState{App: "jira", Username: "carol", IdP: "okta", Subject: sub("carol"), Hash: "h"}))
+	res := run("v2", true)
+	if got := users(res); len(got) != 0 || len(res.Plan.Warnings) == 0 {
+		t.Errorf("after a scope change: plans %v, warnings %v; want nothing, with a warning", got, res.Plan.Warnings)
+	}
+	run("v2", false)
+	if got := users(run("v2", true)); !slices.Equal(got, []string{"carol"}) {
+		t.Errorf("the sweep after that plans %v, want carol again", got)
 	}
 }
 
@@ -577,8 +645,8 @@ func TestValidate(t *testing.T) {
 		{"empty", Policy{}, []string{"name: required", "idps:", "sources:"}},
 		{"both schedules", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Schedule: "0 3 * * *", Every: time.Hour}, []string{"every: set schedule or every"}},
 		{"bad cron", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Schedule: "soon"}, []string{"schedule: not a cron"}},
-		{"directory two idps", Policy{Name: "x", IdPs: []string{"a", "b"}, Sources: Sources{Directory: &DirectorySource{URL: "ftp://x"}}},
-			[]string{"sources.directory: a directory pull belongs to exactly one IdP", "sources.directory.url:", "sources.directory.token: required"}},
+		{"directory two idps", Policy{Name: "x", IdPs: []string{"a", "b"}, Sources: Sources{Directory: "corp"}},
+			[]string{"sources.directory: a directory belongs to exactly one IdP"}},
 		{"licence group", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Action: RemoveLicenceGroup, Apps: []string{"jira"}},
 			[]string{"licence_groups.jira: required"}},
 		{"action", Policy{Name: "x", IdPs: []string{"a"}, Sources: Sources{SCIM: true}, Action: "nuke"}, []string{"action: want"}},
@@ -753,5 +821,45 @@ func TestRunningDuringARun(t *testing.T) {
 	}
 	if !errors.Is(second, ErrLeaseHeld) || second.Error() != "sweep leavers: lease held by another owner" {
 		t.Errorf("a second run at once: %v", second)
+	}
+}
+
+func TestDirectorySourceWiring(t *testing.T) {
+	e := newEnv(t, nil)
+	p := Policy{Name: "leavers", IdPs: []string{"okta"}, Sources: Sources{Directory: "okta-scim"}}
+	conn := scimDirectory(t, "http://127.0.0.1:1")
+	other, err := (&scimpull.Config{URL: "http://127.0.0.1:1/scim/v2", Token: config.SecretValue("tok")}).Open("okta-scim", "entra", directory.Deps{})
+	must(t, err)
+	for name, c := range map[string]directory.Connector{"none": nil, "another IdP's": other} {
+		d := e.deps()
+		d.Directory = c
+		if _, err := New(p, d); err == nil {
+			t.Errorf("%s connector accepted", name)
+		}
+	}
+	q := p
+	q.Sources.Directory = "corp"
+	d := e.deps()
+	d.Directory = conn
+	if _, err := New(q, d); err == nil {
+		t.Error("a connector of another name accepted")
+	}
+	s, err := New(p, d)
+	must(t, err)
+	// A run resumes the removals it made in the directory's name, and
+	// only those.
+	for _, tc := range []struct {
+		st   store.AppState
+		ours bool
+	}{
+		{store.AppState{DeprovisionedSource: "directory", DeprovisionedActor: "okta-scim", DeprovisionedRun: 3}, true},
+		{store.AppState{DeprovisionedSource: "directory", DeprovisionedActor: "okta-scim", DeprovisionedRun: 2}, false},
+		{store.AppState{DeprovisionedSource: "directory", DeprovisionedActor: "corp", DeprovisionedRun: 3}, false},
+		{store.AppState{DeprovisionedSource: "sweep", DeprovisionedActor: "leavers", DeprovisionedRun: 3}, true},
+		{store.AppState{DeprovisionedSource: "scim", DeprovisionedRun: 3}, false},
+	} {
+		if got := s.ours(tc.st, 3); got != tc.ours {
+			t.Errorf("ours(%+v) = %v", tc.st, got)
+		}
 	}
 }

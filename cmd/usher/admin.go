@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/sweep"
 )
@@ -16,8 +18,9 @@ import (
 // adminHandler builds the admin listener's handler for a generation.
 func (m *Main) adminHandler(g *generation) (http.Handler, error) {
 	cfg := g.cfg
+	acts := &adminActions{m: m, g: g}
 	opts := admin.Options{
-		Store: m.store, Actions: &adminActions{m: m, g: g}, Codec: g.codec,
+		Store: m.store, Actions: acts, Directories: acts, Codec: g.codec,
 		Config:  cfg.Redacted,
 		Ready:   func(ctx context.Context) []admin.Check { return m.ready(ctx, g) },
 		Metrics: m.metrics.Handler(m.reg),
@@ -132,6 +135,76 @@ func (a *adminActions) Link(ctx context.Context, idp, subject, username, actor s
 func (a *adminActions) Reload(ctx context.Context, actor string) error {
 	a.m.Log.Info("reload requested", "actor", actor)
 	return a.m.Reload(ctx)
+}
+
+func (a *adminActions) Directories() []admin.Directory {
+	var out []admin.Directory
+	for _, d := range a.g.cfg.Directories {
+		when := "by hand only"
+		switch {
+		case d.Schedule != "":
+			when = "cron " + d.Schedule
+		case d.Every > 0:
+			when = "every " + d.Every.String()
+		}
+		if d.Schedule != "" || d.Every > 0 {
+			when += ", a full pull every " + d.FullEvery.String()
+		}
+		out = append(out, admin.Directory{Name: d.Name, Type: d.Type, IdP: d.IdP, Schedule: when, Automatic: d.Automatic})
+	}
+	return out
+}
+
+func (a *adminActions) syncer(name string) (*dirsync.Syncer, error) {
+	s := a.g.syncers[name]
+	if s == nil {
+		return nil, fmt.Errorf("no directory %q", name)
+	}
+	return s, nil
+}
+
+func (a *adminActions) DirectoryRuns(ctx context.Context, name string) ([]dirsync.Result, *dirsync.Progress, error) {
+	s, err := a.syncer(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	runs, err := s.Runs(ctx)
+	return runs, s.Running(), err
+}
+
+func (a *adminActions) StartSync(ctx context.Context, name, actor string) error {
+	s, err := a.syncer(name)
+	if err != nil {
+		return err
+	}
+	if a.g.background == nil {
+		return errors.New("usher is not running its background work")
+	}
+	a.m.Log.Info("directory sync started by admin", "directory", name, "actor", actor)
+	return a.g.background.Trigger(s, dirsync.Options{Full: true, By: actor})
+}
+
+func (a *adminActions) DryRunSync(ctx context.Context, name, actor string) (*dirsync.Result, error) {
+	s, err := a.syncer(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.RunWith(ctx, dirsync.Options{Full: true, DryRun: true, By: actor})
+}
+
+func (a *adminActions) DirectoryOf(idp string) string {
+	if s := a.g.syncerOf(idp); s != nil {
+		return s.Name()
+	}
+	return ""
+}
+
+func (a *adminActions) SyncPerson(ctx context.Context, idp, subject, actor string) (*dirsync.Item, error) {
+	s := a.g.syncerOf(idp)
+	if s == nil {
+		return nil, fmt.Errorf("IdP %s has no directory", idp)
+	}
+	return s.SyncPerson(ctx, subject, actor)
 }
 
 // adminCause is the cause of an admin page action; actor is how the

@@ -31,6 +31,9 @@ usage:
   usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
                                run deprovisioning sweeps now (--dry-run: print the plans only;
                                --json: one document, {"runs": [...]})
+  usher sync --config FILE [--directory NAME] [--dry-run] [--json] [--subject S]
+                               sync everyone (or one person) from the IdPs' directories now
+                               (--dry-run: report what would change, change nothing)
   usher reload --config FILE   make a running usher re-read its config (or send it SIGHUP)
   usher migrate --config FILE  apply database schema migrations and exit
   usher demo [--port N]        run a self-contained demo (demo IdPs, a demo app, SQLite)
@@ -56,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdSAML(args[1:], stdout)
 	case "sweep":
 		err = cmdSweep(ctx, args[1:], stdout, stderr)
+	case "sync":
+		err = cmdSync(ctx, args[1:], stdout, stderr)
 	case "reload":
 		err = cmdReload(ctx, args[1:], stdout, stderr)
 	case "migrate":
@@ -290,6 +295,10 @@ func readConfig(path string, secrets bool) (*config.Config, error) {
 				}
 			}
 			add(err, func(msg string) config.Error { return cfg.Server.TLS.ErrorAt("", msg) })
+		}
+		for i := range cfg.Directories {
+			_, err := directoryConfig(cfg, i)
+			add(err, func(msg string) config.Error { return cfg.Directories[i].Config.ErrorAt("", msg) })
 		}
 		for i, raw := range cfg.Sweeps {
 			_, err := sweepPolicy(cfg, i)

@@ -71,3 +71,45 @@ func TestDocsIdPExamplesPassCheck(t *testing.T) {
 		}
 	}
 }
+
+// directoryIdPs are the IdPs the directory page's examples name.
+const directoryIdPs = `idps:
+  - {id: entra, type: oidc, config: {issuer: https://login.microsoftonline.com/t/v2.0, client_id: x, client_secret: {value: s}}}
+  - {id: okta, type: oidc, config: {issuer: https://example.okta.com, client_id: x, client_secret: {value: s}}}
+  - {id: google, type: oidc, config: {issuer: https://accounts.google.com, client_id: x, client_secret: {value: s}}}
+  - {id: onelogin, type: oidc, config: {issuer: https://example.onelogin.com/oidc/2, client_id: x, client_secret: {value: s}}}
+  - {id: corp, type: oidc, config: {issuer: https://adfs.example.com/adfs, client_id: x, client_secret: {value: s}}}
+`
+
+// TestDocsDirectoryExamplesPassCheck runs `usher check` on every YAML
+// example of docs/directories.md (a sweep example beside a directory it
+// can name), so the page never shows a block usher refuses.
+func TestDocsDirectoryExamplesPassCheck(t *testing.T) {
+	b, err := os.ReadFile("../../docs/directories.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GRAPH_SECRET", "s")
+	t.Setenv("ONELOGIN_API_SECRET", "s")
+	blocks, lines := yamlBlocks(string(b))
+	if len(blocks) < 4 {
+		t.Fatalf("only %d yaml examples", len(blocks))
+	}
+	for i, block := range blocks {
+		t.Run("directories.md:"+strconv.Itoa(lines[i]), func(t *testing.T) {
+			text := docsPrelude + directoryIdPs + block
+			switch {
+			case strings.HasPrefix(block, "directories:"):
+			case strings.HasPrefix(block, "sweeps:"):
+				text += "directories:\n  - {name: entra, type: scim, idp: entra, config: {url: https://x.example/scim/v2, token: {value: t}}}\n"
+			default:
+				t.Fatalf("example starts with neither directories: nor sweeps:\n%s", block)
+			}
+			// The examples name secrets of the reader's environment.
+			code, stdout, stderr := runCLI(t, "check", "--no-secrets", "--config", writeConfig(t, text))
+			if code != 0 {
+				t.Fatalf("usher check refuses the example (exit %d):\n%s%s\n%s", code, stdout, stderr, block)
+			}
+		})
+	}
+}

@@ -121,6 +121,11 @@ type envOptions struct {
 	MoreApps string
 	// Tune adjusts the Main before it opens.
 	Tune func(*Main)
+	// Upstream replaces the recording upstream of app "app" (the load
+	// test's upstream runs in its own process).
+	Upstream string
+	// Server is added to the server block (keys indented by two spaces).
+	Server string
 }
 
 func startEnvWith(t *testing.T, o envOptions) *env {
@@ -157,6 +162,10 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 		}
 		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}
+	upstream := e.upstream.srv.URL
+	if o.Upstream != "" {
+		upstream = o.Upstream
+	}
 	dir := t.TempDir()
 	if o.SAML {
 		e.saml = startSAMLIdP(t, dir, &idps)
@@ -179,7 +188,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 	cfgText := storeYAML + adminYAML + fmt.Sprintf(`server:
   public_url: %s
   data_dir: %s
-session:
+%ssession:
   keys: [%s]
 apps:
   - name: app
@@ -190,7 +199,7 @@ apps:
       authorization: true
       paths: [/status]
 %sidps:
-%s%s`, public, dir, hex.EncodeToString(key), e.upstream.srv.URL, apps, idps.String(), o.Extra)
+%s%s`, public, dir, o.Server, hex.EncodeToString(key), upstream, apps, idps.String(), o.Extra)
 	path := filepath.Join(dir, "usher.yaml")
 	e.cfgPath = path
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/usherhq/usher/admin"
 	"github.com/usherhq/usher/appsso"
 	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/providers/saml"
@@ -44,15 +46,25 @@ type generation struct {
 	worker     *jit.Worker
 	sweepers   map[string]*sweep.Sweeper
 	sweepOrder []string
+	// connectors, their scopes and syncers are the configured directories
+	// by name; syncOrder is their order in the file.
+	connectors map[string]directory.Connector
+	scopes     map[string]string
+	syncers    map[string]*dirsync.Syncer
+	syncOrder  []string
+	// background runs the directory syncs' schedules and the admin's
+	// "sync everyone now"; nil until start.
+	background *dirsync.Background
 	closers    []io.Closer
 	stop       func()
-	// background names what start runs, for the shutdown's log.
-	background []string
+	// running names what start runs, for the shutdown's log.
+	running []string
 }
 
 // build opens a generation; on error nothing of it is left open.
 func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, err error) {
-	g = &generation{cfg: cfg, dirs: map[string]targets.Target{}, sweepers: map[string]*sweep.Sweeper{}}
+	g = &generation{cfg: cfg, dirs: map[string]targets.Target{}, sweepers: map[string]*sweep.Sweeper{},
+		connectors: map[string]directory.Connector{}, scopes: map[string]string{}, syncers: map[string]*dirsync.Syncer{}}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -136,10 +148,13 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	g.lifecycle = &jit.Lifecycle{
 		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Metrics: m.metrics,
 		Log: m.Log, Now: m.Now, FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
-		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny",
+		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny", Deadline: cfg.Provisioning.Deadline,
 	}
 	if len(g.dirs) > 0 {
 		g.worker = &jit.Worker{Lifecycle: g.lifecycle, Store: m.store, Owner: m.owner}
+	}
+	if err := m.openDirectories(g, cfg); err != nil {
+		return nil, err
 	}
 	if err := m.openSweepers(g, cfg); err != nil {
 		return nil, err
@@ -153,6 +168,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		DisplayName: cfg.Headers.DisplayName, Groups: cfg.Headers.Groups, Strip: cfg.Headers.Strip,
 		Attributes:     cfg.Headers.Attributes,
 		CookiePrefixes: []string{g.codec.CookieName(), g.codec.PrefixedName(proxy.FlowCookiePrefix), admin.CookieName},
+		Encoding:       proxy.HeaderEncoding(cfg.Headers.Encoding),
 	}
 	if ss := cfg.Headers.SharedSecret; ss != nil {
 		v, err := ss.Value.Resolve()
@@ -195,8 +211,8 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 	return g, nil
 }
 
-// start runs the generation's background work: the retry worker and
-// the sweep schedule.
+// start runs the generation's background work: the retry worker, the
+// sweep schedule and the directory syncs.
 func (g *generation) start(m *Main) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -228,20 +244,40 @@ func (g *generation) start(m *Main) error {
 		}
 		stopSweeps = stop
 	}
+	// The runner serves the admin's "sync everyone now" even when
+	// schedules are off.
+	var scheduled []*dirsync.Syncer
+	if !m.NoSchedule {
+		for _, name := range g.syncOrder {
+			scheduled = append(scheduled, g.syncers[name])
+		}
+	}
+	bg, err := dirsync.Start(scheduled, nil)
+	if err != nil {
+		stopSweeps()
+		cancel()
+		<-done
+		return fmt.Errorf("schedule directory syncs: %w", err)
+	}
+	g.background = bg
 	g.stop = func() {
 		stopSweeps() // a running sweep stops between users
+		bg.Stop()    // a running sync stops between pages
 		cancel()
 		<-done // the worker finishes the job at hand first
 		<-keysDone
 	}
 	if g.worker != nil && !m.NoWorker {
-		g.background = append(g.background, "retry worker (after the job at hand)")
+		g.running = append(g.running, "retry worker (after the job at hand)")
 	}
 	if g.provider != nil {
-		g.background = append(g.background, "OpenID Provider key rotation")
+		g.running = append(g.running, "OpenID Provider key rotation")
 	}
 	if len(g.sweepers) > 0 && !m.NoSchedule {
-		g.background = append(g.background, "sweep schedule")
+		g.running = append(g.running, "sweep schedule")
+	}
+	if len(scheduled) > 0 {
+		g.running = append(g.running, "directory sync schedule")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -749,5 +750,98 @@ func TestReloadReachesLiveSessions(t *testing.T) {
 	wantStatus(t, resp, http.StatusFound)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "/usher/login") {
 		t.Fatalf("bob's session after globex was removed went to %q, want the login", loc)
+	}
+}
+
+// A logout during a database outage is not undone: the replica that
+// signed the person out refuses the cookie at once and says the others
+// may not know yet; the revocation survives a restart of that replica
+// during the outage, and reaches the other replica when the database is
+// back.
+func TestLogoutDuringDatabaseOutage(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := startForwarder(t, u.Host)
+	u.Host = fwd.addr
+	e := startEnvWith(t, envOptions{DSN: u.String()})
+	b, urlB := e.replica(t)
+	_ = b
+
+	alice := e.browser()
+	wantStatus(t, e.login(alice, "/", "acme", "alice", "pw-alice"), http.StatusOK)
+	copied := alice.Jar.Cookies(mustURL(e.url))
+	onB := e.browser()
+	onB.Jar.SetCookies(mustURL(urlB), copied)
+	wantStatus(t, e.get(onB, urlB+"/before"), http.StatusOK)
+
+	resp := e.get(alice, e.url+"/usher/logout")
+	body := bodyOf(resp)
+	i := strings.Index(body, `name="csrf" value="`)
+	if i < 0 {
+		t.Fatalf("logout page has no CSRF token: %s", body)
+	}
+	token := body[i+len(`name="csrf" value="`):]
+	token = token[:strings.IndexByte(token, '"')]
+
+	fwd.cut()
+	start := time.Now()
+	resp, err = alice.PostForm(e.url+"/usher/logout", url.Values{"csrf": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	body = bodyOf(resp)
+	wantStatus(t, resp, http.StatusOK)
+	if !strings.Contains(body, "signed out of usher on this server") || !strings.Contains(body, "other servers") {
+		t.Fatalf("the logout page does not say the other replicas may not know yet:\n%s", body)
+	}
+	if took > 10*time.Second {
+		t.Errorf("logout took %v during the outage", took)
+	}
+	replay := func(base string) *http.Response {
+		c := e.browser()
+		c.Jar.SetCookies(mustURL(base), copied)
+		return e.get(c, base+"/after")
+	}
+	wantStatus(t, replay(e.url), http.StatusFound) // this replica refuses it at once
+
+	// Replica A restarts while the database is still away: the logout is
+	// not forgotten.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := &Main{Config: e.cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NoWorker: true, RevocationPoll: 200 * time.Millisecond}
+	a2.Listen(ln)
+	// The store is unreachable, so a cold start cannot open it; the
+	// spool file is what carries the revocation over. Read it as the
+	// restarted replica would, before the database is back.
+	spool := filepath.Join(e.cfg.Server.DataDir, "revocations.pending")
+	if _, err := os.Stat(spool); err != nil {
+		t.Fatalf("no pending revocation kept on disk: %v", err)
+	}
+	e.m.Close()
+
+	fwd.restore()
+	if err := a2.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a2.Close() })
+	urlA2 := "http://" + ln.Addr().String()
+	wantStatus(t, replay(urlA2), http.StatusFound)
+
+	// Within a few polls, replica B refuses the copied cookie too.
+	deadline := time.Now().Add(15 * time.Second)
+	for replay(urlB).StatusCode != http.StatusFound {
+		if time.Now().After(deadline) {
+			t.Fatal("replica B still accepts the signed-out cookie 15 s after the database came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(spool); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the spool file stays after the revocation reached the store: %v", err)
 	}
 }

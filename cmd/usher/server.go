@@ -68,7 +68,7 @@ type Main struct {
 	sessions  *session.Shared
 	reg       *prometheus.Registry
 	metrics   *metrics.Metrics
-	transport *http.Transport
+	transport *proxy.Transport
 	tls       *tlsserve.Server
 
 	gen      atomic.Pointer[generation]
@@ -115,7 +115,11 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	m.audit = &jit.AuditLog{Store: m.store, Log: m.Log, Now: m.Now}
 	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
-	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log}
+	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log,
+		Spool: filepath.Join(cfg.Server.DataDir, "revocations.pending")}
+	if err := m.sessions.LoadSpool(); err != nil {
+		return err
+	}
 	if err := m.sessions.Refresh(ctx); err != nil {
 		return err
 	}
@@ -159,6 +163,20 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 	var public http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.gen.Load().front.ServeHTTP(w, r)
 	})
+	// What one client can hold: slow bodies are cut off, and requests in
+	// progress are counted per client after the trusted-proxy handling,
+	// which puts the forwarded client address in RemoteAddr.
+	public = proxy.LimitBodies(public, proxy.BodyLimits{ReadTimeout: cfg.Server.BodyReadTimeout, MinRate: cfg.Server.BodyMinRate})
+	public = proxy.LimitRequestsPerClient(public, cfg.Server.MaxConnsPerClient)
+	// Connections are counted per peer address; the trusted proxies
+	// carry everyone behind them and are not.
+	proxies, err := proxy.ParsePrefixes(tc.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	limitConns := func(ln net.Listener) net.Listener {
+		return proxy.LimitConnsPerClient(ln, cfg.Server.MaxConnsPerClient, proxies, m.Log)
+	}
 	if len(tc.TrustedProxies) > 0 {
 		if public, err = tlsserve.TrustProxies(tc.TrustedProxies, public); err != nil {
 			return err
@@ -169,7 +187,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 		}
 	}
-	ln := m.ln
+	ln := limitConns(m.ln)
 	if tlsConf := m.tls.TLSConfig(); tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
@@ -183,7 +201,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Server.HTTPListen, err)
 		}
 		m.plain = m.server(m.tls.HTTPHandler(public))
-		go func() { m.served <- m.plain.Serve(pln) }()
+		go func() { m.served <- m.plain.Serve(limitConns(pln)) }()
 	}
 	if cfg.Admin.Listen != "off" {
 		if m.adminLn == nil {
@@ -289,6 +307,9 @@ func (m *Main) Reload(ctx context.Context) error {
 		{"server.listen", old.cfg.Server.Listen, cfg.Server.Listen},
 		{"server.http_listen", old.cfg.Server.HTTPListen, cfg.Server.HTTPListen},
 		{"admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen},
+		{"server.body_read_timeout", old.cfg.Server.BodyReadTimeout, cfg.Server.BodyReadTimeout},
+		{"server.body_min_rate", old.cfg.Server.BodyMinRate, cfg.Server.BodyMinRate},
+		{"server.max_conns_per_client", old.cfg.Server.MaxConnsPerClient, cfg.Server.MaxConnsPerClient},
 	} {
 		if !reflect.DeepEqual(c.old, c.new) {
 			m.Log.Warn("reload: this setting takes effect at the next restart", "setting", c.what)
@@ -510,20 +531,31 @@ func (m *Main) Close() error {
 		stopped = append(stopped, "session revocation refresh", "queue metrics")
 	}
 	if g := m.gen.Swap(nil); g != nil {
-		var cut []string
+		var sweeps, syncs []string
 		for _, name := range g.sweepOrder {
 			if g.sweepers[name].Running() {
-				cut = append(cut, name)
+				sweeps = append(sweeps, name)
 			}
 		}
-		stopped = append(stopped, g.background...)
+		for _, name := range g.syncOrder {
+			if g.syncers[name].Running() != nil {
+				syncs = append(syncs, name)
+			}
+		}
+		stopped = append(stopped, g.running...)
 		g.close()
-		for _, name := range cut {
+		for _, name := range sweeps {
 			m.Log.Warn("shutdown: a sweep was stopped between two people; its next run resumes it", "sweep", name)
+		}
+		for _, name := range syncs {
+			m.Log.Warn("shutdown: a directory sync was stopped between two pages", "directory", name)
 		}
 	}
 	if len(stopped) > 0 {
 		m.Log.Info("shutdown: background work stopped", "stopped", stopped)
+	}
+	if m.transport != nil {
+		m.transport.CloseIdleConnections()
 	}
 	if m.tls != nil {
 		errs = append(errs, m.tls.Close())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,6 +38,15 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 	for k, a := range p.Apps {
 		if !apps[a] {
 			errs = append(errs, config.FieldErrorf(fmt.Sprintf("apps[%d]", k), "no app %q is configured", a))
+		}
+	}
+	if name := p.Sources.Directory; name != "" {
+		k := slices.IndexFunc(cfg.Directories, func(d config.Directory) bool { return d.Name == name })
+		switch {
+		case k < 0:
+			errs = append(errs, config.FieldErrorf("sources.directory", "no directory %q is configured under directories", name))
+		case len(p.IdPs) == 1 && p.IdPs[0] != cfg.Directories[k].IdP:
+			errs = append(errs, config.FieldErrorf("idps", "directory %s holds the people of IdP %s: name that IdP here", name, cfg.Directories[k].IdP))
 		}
 	}
 	for j := range i {
@@ -94,6 +104,7 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 		}
 		s, err := sweep.New(*p, sweep.Deps{
 			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log, Now: m.Now, Owner: m.owner,
+			Directory: g.connectors[p.Sources.Directory], DirectoryScope: g.scopes[p.Sources.Directory],
 			OnRun: func(res *sweep.Result, d time.Duration) {
 				m.metrics.Sweep(res.Policy, d, res.Planned, res.Applied, res.Blocked)
 			},

@@ -739,6 +739,15 @@ func flatten(claims map[string]any) map[string][]string {
 		}
 		flattenInto(out, k, v)
 	}
+	// Of the distributed claims, only the fact that the groups are
+	// elsewhere matters (Entra's group overage): the mapping must not
+	// take a missing groups claim for "in no group". The endpoint itself
+	// is never called, so it is not kept.
+	if names, ok := claims["_claim_names"].(map[string]any); ok {
+		if src, ok := names["groups"].(string); ok {
+			out["_claim_names.groups"] = []string{src}
+		}
+	}
 	return out
 }
 

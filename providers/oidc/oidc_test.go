@@ -608,7 +608,8 @@ func TestValidate(t *testing.T) {
 func TestFlatten(t *testing.T) {
 	var claims map[string]any
 	dec := json.NewDecoder(strings.NewReader(`{"s":"x","n":1700000000,"f":1.5,"b":false,"nil":null,
-		"list":["a",1,true],"nested":{"a":{"b":["c","d"]},"e":"f"},"objs":[{"k":"1"},{"k":"2"}],"nonce":"drop"}`))
+		"list":["a",1,true],"nested":{"a":{"b":["c","d"]},"e":"f"},"objs":[{"k":"1"},{"k":"2"}],"nonce":"drop",
+		"_claim_names":{"groups":"src1","other":"src2"},"_claim_sources":{"src1":{"endpoint":"https://graph.windows.net/x/getMemberObjects"}}}`))
 	dec.UseNumber()
 	if err := dec.Decode(&claims); err != nil {
 		t.Fatal(err)
@@ -617,6 +618,7 @@ func TestFlatten(t *testing.T) {
 	want := map[string][]string{
 		"s": {"x"}, "n": {"1700000000"}, "f": {"1.5"}, "b": {"false"},
 		"list": {"a", "1", "true"}, "nested.a.b": {"c", "d"}, "nested.e": {"f"}, "objs.k": {"1", "2"},
+		"_claim_names.groups": {"src1"}, // the group overage marker, and nothing else of the distributed claims
 	}
 	if len(got) != len(want) {
 		t.Fatalf("flatten = %v", got)
