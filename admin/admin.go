@@ -311,7 +311,7 @@ func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusInternalServerError, "Reload failed: "+err.Error(), err)
 		return
 	}
-	h.log.Info("config reloaded", "actor", pr.Actor)
+	// Actions.Reload logs the request and the reload itself.
 	h.render(w, r, http.StatusOK, "message", "Reloaded", messageData{Message: "The configuration was reloaded.", Link: "/admin/config"})
 }
 

@@ -277,7 +277,7 @@ func (h *handler) apiReload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusInternalServerError, "reload failed", err)
 		return
 	}
-	h.log.Info("config reloaded", "actor", actor)
+	// Actions.Reload logs the request and the reload itself.
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 }
 

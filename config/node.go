@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/goccy/go-yaml/ast"
 )
@@ -14,6 +15,11 @@ type source struct {
 	file    string
 	root    ast.Node
 	anchors map[string]ast.Node
+
+	// secrets are the secrets decoded so far, by YAML path (CheckSecrets).
+	// Raw blocks are decoded after Parse, possibly by several goroutines.
+	mu      sync.Mutex
+	secrets map[string]placedSecret
 }
 
 // maxNodes bounds the work an alias-heavy document can cause ("billion

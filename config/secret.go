@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -62,23 +64,37 @@ func (s Secret) File() string {
 // now. Errors name the variable or file, never a value. A file's trailing
 // newline is dropped, since `echo secret > file` writes one.
 func (s Secret) Resolve() (string, error) {
+	v, err := s.read()
+	if err != nil {
+		return "", fmt.Errorf("secret: %w", err)
+	}
+	return v, nil
+}
+
+// read is Resolve without the "secret:" prefix, for messages that name
+// the setting instead.
+func (s Secret) read() (string, error) {
 	switch {
 	case s.IsZero():
-		return "", errors.New("secret is not set")
+		return "", errors.New("not set")
 	case s.src.env != "":
 		v := os.Getenv(s.src.env)
 		if v == "" {
-			return "", fmt.Errorf("secret: environment variable %s is not set or empty", s.src.env)
+			return "", fmt.Errorf("environment variable %s is not set or empty", s.src.env)
 		}
 		return v, nil
 	case s.src.file != "":
 		b, err := os.ReadFile(s.src.file)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return "", fmt.Errorf("file %s: %w", s.src.file, pe.Err)
+		}
 		if err != nil {
-			return "", fmt.Errorf("secret: read %w", err)
+			return "", fmt.Errorf("file %s: %w", s.src.file, err)
 		}
 		v := strings.TrimRight(string(b), "\r\n")
 		if v == "" {
-			return "", fmt.Errorf("secret: file %s is empty", s.src.file)
+			return "", fmt.Errorf("file %s is empty", s.src.file)
 		}
 		return v, nil
 	}
@@ -205,7 +221,59 @@ func (d *decoder) decodeSecret(n ast.Node, path string, v reflect.Value) {
 	case bad:
 		return
 	}
-	v.Set(reflect.ValueOf(Secret{&src}))
+	sec := Secret{&src}
+	d.src.remember(path, n, sec)
+	v.Set(reflect.ValueOf(sec))
+}
+
+// placedSecret is a secret with its place in the file.
+type placedSecret struct {
+	path      string
+	line, col int
+	s         Secret
+}
+
+// remember records a decoded secret for CheckSecrets. A block decoded
+// twice (at check and again at start) records its secrets once.
+func (src *source) remember(path string, n ast.Node, s Secret) {
+	line, col := position(n)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.secrets == nil {
+		src.secrets = map[string]placedSecret{}
+	}
+	src.secrets[path] = placedSecret{path, line, col, s}
+}
+
+// CheckSecrets reads every secret decoded from the file so far (those
+// of the common schema at Load, and those of each Raw block once it has
+// been decoded, as cmd/usher does for IdP, app, TLS and sweep blocks)
+// and reports each that cannot be read: an unset or empty environment
+// variable, a missing, unreadable or empty file. Each problem carries its
+// path and line; messages name the variable or the file, never a value.
+// Secrets that are absent are left to validation, which knows whether
+// they are required.
+func (c *Config) CheckSecrets() Errors {
+	if c.src == nil {
+		return nil
+	}
+	c.src.mu.Lock()
+	placed := make([]placedSecret, 0, len(c.src.secrets))
+	for _, p := range c.src.secrets {
+		placed = append(placed, p)
+	}
+	c.src.mu.Unlock()
+	sort.Slice(placed, func(i, j int) bool { return placed[i].path < placed[j].path })
+	var errs Errors
+	for _, p := range placed {
+		if p.s.IsZero() {
+			continue
+		}
+		if _, err := p.s.read(); err != nil {
+			errs = append(errs, Error{File: c.src.file, Path: p.path, Line: p.line, Column: p.col, Msg: err.Error()})
+		}
+	}
+	return errs.sorted()
 }
 
 func isEnvName(s string) bool {

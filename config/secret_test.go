@@ -160,3 +160,55 @@ func TestSecretFromFileConfig(t *testing.T) {
 		t.Errorf("Resolve = %q, %v", got, err)
 	}
 }
+
+// CheckSecrets names every secret that cannot be read with its path and
+// line, including those of a Raw block once decoded, and never a value.
+func TestCheckSecrets(t *testing.T) {
+	dir := t.TempDir()
+	readable := filepath.Join(dir, "readable")
+	if err := os.WriteFile(readable, []byte(leak+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("K", leak)
+	t.Setenv("USHER_TEST_EMPTY", "")
+	c := mustParse(t, base+`    config:
+      issuer: https://idp.example.com
+      client_secret: {env: USHER_TEST_UNSET}
+admin:
+  token: {file: `+filepath.Join(dir, "missing")+`}
+store:
+  driver: postgres
+  dsn: {env: USHER_TEST_EMPTY}
+headers:
+  shared_secret: {value: {file: `+readable+`}}
+`)
+	// Before the IdP block is decoded, only the common schema's count.
+	var got []string
+	for _, e := range c.CheckSecrets() {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"usher.yaml:17:10: admin.token: file " + filepath.Join(dir, "missing") + ": no such file or directory",
+		"usher.yaml:20:8: store.dsn: environment variable USHER_TEST_EMPTY is not set or empty",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("CheckSecrets before decoding the IdP block:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var oidc sampleOIDC
+	for range 2 { // decoded twice, reported once
+		if err := c.IdPs[0].Config.Decode(&oidc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := c.CheckSecrets()
+	if len(errs) != 3 {
+		t.Fatalf("CheckSecrets = %v, want 3 problems", errs)
+	}
+	if e := errs[0]; e.Path != "idps[0].config.client_secret" || e.Line != 15 ||
+		e.Msg != "environment variable USHER_TEST_UNSET is not set or empty" {
+		t.Errorf("first problem = %+v", e)
+	}
+	if strings.Contains(errs.Error(), leak) {
+		t.Fatalf("CheckSecrets shows a value: %v", errs)
+	}
+}

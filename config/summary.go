@@ -11,8 +11,9 @@ import (
 	"github.com/goccy/go-yaml"
 )
 
-// Summary describes the configuration for `usher check`: apps, IdPs and the
-// routing order. It shows no secrets.
+// Summary describes the configuration for `usher check`: apps, IdPs
+// (with the SCIM push each accepts) and the routing order. It shows no
+// secrets.
 func (c *Config) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "public URL %s, listening on %s, store %s\n", c.Server.PublicURL, c.Server.Listen, c.Store.Driver)
@@ -50,7 +51,14 @@ func (c *Config) Summary() string {
 		if len(idp.Domains) > 0 {
 			domains = "domains " + strings.Join(idp.Domains, ", ")
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%q\t%s\n", idp.ID, idp.Type, idp.Name, domains)
+		scim := "no SCIM push"
+		if idp.SCIM != nil {
+			scim = "SCIM push, subject " + idp.SCIM.Subject
+			if idp.SCIM.Automatic {
+				scim += ", automatic"
+			}
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%q\t%s\t%s\n", idp.ID, idp.Type, idp.Name, domains, scim)
 	}
 	w.Flush()
 

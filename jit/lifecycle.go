@@ -75,6 +75,11 @@ type Lifecycle struct {
 	// process, so that concurrent logins of one person make one change
 	// (and one audit entry), not one each.
 	applying stripes
+
+	// noEmail holds the IdPs whose people came without an e-mail
+	// address, so that this Lifecycle (one per loaded config) warns once
+	// per IdP rather than at every login.
+	noEmail sync.Map
 }
 
 // stripes is a fixed set of mutexes chosen by key.
@@ -230,6 +235,9 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	for _, w := range p.Warnings {
 		l.log().Warn("mapping", "idp", id.IdP, "subject", id.Subject, "source", string(cause.Source), "warning", w)
 	}
+	if p.Email == "" {
+		l.warnNoEmail(mapper, id.Subject, cause)
+	}
 	prev, err := l.Store.Binding(ctx, id.IdP, id.Subject)
 	known := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -320,6 +328,23 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		Outcome: ResultOK, Detail: Explain(id, p)})
 	a.Apps = allowedApps(mapper, p, removed)
 	return a, nil
+}
+
+// warnNoEmail tells the admin, once per IdP, that its people arrive
+// without an e-mail address: the apps get accounts without one and
+// adoption by verified e-mail never matches. The usual cause is a
+// mapping that reads a claim the IdP does not send: SAML IdPs name the
+// e-mail attribute by a URI, not "email".
+func (l *Lifecycle) warnNoEmail(m *Mapper, subject string, cause Cause) {
+	if _, seen := l.noEmail.Load(m.idp); seen {
+		return
+	}
+	if _, seen := l.noEmail.LoadOrStore(m.idp, true); seen {
+		return // another login got here first
+	}
+	l.log().Warn("identity provider sent no e-mail address (warned once per IdP): set mapping.email.claim to the claim or attribute that holds it",
+		"idp", m.idp, "mapping_email", m.email.source(), "subject", subject, "source", string(cause.Source),
+		"hint", "SAML IdPs often send http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress (check the IdP's attribute statements); OIDC IdPs send email with the email scope, and usher passes it on only when verified (email_verified)")
 }
 
 // admitStep is how far an admission got, for its audit action.

@@ -214,6 +214,8 @@ func (r *Reconciler) enqueue(ctx context.Context, d Desired, cause error) bool {
 		return false
 	}
 	r.audit(ctx, d, ActQueue, ResultQueued, cause.Error())
+	r.log().Warn("app unreachable: change queued for retry", "app", d.App, "idp", d.IdP, "subject", d.Subject,
+		"username", d.Username, "cause", d.Cause.String(), "err", cause)
 	return true
 }
 

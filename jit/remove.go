@@ -240,11 +240,13 @@ func (r *Reconciler) takeAway(ctx context.Context, j removeJob) RemoveOutcome {
 		_, merr = r.Store.Enqueue(ctx, store.Job{Kind: jobRemove, App: j.App, Key: j.Username, Payload: payload, NotBefore: r.now()})
 	}
 	if merr != nil {
-		o.Err = fmt.Errorf("remove %s in %s: %w (and queueing failed: %v)", j.Username, j.App, err, merr)
+		o.Err = fmt.Errorf("%w (and queueing failed: %v)", err, merr) // act's error names the app and user
 		r.auditRemove(ctx, j, ResultError, o.Err.Error())
 		return o
 	}
 	o.Queued = true
+	r.log().Warn("removal queued for retry", "app", j.App, "idp", j.IdP, "subject", j.Subject, "username", j.Username,
+		"action", string(j.Action), "cause", j.Cause.String(), "err", err)
 	if o.Err != nil {
 		r.auditRemove(ctx, j, ResultError, err.Error()+" (queued for retry)")
 	} else {

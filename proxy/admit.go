@@ -99,10 +99,18 @@ func refusalFor(e *jit.AdmitError) admissionRefusal {
 
 // refuseAdmission answers a login the lifecycle did not admit.
 func (h *Handler) refuseAdmission(w http.ResponseWriter, r *http.Request, id providers.Identity, err error) {
-	rf := refusalFor(jit.AdmitErrorOf(err))
+	e := jit.AdmitErrorOf(err)
+	rf := refusalFor(e)
 	h.opt.Metrics.Login(id.IdP, rf.outcome, rf.reason)
 	if rf.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "30")
+	}
+	if e != nil && e.Kind == jit.AccessRemoved {
+		// A deprovisioned person is a decision working as meant, not a
+		// failure: logged at Info with who it was.
+		h.log.Info("login refused: access removed", "idp", id.IdP, "subject", id.Subject, "username", e.Username,
+			"apps", e.Apps, "request_id", requestID(r))
+		err = nil // logged here; fail logs only causes
 	}
 	h.fail(w, r, rf.status, rf.title, rf.message, err)
 }

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -157,5 +160,34 @@ func TestProviderEndpointsMatchTheType(t *testing.T) {
 		if w.Code != http.StatusNotFound {
 			t.Errorf("GET %s = %d, want 404", path, w.Code)
 		}
+	}
+}
+
+// A deprovisioned person's login is refused and logged at Info with who
+// it was: a decision working as meant, not a warning.
+func TestEstablishAccessRemovedIsLogged(t *testing.T) {
+	idp := &stubIdP{typ: "oidc", id: providers.Identity{IdP: "okta", Subject: "s1"}}
+	h := testHandler(t, &admitAll{err: &jit.AdmitError{Kind: jit.AccessRemoved, Username: "alice", Apps: []string{"jira"}}}, idp)
+	var buf bytes.Buffer
+	h.log = slog.New(slog.NewJSONHandler(&buf, nil))
+	w := loginThrough(t, h)
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "has been removed") {
+		t.Fatalf("callback: %d %q", w.Code, w.Body)
+	}
+	var lines []map[string]any
+	for line := range strings.Lines(buf.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["level"] != "DEBUG" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("want one log line, got %d:\n%s", len(lines), buf.String())
+	}
+	if l := lines[0]; l["level"] != "INFO" || l["idp"] != "okta" || l["subject"] != "s1" || l["username"] != "alice" || l["request_id"] == "" {
+		t.Errorf("log line %v", l)
 	}
 }

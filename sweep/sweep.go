@@ -48,8 +48,10 @@ type Deps struct {
 	// the decision, ends the sessions and changes the app, in that order,
 	// as for every other source.
 	Remover Remover
-	Log     *slog.Logger
-	Now     func() time.Time
+	// Log receives the sweeper's lines; New adds the "sweep" key with the
+	// policy's name, so pass a logger without one.
+	Log *slog.Logger
+	Now func() time.Time
 	// Directory is the connector of the directory sources.directory
 	// names (nil when the policy has none).
 	Directory directory.Connector
@@ -81,12 +83,14 @@ type Sweeper struct {
 	apps    []string // in scope, sorted
 	idps    map[string]bool
 	blocked atomic.Int64
-	running sync.Mutex // one run at a time in this process
+	running sync.Mutex  // one run at a time in this process
+	busy    atomic.Bool // a run holds running
 }
 
-// ErrLeaseHeld is returned by Run when another owner holds the policy's
-// lease: another replica (or run) is sweeping.
-var ErrLeaseHeld = errors.New("sweep: lease held by another owner")
+// ErrLeaseHeld is returned by Run (wrapped, with the policy's name) when
+// another owner holds the policy's lease: another replica (or run) is
+// sweeping.
+var ErrLeaseHeld = errors.New("lease held by another owner")
 
 // ErrBlocked is returned when the safety valve refused a plan.
 var ErrBlocked = errors.New("sweep blocked by safety valve")
@@ -103,6 +107,8 @@ func New(p Policy, deps Deps) (*Sweeper, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	// The one place the sweep's name is added to its log lines: callers
+	// pass their logger as it is.
 	deps.Log = deps.Log.With("sweep", p.Name)
 	if deps.Now == nil {
 		deps.Now = time.Now
@@ -163,6 +169,10 @@ func defaultOwner() string {
 // Policy returns the policy with defaults applied.
 func (s *Sweeper) Policy() Policy { return s.p }
 
+// Running reports whether a run of this sweeper is under way in this
+// process (shutdown says which sweeps it interrupted).
+func (s *Sweeper) Running() bool { return s.busy.Load() }
+
 // Blocked counts the runs the safety valve refused.
 func (s *Sweeper) Blocked() int64 { return s.blocked.Load() }
 
@@ -181,16 +191,18 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	// of the same replica (an admin's "run now" during a scheduled run)
 	// out, since the lease is re-entrant for its owner.
 	if !s.running.TryLock() {
-		return nil, ErrLeaseHeld
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, ErrLeaseHeld)
 	}
 	defer s.running.Unlock()
+	s.busy.Store(true)
+	defer s.busy.Store(false)
 	lease := "sweep:" + s.p.Name
 	ok, err := s.d.Store.Lease(ctx, lease, owner, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
 	}
 	if !ok {
-		return nil, ErrLeaseHeld
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, ErrLeaseHeld)
 	}
 	if s.d.OnRun != nil {
 		began := time.Now()

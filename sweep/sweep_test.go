@@ -789,6 +789,41 @@ func TestPlanShowsBitbucketSeats(t *testing.T) {
 	}
 }
 
+// Running says a run is under way, so that a shutdown can name the
+// sweeps it interrupts; a second run at once is refused with the name.
+func TestRunningDuringARun(t *testing.T) {
+	e := newEnv(t, company())
+	s := e.sweeper(t, policy())
+	var (
+		mu     sync.Mutex
+		during []bool
+		second error
+	)
+	e.onRevoke = func(n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		during = append(during, s.Running())
+		if n == 1 {
+			_, second = s.Run(t.Context(), false)
+		}
+	}
+	if s.Running() {
+		t.Fatal("running before any run")
+	}
+	if _, err := s.Run(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if s.Running() {
+		t.Error("still running after the run")
+	}
+	if len(during) == 0 || slices.Contains(during, false) {
+		t.Errorf("Running during the run: %v", during)
+	}
+	if !errors.Is(second, ErrLeaseHeld) || second.Error() != "sweep leavers: lease held by another owner" {
+		t.Errorf("a second run at once: %v", second)
+	}
+}
+
 func TestDirectorySourceWiring(t *testing.T) {
 	e := newEnv(t, nil)
 	p := Policy{Name: "leavers", IdPs: []string{"okta"}, Sources: Sources{Directory: "okta-scim"}}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,9 +26,11 @@ const usage = `usher: a login-time sync proxy for Atlassian apps
 
 usage:
   usher serve --config FILE    run usher
-  usher check --config FILE    check a config file and summarise it
+  usher check --config FILE [--no-secrets]
+                               check a config file (and that its secrets can be read) and summarise it
   usher sweep --config FILE [--dry-run] [--json] [--policy NAME]
-                               run deprovisioning sweeps now (--dry-run: print the plan only)
+                               run deprovisioning sweeps now (--dry-run: print the plans only;
+                               --json: one document, {"runs": [...]})
   usher sync --config FILE [--directory NAME] [--dry-run] [--json] [--subject S]
                                sync everyone (or one person) from the IdPs' directories now
                                (--dry-run: report what would change, change nothing)
@@ -170,25 +173,36 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("reload refused (%s): %s", resp.Status, strings.TrimSpace(string(body)))
+		// The admin API answers {"error": "reload failed: running config kept: ..."}.
+		var apiErr struct{ Error string }
+		if json.Unmarshal(body, &apiErr) != nil || apiErr.Error == "" {
+			apiErr.Error = "reload failed: " + strings.TrimSpace(string(body))
+		}
+		return fmt.Errorf("%s (HTTP %d)", apiErr.Error, resp.StatusCode)
 	}
 	fmt.Fprintln(stdout, "usher reloaded its config")
 	return nil
 }
 
 // cmdCheck reports every problem in a config file at once, with its YAML
-// path and line, including those inside each IdP's own config block.
+// path and line, including those inside each IdP's own config block and
+// secrets that cannot be read (unless --no-secrets).
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", stderr)
 	path := fs.String("config", "usher.yaml", "config file")
+	noSecrets := fs.Bool("no-secrets", false, "do not read {env: ...} and {file: ...} secrets (checking a file away from where it runs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := readConfig(*path, !*noSecrets)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok\n\n%s", *path, cfg.Summary())
+	note := ""
+	if *noSecrets {
+		note = " (secrets not read: --no-secrets)"
+	}
+	fmt.Fprintf(stdout, "%s: ok%s\n\n%s%s", *path, note, cfg.Summary(), sweepSummary(cfg))
 	if ws := configWarnings(cfg); len(ws) > 0 {
 		fmt.Fprintf(stdout, "\nwarnings:\n")
 		for _, w := range ws {
@@ -221,6 +235,9 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	default:
+		if err := prepareDataDir(cfg); err != nil {
+			return err
+		}
 		if err := sqlite.Migrate(ctx, cfg.Store.Path); err != nil {
 			return err
 		}
@@ -229,9 +246,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// loadConfig loads, validates and checks the provider blocks, so that serve
-// and check refuse exactly the same files.
-func loadConfig(path string) (*config.Config, error) {
+// loadConfig loads, validates and checks the provider blocks and that
+// every secret can be read, so that serve and check refuse exactly the
+// same files, each problem with its YAML path and line.
+func loadConfig(path string) (*config.Config, error) { return readConfig(path, true) }
+
+// readConfig is loadConfig; without secrets it reads no secret (usher
+// check --no-secrets).
+func readConfig(path string, secrets bool) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	var errs config.Errors
 	if err != nil && !errors.As(err, &errs) {
@@ -284,6 +306,10 @@ func loadConfig(path string) (*config.Config, error) {
 		}
 		errs = append(errs, scimSubjects(cfg)...)
 		errs = append(errs, routeHosts(cfg)...)
+		if secrets {
+			// After every block above is decoded: their secrets count too.
+			errs = append(errs, cfg.CheckSecrets()...)
+		}
 		errs = dedupe(errs)
 	}
 	if len(errs) > 0 {

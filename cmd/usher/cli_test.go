@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -201,6 +203,7 @@ func TestMigrateCommand(t *testing.T) {
 
 func TestCheckRefusesHostsTheSessionCannotReach(t *testing.T) {
 	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "s")
 	cfg := strings.Replace(goodConfig, "route: {host: sso.example.com}", "route: {host: jira.example.com}", 1)
 	code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
 	if code != 1 || !strings.Contains(stderr, "apps[0].route.host: host jira.example.com differs") {
@@ -245,5 +248,153 @@ func TestCheckRefusesNaNValve(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr, "max_share") {
 			t.Errorf("max_share %s: exit %d: %s", v, code, stderr)
 		}
+	}
+}
+
+// A secret check names the setting and line of every secret that cannot
+// be read, never a value; serve refuses the same file the same way, and
+// --no-secrets checks a file away from its environment.
+func TestCheckNamesUnreadableSecrets(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "")
+	dir := t.TempDir()
+	token := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(token, []byte("very-secret-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := goodConfig + "admin:\n  token: {file: " + token + "}\nstore:\n  driver: postgres\n  dsn: {file: " + filepath.Join(dir, "no-dsn") + "}\n"
+	path := writeConfig(t, cfg)
+	for _, cmd := range []string{"check", "serve"} {
+		code, stdout, stderr := runCLI(t, cmd, "--config", path)
+		if code != 1 {
+			t.Fatalf("%s: exit %d, want 1\n%s%s", cmd, code, stdout, stderr)
+		}
+		for _, want := range []string{
+			"usher.yaml:17:22: idps[0].config.client_secret: environment variable OKTA_SECRET is not set or empty",
+			"usher.yaml:22:8: store.dsn: file " + filepath.Join(dir, "no-dsn") + ": no such file or directory",
+		} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%s output lacks %q:\n%s", cmd, want, stderr)
+			}
+		}
+		if strings.Contains(stdout+stderr, "very-secret-value") || strings.Contains(stderr, "admin.token") {
+			t.Errorf("%s reported the readable admin token:\n%s", cmd, stderr)
+		}
+	}
+	code, stdout, stderr := runCLI(t, "check", "--no-secrets", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "ok (secrets not read: --no-secrets)") {
+		t.Fatalf("check --no-secrets: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// The summary says which IdPs accept SCIM pushes, with their subject
+// attribute, and when each sweep runs.
+func TestCheckSummarisesSCIMAndSweeps(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "s")
+	t.Setenv("OKTA_SCIM", "t")
+	cfg := strings.Replace(goodConfig, "    domains: [example.com]\n",
+		"    domains: [example.com]\n    scim: {token: {env: OKTA_SCIM}, subject: userName, automatic: true}\n", 1) + `  - id: partner
+    type: oidc
+    config:
+      issuer: https://partner.example.com
+      client_id: abc
+sweeps:
+  - name: leavers
+    schedule: "0 3 * * *"
+    idps: [okta]
+    sources: {scim: true}
+  - name: idle
+    every: 24h
+    idps: [okta, partner]
+    sources: {inactive_days: 90}
+    action: remove_managed_groups
+    dry_run: true
+  - name: by-hand
+    idps: [partner]
+    sources: {access_expiry: true}
+`
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, re := range []string{
+		`okta +oidc .*SCIM push, subject userName, automatic\n`,
+		`partner +oidc .*no SCIM push\n`,
+		`sweeps \(3\):\n`,
+		`leavers +cron "0 3 \* \* \*" +idps okta +deactivate\n`,
+		`idle +every 24h +idps okta, partner +remove_managed_groups \(dry run\)\n`,
+		`by-hand +by hand only +idps partner +deactivate\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(stdout) {
+			t.Errorf("summary lacks %s:\n%s", re, stdout)
+		}
+	}
+}
+
+// A missing data_dir is created, for usher's user only; a file in its
+// place, or a directory usher cannot write to, is refused naming the
+// setting rather than with SQLite's "unable to open database file".
+func TestDataDirIsCreatedOrRefused(t *testing.T) {
+	dir := t.TempDir()
+	withDataDir := func(d string) string {
+		return writeConfig(t, strings.Replace(goodConfig, "server:\n", "server:\n  data_dir: "+d+"\n", 1))
+	}
+	data := filepath.Join(dir, "var", "usher")
+	if code, stdout, stderr := runCLI(t, "migrate", "--config", withDataDir(data)); code != 0 {
+		t.Fatalf("migrate into a missing data_dir: exit %d\n%s%s", code, stdout, stderr)
+	}
+	st, err := os.Stat(data)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data_dir %v, %v; want a directory with mode 0700", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "usher.db")); err != nil {
+		t.Fatalf("no store in the new data_dir: %v", err)
+	}
+
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "migrate", "--config", withDataDir(file))
+	if want := "server.data_dir: " + file + " exists and is not a directory"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("data_dir is a file: exit %d, %q lacks %q", code, stderr, want)
+	}
+
+	if os.Geteuid() == 0 {
+		return // root writes anywhere
+	}
+	locked := filepath.Join(dir, "locked")
+	if err := os.Mkdir(locked, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCLI(t, "migrate", "--config", withDataDir(locked))
+	if want := "server.data_dir: " + locked + " is not writable"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("read-only data_dir: exit %d, %q lacks %q", code, stderr, want)
+	}
+}
+
+// serve creates the data_dir too, right after check said ok.
+func TestServeCreatesDataDir(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "new", "data")
+	e := startEnvWith(t, envOptions{Tune: func(m *Main) {
+		m.Config.Server.DataDir = data
+		m.Config.Store.Path = filepath.Join(data, "usher.db")
+	}})
+	if st, err := os.Stat(data); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data_dir %v, %v; want it created with mode 0700", st, err)
+	}
+	wantStatus(t, e.login(e.browser(), "/", "acme", "alice", "pw-alice"), http.StatusOK)
+}
+
+// An error from a part usher opens at start names that part once:
+// "session: key 1: ...", not "session: session: key 1: ...".
+func TestServeNamesTheFailingPartOnce(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", "short")
+	t.Setenv("OKTA_SECRET", "s")
+	cfg := strings.Replace(goodConfig, "server:\n", "server:\n  data_dir: "+t.TempDir()+"\n", 1)
+	code, _, stderr := runCLI(t, "serve", "--config", writeConfig(t, cfg))
+	if code != 1 || !strings.HasPrefix(stderr, "usher serve: session: key 1: ") || strings.Count(stderr, "session") != 1 {
+		t.Fatalf("exit %d: %q", code, stderr)
 	}
 }

@@ -202,15 +202,18 @@ func TestCloudProvisionedBySCIM(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sweep --dry-run: exit %d: %s", code, errOut)
 	}
-	var res struct {
-		DryRun bool `json:"dry_run"`
-		Plan   struct {
-			Items []struct{ Username, App, Action string }
+	var doc struct {
+		Runs []struct {
+			DryRun bool `json:"dry_run"`
+			Plan   struct {
+				Items []struct{ Username, App, Action string }
+			}
 		}
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("dry run JSON: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Runs) != 1 {
+		t.Fatalf("dry run JSON (%v), want one run:\n%s", err, out)
 	}
+	res := doc.Runs[0]
 	planned := map[string]string{}
 	for _, it := range res.Plan.Items {
 		if it.Username == "dan" {
@@ -290,6 +293,7 @@ func TestCloudRefusalsAreAudited(t *testing.T) {
 func TestCheckCloudApp(t *testing.T) {
 	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
 	t.Setenv("OKTA_SECRET", "very-secret-value")
+	t.Setenv("ATLASSIAN_ORG_KEY", "org-key")
 	cloudApp := `  - name: cloud
     kind: cloud
     api:

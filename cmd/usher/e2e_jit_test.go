@@ -347,17 +347,20 @@ func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sweep --dry-run: exit %d: %s", code, errOut)
 	}
-	var res struct {
-		Plan struct {
-			Items []struct {
-				Username, App string
-				Seats         []string `json:"seats"`
+	var doc struct {
+		Runs []struct {
+			Plan struct {
+				Items []struct {
+					Username, App string
+					Seats         []string `json:"seats"`
+				}
 			}
 		}
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("dry run JSON: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Runs) != 1 {
+		t.Fatalf("dry run JSON (%v), want one run:\n%s", err, out)
 	}
+	res := doc.Runs[0]
 	var planned []string
 	for _, it := range res.Plan.Items {
 		if it.Username != "alice" {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -34,16 +35,19 @@ func TestSweepCommandDeactivatesAndEndsSessions(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sweep --dry-run: exit %d: %s", code, errOut)
 	}
-	var res struct {
-		DryRun  bool `json:"dry_run"`
-		Planned int
-		Plan    struct {
-			Items []struct{ Username, App, Action string }
+	var doc struct {
+		Runs []struct {
+			DryRun  bool `json:"dry_run"`
+			Planned int
+			Plan    struct {
+				Items []struct{ Username, App, Action string }
+			}
 		}
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("dry run JSON: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Runs) != 1 {
+		t.Fatalf("dry run JSON (%v), want one run:\n%s", err, out)
 	}
+	res := doc.Runs[0]
 	if !res.DryRun || res.Planned != 4 {
 		t.Fatalf("dry run planned %d (dry=%v), want alice in 4 apps:\n%s", res.Planned, res.DryRun, out)
 	}
@@ -82,5 +86,80 @@ func TestSweepCommandDeactivatesAndEndsSessions(t *testing.T) {
 			t.Fatalf("alice's session still works 5 s after the sweep: %d", resp.StatusCode)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// `usher sweep --json` prints one JSON document for all the policies it
+// ran; a failed sweep names itself once in its error, and its JSON log
+// lines carry the "sweep" key once.
+func TestSweepCommandJSONAndNames(t *testing.T) {
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, Extra: `log: {format: json}
+sweeps:
+  - name: expired
+    idps: [acme]
+    sources: {access_expiry: true}
+    max_share: 1
+  - name: idle
+    idps: [acme, globex]
+    sources: {inactive_days: 90}
+    max_share: 1
+  - name: strict
+    idps: [acme]
+    sources: {access_expiry: true}
+`})
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	if err := e.m.store.SetAccessExpiry(context.Background(), "acme", "00u-alice", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	type run struct {
+		Policy  string
+		DryRun  bool `json:"dry_run"`
+		Planned int
+		Blocked bool
+		Error   string
+	}
+	var doc struct{ Runs []run }
+	code, out, errOut := runCLI(t, "sweep", "--config", e.cfgPath, "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("sweep --dry-run --json: exit %d: %s", code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("not one JSON document: %v\n%s", err, out)
+	}
+	var got []string
+	for _, r := range doc.Runs {
+		got = append(got, fmt.Sprintf("%s dry=%v planned=%d blocked=%v", r.Policy, r.DryRun, r.Planned, r.Blocked))
+	}
+	if want := "expired dry=true planned=4 blocked=false|idle dry=true planned=0 blocked=false|strict dry=true planned=4 blocked=true"; strings.Join(got, "|") != want {
+		t.Fatalf("runs %q, want %q\n%s", got, want, out)
+	}
+
+	// The safety valve refuses the strict policy: an error, and a log line.
+	code, out, errOut = runCLI(t, "sweep", "--config", e.cfgPath, "--policy", "strict", "--json")
+	if code != 1 {
+		t.Fatalf("blocked sweep: exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	doc.Runs = nil
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Runs) != 1 || !doc.Runs[0].Blocked || doc.Runs[0].Error == "" {
+		t.Fatalf("blocked sweep JSON (%v):\n%s", err, out)
+	}
+	if n := strings.Count(doc.Runs[0].Error, "strict"); n != 1 {
+		t.Errorf("the run's error names the sweep %d times: %q", n, doc.Runs[0].Error)
+	}
+	var cmdErr, logLine string
+	for line := range strings.Lines(errOut) {
+		switch {
+		case strings.HasPrefix(line, "usher sweep: "):
+			cmdErr = line
+		case strings.Contains(line, `"msg":"sweep blocked by safety valve"`):
+			logLine = line
+		}
+	}
+	if !strings.HasPrefix(cmdErr, "usher sweep: sweep strict: ") || strings.Count(cmdErr, "strict") != 1 {
+		t.Errorf("command error %q, want the sweep named once", cmdErr)
+	}
+	if strings.Count(logLine, `"sweep":`) != 1 || !strings.Contains(logLine, `"sweep":"strict"`) {
+		t.Errorf("log line %q, want one \"sweep\" key", logLine)
 	}
 }

@@ -58,6 +58,8 @@ type generation struct {
 	background *dirsync.Background
 	closers    []io.Closer
 	stop       func()
+	// running names what start runs, for the shutdown's log.
+	running []string
 }
 
 // build opens a generation; on error nothing of it is left open.
@@ -85,7 +87,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		Idle: cfg.Session.IdleTimeout, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Revoker: m.revoked,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, err // "session: key 1: ..."
 	}
 
 	idps, mappers, err := m.openIdPs(ctx, g, cfg)
@@ -115,7 +117,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 			Accounts: blobAccounts{m.store},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("app %s: %w", app, err)
+			return nil, err // "<app>: ...": targets name the app themselves
 		}
 		g.dirs[app] = dir
 	}
@@ -237,7 +239,7 @@ func (m *Main) openIdPs(ctx context.Context, g *generation, cfg *config.Config) 
 		r := results[i]
 		if r.err != nil {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("idp %s: %w", c.ID, r.err)
+				firstErr = r.err // "oidc <id>: ...", "saml <id>: ...": providers name themselves
 			}
 			continue
 		}
@@ -308,6 +310,18 @@ func (g *generation) start(m *Main) error {
 		cancel()
 		<-done // the worker finishes the job at hand first
 		<-keysDone
+	}
+	if g.worker != nil && !m.NoWorker {
+		g.running = append(g.running, "retry worker (after the job at hand)")
+	}
+	if g.provider != nil {
+		g.running = append(g.running, "OpenID Provider key rotation")
+	}
+	if len(g.sweepers) > 0 && !m.NoSchedule {
+		g.running = append(g.running, "sweep schedule")
+	}
+	if len(scheduled) > 0 {
+		g.running = append(g.running, "directory sync schedule")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ type Main struct {
 	// KeyRotateEvery, KeyPrepublish and KeyRefresh override the OpenID
 	// Provider's signing-key schedule (tests); zero keeps its defaults.
 	KeyRotateEvery, KeyPrepublish, KeyRefresh time.Duration
+	// ShutdownGrace is how long Wait lets requests in flight finish,
+	// default 30s.
+	ShutdownGrace time.Duration
 
 	owner     string // this replica's name in leases
 	store     store.Store
@@ -74,6 +78,9 @@ type Main struct {
 	srv, adminSrv, plain *http.Server
 	served               chan error
 	stopBackground       func()
+	// inflight counts requests being served on every listener, so that a
+	// shutdown cut short can say how many it cut off.
+	inflight atomic.Int64
 }
 
 // Open starts everything: store, providers, listeners, background work.
@@ -100,6 +107,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.metrics = metrics.New(m.reg)
 
+	if err := prepareDataDir(cfg); err != nil {
+		return err
+	}
 	if m.store, err = openStore(ctx, cfg.Store); err != nil {
 		return err
 	}
@@ -148,7 +158,7 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	if err := m.tls.Manage(ctx); err != nil {
-		return fmt.Errorf("tls: %w", err)
+		return err // "tls: acme: ..."
 	}
 	var public http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.gen.Load().front.ServeHTTP(w, r)
@@ -209,7 +219,11 @@ func (m *Main) listen(ctx context.Context, cfg *config.Config) error {
 
 func (m *Main) server(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m.inflight.Add(1)
+			defer m.inflight.Add(-1)
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -270,7 +284,8 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 
 // Reload re-reads the config file and swaps in a new generation. A file
 // with problems is refused with every problem logged, and the running
-// config keeps serving. Sessions survive as long as the new session keys
+// config keeps serving; the error says so ("running config kept: ..."),
+// for callers that say the reload failed. Sessions survive as long as the new session keys
 // still hold the key that sealed them.
 func (m *Main) Reload(ctx context.Context) error {
 	m.reloadMu.Lock()
@@ -281,7 +296,7 @@ func (m *Main) Reload(ctx context.Context) error {
 	cfg, err := loadConfig(m.ConfigPath)
 	if err != nil {
 		m.Log.Error("reload refused: the config file has problems; the running config stays", "file", m.ConfigPath, "err", err)
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	old := m.gen.Load()
 	for _, c := range []struct {
@@ -312,11 +327,11 @@ func (m *Main) Reload(ctx context.Context) error {
 	g, err := m.build(ctx, cfg)
 	if err != nil {
 		m.Log.Error("reload refused: the new config could not be opened; the running config stays", "err", err)
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	if err := g.start(m); err != nil {
 		g.close()
-		return fmt.Errorf("reload refused, running config kept: %w", err)
+		return fmt.Errorf("running config kept: %w", err)
 	}
 	m.gen.Store(g)
 	m.Config = cfg
@@ -345,6 +360,46 @@ func ownerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
+// prepareDataDir makes the directory of the SQLite file (server.data_dir
+// unless store.path says otherwise) when it is missing, readable by
+// usher's user only: it holds identities, the audit log and sealed
+// signing keys. A path that is a file, or a directory usher cannot
+// write to, is refused naming the setting.
+func prepareDataDir(cfg *config.Config) error {
+	if cfg.Store.Driver == "postgres" {
+		return nil
+	}
+	dir := filepath.Dir(cfg.Store.Path)
+	setting := "store.path"
+	if filepath.Clean(dir) == filepath.Clean(cfg.Server.DataDir) {
+		setting = "server.data_dir"
+	}
+	cause := func(err error) error {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			return pe.Err // the message names the directory already
+		}
+		return err
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("%s: cannot create %s: %w", setting, dir, cause(err))
+		}
+	case err != nil:
+		return fmt.Errorf("%s: %s: %w", setting, dir, cause(err))
+	case !st.IsDir():
+		return fmt.Errorf("%s: %s exists and is not a directory", setting, dir)
+	}
+	f, err := os.CreateTemp(dir, ".usher-write-check-*")
+	if err != nil {
+		return fmt.Errorf("%s: %s is not writable by usher's user: %w", setting, dir, cause(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 func openStore(ctx context.Context, c config.Store) (store.Store, error) {
@@ -394,18 +449,32 @@ func (m *Main) AdminAddr() string {
 }
 
 // Wait serves until ctx ends or a listener fails, then shuts down
-// gracefully: in-flight requests get up to 30 s to finish, then the
-// retry worker and sweeps stop at a safe point (Close).
+// gracefully: in-flight requests get ShutdownGrace (30 s) to finish,
+// then the retry worker and sweeps stop at a safe point (Close). A
+// shutdown that had to cut requests off says how many.
 func (m *Main) Wait(ctx context.Context) error {
+	grace := m.ShutdownGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
 	var err error
 	select {
 	case err = <-m.served:
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
+		} else {
+			m.Log.Error("shutting down: a listener failed", "err", err, "grace", grace.String())
 		}
 	case <-ctx.Done():
+		why := []any{"grace", grace.String()}
+		if s, ok := errors.AsType[stopSignal](context.Cause(ctx)); ok {
+			why = append(why, "signal", s.name())
+		} else {
+			why = append(why, "reason", context.Cause(ctx).Error())
+		}
+		m.Log.Info("shutting down: finishing requests in flight", why...)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	// All at once: one by one, a slow request on the public listener
 	// would keep the admin listener accepting (and /readyz answering ok)
@@ -418,8 +487,24 @@ func (m *Main) Wait(ctx context.Context) error {
 			go func() { errs <- s.Shutdown(sctx) }()
 		}
 	}
+	cut := false
 	for range n {
-		err = errors.Join(err, <-errs)
+		e := <-errs
+		if errors.Is(e, context.DeadlineExceeded) {
+			cut = true
+			continue
+		}
+		err = errors.Join(err, e)
+	}
+	if cut {
+		// Close, which follows, closes their connections.
+		k := m.inflight.Load()
+		what := fmt.Sprintf("%d requests", k)
+		verb := "were"
+		if k == 1 {
+			what, verb = "1 request", "was"
+		}
+		err = errors.Join(err, fmt.Errorf("shutdown: %s still running after %s %s cut off", what, grace, verb))
 	}
 	return err
 }
@@ -439,18 +524,42 @@ func (m *Main) Close() error {
 	if m.adminSrv == nil && m.adminLn != nil {
 		errs = append(errs, m.adminLn.Close())
 	}
+	var stopped []string
 	if m.stopBackground != nil {
 		m.stopBackground()
 		m.stopBackground = nil
+		stopped = append(stopped, "session revocation refresh", "queue metrics")
 	}
 	if g := m.gen.Swap(nil); g != nil {
+		var sweeps, syncs []string
+		for _, name := range g.sweepOrder {
+			if g.sweepers[name].Running() {
+				sweeps = append(sweeps, name)
+			}
+		}
+		for _, name := range g.syncOrder {
+			if g.syncers[name].Running() != nil {
+				syncs = append(syncs, name)
+			}
+		}
+		stopped = append(stopped, g.running...)
 		g.close()
+		for _, name := range sweeps {
+			m.Log.Warn("shutdown: a sweep was stopped between two people; its next run resumes it", "sweep", name)
+		}
+		for _, name := range syncs {
+			m.Log.Warn("shutdown: a directory sync was stopped between two pages", "directory", name)
+		}
+	}
+	if len(stopped) > 0 {
+		m.Log.Info("shutdown: background work stopped", "stopped", stopped)
 	}
 	if m.transport != nil {
 		m.transport.CloseIdleConnections()
 	}
 	if m.tls != nil {
 		errs = append(errs, m.tls.Close())
+		m.tls = nil
 	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())

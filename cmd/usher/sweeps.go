@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/usherhq/usher/config"
@@ -59,6 +61,40 @@ func sweepPolicy(cfg *config.Config, i int) (*sweep.Policy, error) {
 	return &p, nil
 }
 
+// sweepSummary lists the sweeps for usher check: when each runs, whose
+// people it covers and what it does.
+func sweepSummary(cfg *config.Config) string {
+	if len(cfg.Sweeps) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nsweeps (%d):\n", len(cfg.Sweeps))
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for i := range cfg.Sweeps {
+		p, err := sweepPolicy(cfg, i)
+		if err != nil {
+			continue // loadConfig refused it already
+		}
+		when := "by hand only"
+		switch {
+		case p.Schedule != "":
+			when = fmt.Sprintf("cron %q", p.Schedule)
+		case p.Every > 0:
+			when = "every " + shortDuration(p.Every)
+		}
+		action := string(p.Action)
+		if action == "" {
+			action = string(sweep.Deactivate)
+		}
+		if p.DryRun {
+			action += " (dry run)"
+		}
+		fmt.Fprintf(w, "  %s\t%s\tidps %s\t%s\n", p.Name, when, strings.Join(p.IdPs, ", "), action)
+	}
+	w.Flush()
+	return b.String()
+}
+
 // openSweepers builds one Sweeper per configured policy.
 func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	for i := range cfg.Sweeps {
@@ -67,14 +103,14 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 			return err
 		}
 		s, err := sweep.New(*p, sweep.Deps{
-			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log.With("sweep", p.Name), Now: m.Now, Owner: m.owner,
+			Store: m.store, Apps: g.dirs, Remover: g.lifecycle, Log: m.Log, Now: m.Now, Owner: m.owner,
 			Directory: g.connectors[p.Sources.Directory], DirectoryScope: g.scopes[p.Sources.Directory],
 			OnRun: func(res *sweep.Result, d time.Duration) {
 				m.metrics.Sweep(res.Policy, d, res.Planned, res.Applied, res.Blocked)
 			},
 		})
 		if err != nil {
-			return fmt.Errorf("sweeps[%d] (%s): %w", i, p.Name, err)
+			return fmt.Errorf("sweeps[%d]: %w", i, err) // "sweep <name>: ..."
 		}
 		g.sweepers[p.Name] = s
 		g.sweepOrder = append(g.sweepOrder, p.Name)
@@ -82,13 +118,28 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	return nil
 }
 
-// cmdSweep runs one sweep now, or with --dry-run prints the plan and acts
-// on nothing.
+// sweepRuns is what `usher sweep --json` prints: one JSON document with
+// a run per policy, in config order.
+type sweepRuns struct {
+	Runs []sweepRun `json:"runs"`
+}
+
+// sweepRun is a sweep.Result, or only the policy when the run failed
+// before it planned, with the run's error.
+type sweepRun struct {
+	*sweep.Result
+	Policy string `json:"policy"` // also when Result is nil
+	Error  string `json:"error,omitempty"`
+}
+
+// cmdSweep runs the sweeps now, or with --dry-run prints their plans and
+// acts on nothing. The first policy that fails stops the command; the
+// runs so far are printed all the same.
 func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("sweep", stderr)
 	path := fs.String("config", "usher.yaml", "config file")
 	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	asJSON := fs.Bool("json", false, `print one JSON document, {"runs": [...]}, instead of tables`)
 	only := fs.String("policy", "", "run only this policy (default: all)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -105,33 +156,38 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer m.Close()
-	ran := false
+	out := sweepRuns{Runs: []sweepRun{}}
+	var runErr error
 	g := m.gen.Load()
 	for _, name := range g.sweepOrder {
 		if *only != "" && name != *only {
 			continue
 		}
-		ran = true
 		res, err := g.sweepers[name].Run(ctx, *dry)
-		if res != nil {
-			if *asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
-					return err
-				}
-			} else {
-				printSweep(stdout, res)
-			}
+		run := sweepRun{Result: res, Policy: name}
+		if err != nil {
+			run.Error = err.Error()
+		}
+		out.Runs = append(out.Runs, run)
+		if res != nil && !*asJSON {
+			printSweep(stdout, res)
 		}
 		if err != nil {
-			return fmt.Errorf("sweep %s: %w", name, err)
+			runErr = err // "sweep <name>: ...": the sweeper names itself
+			break
 		}
 	}
-	if !ran {
+	if len(out.Runs) == 0 {
 		return usageError{fmt.Errorf("no sweep policy named %q", *only)}
 	}
-	return nil
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	}
+	return runErr
 }
 
 func printSweep(w io.Writer, r *sweep.Result) {
@@ -147,4 +203,16 @@ func printSweep(w io.Writer, r *sweep.Result) {
 		fmt.Fprintf(w, "BLOCKED by the safety valve: %s\n", r.BlockReason)
 	}
 	fmt.Fprintf(w, "planned %d, applied %d, skipped %d, failed %d\n\n", r.Planned, r.Applied, r.Skipped, r.Failed)
+}
+
+// shortDuration writes 24h rather than 24h0m0s, as admins type it.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -46,6 +46,7 @@ sweeps:
 		}
 	}
 
+	t.Setenv("OKTA_TOKEN", "t")
 	good := goodConfig + `directories:
   - name: okta-dir
     type: okta
