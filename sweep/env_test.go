@@ -73,61 +73,84 @@ func newEnvIn(t testing.TB, dir string, people []person) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv := atlassiantest.New(atlassiantest.Jira, atlassiantest.Options{
-		AdminUser: "sysadmin", AdminPassword: "pw",
-		Groups: []string{"jira-administrators", "service-accounts", "jira-devs", "jira-hand"},
-	})
+	srv := newJiraEmulator()
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	u, err := url.Parse(hs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &jira.Config{Conn: targets.Conn{Username: "sysadmin", Password: config.SecretValue("pw"), Concurrency: 16}}
-	jd, err := cfg.Open("jira", targets.Deps{Upstream: u, HTTP: hs.Client()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{st: st, srv: srv, apps: map[string]targets.Target{"jira": jd}}
+	e := &env{st: st, srv: srv, apps: map[string]targets.Target{"jira": openJira(t, hs.URL, hs.Client())}}
 	e.add(t, people...)
 	srv.ResetCalls()
 	return e
 }
 
+// newJiraEmulator is the emulated Jira every test sweeps.
+func newJiraEmulator() *atlassiantest.Server {
+	return atlassiantest.New(atlassiantest.Jira, atlassiantest.Options{
+		AdminUser: "sysadmin", AdminPassword: "pw",
+		Groups: []string{"jira-administrators", "service-accounts", "jira-devs", "jira-hand"},
+	})
+}
+
+// openJira is the real Jira adapter over the emulator at base.
+func openJira(t testing.TB, base string, client *http.Client) targets.Target {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &jira.Config{Conn: targets.Conn{Username: "sysadmin", Password: config.SecretValue("pw"), Concurrency: 16}}
+	jd, err := cfg.Open("jira", targets.Deps{Upstream: u, HTTP: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jd
+}
+
 func (e *env) add(t testing.TB, people ...person) {
 	t.Helper()
-	ctx := context.Background()
 	for _, p := range people {
-		e.srv.AddUser(atlassiantest.User{Name: p.name, DisplayName: p.name, Email: p.name + "@example.com",
-			Active: true, Groups: append([]string{"jira-software-users"}, p.groups...)})
-		if p.local {
-			continue
+		e.srv.AddUser(appUser(p))
+		seed(t, e.st, p)
+	}
+}
+
+// appUser is p as the emulator holds it.
+func appUser(p person) atlassiantest.User {
+	return atlassiantest.User{Name: p.name, DisplayName: p.name, Email: p.name + "@example.com",
+		Active: true, Groups: append([]string{"jira-software-users"}, p.groups...)}
+}
+
+// seed records in st what usher knows of p: binding, login, app state,
+// pushed SCIM user, expiry and managed groups.
+func seed(t testing.TB, st *sqlite.Store, p person) {
+	t.Helper()
+	if p.local {
+		return
+	}
+	ctx := context.Background()
+	created := p.created
+	if created.IsZero() {
+		created = t0.Add(-10 * 24 * time.Hour)
+	}
+	must(t, bind(ctx, st, p.name, created))
+	if !p.lastLogin.IsZero() {
+		must(t, st.RecordLogin(ctx, "okta", sub(p.name), p.lastLogin))
+	}
+	must(t, st.PutAppState(ctx, store.AppState{App: "jira", Username: p.name, IdP: "okta", Subject: sub(p.name),
+		Hash: "h", SyncedAt: created}))
+	if p.scim != "" {
+		res := map[string]any{"userName": p.name, "active": p.scim == "active"}
+		for k, v := range p.attrs {
+			res[k] = v
 		}
-		created := p.created
-		if created.IsZero() {
-			created = t0.Add(-10 * 24 * time.Hour)
-		}
-		must(t, bind(ctx, e.st, p.name, created))
-		if !p.lastLogin.IsZero() {
-			must(t, e.st.RecordLogin(ctx, "okta", sub(p.name), p.lastLogin))
-		}
-		must(t, e.st.PutAppState(ctx, store.AppState{App: "jira", Username: p.name, IdP: "okta", Subject: sub(p.name),
-			Hash: "h", SyncedAt: created}))
-		if p.scim != "" {
-			res := map[string]any{"userName": p.name, "active": p.scim == "active"}
-			for k, v := range p.attrs {
-				res[k] = v
-			}
-			raw, _ := json.Marshal(res)
-			must(t, e.st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-" + p.name, ExternalID: "ext-" + p.name,
-				UserName: p.name, Subject: sub(p.name), Active: p.scim == "active", Resource: raw}))
-		}
-		if !p.expiry.IsZero() {
-			must(t, e.st.SetAccessExpiry(ctx, "okta", sub(p.name), p.expiry))
-		}
-		for _, g := range p.managed {
-			must(t, e.st.AddManaged(ctx, store.Membership{App: "jira", Username: p.name, Group: g, IdP: "okta", Rule: "map[0]"}))
-		}
+		raw, _ := json.Marshal(res)
+		must(t, st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-" + p.name, ExternalID: "ext-" + p.name,
+			UserName: p.name, Subject: sub(p.name), Active: p.scim == "active", Resource: raw}))
+	}
+	if !p.expiry.IsZero() {
+		must(t, st.SetAccessExpiry(ctx, "okta", sub(p.name), p.expiry))
+	}
+	for _, g := range p.managed {
+		must(t, st.AddManaged(ctx, store.Membership{App: "jira", Username: p.name, Group: g, IdP: "okta", Rule: "map[0]"}))
 	}
 }
 

@@ -234,6 +234,7 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	if err != nil {
 		return nil, err
 	}
+	s.d.Log.Info("sweep: planned", "actions", plan.Actions(), "users", plan.Users, "managed", plan.Managed, "blocked", plan.Blocked)
 	if plan.scope != "" && !dryRun {
 		// The next sweep counts absence from the directory again: this
 		// one saw a complete pull under the current scope.
