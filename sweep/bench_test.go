@@ -257,8 +257,8 @@ func (c *planClock) took() time.Duration {
 }
 
 func (c *planClock) Enabled(context.Context, slog.Level) bool { return true }
-func (c *planClock) WithAttrs([]slog.Attr) slog.Handler      { return c }
-func (c *planClock) WithGroup(string) slog.Handler           { return c }
+func (c *planClock) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *planClock) WithGroup(string) slog.Handler            { return c }
 func (c *planClock) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "sweep: planned" {
 		c.mu.Lock()
