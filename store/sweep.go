@@ -18,7 +18,29 @@ type SweepRun struct {
 	Applied  int
 	Failed   int
 	Reason   string // why it was blocked or failed
-	Plan     []byte // JSON plan
+	// Plan is the plan as the sweep shows it (JSON: counts, the first
+	// items); every item of it is kept apart (SweepItems).
+	Plan []byte
+}
+
+// SweepItem is one item of a run's plan, as the sweep encoded it: what
+// the run does to, or leaves alone for, one user in one app. A run's
+// items are recorded while it plans and read back, page by page, while
+// it applies, so neither end holds the whole plan.
+type SweepItem struct {
+	// Seq is the item's place in the plan; the sweep numbers them from 1.
+	Seq int64
+	// Key is what MarkSwept records the item done under.
+	Key  string
+	Data []byte // JSON owned by the sweep
+}
+
+// SweepItemFilter selects a page of a run's planned items.
+type SweepItemFilter struct {
+	After int64 // only items with a Seq above it
+	Limit int   // <= 0 means 100
+	// Pending leaves out the items whose Key MarkSwept recorded.
+	Pending bool
 }
 
 // Sweeps keeps sweep runs and per-item progress, so a sweep that crashed
@@ -28,6 +50,10 @@ type Sweeps interface {
 	StartSweep(ctx context.Context, r SweepRun) (int64, error)
 	// FinishSweep updates counts, state, reason and Finished.
 	FinishSweep(ctx context.Context, r SweepRun) error
+	// UpdateSweep sets Planned, Applied, Failed, State, Reason, Plan and
+	// Finished (zero: unset) of run r.ID; the sweep records its plan with
+	// it once planning ended. ErrNotFound for an unknown run.
+	UpdateSweep(ctx context.Context, r SweepRun) error
 	// SweepRuns lists the latest runs, newest first.
 	SweepRuns(ctx context.Context, limit int) ([]SweepRun, error)
 	// UnfinishedSweep returns the latest run of policy still "running"
@@ -38,6 +64,17 @@ type Sweeps interface {
 	MarkSwept(ctx context.Context, runID int64, item string) error
 	// Swept reports the items of a run already done.
 	Swept(ctx context.Context, runID int64) (map[string]bool, error)
+	// AddSweepItems records planned items of a run, all or none; an item
+	// whose Seq the run holds already is replaced. ErrNotFound for an
+	// unknown run.
+	AddSweepItems(ctx context.Context, runID int64, items []SweepItem) error
+	// SweepItems pages through a run's planned items in Seq order. An
+	// unknown run has none.
+	SweepItems(ctx context.Context, runID int64, f SweepItemFilter) ([]SweepItem, error)
+	// ForgetSweepItems deletes the planned items and the progress of the
+	// finished runs (any state but "running") of policy whose ID is below
+	// before. The runs themselves stay.
+	ForgetSweepItems(ctx context.Context, policy string, before int64) error
 
 	// Bindings pages through all identity bindings ordered by (idp,
 	// subject) after the cursor (idp+"\x00"+subject; "" = start).

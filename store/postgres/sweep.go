@@ -90,6 +90,23 @@ func (s *Store) FinishSweep(ctx context.Context, r store.SweepRun) error {
 	return nil
 }
 
+// UpdateSweep implements store.Sweeps: it sets Planned, Applied, Failed,
+// State (empty means "running"), Reason, Plan and Finished (zero: unset)
+// of run r.ID. ErrNotFound for an unknown run.
+func (s *Store) UpdateSweep(ctx context.Context, r store.SweepRun) error {
+	if r.State == "" {
+		r.State = "running"
+	}
+	err := scimDeleted(s.pool.Exec(ctx, `
+		UPDATE sweep_runs SET planned = $1, applied = $2, failed = $3, state = $4, reason = $5, plan = $6, finished = $7
+		WHERE id = $8`,
+		r.Planned, r.Applied, r.Failed, r.State, r.Reason, scimBlob(r.Plan), sweepFinished(r.Finished), r.ID))
+	if err != nil {
+		return fmt.Errorf("postgres %s: update sweep %d: %w", s.name, r.ID, err)
+	}
+	return nil
+}
+
 // SweepRuns implements store.Sweeps, newest (highest ID) first; limit <= 0
 // means 100.
 func (s *Store) SweepRuns(ctx context.Context, limit int) ([]store.SweepRun, error) {
@@ -151,6 +168,82 @@ func (s *Store) Swept(ctx context.Context, runID int64) (map[string]bool, error)
 		done[it] = true
 	}
 	return done, nil
+}
+
+// AddSweepItems implements store.Sweeps, in one statement. Seq must be
+// positive.
+func (s *Store) AddSweepItems(ctx context.Context, runID int64, items []store.SweepItem) error {
+	var err error
+	for _, it := range items {
+		if it.Seq < 1 {
+			err = fmt.Errorf("item %q: seq %d is not positive", it.Key, it.Seq)
+			break
+		}
+	}
+	if err == nil && len(items) > 0 {
+		seqs := make([]int64, len(items))
+		keys := make([]string, len(items))
+		data := make([][]byte, len(items))
+		for i, it := range items {
+			seqs[i], keys[i], data[i] = it.Seq, it.Key, scimBlob(it.Data)
+		}
+		_, err = s.pool.Exec(ctx, `
+			INSERT INTO sweep_plan_items (run_id, seq, item, data)
+			SELECT $1, seq, item, data FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS i (seq, item, data)
+			ON CONFLICT (run_id, seq) DO UPDATE SET item = excluded.item, data = excluded.data`,
+			runID, seqs, keys, data)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("postgres %s: record %d planned items of sweep %d: %w", s.name, len(items), runID, err)
+	}
+	return nil
+}
+
+// SweepItems implements store.Sweeps.
+func (s *Store) SweepItems(ctx context.Context, runID int64, f store.SweepItemFilter) ([]store.SweepItem, error) {
+	if f.Limit <= 0 {
+		f.Limit = sweepDefaultLimit
+	}
+	q := `SELECT seq, item, data FROM sweep_plan_items p WHERE run_id = $1 AND seq > $2`
+	if f.Pending {
+		q += ` AND NOT EXISTS (SELECT 1 FROM sweep_items d WHERE d.run_id = p.run_id AND d.item = p.item)`
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY seq LIMIT $3`, runID, f.After, f.Limit)
+	var items []store.SweepItem
+	if err == nil {
+		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.SweepItem, error) {
+			var it store.SweepItem
+			err := row.Scan(&it.Seq, &it.Key, &it.Data)
+			return it, err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: planned items of sweep %d after %d: %w", s.name, runID, f.After, err)
+	}
+	if len(items) == 0 {
+		items = nil
+	}
+	return items, nil
+}
+
+// ForgetSweepItems implements store.Sweeps, in one transaction.
+func (s *Store) ForgetSweepItems(ctx context.Context, policy string, before int64) error {
+	const runs = `SELECT id FROM sweep_runs WHERE policy = $1 AND id < $2 AND state <> 'running'`
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM sweep_plan_items WHERE run_id IN (`+runs+`)`, policy, before); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM sweep_items WHERE run_id IN (`+runs+`)`, policy, before)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres %s: forget the items of sweeps of %s before %d: %w", s.name, policy, before, err)
+	}
+	return nil
 }
 
 // Bindings implements store.Sweeps. Order and cursor compare bytewise (the

@@ -91,6 +91,23 @@ func (s *Store) FinishSweep(ctx context.Context, r store.SweepRun) error {
 	return nil
 }
 
+// UpdateSweep implements store.Sweeps: it sets Planned, Applied, Failed,
+// State (empty means "running"), Reason, Plan and Finished (zero: unset)
+// of run r.ID. ErrNotFound for an unknown run.
+func (s *Store) UpdateSweep(ctx context.Context, r store.SweepRun) error {
+	if r.State == "" {
+		r.State = "running"
+	}
+	err := scimDeleted(s.write.ExecContext(ctx, `
+		UPDATE sweep_runs SET planned = ?, applied = ?, failed = ?, state = ?, reason = ?, plan = ?, finished = ?
+		WHERE id = ?`,
+		r.Planned, r.Applied, r.Failed, r.State, r.Reason, scimBlob(r.Plan), sweepFinished(r.Finished), r.ID))
+	if err != nil {
+		return fmt.Errorf("sqlite %s: update sweep %d: %w", s.path, r.ID, err)
+	}
+	return nil
+}
+
 // SweepRuns implements store.Sweeps, newest (highest ID) first; limit <= 0
 // means 100.
 func (s *Store) SweepRuns(ctx context.Context, limit int) ([]store.SweepRun, error) {
@@ -165,6 +182,92 @@ func (s *Store) Swept(ctx context.Context, runID int64) (map[string]bool, error)
 		return nil, fmt.Errorf("sqlite %s: items of sweep %d: %w", s.path, runID, err)
 	}
 	return done, nil
+}
+
+// AddSweepItems implements store.Sweeps, in one transaction. Seq must be
+// positive.
+func (s *Store) AddSweepItems(ctx context.Context, runID int64, items []store.SweepItem) error {
+	err := checkSweepItems(items)
+	if err == nil && len(items) > 0 {
+		err = s.scimWriteTx(ctx, func(tx *sql.Tx) error {
+			stmt, err := tx.PrepareContext(ctx, `
+				INSERT INTO sweep_plan_items (run_id, seq, item, data) VALUES (?, ?, ?, ?)
+				ON CONFLICT (run_id, seq) DO UPDATE SET item = excluded.item, data = excluded.data`)
+			if err != nil {
+				return err
+			}
+			defer stmt.Close()
+			for _, it := range items {
+				if _, err := stmt.ExecContext(ctx, runID, it.Seq, it.Key, scimBlob(it.Data)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		var se *sqlite.Error
+		if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+			err = store.ErrNotFound
+		}
+		return fmt.Errorf("sqlite %s: record %d planned items of sweep %d: %w", s.path, len(items), runID, err)
+	}
+	return nil
+}
+
+func checkSweepItems(items []store.SweepItem) error {
+	for _, it := range items {
+		if it.Seq < 1 {
+			return fmt.Errorf("item %q: seq %d is not positive", it.Key, it.Seq)
+		}
+	}
+	return nil
+}
+
+// SweepItems implements store.Sweeps.
+func (s *Store) SweepItems(ctx context.Context, runID int64, f store.SweepItemFilter) ([]store.SweepItem, error) {
+	if f.Limit <= 0 {
+		f.Limit = sweepDefaultLimit
+	}
+	q := `SELECT seq, item, data FROM sweep_plan_items p WHERE run_id = ? AND seq > ?`
+	if f.Pending {
+		q += ` AND NOT EXISTS (SELECT 1 FROM sweep_items d WHERE d.run_id = p.run_id AND d.item = p.item)`
+	}
+	rows, err := s.read.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, runID, f.After, f.Limit)
+	var items []store.SweepItem
+	if err == nil {
+		defer rows.Close()
+		for rows.Next() {
+			var it store.SweepItem
+			if err = rows.Scan(&it.Seq, &it.Key, &it.Data); err != nil {
+				break
+			}
+			items = append(items, it)
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: planned items of sweep %d after %d: %w", s.path, runID, f.After, err)
+	}
+	return items, nil
+}
+
+// ForgetSweepItems implements store.Sweeps, in one transaction.
+func (s *Store) ForgetSweepItems(ctx context.Context, policy string, before int64) error {
+	const runs = `SELECT id FROM sweep_runs WHERE policy = ? AND id < ? AND state <> 'running'`
+	err := s.scimWriteTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sweep_plan_items WHERE run_id IN (`+runs+`)`, policy, before); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM sweep_items WHERE run_id IN (`+runs+`)`, policy, before)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite %s: forget the items of sweeps of %s before %d: %w", s.path, policy, before, err)
+	}
+	return nil
 }
 
 // sweepCursor splits a Bindings cursor into (idp, subject); "" starts at

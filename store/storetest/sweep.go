@@ -29,6 +29,10 @@ func RunSweeps[S interface {
 		{"UnfinishedLatest", testSweepUnfinishedLatest},
 		{"RunsOrderAndLimit", testSweepRunsOrder},
 		{"MarkSwept", testSweepMarkSwept},
+		{"UpdateSweep", testSweepUpdate},
+		{"PlannedItems", testSweepPlannedItems},
+		{"PlannedItemsPending", testSweepPlannedItemsPending},
+		{"ForgetItems", testSweepForgetItems},
 		{"BindingsPaging", testSweepBindingsPaging},
 		{"BindingsCursor", testSweepBindingsCursor},
 		{"AccessExpiry", testSweepAccessExpiry},
@@ -241,6 +245,248 @@ func testSweepMarkSwept(t *testing.T, s sweepStore) {
 	}
 }
 
+func testSweepUpdate(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	run := store.SweepRun{Policy: "nightly", Started: base, State: "running"}
+	run.ID = sweepStart(t, s, run)
+
+	// Planned: the plan and counts recorded, the run going on (no
+	// Finished), Policy and Started kept whatever is passed.
+	plan := []byte(`{"planned":2,"items":[{"app":"jira","username":"ålice"}]}`)
+	upd := store.SweepRun{ID: run.ID, Policy: "ignored", Started: base.Add(time.Hour), DryRun: true,
+		State: "running", Planned: 2, Plan: plan}
+	if err := s.UpdateSweep(ctx, upd); err != nil {
+		t.Fatalf("UpdateSweep: %v", err)
+	}
+	want := run
+	want.Planned, want.Plan = 2, plan
+	sweepSameRun(t, "planned run", sweepRuns(t, s, 1)[0], want)
+	if got, err := s.UnfinishedSweep(ctx, "nightly"); err != nil || got.ID != run.ID {
+		t.Fatalf("UnfinishedSweep after a plan = %+v, %v; want the run", got, err)
+	}
+
+	// Blocked: state, reason and Finished at once; an empty State means
+	// running, a zero Finished leaves it unset.
+	upd = store.SweepRun{ID: run.ID, State: "blocked", Planned: 9, Applied: 1, Failed: 2, Reason: "too many",
+		Finished: base.Add(time.Minute), Plan: plan}
+	if err := s.UpdateSweep(ctx, upd); err != nil {
+		t.Fatalf("UpdateSweep: %v", err)
+	}
+	want.State, want.Planned, want.Applied, want.Failed, want.Reason, want.Finished = "blocked", 9, 1, 2, "too many", base.Add(time.Minute)
+	sweepSameRun(t, "blocked run", sweepRuns(t, s, 1)[0], want)
+	if err := s.UpdateSweep(ctx, store.SweepRun{ID: run.ID}); err != nil {
+		t.Fatalf("UpdateSweep: %v", err)
+	}
+	want = run
+	sweepSameRun(t, "reset run", sweepRuns(t, s, 1)[0], want)
+
+	if err := s.UpdateSweep(ctx, store.SweepRun{ID: run.ID + 1000, State: "done"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UpdateSweep(unknown) = %v, want ErrNotFound", err)
+	}
+}
+
+// sweepItems pages through all of a run's planned items.
+func sweepItems(t *testing.T, s store.Sweeps, run int64, limit int, pending bool) []store.SweepItem {
+	t.Helper()
+	var (
+		all   []store.SweepItem
+		after int64
+	)
+	for range 1000 {
+		page, err := s.SweepItems(context.Background(), run, store.SweepItemFilter{After: after, Limit: limit, Pending: pending})
+		if err != nil {
+			t.Fatalf("SweepItems(%d, after %d): %v", run, after, err)
+		}
+		if len(page) > limit {
+			t.Fatalf("SweepItems(limit %d) = %d items", limit, len(page))
+		}
+		if len(page) == 0 {
+			return all
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].Seq
+	}
+	t.Fatal("SweepItems never ended")
+	return nil
+}
+
+func sweepItemSeqs(items []store.SweepItem) []int64 {
+	var seqs []int64
+	for _, it := range items {
+		seqs = append(seqs, it.Seq)
+	}
+	return seqs
+}
+
+func testSweepPlannedItems(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	run := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	other := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	if items := sweepItems(t, s, run, 10, false); len(items) != 0 {
+		t.Fatalf("items of a new run = %+v", items)
+	}
+	// Recorded in batches, out of order, with a binary-safe payload;
+	// each item comes back as given, in Seq order.
+	want := map[int64]store.SweepItem{}
+	var batches [][]store.SweepItem
+	for b := range 5 {
+		var batch []store.SweepItem
+		for i := range 50 {
+			seq := int64(250 - (b*50 + i)) // 250 down to 1
+			it := store.SweepItem{Seq: seq, Key: fmt.Sprintf("jira/user%03d", seq),
+				Data: fmt.Appendf(nil, "{\"seq\":%d,\"note\":\"ünï\"}\x00\xff%d", seq, seq)}
+			want[seq] = it
+			batch = append(batch, it)
+		}
+		batches = append(batches, batch)
+	}
+	for _, batch := range batches {
+		if err := s.AddSweepItems(ctx, run, batch); err != nil {
+			t.Fatalf("AddSweepItems: %v", err)
+		}
+	}
+	if err := s.AddSweepItems(ctx, other, []store.SweepItem{{Seq: 1, Key: "jira/other", Data: []byte(`{}`)}}); err != nil {
+		t.Fatalf("AddSweepItems(other run): %v", err)
+	}
+	items := sweepItems(t, s, run, 100, false)
+	if len(items) != 250 {
+		t.Fatalf("paged %d items, want 250", len(items))
+	}
+	for i, it := range items {
+		w := want[int64(i+1)]
+		if it.Seq != w.Seq || it.Key != w.Key || !bytes.Equal(it.Data, w.Data) {
+			t.Fatalf("item %d = %+v, want %+v", i, it, w)
+		}
+	}
+	page, err := s.SweepItems(ctx, run, store.SweepItemFilter{After: 245})
+	if err != nil || !slices.Equal(sweepItemSeqs(page), []int64{246, 247, 248, 249, 250}) {
+		t.Fatalf("SweepItems(after 245) = %v, %v", sweepItemSeqs(page), err)
+	}
+	// limit <= 0 is a default page, not everything or nothing.
+	if page, err := s.SweepItems(ctx, run, store.SweepItemFilter{}); err != nil || len(page) == 0 || len(page) >= 250 {
+		t.Fatalf("SweepItems(limit 0) = %d items, %v", len(page), err)
+	}
+
+	// Recording an item again replaces it: a retried batch is harmless.
+	again := store.SweepItem{Seq: 7, Key: "confluence/user007", Data: []byte(`{"again":true}`)}
+	if err := s.AddSweepItems(ctx, run, []store.SweepItem{again, want[8]}); err != nil {
+		t.Fatalf("AddSweepItems(again): %v", err)
+	}
+	page, err = s.SweepItems(ctx, run, store.SweepItemFilter{After: 6, Limit: 2})
+	if err != nil || len(page) != 2 || page[0].Key != again.Key || !bytes.Equal(page[0].Data, again.Data) || page[1].Seq != 8 {
+		t.Fatalf("after recording again = %+v, %v", page, err)
+	}
+	if n := len(sweepItems(t, s, run, 100, false)); n != 250 {
+		t.Fatalf("%d items after recording again, want 250", n)
+	}
+	if items := sweepItems(t, s, other, 10, false); len(items) != 1 || items[0].Key != "jira/other" {
+		t.Fatalf("items of the other run = %+v", items)
+	}
+	if items := sweepItems(t, s, run+1000, 10, false); len(items) != 0 {
+		t.Fatalf("items of an unknown run = %+v", items)
+	}
+
+	// Refusals: an unknown run, a Seq below 1, all or nothing.
+	if err := s.AddSweepItems(ctx, run+1000, []store.SweepItem{{Seq: 1, Key: "jira/x", Data: []byte(`{}`)}}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AddSweepItems(unknown run) = %v, want ErrNotFound", err)
+	}
+	bad := []store.SweepItem{{Seq: 251, Key: "jira/ok", Data: []byte(`{}`)}, {Seq: 0, Key: "jira/zero", Data: []byte(`{}`)}}
+	if err := s.AddSweepItems(ctx, run, bad); err == nil {
+		t.Fatal("AddSweepItems with Seq 0 succeeded")
+	}
+	if n := len(sweepItems(t, s, run, 100, false)); n != 250 {
+		t.Fatalf("%d items after a refused batch, want 250", n)
+	}
+	if err := s.AddSweepItems(ctx, run, nil); err != nil {
+		t.Fatalf("AddSweepItems(none) = %v", err)
+	}
+}
+
+func testSweepPlannedItemsPending(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	run := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	other := sweepStart(t, s, store.SweepRun{Policy: "p"})
+	var items []store.SweepItem
+	for i := 1; i <= 30; i++ {
+		items = append(items, store.SweepItem{Seq: int64(i), Key: fmt.Sprintf("jira/user%02d", i), Data: []byte(`{}`)})
+	}
+	// Two linked identities with the same account: one key, two items.
+	items = append(items, store.SweepItem{Seq: 31, Key: "jira/user03", Data: []byte(`{}`)})
+	if err := s.AddSweepItems(ctx, run, items); err != nil {
+		t.Fatalf("AddSweepItems: %v", err)
+	}
+	for _, key := range []string{"jira/user01", "jira/user03", "jira/user04", "jira/user30", "jira/nobody"} {
+		if err := s.MarkSwept(ctx, run, key); err != nil {
+			t.Fatalf("MarkSwept(%s): %v", key, err)
+		}
+	}
+	// Another run's progress does not count.
+	if err := s.MarkSwept(ctx, other, "jira/user02"); err != nil {
+		t.Fatalf("MarkSwept: %v", err)
+	}
+	var want []int64
+	for i := int64(2); i <= 29; i++ {
+		if i != 3 && i != 4 {
+			want = append(want, i)
+		}
+	}
+	if got := sweepItemSeqs(sweepItems(t, s, run, 7, true)); !slices.Equal(got, want) {
+		t.Fatalf("pending items = %v, want %v", got, want)
+	}
+	if n := len(sweepItems(t, s, run, 7, false)); n != 31 {
+		t.Fatalf("%d items in all, want 31", n)
+	}
+}
+
+func testSweepForgetItems(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	runs := map[string]int64{}
+	for _, name := range []string{"done", "blocked", "running", "other-policy", "current"} {
+		policy := "p"
+		if name == "other-policy" {
+			policy = "q"
+		}
+		id := sweepStart(t, s, store.SweepRun{Policy: policy})
+		runs[name] = id
+		if err := s.AddSweepItems(ctx, id, []store.SweepItem{{Seq: 1, Key: "jira/a", Data: []byte(`{}`)}, {Seq: 2, Key: "jira/b", Data: []byte(`{}`)}}); err != nil {
+			t.Fatalf("AddSweepItems: %v", err)
+		}
+		if err := s.MarkSwept(ctx, id, "jira/a"); err != nil {
+			t.Fatalf("MarkSwept: %v", err)
+		}
+		switch name {
+		case "done", "blocked", "other-policy":
+			if err := s.FinishSweep(ctx, store.SweepRun{ID: id, State: name}); err != nil {
+				t.Fatalf("FinishSweep: %v", err)
+			}
+		}
+	}
+	if err := s.FinishSweep(ctx, store.SweepRun{ID: runs["other-policy"], State: "done"}); err != nil {
+		t.Fatalf("FinishSweep: %v", err)
+	}
+	if err := s.ForgetSweepItems(ctx, "p", runs["current"]); err != nil {
+		t.Fatalf("ForgetSweepItems: %v", err)
+	}
+	for name, id := range runs {
+		kept := name == "running" || name == "other-policy" || name == "current"
+		items := sweepItems(t, s, id, 10, false)
+		done, err := s.Swept(ctx, id)
+		if err != nil {
+			t.Fatalf("Swept: %v", err)
+		}
+		if got := len(items) == 2 && done["jira/a"]; got != kept {
+			t.Errorf("run %s: items %d, progress %v; want kept %v", name, len(items), done, kept)
+		}
+		if !kept && (len(items) != 0 || len(done) != 0) {
+			t.Errorf("run %s: items %d, progress %v; want none", name, len(items), done)
+		}
+	}
+	// The runs themselves stay.
+	if n := len(sweepRuns(t, s, 10)); n != len(runs) {
+		t.Fatalf("%d runs after forgetting items, want %d", n, len(runs))
+	}
+}
+
 // sweepCursorOf is the documented cursor of a binding.
 func sweepCursorOf(b store.Binding) string { return b.IdP + "\x00" + b.Subject }
 
@@ -399,9 +645,15 @@ func testSweepContextCanceled(t *testing.T, s sweepStore) {
 		"UnfinishedSweep": func() error { _, err := s.UnfinishedSweep(ctx, "p"); return err },
 		"MarkSwept":       func() error { return s.MarkSwept(ctx, run, "x") },
 		"Swept":           func() error { _, err := s.Swept(ctx, run); return err },
-		"Bindings":        func() error { _, err := s.Bindings(ctx, "", 10); return err },
-		"SetAccessExpiry": func() error { return s.SetAccessExpiry(ctx, "okta", "1", base) },
-		"AccessExpiry":    func() error { _, err := s.AccessExpiry(ctx, "okta", "1"); return err },
+		"UpdateSweep":     func() error { return s.UpdateSweep(ctx, store.SweepRun{ID: run, State: "done"}) },
+		"AddSweepItems": func() error {
+			return s.AddSweepItems(ctx, run, []store.SweepItem{{Seq: 1, Key: "jira/a", Data: []byte("{}")}})
+		},
+		"SweepItems":       func() error { _, err := s.SweepItems(ctx, run, store.SweepItemFilter{}); return err },
+		"ForgetSweepItems": func() error { return s.ForgetSweepItems(ctx, "p", run+1) },
+		"Bindings":         func() error { _, err := s.Bindings(ctx, "", 10); return err },
+		"SetAccessExpiry":  func() error { return s.SetAccessExpiry(ctx, "okta", "1", base) },
+		"AccessExpiry":     func() error { _, err := s.AccessExpiry(ctx, "okta", "1"); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {
@@ -414,6 +666,9 @@ func testSweepContextCanceled(t *testing.T, s sweepStore) {
 	}
 	if done, err := s.Swept(bg, run); err != nil || len(done) != 0 {
 		t.Errorf("canceled MarkSwept marked: %v, %v", done, err)
+	}
+	if items, err := s.SweepItems(bg, run, store.SweepItemFilter{}); err != nil || len(items) != 0 {
+		t.Errorf("canceled AddSweepItems recorded %v, %v", items, err)
 	}
 	if at, err := s.AccessExpiry(bg, "okta", "1"); err != nil || !at.IsZero() {
 		t.Errorf("canceled SetAccessExpiry set %v, %v", at, err)

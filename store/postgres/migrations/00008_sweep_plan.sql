@@ -1,0 +1,15 @@
+-- +goose Up
+-- The items of a sweep run's plan, in plan order: the sweep records them
+-- while it plans and reads them back a page at a time while it applies,
+-- so that neither holds the whole plan in memory. Progress stays in
+-- sweep_items, by item key.
+CREATE TABLE sweep_plan_items (
+    run_id bigint NOT NULL REFERENCES sweep_runs (id) ON DELETE CASCADE,
+    seq    bigint NOT NULL,
+    item   text   NOT NULL,
+    data   bytea  NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+
+-- +goose Down
+DROP TABLE sweep_plan_items;
