@@ -2,7 +2,9 @@ package sweep
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -25,9 +27,35 @@ type Result struct {
 	Applied     int    `json:"applied"`
 	Skipped     int    `json:"skipped"` // left alone at the re-check
 	Failed      int    `json:"failed"`
-	// Items are the outcomes of the items handled in this call.
-	Items []Outcome `json:"items,omitempty"`
-	Plan  *Plan     `json:"plan,omitempty"`
+	// Items are the outcomes of the items handled in this call, the
+	// first MaxShown of them; Omitted counts the others.
+	Items   []Outcome `json:"items,omitempty"`
+	Omitted int       `json:"omitted,omitempty"`
+	Plan    *Plan     `json:"plan,omitempty"`
+
+	// unrecorded counts the items changed in the app whose bookkeeping
+	// failed: the run stays open so the next Run finishes them.
+	unrecorded int
+}
+
+// add counts an outcome, and lists it while fewer than shown are.
+func (r *Result) add(o Outcome, shown int) {
+	switch o.Outcome {
+	case "applied":
+		r.Applied++
+	case "skipped":
+		r.Skipped++
+	default:
+		r.Failed++
+	}
+	if o.unrecorded {
+		r.unrecorded++
+	}
+	if len(r.Items) < shown {
+		r.Items = append(r.Items, o)
+	} else {
+		r.Omitted++
+	}
 }
 
 // Outcome is what happened to one plan item.
@@ -45,29 +73,46 @@ type Outcome struct {
 // unrecorded.
 const bookkeepingTimeout = 30 * time.Second
 
-// apply runs the plan's action items that are not done yet.
-func (s *Sweeper) apply(ctx context.Context, res *Result, done map[string]bool) {
-	var todo []Item
-	for _, it := range res.Plan.Items {
-		if it.Action != Skip && !done[it.key()] {
-			todo = append(todo, it)
-		}
-	}
+// applyPage is how many planned items apply reads from the store at once.
+const applyPage = 500
+
+// apply runs the action items of run res.RunID that are not done yet,
+// reading them from the store a page at a time. It stops starting items
+// when ctx ends; an error means the plan could not be read.
+func (s *Sweeper) apply(ctx context.Context, res *Result) error {
 	var mu sync.Mutex
-	s.forEach(ctx, todo, func(ctx context.Context, _ int, it Item) {
-		o := s.applyItem(ctx, res.RunID, it)
-		mu.Lock()
-		defer mu.Unlock()
-		res.Items = append(res.Items, o)
-		switch o.Outcome {
-		case "applied":
-			res.Applied++
-		case "skipped":
-			res.Skipped++
-		default:
-			res.Failed++
+	after := int64(0)
+	for ctx.Err() == nil {
+		page, err := s.d.Store.SweepItems(ctx, res.RunID, store.SweepItemFilter{After: after, Limit: s.applyPage, Pending: true})
+		if err != nil {
+			return fmt.Errorf("read the plan after item %d: %w", after, err)
 		}
-	})
+		todo := make([]Item, 0, len(page))
+		for _, row := range page {
+			var it Item
+			if err := json.Unmarshal(row.Data, &it); err != nil {
+				// Not this version's item: left for the next plan, which
+				// finds the person again if they are still gone.
+				s.d.Log.Error("sweep: planned item unreadable", "run", res.RunID, "item", row.Key, "err", err)
+				res.add(Outcome{Outcome: "failed", Detail: fmt.Sprintf("planned item %d (%s) unreadable: %v", row.Seq, row.Key, err)}, s.shown)
+				continue
+			}
+			if it.Action != Skip {
+				todo = append(todo, it)
+			}
+		}
+		s.forEach(ctx, todo, func(ctx context.Context, _ int, it Item) {
+			o := s.applyItem(ctx, res.RunID, it)
+			mu.Lock()
+			defer mu.Unlock()
+			res.add(o, s.shown)
+		})
+		if len(page) < s.applyPage {
+			return nil
+		}
+		after = page[len(page)-1].Seq
+	}
+	return nil
 }
 
 func (s *Sweeper) applyItem(ctx context.Context, run int64, it Item) Outcome {

@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
-	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/targets"
@@ -28,6 +27,11 @@ const (
 	RuleAccessExpiry = "access_expiry"
 )
 
+// MaxShown is how many items a Plan lists, and a Result's outcomes: a
+// plan over a large company may hold more, which a run keeps in the store
+// and reads back page by page; the counts are always exact.
+const MaxShown = 1000
+
 // Plan is what a sweep would do, computed without changing anything.
 type Plan struct {
 	Policy  string    `json:"policy"`
@@ -38,8 +42,15 @@ type Plan struct {
 	Managed int `json:"managed"`
 	// Users counts the identities with at least one action.
 	Users int `json:"users"`
-	// Items are the candidates; protected ones carry Action "skip".
+	// Planned counts the items that change something, Skips the
+	// candidates left alone (Action "skip": protected, or not in the
+	// app).
+	Planned int `json:"planned"`
+	Skips   int `json:"skips"`
+	// Items are the plan's first items, in plan order, at most MaxShown;
+	// Omitted counts the others.
 	Items       []Item   `json:"items"`
+	Omitted     int      `json:"omitted,omitempty"`
 	Blocked     bool     `json:"blocked"`
 	BlockReason string   `json:"block_reason,omitempty"`
 	Warnings    []string `json:"warnings,omitempty"`
@@ -47,6 +58,9 @@ type Plan struct {
 	// scope is the directory scope a complete pull of this plan saw; a
 	// run that acts on the plan keeps it for the next sweep.
 	scope string
+	// user is the identity of the last item counted, to count users:
+	// the items of one identity come together.
+	user string
 }
 
 // Item is one (identity, app) the sweep acts on or skips.
@@ -75,14 +89,28 @@ type Item struct {
 func (it Item) key() string { return it.App + "/" + strings.ToLower(it.Username) }
 
 // Actions counts the items that change something.
-func (p *Plan) Actions() int {
-	n := 0
-	for _, it := range p.Items {
-		if it.Action != Skip {
-			n++
+func (p *Plan) Actions() int { return p.Planned }
+
+// add counts items, the candidates of one or more identities, each
+// identity's together, and lists them while fewer than shown are.
+func (p *Plan) add(items []Item, shown int) {
+	for _, it := range items {
+		switch {
+		case it.Action == Skip:
+			p.Skips++
+		default:
+			p.Planned++
+			if id := it.IdP + "\x00" + it.Subject; id != p.user {
+				p.user = id
+				p.Users++
+			}
+		}
+		if len(p.Items) < shown {
+			p.Items = append(p.Items, it)
+		} else {
+			p.Omitted++
 		}
 	}
-	return n
 }
 
 // Table renders the plan for a terminal.
@@ -118,6 +146,9 @@ func (p *Plan) Table() string {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.IdP, it.Subject, it.Username, it.App, it.Action, it.Rule, reason)
 	}
 	tw.Flush()
+	if p.Omitted > 0 {
+		fmt.Fprintf(&b, "... and %d more items, not shown (%d listed)\n", p.Omitted, len(p.Items))
+	}
 	return b.String()
 }
 
@@ -192,124 +223,33 @@ func (s *Sweeper) protectedGroup(groups []string) string {
 	return ""
 }
 
-// appRef is what the plan keeps of an AppState.
-type appRef struct {
-	idp, subject  string
-	deprovisioned bool
-}
-
-// scimIndex is one IdP's pushed users, keyed by bound subject and by
-// lower-cased userName.
-type scimIndex struct {
-	total      int
-	bySubject  map[string]*scimFact
-	byUserName map[string]*scimFact
-}
-
-func (x *scimIndex) find(b store.Binding) *scimFact {
-	if f := x.bySubject[b.Subject]; f != nil {
-		return f
-	}
-	return x.byUserName[strings.ToLower(b.Username)]
-}
-
-// dirIndex is one complete directory pull.
-type dirIndex struct {
-	err   error
-	users int
-	// byKey holds subjects and the directory's IDs, byLower lower-cased
-	// usernames; each says whether the person is still in (active, or
-	// only temporarily inactive: locked out, not yet activated).
-	byKey   map[string]bool
-	byLower map[string]bool
-	// disabled says why a person who is out is out ("disabled in the
-	// directory").
-	disabled map[string]string
-	// noMissing: the directory's scope changed since the last sweep, so
-	// absence from this pull proves nothing; only explicit signals count.
-	noMissing bool
-}
-
-// gone reports why the pull says b is gone, or "" when it is present.
-// A person matches by subject first, and, to be safe, also by the
-// directory's ID or username: someone the pull lists in any of these
-// ways is not "missing".
-func (x *dirIndex) gone(b store.Binding) string {
-	seen, in := false, false
-	why := ""
-	for _, v := range []struct {
-		m map[string]bool
-		k string
-	}{{x.byKey, b.Subject}, {x.byLower, strings.ToLower(b.Subject)}, {x.byLower, strings.ToLower(b.Username)}} {
-		if a, ok := v.m[v.k]; ok {
-			seen, in = true, in || a
-			if why == "" {
-				why = x.disabled[v.k]
-			}
-		}
-	}
-	switch {
-	case in:
-		return ""
-	case seen && why != "":
-		return why
-	case seen:
-		return "disabled in the directory"
-	case x.noMissing:
-		return ""
-	}
-	return "missing from a complete pull of the directory"
-}
-
 const (
 	pageSize = 500
-	// scimPageSize is larger: the store pages SCIM users by offset and
-	// counts them on every page.
-	scimPageSize = 5000
+	// batchSize is how many items the planner reads protected groups for
+	// at once, and records in one write.
+	batchSize = 256
 )
 
 // Plan reads the sources and the store and returns what the sweep would
 // do. It changes nothing. Source failures do not fail the call: they
-// block the plan, with the reason, so the refusal is recorded.
+// block the plan, with the reason, so the refusal is recorded. The plan
+// lists its first MaxShown items; its counts cover all of them.
 func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
+	return s.plan(ctx, nil)
+}
+
+// plan streams through the bindings, one page at a time, and hands every
+// item to record (when not nil) in batches, in plan order, so that a run
+// keeps the whole plan in the store while only counts and the first
+// items stay in memory. Evidence is read per identity (app states, the
+// pushed SCIM user, the expiry), except the directory's, which comes as
+// one pull ahead of the bindings and is kept as a compact index.
+func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item) error) (*Plan, error) {
 	now := s.d.Now()
 	p := &Plan{Policy: s.p.Name, Action: s.p.Action, Created: now}
 	st := s.d.Store
 	fail := func(err error) (*Plan, error) { return nil, fmt.Errorf("sweep %s: plan: %w", s.p.Name, err) }
 
-	states := map[string]map[string]appRef{}
-	for _, app := range s.apps {
-		m := map[string]appRef{}
-		after := ""
-		for {
-			page, err := st.AppStates(ctx, app, after, pageSize)
-			if err != nil {
-				return fail(err)
-			}
-			for _, a := range page {
-				if s.idps[a.IdP] || a.IdP == "" {
-					m[strings.ToLower(a.Username)] = appRef{a.IdP, a.Subject, a.Deprovisioned}
-				}
-			}
-			if len(page) < pageSize {
-				break
-			}
-			after = strings.ToLower(page[len(page)-1].Username)
-		}
-		states[app] = m
-	}
-
-	scim := map[string]*scimIndex{}
-	if s.p.Sources.SCIM || s.p.Sources.EndDateClaim != "" {
-		for _, idp := range s.p.IdPs {
-			x, warn, err := s.loadSCIM(ctx, idp)
-			if err != nil {
-				return fail(err)
-			}
-			p.Warnings = append(p.Warnings, warn...)
-			scim[idp] = x
-		}
-	}
 	var dir *dirIndex
 	if s.p.Sources.Directory != "" {
 		dir = s.pull(ctx)
@@ -322,52 +262,53 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 	}
 
 	var (
-		managed    int
 		managedIdP = map[string]int{}
-		users      = map[string]bool{}
+		batch      []Item
+		scimWarned int
 	)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := s.markProtectedGroups(ctx, p, batch); err != nil {
+			return err
+		}
+		p.add(batch, s.shown)
+		if record != nil {
+			if err := record(ctx, batch); err != nil {
+				return err
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
 	after := ""
 	for {
 		page, err := st.Bindings(ctx, after, pageSize)
 		if err != nil {
 			return fail(err)
 		}
-		for _, b := range page {
-			if !s.idps[b.IdP] {
+		judged, err := s.judge(ctx, page, dir, now)
+		if err != nil {
+			return fail(err)
+		}
+		for i, b := range page {
+			j := judged[i]
+			if len(j.live) == 0 {
 				continue
 			}
-			var live []string
-			for _, app := range s.apps {
-				ref, ok := states[app][strings.ToLower(b.Username)]
-				if !ok || (ref.idp != "" && (ref.idp != b.IdP || ref.subject != b.Subject)) {
-					continue
-				}
-				if !ref.deprovisioned {
-					live = append(live, app)
-				}
-			}
-			if len(live) == 0 {
-				continue
-			}
-			managed++
+			p.Managed++
 			managedIdP[b.IdP]++
-			f := facts{b: b}
-			if x := scim[b.IdP]; x != nil {
-				f.scim = x.find(b)
+			f := j.facts
+			if f.scim != nil && f.scim.endErr != nil && scimWarned < 20 {
+				scimWarned++
+				p.Warnings = append(p.Warnings, fmt.Sprintf("%s: SCIM user of %s: %v", b.IdP, b.Username, f.scim.endErr))
 			}
-			if dir != nil && dir.err == nil {
-				f.dirGone = dir.gone(b)
-			}
-			if s.p.Sources.AccessExpiry {
-				if f.expiry, err = st.AccessExpiry(ctx, b.IdP, b.Subject); err != nil {
-					return fail(err)
-				}
-			}
-			rule, reason := s.evaluate(f, now)
-			if rule == "" {
+			if j.rule == "" {
 				continue
 			}
-			for _, app := range live {
+			rule, reason := j.rule, j.reason
+			for _, app := range j.live {
 				it := Item{IdP: b.IdP, Subject: b.Subject, Username: b.Username, App: app,
 					Rule: rule, Reason: reason, Action: s.p.Action}
 				if f.scim != nil {
@@ -376,7 +317,14 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 				if g := s.protectedUser(b.Username); g != "" {
 					it.Action, it.Skip = Skip, "protected user ("+g+")"
 				}
-				p.Items = append(p.Items, it)
+				batch = append(batch, it)
+			}
+			// Only between identities: the items of one are counted
+			// together.
+			if len(batch) >= batchSize {
+				if err := flush(); err != nil {
+					return fail(err)
+				}
 			}
 		}
 		if len(page) < pageSize {
@@ -385,17 +333,9 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 		last := page[len(page)-1]
 		after = last.IdP + "\x00" + last.Subject
 	}
-	p.Managed = managed
-
-	if err := s.markProtectedGroups(ctx, p); err != nil {
+	if err := flush(); err != nil {
 		return fail(err)
 	}
-	for _, it := range p.Items {
-		if it.Action != Skip {
-			users[it.IdP+"\x00"+it.Subject] = true
-		}
-	}
-	p.Users = len(users)
 
 	if dir != nil {
 		idp := s.p.IdPs[0]
@@ -419,6 +359,123 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 	return p, nil
 }
 
+// lookupWorkers is how many identities of a page the planner reads the
+// evidence of at once: each takes a few point reads from the store, whose
+// latency (a round trip to PostgreSQL, a statement prepared in SQLite)
+// would otherwise add up over a large company.
+const lookupWorkers = 4
+
+// judgement is what the planner found about one binding.
+type judgement struct {
+	// live are the apps in scope where usher provisioned the identity and
+	// did not deprovision it; none: not a managed identity.
+	live         []string
+	facts        facts
+	rule, reason string // the rule that says the identity is gone, or ""
+}
+
+// judge reads the evidence about each binding of page of the policy's
+// IdPs and evaluates it, lookupWorkers at a time, in page order.
+func (s *Sweeper) judge(ctx context.Context, page []store.Binding, dir *dirIndex, now time.Time) ([]judgement, error) {
+	out := make([]judgement, len(page))
+	errs := make([]error, len(page))
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range min(lookupWorkers, len(page)) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(page) {
+					return
+				}
+				out[i], errs[i] = s.judgeOne(ctx, page[i], dir, now)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, errors.Join(errs...)
+}
+
+func (s *Sweeper) judgeOne(ctx context.Context, b store.Binding, dir *dirIndex, now time.Time) (judgement, error) {
+	var j judgement
+	if !s.idps[b.IdP] {
+		return j, nil
+	}
+	live, err := s.liveApps(ctx, b)
+	if err != nil || len(live) == 0 {
+		return j, err
+	}
+	j.live = live
+	if j.facts, err = s.facts(ctx, b, dir); err != nil {
+		return j, err
+	}
+	j.rule, j.reason = s.evaluate(j.facts, now)
+	return j, nil
+}
+
+// liveApps returns the apps in scope where usher provisioned b's
+// username for b (or for nobody in particular: a state from before
+// states named their identity) and did not deprovision it.
+func (s *Sweeper) liveApps(ctx context.Context, b store.Binding) ([]string, error) {
+	var live []string
+	for _, app := range s.apps {
+		as, err := s.d.Store.AppState(ctx, app, b.Username)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		case as.IdP != "" && (as.IdP != b.IdP || as.Subject != b.Subject):
+			continue
+		case !as.Deprovisioned:
+			live = append(live, app)
+		}
+	}
+	return live, nil
+}
+
+// facts gathers the evidence about one managed identity.
+func (s *Sweeper) facts(ctx context.Context, b store.Binding, dir *dirIndex) (facts, error) {
+	f := facts{b: b}
+	src := s.p.Sources
+	if src.SCIM || src.EndDateClaim != "" {
+		u, err := s.scimUser(ctx, b)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return f, err
+		default:
+			f.scim = s.scimFact(u)
+		}
+	}
+	if dir != nil && dir.err == nil {
+		f.dirGone = dir.gone(b)
+	}
+	if src.AccessExpiry {
+		var err error
+		if f.expiry, err = s.d.Store.AccessExpiry(ctx, b.IdP, b.Subject); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// scimUser is the user b's IdP pushed for b: by the login subject it is
+// bound to, else by userName (case-insensitively). ErrNotFound when the
+// IdP pushed none.
+func (s *Sweeper) scimUser(ctx context.Context, b store.Binding) (store.SCIMUser, error) {
+	u, err := s.d.Store.FindSCIMUser(ctx, b.IdP, "subject", b.Subject)
+	if errors.Is(err, store.ErrNotFound) {
+		u, err = s.d.Store.FindSCIMUser(ctx, b.IdP, "userName", b.Username)
+	}
+	return u, err
+}
+
 func (p *Plan) block(format string, args ...any) {
 	if !p.Blocked {
 		p.Blocked, p.BlockReason = true, fmt.Sprintf(format, args...)
@@ -440,10 +497,11 @@ func (s *Sweeper) valve(p *Plan) {
 	}
 }
 
-// markProtectedGroups reads the groups of each planned user from the app
-// and skips members of protected groups, so the valve counts real actions
-// and a dry run shows who is shielded. Apply checks again.
-func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan) error {
+// markProtectedGroups reads the groups of each planned user of items from
+// the app and skips members of protected groups, so the valve counts real
+// actions and a dry run shows who is shielded. Apply checks again. A
+// failed read blocks p.
+func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan, items []Item) error {
 	if len(s.p.ProtectedGroups) == 0 {
 		return nil
 	}
@@ -451,7 +509,7 @@ func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan) error {
 		mu       sync.Mutex
 		firstErr error
 	)
-	s.forEach(ctx, p.Items, func(ctx context.Context, i int, it Item) {
+	s.forEach(ctx, items, func(ctx context.Context, i int, it Item) {
 		if it.Action == Skip {
 			return
 		}
@@ -460,14 +518,14 @@ func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan) error {
 		defer mu.Unlock()
 		switch {
 		case errors.Is(err, targets.ErrNotFound):
-			p.Items[i].Action, p.Items[i].Skip = Skip, "not in "+it.App
+			items[i].Action, items[i].Skip = Skip, "not in "+it.App
 		case err != nil:
 			if firstErr == nil {
 				firstErr = err
 			}
 		default:
 			if g := s.protectedGroup(groups); g != "" {
-				p.Items[i].Action, p.Items[i].Skip = Skip, "member of protected group "+g
+				items[i].Action, items[i].Skip = Skip, "member of protected group "+g
 			}
 		}
 	})
@@ -479,8 +537,9 @@ func (s *Sweeper) markProtectedGroups(ctx context.Context, p *Plan) error {
 
 // markSeats fills Seats and SeatKept of the deactivations in apps whose
 // seat comes through groups (targets.SeatHolder: Bitbucket), so a dry
-// run shows which seats the sweep frees. It only reads. A failed read is
-// a warning: the seat is shown, not decided, here.
+// run shows which seats the sweep frees. It only reads, and only for the
+// items the plan lists: the seat is shown, not decided, here (the
+// lifecycle decides it when it acts), so a failed read is a warning.
 func (s *Sweeper) markSeats(ctx context.Context, p *Plan) error {
 	if p.Action != Deactivate {
 		return nil
@@ -537,33 +596,6 @@ func (s *Sweeper) forEach(ctx context.Context, items []Item, fn func(ctx context
 		}
 	}
 	wg.Wait()
-}
-
-// loadSCIM indexes the IdP's pushed users.
-func (s *Sweeper) loadSCIM(ctx context.Context, idp string) (*scimIndex, []string, error) {
-	x := &scimIndex{bySubject: map[string]*scimFact{}, byUserName: map[string]*scimFact{}}
-	var warn []string
-	for offset := 0; ; {
-		page, total, err := s.d.Store.SCIMUsers(ctx, idp, offset, scimPageSize)
-		if err != nil {
-			return nil, nil, err
-		}
-		x.total = total
-		for _, u := range page {
-			f := s.scimFact(u)
-			if f.endErr != nil && len(warn) < 20 {
-				warn = append(warn, fmt.Sprintf("%s: SCIM user %s: %v", idp, u.UserName, f.endErr))
-			}
-			if u.Subject != "" {
-				x.bySubject[u.Subject] = f
-			}
-			x.byUserName[strings.ToLower(u.UserName)] = f
-		}
-		offset += len(page)
-		if len(page) == 0 || offset >= total {
-			return x, warn, nil
-		}
-	}
 }
 
 func (s *Sweeper) scimFact(u store.SCIMUser) *scimFact {
@@ -629,52 +661,4 @@ func lookupFold(m map[string]json.RawMessage, name string) (json.RawMessage, boo
 		}
 	}
 	return nil, false
-}
-
-// pull runs the directory source; a failure is kept in the index.
-func (s *Sweeper) pull(ctx context.Context) *dirIndex {
-	x := &dirIndex{byKey: map[string]bool{}, byLower: map[string]bool{}, disabled: map[string]string{}}
-	if s.d.DirectoryScope != "" {
-		last, _, err := s.d.Store.Blob(ctx, s.scopeKey())
-		switch {
-		case err == nil:
-			x.noMissing = string(last) != s.d.DirectoryScope
-		case !errors.Is(err, store.ErrNotFound):
-			x.err = fmt.Errorf("read the scope of the last sweep: %w", err)
-			return x
-		}
-	}
-	x.err = s.d.Directory.Pull(ctx, func(page directory.Page) error {
-		for _, p := range page.People {
-			x.users++
-			in := !p.Status.Leaver()
-			why := ""
-			if !in {
-				why = p.Status.String() + " in the directory"
-			}
-			add := func(m map[string]bool, k string) {
-				if k == "" {
-					return
-				}
-				m[k] = m[k] || in
-				if !in && x.disabled[k] == "" {
-					x.disabled[k] = why
-				}
-			}
-			add(x.byKey, p.Subject)
-			add(x.byKey, p.ID)
-			add(x.byLower, strings.ToLower(p.Username))
-		}
-		return nil
-	})
-	if x.err == nil && x.users == 0 && ctx.Err() != nil {
-		x.err = ctx.Err()
-	}
-	return x
-}
-
-// scopeKey is where the scope of the policy's last swept pull is kept.
-func (s *Sweeper) scopeKey() string {
-	// Policy names are free text: escaped, one never reads as a path.
-	return "sweep/" + url.PathEscape(s.p.Name) + "/directory-scope"
 }

@@ -85,6 +85,8 @@ type Sweeper struct {
 	blocked atomic.Int64
 	running sync.Mutex  // one run at a time in this process
 	busy    atomic.Bool // a run holds running
+	// shown is MaxShown and applyPage the constant, but for tests.
+	shown, applyPage int
 }
 
 // ErrLeaseHeld is returned by Run (wrapped, with the policy's name) when
@@ -132,7 +134,7 @@ func New(p Policy, deps Deps) (*Sweeper, error) {
 			return nil, fmt.Errorf("sweep %s: directory %s holds the people of IdP %s, not %s", p.Name, name, d.IdP(), p.IdPs[0])
 		}
 	}
-	s := &Sweeper{p: p, d: deps, idps: map[string]bool{}}
+	s := &Sweeper{p: p, d: deps, idps: map[string]bool{}, shown: MaxShown, applyPage: applyPage}
 	for _, idp := range p.IdPs {
 		s.idps[idp] = true
 	}
@@ -230,15 +232,30 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 			return res, err
 		}
 	}
-	plan, err := s.Plan(ctx)
+	// The run is recorded before it plans, so that its items have a
+	// place: they go to the store as they are found (memory holds the
+	// counts and the first items), and the apply reads them back. Until
+	// the plan is recorded with the run, a crash leaves nothing to resume.
+	id, err := s.d.Store.StartSweep(ctx, store.SweepRun{Policy: s.p.Name, DryRun: dryRun, Started: s.d.Now(), State: "running"})
 	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	// Every earlier run is finished (resume closed any that was not):
+	// only its counts and shown plan are worth keeping.
+	if err := s.d.Store.ForgetSweepItems(ctx, s.p.Name, id); err != nil {
+		s.d.Log.Warn("sweep: forget the items of earlier runs", "err", err)
+	}
+	plan, err := s.plan(ctx, s.recorder(id))
+	if err != nil {
+		s.close(ctx, id, 0, "planning failed: "+err.Error())
 		return nil, err
 	}
-	s.d.Log.Info("sweep: planned", "actions", plan.Actions(), "users", plan.Users, "managed", plan.Managed, "blocked", plan.Blocked)
+	s.d.Log.Info("sweep: planned", "run", id, "actions", plan.Actions(), "users", plan.Users, "managed", plan.Managed, "blocked", plan.Blocked)
 	if plan.scope != "" && !dryRun {
 		// The next sweep counts absence from the directory again: this
 		// one saw a complete pull under the current scope.
 		if err := s.d.Store.PutBlob(ctx, s.scopeKey(), []byte(plan.scope)); err != nil {
+			s.close(ctx, id, plan.Actions(), "keeping the directory's scope failed: "+err.Error())
 			return nil, fmt.Errorf("sweep %s: keep the directory's scope: %w", s.p.Name, err)
 		}
 	}
@@ -247,8 +264,8 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 		return nil, fmt.Errorf("sweep %s: encode plan: %w", s.p.Name, err)
 	}
 	now := s.d.Now()
-	run := store.SweepRun{Policy: s.p.Name, DryRun: dryRun, Started: now, Planned: plan.Actions(), Plan: data}
-	res = &Result{Policy: s.p.Name, DryRun: dryRun, Plan: plan, Planned: plan.Actions(),
+	run := store.SweepRun{ID: id, Policy: s.p.Name, DryRun: dryRun, Planned: plan.Actions(), Plan: data}
+	res = &Result{RunID: id, Policy: s.p.Name, DryRun: dryRun, Plan: plan, Planned: plan.Actions(),
 		Blocked: plan.Blocked, BlockReason: plan.BlockReason}
 	switch {
 	case dryRun:
@@ -269,7 +286,8 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	default:
 		run.State = "running"
 	}
-	if res.RunID, err = s.d.Store.StartSweep(ctx, run); err != nil {
+	if err := s.d.Store.UpdateSweep(ctx, run); err != nil {
+		s.close(ctx, id, plan.Actions(), "recording the plan failed: "+err.Error())
 		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
 	}
 	switch {
@@ -278,7 +296,40 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	case plan.Blocked:
 		return res, fmt.Errorf("sweep %s: %w: %s", s.p.Name, ErrBlocked, plan.BlockReason)
 	}
-	return s.execute(ctx, res, map[string]bool{})
+	return s.execute(ctx, res)
+}
+
+// recorder records a run's items in the store as the planner hands them
+// over, numbering them in plan order.
+func (s *Sweeper) recorder(run int64) func(context.Context, []Item) error {
+	seq := int64(0)
+	return func(ctx context.Context, items []Item) error {
+		rows := make([]store.SweepItem, len(items))
+		for i, it := range items {
+			data, err := json.Marshal(it)
+			if err != nil {
+				return fmt.Errorf("encode item: %w", err)
+			}
+			seq++
+			rows[i] = store.SweepItem{Seq: seq, Key: it.key(), Data: data}
+		}
+		if err := s.d.Store.AddSweepItems(ctx, run, rows); err != nil {
+			return fmt.Errorf("record the plan of run %d: %w", run, err)
+		}
+		return nil
+	}
+}
+
+// close ends run id as failed before it applied anything, so that it is
+// never resumed. It runs even when ctx is being cancelled; should it
+// fail, the next run finds the plan unrecorded and closes the run then.
+func (s *Sweeper) close(ctx context.Context, id int64, planned int, reason string) {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if err := s.d.Store.FinishSweep(bctx, store.SweepRun{ID: id, Policy: s.p.Name, State: "failed",
+		Planned: planned, Reason: reason, Finished: s.d.Now()}); err != nil {
+		s.d.Log.Warn("sweep: close the failed run", "run", id, "err", err)
+	}
 }
 
 // resume finishes the policy's run a crash left "running". It returns
@@ -292,32 +343,61 @@ func (s *Sweeper) resume(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
 	}
 	var plan Plan
-	if run.DryRun || json.Unmarshal(run.Plan, &plan) != nil || plan.Blocked {
-		// Nothing to resume: close it so it is not found again.
-		run.State, run.Reason = "failed", "abandoned: nothing to resume"
-		run.Finished = s.d.Now()
+	reason := ""
+	switch {
+	case len(run.Plan) == 0:
+		reason = "abandoned: it stopped while planning"
+	case run.DryRun || json.Unmarshal(run.Plan, &plan) != nil || plan.Blocked:
+		reason = "abandoned: nothing to resume"
+	}
+	if reason != "" {
+		// Close it so it is not found again.
+		run.State, run.Reason, run.Finished = "failed", reason, s.d.Now()
 		if err := s.d.Store.FinishSweep(ctx, run); err != nil {
 			return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
 		}
 		return nil, nil
 	}
-	done, err := s.d.Store.Swept(ctx, run.ID)
-	if err != nil {
-		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	if err := s.adopt(ctx, run.ID, &plan); err != nil {
+		return nil, fmt.Errorf("sweep %s: resume run %d: %w", s.p.Name, run.ID, err)
 	}
-	s.d.Log.Info("sweep: resuming unfinished run", "run", run.ID, "done", len(done), "planned", plan.Actions())
+	s.d.Log.Info("sweep: resuming unfinished run", "run", run.ID, "planned", plan.Actions())
 	res := &Result{RunID: run.ID, Policy: s.p.Name, Resumed: true, Plan: &plan, Planned: plan.Actions()}
-	return s.execute(ctx, res, done)
+	return s.execute(ctx, res)
 }
 
-// execute applies res.Plan under run res.RunID and records the outcome,
-// unless ctx ended first: then the run stays open for resume.
-func (s *Sweeper) execute(ctx context.Context, res *Result, done map[string]bool) (*Result, error) {
-	s.apply(ctx, res, done)
-	if err := context.Cause(ctx); err != nil {
-		return res, fmt.Errorf("sweep %s: run %d interrupted after %d items: %w", s.p.Name, res.RunID, res.Applied+res.Skipped, err)
+// adopt prepares a run an earlier version planned, which kept its items
+// in the plan alone: they are recorded as this version's, and counted.
+func (s *Sweeper) adopt(ctx context.Context, id int64, plan *Plan) error {
+	if plan.Planned > 0 || plan.Skips > 0 || len(plan.Items) == 0 {
+		return nil
 	}
-	if n := unrecorded(res); n > 0 {
+	for _, it := range plan.Items {
+		if it.Action == Skip {
+			plan.Skips++
+		} else {
+			plan.Planned++
+		}
+	}
+	some, err := s.d.Store.SweepItems(ctx, id, store.SweepItemFilter{Limit: 1})
+	if err != nil || len(some) > 0 {
+		return err
+	}
+	return s.recorder(id)(ctx, plan.Items)
+}
+
+// execute applies the items of run res.RunID not done yet and records
+// the outcome, unless ctx ended first or the plan could not be read: then
+// the run stays open for resume.
+func (s *Sweeper) execute(ctx context.Context, res *Result) (*Result, error) {
+	err := s.apply(ctx, res)
+	if cause := context.Cause(ctx); cause != nil {
+		return res, fmt.Errorf("sweep %s: run %d interrupted after %d items: %w", s.p.Name, res.RunID, res.Applied+res.Skipped, cause)
+	}
+	if err != nil {
+		return res, fmt.Errorf("sweep %s: run %d: %w; the next run resumes it", s.p.Name, res.RunID, err)
+	}
+	if n := res.unrecorded; n > 0 {
 		// Leave the run open: the next Run resumes it and, finding this
 		// run's marker, finishes the bookkeeping without touching the app.
 		return res, fmt.Errorf("sweep %s: run %d: %d items changed in the app but not fully recorded; the next run finishes them",
@@ -333,16 +413,6 @@ func (s *Sweeper) execute(ctx context.Context, res *Result, done map[string]bool
 	}
 	s.d.Log.Info("sweep: done", "run", res.RunID, "applied", res.Applied, "skipped", res.Skipped, "failed", res.Failed)
 	return res, nil
-}
-
-func unrecorded(res *Result) int {
-	n := 0
-	for _, o := range res.Items {
-		if o.unrecorded {
-			n++
-		}
-	}
-	return n
 }
 
 // renew keeps the lease while the run lasts and cancels the run when the
@@ -377,20 +447,32 @@ func (s *Sweeper) renew(ctx context.Context, cancel context.CancelCauseFunc, lea
 }
 
 // Apply acts on p outside Run (no lease; the caller coordinates), as a new
-// recorded run. It refuses a blocked plan.
+// recorded run. It refuses a blocked plan, and a plan that lists only some
+// of its items (more than MaxShown): Run acts on those.
 func (s *Sweeper) Apply(ctx context.Context, p *Plan) (*Result, error) {
 	if p.Blocked {
 		return nil, fmt.Errorf("sweep %s: %w: %s", s.p.Name, ErrBlocked, p.BlockReason)
+	}
+	if p.Omitted > 0 {
+		return nil, fmt.Errorf("sweep %s: the plan lists %d of its %d items; run the sweep to act on all of them",
+			s.p.Name, len(p.Items), len(p.Items)+p.Omitted)
 	}
 	data, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("sweep %s: encode plan: %w", s.p.Name, err)
 	}
 	res := &Result{Policy: s.p.Name, Plan: p, Planned: p.Actions()}
-	res.RunID, err = s.d.Store.StartSweep(ctx, store.SweepRun{Policy: s.p.Name, Started: s.d.Now(),
-		State: "running", Planned: p.Actions(), Plan: data})
+	res.RunID, err = s.d.Store.StartSweep(ctx, store.SweepRun{Policy: s.p.Name, Started: s.d.Now(), State: "running"})
 	if err != nil {
 		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
 	}
-	return s.execute(ctx, res, map[string]bool{})
+	if err := s.recorder(res.RunID)(ctx, p.Items); err != nil {
+		s.close(ctx, res.RunID, p.Actions(), err.Error())
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	if err := s.d.Store.UpdateSweep(ctx, store.SweepRun{ID: res.RunID, State: "running", Planned: p.Actions(), Plan: data}); err != nil {
+		s.close(ctx, res.RunID, p.Actions(), "recording the plan failed: "+err.Error())
+		return nil, fmt.Errorf("sweep %s: %w", s.p.Name, err)
+	}
+	return s.execute(ctx, res)
 }
