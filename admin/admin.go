@@ -103,14 +103,23 @@ type Actions interface {
 
 // SweepPlan is a sweep's plan and, after a run, its outcome.
 type SweepPlan struct {
-	Policy      string      `json:"policy"`
-	Blocked     bool        `json:"blocked"`
-	BlockReason string      `json:"block_reason,omitempty"`
-	Managed     int         `json:"managed"`
-	Items       []SweepItem `json:"items"`
-	Applied     int         `json:"applied"`
-	Failed      int         `json:"failed"`
+	Policy      string `json:"policy"`
+	Blocked     bool   `json:"blocked"`
+	BlockReason string `json:"block_reason,omitempty"`
+	Managed     int    `json:"managed"`
+	// Items are the plan's first items; a large plan lists only some, and
+	// Omitted counts the others.
+	Items   []SweepItem `json:"items"`
+	Omitted int         `json:"omitted,omitempty"`
+	// Counts are the plan's items per action, all of them; nil: count
+	// Items.
+	Counts  map[string]int `json:"counts,omitempty"`
+	Applied int            `json:"applied"`
+	Failed  int            `json:"failed"`
 }
+
+// Total counts the plan's items, listed or not.
+func (p *SweepPlan) Total() int { return len(p.Items) + p.Omitted }
 
 // SweepItem is one (identity, app) in a plan.
 type SweepItem struct {

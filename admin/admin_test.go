@@ -55,10 +55,11 @@ func (f *fakeActions) SyncUser(ctx context.Context, idp, subject, actor string) 
 	return []string{"jira: added alice to jira-users"}, nil
 }
 
+// testPlan is a large plan: it lists its first item of 42.
 func testPlan(policy string) *SweepPlan {
-	return &SweepPlan{Policy: policy, Managed: 3, Items: []SweepItem{
+	return &SweepPlan{Policy: policy, Managed: 300, Items: []SweepItem{
 		{IdP: "okta", Subject: "00u-bob", Username: "bob", App: "jira", Reason: "SCIM: active=false", Action: "deactivate"},
-	}}
+	}, Omitted: 41, Counts: map[string]int{"deactivate": 40, "skip": 2}}
 }
 
 func (f *fakeActions) PlanSweep(ctx context.Context, policy string) (*SweepPlan, error) {

@@ -110,9 +110,12 @@ func newPlanData(p *SweepPlan, ran, dryRun bool) planData {
 	if p == nil {
 		p = &SweepPlan{}
 	}
-	d := planData{Plan: p, Ran: ran, DryRun: dryRun, Counts: map[string]int{}}
-	for _, it := range p.Items {
-		d.Counts[it.Action]++
+	d := planData{Plan: p, Ran: ran, DryRun: dryRun, Counts: p.Counts}
+	if d.Counts == nil {
+		d.Counts = map[string]int{}
+		for _, it := range p.Items {
+			d.Counts[it.Action]++
+		}
 	}
 	return d
 }

@@ -301,7 +301,8 @@ func TestSweepsPageAndPlan(t *testing.T) {
 		}
 	}
 	r = e.do("GET", "/admin/sweeps/nightly/plan", nil, "Cookie", cookie)
-	for _, want := range []string{"nothing was changed", "bob", "deactivate", "SCIM: active=false", "Managed identities<b>3</b>"} {
+	for _, want := range []string{"nothing was changed", "bob", "deactivate", "SCIM: active=false", "Managed identities<b>300</b>",
+		"Planned items<b>42</b>deactivate: 40 skip: 2", "and 41 more items, not listed: the first 1 are shown"} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("plan page lacks %q", want)
 		}
@@ -319,7 +320,8 @@ func TestSweepsPageAndPlan(t *testing.T) {
 	}
 	r = e.do("GET", "/admin/api/sweeps/nightly/plan", nil, bearer(adminToken)...)
 	var plan SweepPlan
-	if err := json.Unmarshal([]byte(r.body), &plan); err != nil || len(plan.Items) != 1 || plan.Items[0].Username != "bob" {
+	if err := json.Unmarshal([]byte(r.body), &plan); err != nil || len(plan.Items) != 1 || plan.Items[0].Username != "bob" ||
+		plan.Omitted != 41 || plan.Counts["deactivate"] != 40 {
 		t.Errorf("API plan: %v %s", err, r.body)
 	}
 }

@@ -294,7 +294,14 @@ func adminCause(actor, reason string) jit.Cause {
 func planView(p *sweep.Plan, res *sweep.Result) *admin.SweepPlan {
 	v := &admin.SweepPlan{}
 	if p != nil {
-		v.Policy, v.Blocked, v.BlockReason, v.Managed = p.Policy, p.Blocked, p.BlockReason, p.Managed
+		v.Policy, v.Blocked, v.BlockReason, v.Managed, v.Omitted = p.Policy, p.Blocked, p.BlockReason, p.Managed, p.Omitted
+		v.Counts = map[string]int{}
+		if p.Planned > 0 {
+			v.Counts[string(p.Action)] = p.Planned
+		}
+		if p.Skips > 0 {
+			v.Counts[string(sweep.Skip)] = p.Skips
+		}
 		for _, it := range p.Items {
 			v.Items = append(v.Items, admin.SweepItem{IdP: it.IdP, Subject: it.Subject, Username: it.Username, App: it.App,
 				Reason: it.Reason, Action: string(it.Action)})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/usherhq/usher/sweep"
 )
 
 const sweepConfig = `sweeps:
@@ -161,5 +163,18 @@ sweeps:
 	}
 	if strings.Count(logLine, `"sweep":`) != 1 || !strings.Contains(logLine, `"sweep":"strict"`) {
 		t.Errorf("log line %q, want one \"sweep\" key", logLine)
+	}
+}
+
+// A large plan reaches the admin page with its exact counts and how many
+// items it does not list.
+func TestPlanViewOfALargePlan(t *testing.T) {
+	p := &sweep.Plan{Policy: "leavers", Action: sweep.Deactivate, Managed: 9000, Planned: 4000, Skips: 2, Omitted: 4001,
+		Items: []sweep.Item{{IdP: "okta", Subject: "s", Username: "bob", App: "jira", Action: sweep.Deactivate}}}
+	res := &sweep.Result{Applied: 3999, Failed: 1, Items: []sweep.Outcome{{Item: p.Items[0], Outcome: "applied"}}, Omitted: 3999}
+	v := planView(p, res)
+	if v.Managed != 9000 || v.Omitted != 4001 || v.Total() != 4002 || v.Counts["deactivate"] != 4000 || v.Counts["skip"] != 2 ||
+		v.Applied != 3999 || v.Failed != 1 || len(v.Items) != 1 || v.Items[0].Outcome != "applied" {
+		t.Errorf("view %+v", v)
 	}
 }
