@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/scimpull"
 	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/store/sqlite"
 	"github.com/usherhq/usher/targets"
@@ -43,11 +46,24 @@ func BenchmarkSweep100k(b *testing.B) {
 	if os.Getenv("USHER_LOAD") != "1" {
 		b.Skip("set USHER_LOAD=1 to run the 100k load benchmark")
 	}
-	benchSweep(b, 100_000)
+	benchSweep(b, 100_000, false)
+}
+
+// BenchmarkSweep100kDirectory is the same with the leavers found by a
+// complete pull of a directory (a SCIM listing of everyone but them, 1,000
+// to a page) instead of SCIM push.
+func BenchmarkSweep100kDirectory(b *testing.B) {
+	if os.Getenv("USHER_LOAD") != "1" {
+		b.Skip("set USHER_LOAD=1 to run the 100k load benchmark")
+	}
+	benchSweep(b, 100_000, true)
 }
 
 // BenchmarkSweep2k is the same at a size that runs anywhere.
-func BenchmarkSweep2k(b *testing.B) { benchSweep(b, 2_000) }
+func BenchmarkSweep2k(b *testing.B) { benchSweep(b, 2_000, false) }
+
+// BenchmarkSweep2kDirectory is the same with a directory.
+func BenchmarkSweep2kDirectory(b *testing.B) { benchSweep(b, 2_000, true) }
 
 func TestMain(m *testing.M) {
 	if os.Getenv("USHER_SWEEP_EMULATOR") == "1" {
@@ -67,7 +83,9 @@ func benchPerson(i int) person {
 }
 
 // serveEmulator serves the benchmark's Jira (USHER_SWEEP_USERS people)
-// and answers commands on stdin, one a line, until stdin closes:
+// and, under /scim/v2/Users, a SCIM listing of everyone but the leavers
+// (token "tok"); it answers commands on stdin, one a line, until stdin
+// closes:
 // "calls" prints the calls served since the last "calls" and starts
 // counting again; "reset" makes the leavers active again.
 func serveEmulator() {
@@ -78,7 +96,18 @@ func serveEmulator() {
 	}
 	srv.SetLatency(2 * time.Millisecond)
 	srv.ResetCalls()
-	hs := httptest.NewServer(srv)
+	listing := &scimServer{token: "tok"}
+	if os.Getenv("USHER_SWEEP_DIRECTORY") == "1" {
+		for i := range n {
+			if p := benchPerson(i); p.scim == "active" {
+				listing.users = append(listing.users, scimUsers(p.name)...)
+			}
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/scim/v2/Users", listing)
+	mux.Handle("/", srv)
+	hs := httptest.NewServer(mux)
 	defer hs.Close()
 	fmt.Println(hs.URL)
 	in := bufio.NewScanner(os.Stdin)
@@ -104,10 +133,13 @@ type emulator struct {
 	out *bufio.Reader
 }
 
-func startEmulator(b *testing.B, n int) *emulator {
+func startEmulator(b *testing.B, n int, withDir bool) *emulator {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "USHER_SWEEP_EMULATOR=1", "USHER_SWEEP_USERS="+strconv.Itoa(n))
+	if withDir {
+		cmd.Env = append(cmd.Env, "USHER_SWEEP_DIRECTORY=1")
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -146,9 +178,9 @@ func (e *emulator) do(b *testing.B, cmd string) string {
 	return e.line(b)
 }
 
-func benchSweep(b *testing.B, n int) {
+func benchSweep(b *testing.B, n int, withDir bool) {
 	ctx := context.Background()
-	emu := startEmulator(b, n)
+	emu := startEmulator(b, n, withDir)
 	// Seeding is one store write at a time; on tmpfs it skips the fsyncs.
 	dir := b.TempDir()
 	if d, err := os.MkdirTemp("/dev/shm", "usher-sweep-bench"); err == nil {
@@ -174,6 +206,15 @@ func benchSweep(b *testing.B, n int) {
 	p := policy()
 	p.MaxShare = 0.02
 	d := e.deps()
+	if withDir {
+		p.Sources = Sources{Directory: "okta-scim"}
+		cfg := &scimpull.Config{URL: emu.url + "/scim/v2", Token: config.SecretValue("tok"), SubjectAttribute: "externalId", PageSize: 1000}
+		conn, err := cfg.Open("okta-scim", "okta", directory.Deps{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Directory = conn
+	}
 	planned := &planClock{}
 	d.Log = slog.New(planned)
 	s := e.sweeper(b, p, d)
