@@ -1,11 +1,13 @@
 package sweep
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/usherhq/usher/directory"
@@ -15,23 +17,24 @@ import (
 // dirIndex is what one complete directory pull says of each person it
 // listed. The pull arrives page by page in the directory's order, and the
 // bindings are read in theirs, so what the pages say is kept until the
-// bindings are read: not the pages, only a small entry under a key per
-// way a binding may name the person (subject, directory ID, lower-cased
-// username). The keys are 128-bit hashes under seeds drawn for each pull:
-// about 24 bytes an entry whatever the names' lengths, and keys nobody
-// outside the process can make collide. By chance (odds below 2^-80 for
-// a pull of a million people) a collision could only make someone the
-// pull does not list seem listed: kept as present, or, in the one sweep
-// after a scope change, taken for a listed leaver.
+// bindings are read: not the pages, only a 16-byte key per way a binding
+// may name the person (subject, directory ID, lower-cased username),
+// whatever the names' lengths, in one sorted slice. A key is a 120-bit
+// hash under seeds drawn for each pull, so nobody outside the process can
+// make two collide; its last byte holds what the pull says. By chance
+// (odds below 2^-80 for a pull of a million people) a collision could only
+// make someone the pull does not list seem listed: kept as present, or, in
+// the one sweep after a scope change, taken for a listed leaver.
 type dirIndex struct {
 	err   error
 	users int
-	// seeds are per key space (exact, lower), two per 128-bit key.
+	// seeds are per key space (exact, lower), two per key.
 	seeds [2][2]maphash.Seed
-	// seen holds, by key, whether someone listed under it is still in
-	// (active, or only temporarily inactive: locked out, not yet
-	// activated), and else the status that puts them out.
-	seen map[dirKey]dirEntry
+	// keys hold, in their last byte, whether someone listed under the key
+	// is still in (active, or only temporarily inactive: locked out, not
+	// yet activated), and else the status that puts them out. The pull
+	// appends; sort makes them one per key, in order.
+	keys []dirKey
 	// noMissing: the directory's scope changed since the last sweep, so
 	// absence from this pull proves nothing; only explicit signals count.
 	noMissing bool
@@ -39,7 +42,8 @@ type dirIndex struct {
 
 type dirKey [2]uint64
 
-// dirEntry is dirIn, or the directory.Status of a leaver plus one.
+// dirEntry is dirIn, or the directory.Status of a leaver plus one: it
+// sorts after every leaver status.
 type dirEntry uint8
 
 const dirIn dirEntry = 0xff
@@ -52,7 +56,7 @@ const (
 )
 
 func newDirIndex() *dirIndex {
-	x := &dirIndex{seen: map[dirKey]dirEntry{}}
+	x := &dirIndex{}
 	for i := range x.seeds {
 		for j := range x.seeds[i] {
 			x.seeds[i][j] = maphash.MakeSeed()
@@ -61,24 +65,60 @@ func newDirIndex() *dirIndex {
 	return x
 }
 
+// key is k's key in space, its last byte zero.
 func (x *dirIndex) key(space int, k string) dirKey {
-	return dirKey{maphash.String(x.seeds[space][0], k), maphash.String(x.seeds[space][1], k)}
+	return dirKey{maphash.String(x.seeds[space][0], k), maphash.String(x.seeds[space][1], k) &^ 0xff}
 }
 
-// add records that the pull listed someone under k with status st: an
-// "in" stays in, the first leaver status stays.
+func (k dirKey) entry() dirEntry { return dirEntry(k[1] & 0xff) }
+
+// compareKeys orders keys, their entries included.
+func compareKeys(a, b dirKey) int {
+	return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+}
+
+// compareNames orders keys without their entries.
+func compareNames(a, b dirKey) int {
+	return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1]&^0xff, b[1]&^0xff))
+}
+
+// add records that the pull listed someone under k with status st.
 func (x *dirIndex) add(space int, k string, st directory.Status) {
 	if k == "" {
 		return
 	}
 	key := x.key(space, k)
-	if !st.Leaver() {
-		x.seen[key] = dirIn
-		return
+	e := dirIn
+	if st.Leaver() {
+		e = dirEntry(st) + 1
 	}
-	if _, ok := x.seen[key]; !ok {
-		x.seen[key] = dirEntry(st) + 1
+	key[1] |= uint64(e)
+	x.keys = append(x.keys, key)
+}
+
+// sort readies the index for lookups: one key per name, in order; "in"
+// when anyone listed under it is in, else the lowest leaver status.
+func (x *dirIndex) sort() {
+	slices.SortFunc(x.keys, compareKeys)
+	out := x.keys[:0]
+	for _, k := range x.keys {
+		switch {
+		case len(out) == 0 || compareNames(out[len(out)-1], k) != 0:
+			out = append(out, k)
+		case k.entry() == dirIn:
+			out[len(out)-1] = k // the last of a name's keys is "in" when any is
+		}
 	}
+	x.keys = out
+}
+
+// lookup returns what the pull says under key.
+func (x *dirIndex) lookup(key dirKey) (dirEntry, bool) {
+	i, ok := slices.BinarySearchFunc(x.keys, key, compareNames)
+	if !ok {
+		return 0, false
+	}
+	return x.keys[i].entry(), true
 }
 
 // gone reports why the pull says b is gone, or "" when it is present.
@@ -91,7 +131,7 @@ func (x *dirIndex) gone(b store.Binding) string {
 	for _, k := range []dirKey{
 		x.key(exactKey, b.Subject), x.key(lowerKey, strings.ToLower(b.Subject)), x.key(lowerKey, strings.ToLower(b.Username)),
 	} {
-		e, ok := x.seen[k]
+		e, ok := x.lookup(k)
 		switch {
 		case !ok:
 		case e == dirIn:
@@ -134,6 +174,7 @@ func (s *Sweeper) pull(ctx context.Context) *dirIndex {
 		}
 		return nil
 	})
+	x.sort()
 	if x.err == nil && x.users == 0 && ctx.Err() != nil {
 		x.err = ctx.Err()
 	}

@@ -235,7 +235,11 @@ const (
 // block the plan, with the reason, so the refusal is recorded. The plan
 // lists its first MaxShown items; its counts cover all of them.
 func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
-	return s.plan(ctx, nil)
+	p, err := s.plan(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: plan: %w", s.p.Name, err)
+	}
+	return p, nil
 }
 
 // plan streams through the bindings, one page at a time, and hands every
@@ -248,7 +252,6 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 	now := s.d.Now()
 	p := &Plan{Policy: s.p.Name, Action: s.p.Action, Created: now}
 	st := s.d.Store
-	fail := func(err error) (*Plan, error) { return nil, fmt.Errorf("sweep %s: plan: %w", s.p.Name, err) }
 
 	var dir *dirIndex
 	if s.p.Sources.Directory != "" {
@@ -286,11 +289,11 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 	for {
 		page, err := st.Bindings(ctx, after, pageSize)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		judged, err := s.judge(ctx, page, dir, now)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		for i, b := range page {
 			j := judged[i]
@@ -299,20 +302,19 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 			}
 			p.Managed++
 			managedIdP[b.IdP]++
-			f := j.facts
-			if f.scim != nil && f.scim.endErr != nil && scimWarned < 20 {
+			scim := j.facts.scim
+			if scim != nil && scim.endErr != nil && scimWarned < 20 {
 				scimWarned++
-				p.Warnings = append(p.Warnings, fmt.Sprintf("%s: SCIM user of %s: %v", b.IdP, b.Username, f.scim.endErr))
+				p.Warnings = append(p.Warnings, fmt.Sprintf("%s: SCIM user of %s: %v", b.IdP, b.Username, scim.endErr))
 			}
 			if j.rule == "" {
 				continue
 			}
-			rule, reason := j.rule, j.reason
 			for _, app := range j.live {
 				it := Item{IdP: b.IdP, Subject: b.Subject, Username: b.Username, App: app,
-					Rule: rule, Reason: reason, Action: s.p.Action}
-				if f.scim != nil {
-					it.SCIMID = f.scim.id
+					Rule: j.rule, Reason: j.reason, Action: s.p.Action}
+				if scim != nil {
+					it.SCIMID = scim.id
 				}
 				if g := s.protectedUser(b.Username); g != "" {
 					it.Action, it.Skip = Skip, "protected user ("+g+")"
@@ -323,7 +325,7 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 			// together.
 			if len(batch) >= batchSize {
 				if err := flush(); err != nil {
-					return fail(err)
+					return nil, err
 				}
 			}
 		}
@@ -334,7 +336,7 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 		after = last.IdP + "\x00" + last.Subject
 	}
 	if err := flush(); err != nil {
-		return fail(err)
+		return nil, err
 	}
 
 	if dir != nil {
@@ -353,7 +355,7 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 		// After the valve: a plan refused for acting on too many people
 		// (a broken IdP) costs the apps no read per person.
 		if err := s.markSeats(ctx, p); err != nil {
-			return fail(err)
+			return nil, err
 		}
 	}
 	return p, nil

@@ -224,6 +224,7 @@ func TestDirIndex(t *testing.T) {
 		x.add(exactKey, p.ID, p.Status)
 		x.add(lowerKey, strings.ToLower(p.Username), p.Status)
 	}
+	x.sort()
 	for _, tc := range []struct {
 		subject, username   string
 		want, wantNoMissing string

@@ -1,12 +1,18 @@
-// Package sweep owns scheduled deprovisioning: a pure planning pass that
-// turns evidence (SCIM push state, a complete pull of an IdP's directory,
-// login inactivity, end dates, admin-set expiries) into a plan over the
-// users usher itself
-// provisioned; a safety valve that refuses implausible plans; an executor
-// that re-checks every user right before acting, records per-item progress
-// so a crashed run resumes without repeating itself, and audits every
-// change; and the schedule, where a database lease makes exactly one
-// replica sweep.
+// Package sweep owns scheduled deprovisioning: a planning pass that turns
+// evidence (SCIM push state, a complete pull of an IdP's directory, login
+// inactivity, end dates, admin-set expiries) into a plan over the users
+// usher itself provisioned; a safety valve that refuses implausible plans
+// as a whole, before anything is applied; an executor that re-checks every
+// user right before acting, records per-item progress so a crashed run
+// resumes without repeating itself, and audits every change; and the
+// schedule, where a database lease makes exactly one replica sweep.
+//
+// A sweep's memory does not grow with the company: the planner reads the
+// bindings a page at a time and the evidence per person, counts what it
+// finds and records every item in the store (keeping only the first
+// MaxShown to show), the valve decides on the counts, and the executor
+// reads the items back a page at a time. Only a directory source is held
+// whole, as a compact index of its pull.
 package sweep
 
 import (
@@ -248,7 +254,7 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	plan, err := s.plan(ctx, s.recorder(id))
 	if err != nil {
 		s.close(ctx, id, 0, "planning failed: "+err.Error())
-		return nil, err
+		return nil, fmt.Errorf("sweep %s: plan: %w", s.p.Name, err)
 	}
 	s.d.Log.Info("sweep: planned", "run", id, "actions", plan.Actions(), "users", plan.Users, "managed", plan.Managed, "blocked", plan.Blocked)
 	if plan.scope != "" && !dryRun {
@@ -261,6 +267,7 @@ func (s *Sweeper) run(ctx context.Context, owner string, ttl time.Duration, dryR
 	}
 	data, err := json.Marshal(plan)
 	if err != nil {
+		s.close(ctx, id, plan.Actions(), "encoding the plan failed: "+err.Error())
 		return nil, fmt.Errorf("sweep %s: encode plan: %w", s.p.Name, err)
 	}
 	now := s.d.Now()
