@@ -47,6 +47,8 @@ type Lifecycle struct {
 	Store    LifecycleStore
 	Sessions Sessions
 	Audit    *AuditLog
+	// Logins coalesces last-login writes; nil writes each at once.
+	Logins *LoginTimes
 	// Metrics counts revocations by source (metrics.Metrics); nil counts
 	// nothing.
 	Metrics interface{ Revocation(source string) }
@@ -251,13 +253,11 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, err
 		}
 	}
-	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
-		if errors.Is(err, store.ErrUsernameTaken) {
-			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
-				Outcome: ResultRefused, Detail: "username bound to another identity"})
-			return nil, &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
+	// An identity that keeps its username is bound already: no write.
+	if !known || prev.Username != p.Username {
+		if err := l.bind(ctx, id, p, cause); err != nil {
+			return nil, err
 		}
-		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err)}
 	}
 	prevName := ""
 	if known && prev.Username != p.Username {
@@ -320,12 +320,19 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		}
 	}
 	if login {
-		if err := l.Store.RecordLogin(ctx, id.IdP, id.Subject, l.now()); err != nil {
+		if err := l.noteLogin(ctx, id.IdP, id.Subject); err != nil {
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err)}
 		}
 	}
-	l.record(ctx, Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
-		Outcome: ResultOK, Detail: Explain(id, p)})
+	admitted := Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
+		Outcome: ResultOK, Detail: Explain(id, p)}
+	if login {
+		// A sign-in's own record: every change it made was recorded on
+		// its own already, so a crash may lose this one.
+		l.Audit.Defer(ctx, admitted)
+	} else {
+		l.record(ctx, admitted)
+	}
 	a.Apps = allowedApps(mapper, p, removed)
 	return a, nil
 }
@@ -372,6 +379,13 @@ func (l *Lifecycle) act(c Cause, step admitStep) Action {
 		return as[step]
 	}
 	return admitActions[SourceSCIM][step]
+}
+
+func (l *Lifecycle) noteLogin(ctx context.Context, idp, subject string) error {
+	if l.Logins != nil {
+		return l.Logins.Note(ctx, idp, subject, l.now())
+	}
+	return l.Store.RecordLogin(ctx, idp, subject, l.now())
 }
 
 // record writes audit entries; a failure is logged by the writer and
@@ -546,5 +560,19 @@ func (l *Lifecycle) Link(ctx context.Context, idp, subject, username string, cau
 	}
 	l.record(ctx, Entry{Action: ActLink, Cause: cause, Subject: subject, Username: b.Username, Outcome: ResultOK,
 		Detail: "linked to the existing account " + b.Username})
+	return nil
+}
+
+// bind binds the identity to the profile's username (a new identity, or
+// a rename at the IdP), refusing a username another identity owns.
+func (l *Lifecycle) bind(ctx context.Context, id providers.Identity, p *Profile, cause Cause) error {
+	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
+		if errors.Is(err, store.ErrUsernameTaken) {
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+				Outcome: ResultRefused, Detail: "username bound to another identity"})
+			return &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
+		}
+		return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err)}
+	}
 	return nil
 }

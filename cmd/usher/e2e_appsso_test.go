@@ -109,6 +109,7 @@ func TestProviderOnlyApp(t *testing.T) {
 		t.Fatalf("alice in the app: %+v (usher provisions before the code)", u)
 	}
 	// Admitted as at any login: audited once, with the login's reason.
+	e.settle()
 	evs, err := e.m.store.Audit(context.Background(), store.AuditFilter{IdP: "acme", Action: "login"})
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("login audit: %v %v", evs, err)

@@ -162,6 +162,7 @@ func TestDirectorySyncEndToEnd(t *testing.T) {
 
 	// alice logs in for the first time: the account the sync made is hers.
 	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	e.settle()
 	if b, err := e.m.store.Binding(ctx, "acme", "00u-alice"); err != nil || b.Username != "alice" || b.LastLogin.IsZero() {
 		t.Errorf("alice after her login: %+v %v", b, err)
 	}

@@ -226,6 +226,13 @@ apps:
 	return e
 }
 
+// settle writes what usher batches (a sign-in's audit record, last-login
+// times), as its background loops would within a second.
+func (e *env) settle() {
+	e.m.audit.Flush(context.Background())
+	e.m.logins.Flush(context.Background())
+}
+
 // browser is a client with a cookie jar that does not follow redirects,
 // so each hop can be checked.
 func (e *env) browser() *http.Client {

@@ -122,7 +122,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		g.dirs[app] = dir
 	}
 	g.lifecycle = &jit.Lifecycle{
-		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Metrics: m.metrics,
+		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Logins: m.logins, Metrics: m.metrics,
 		Log: m.Log, Now: m.Now, FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
 		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny", Deadline: cfg.Provisioning.Deadline,
 	}

@@ -64,6 +64,7 @@ type Main struct {
 	owner     string // this replica's name in leases
 	store     store.Store
 	audit     *jit.AuditLog
+	logins    *jit.LoginTimes
 	revoked   *session.Revocations
 	sessions  *session.Shared
 	reg       *prometheus.Registry
@@ -114,6 +115,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		return err
 	}
 	m.audit = &jit.AuditLog{Store: m.store, Log: m.Log, Now: m.Now}
+	m.logins = &jit.LoginTimes{Store: m.store, Log: m.Log}
 	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
 	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log,
 		Spool: filepath.Join(cfg.Server.DataDir, "revocations.pending")}
@@ -240,9 +242,13 @@ func (m *Main) background() {
 	if poll <= 0 {
 		poll = time.Second
 	}
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); m.sessions.Run(ctx, poll) }()
 	go func() { defer wg.Done(); m.gauges(ctx, 15*time.Second) }()
+	// Batched writes of what a crash may lose: a sign-in's own audit
+	// record and its last-login time. They stop last, writing what waits.
+	go func() { defer wg.Done(); m.audit.Run(ctx) }()
+	go func() { defer wg.Done(); m.logins.Run(ctx) }()
 	m.stopBackground = func() { cancel(); wg.Wait() }
 }
 
