@@ -81,6 +81,7 @@ sweeps:
 // deleted while the pull fails is not touched, under every fault the
 // emulator has; group overage at login is resolved through Graph.
 func TestDirectorySyncEndToEnd(t *testing.T) {
+	t.Parallel()
 	x := startEntra(t)
 	x.add("alice", "Alice Archer", "staff", "engineering")
 	x.add("zoe", "Zoe Zimmer", "staff", "engineering")

@@ -152,15 +152,14 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 		}
 		t.Cleanup(func() { idp.Close() })
 		e.idps[id] = idp
-		fmt.Fprintf(&idps, "  - id: %s\n    name: %s IdP\n    type: oidc\n    domains: [%s.test]\n    config:\n      issuer: %s\n      client_id: usher-%s\n      client_secret: {env: TEST_SECRET_%s}\n",
-			id, id, id, idp.Issuer(), id, strings.ToUpper(id))
+		fmt.Fprintf(&idps, "  - id: %s\n    name: %s IdP\n    type: oidc\n    domains: [%s.test]\n    config:\n      issuer: %s\n      client_id: usher-%s\n      client_secret: {value: s3cret-%s}\n",
+			id, id, id, idp.Issuer(), id, id)
 		if o.Mapping != "" {
 			fmt.Fprintf(&idps, "    mapping:\n%s", o.Mapping)
 		}
 		if o.SCIM {
 			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: true}\n", id)
 		}
-		t.Setenv("TEST_SECRET_"+strings.ToUpper(id), "s3cret-"+id)
 	}
 	upstream := e.upstream.srv.URL
 	if o.Upstream != "" {
@@ -303,6 +302,7 @@ func (e *env) finish(c *http.Client, authURL, idp, username, password string) *h
 }
 
 func TestLoginReachesUpstreamWithIdentity(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	c := e.browser()
 	resp := e.login(c, "/browse/ABC-1?focus=1", "acme", "alice", "pw-alice")
@@ -336,6 +336,7 @@ func TestLoginReachesUpstreamWithIdentity(t *testing.T) {
 }
 
 func TestChooserAndDiscovery(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	c := e.browser()
 	resp := e.get(c, e.url+"/usher/login?rd=/wiki")
@@ -371,6 +372,7 @@ func TestChooserAndDiscovery(t *testing.T) {
 }
 
 func TestUnauthenticatedRequests(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	c := e.browser()
 	for _, tc := range []struct {
@@ -433,6 +435,7 @@ func TestUnauthenticatedRequests(t *testing.T) {
 }
 
 func TestCallbackRefusals(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 
 	// A login finished at globex, answered at acme's callback.
@@ -468,6 +471,7 @@ func TestCallbackRefusals(t *testing.T) {
 }
 
 func TestUsernameCollisionAcrossIdPs(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	resp := e.login(e.browser(), "/", "globex", "bob", "pw-bob")
 	wantStatus(t, resp, http.StatusOK)
@@ -487,6 +491,7 @@ func TestUsernameCollisionAcrossIdPs(t *testing.T) {
 }
 
 func TestOpenRedirectRefused(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	for _, rd := range []string{
 		"//evil.example", "/\\evil.example", "https://evil.example/", "/%2F%2Fevil.example",
@@ -507,6 +512,7 @@ func TestOpenRedirectRefused(t *testing.T) {
 }
 
 func TestLogout(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	c := e.browser()
 	wantStatus(t, e.login(c, "/", "acme", "alice", "pw-alice"), http.StatusOK)
@@ -555,6 +561,7 @@ func mustURL(s string) *url.URL {
 }
 
 func TestAbandonedLoginsDoNotPileUpCookies(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	c := e.browser()
 	for range 12 {
@@ -581,6 +588,7 @@ func TestAbandonedLoginsDoNotPileUpCookies(t *testing.T) {
 // TestAdminThroughSSO: members of the admin group reach the admin pages
 // with their usher session; others are refused.
 func TestAdminThroughSSO(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{AdminSSOGroup: "engineering"})
 	admin := "http://" + e.m.AdminAddr() + "/admin/"
 	c := e.browser()
