@@ -177,3 +177,7 @@ func TestSCIMConformance(t *testing.T) {
 func TestSweepsConformance(t *testing.T) {
 	storetest.RunSweeps(t, func(t *testing.T) *Store { return open(t, pgtest.DSN(t), Options{}) })
 }
+
+func BenchmarkHotPath(b *testing.B) {
+	storetest.Benchmark(b, func(b *testing.B) store.Store { return open(b, pgtest.DSN(b), Options{}) })
+}

@@ -192,3 +192,7 @@ func TestSCIMConformance(t *testing.T) {
 func TestSweepsConformance(t *testing.T) {
 	storetest.RunSweeps(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
 }
+
+func BenchmarkHotPath(b *testing.B) {
+	storetest.Benchmark(b, func(b *testing.B) store.Store { return openTemp(b, "usher.db", Options{}) })
+}
