@@ -21,6 +21,20 @@ var ErrConflict = errors.New("store: conflict")
 // (idp, subject).
 var ErrUsernameTaken = errors.New("store: username bound to another identity")
 
+// ErrInvalid is returned for input no backend can store: a required field
+// left empty, a malformed key or cursor, text with a NUL byte or invalid
+// UTF-8 (which PostgreSQL refuses, so SQLite refuses it too). It is the
+// caller's mistake: sending the same input again fails again. Backends
+// refuse it before talking to the database.
+var ErrInvalid = errors.New("store: invalid input")
+
+// ErrUnavailable is returned when the database could not be reached or did
+// not answer in time (the store's bound or the caller's deadline, whichever
+// is sooner). The call may be retried later; a write that failed with it
+// may or may not have been applied, so retried writes must be idempotent,
+// as the Store's writes are.
+var ErrUnavailable = errors.New("store: database unavailable")
+
 // Binding ties an IdP identity to the app username derived from it.
 type Binding struct {
 	IdP       string
@@ -57,7 +71,11 @@ type AuditFilter struct {
 }
 
 // Store is implemented by every backend. Methods are safe for concurrent
-// use and honour context cancellation.
+// use and honour context cancellation. Every call is bounded: it returns by
+// the caller's deadline or the store's own timeout, whichever is sooner,
+// with ErrUnavailable when the database did not answer by then; a canceled
+// context gives an error wrapping context.Canceled. Text arguments with a
+// NUL byte or invalid UTF-8 are refused with ErrInvalid.
 type Store interface {
 	// Bind records that (b.IdP, b.Subject) owns b.Username, and returns the
 	// stored binding. It is idempotent. When the identity is already bound

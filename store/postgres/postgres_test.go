@@ -133,7 +133,7 @@ func TestBadDSNHidesPassword(t *testing.T) {
 func TestStatementTimeout(t *testing.T) {
 	s := open(t, pgtest.DSN(t), Options{StatementTimeout: 50 * time.Millisecond})
 	defer s.Close()
-	_, err := s.pool.Exec(context.Background(), "SELECT pg_sleep(1)")
+	_, err := s.db.ExecContext(context.Background(), "SELECT pg_sleep(1)")
 	if err == nil || !strings.Contains(err.Error(), "statement timeout") {
 		t.Fatalf("pg_sleep(1) with a 50ms statement_timeout = %v, want a statement timeout", err)
 	}
