@@ -25,7 +25,10 @@ var ErrUsernameTaken = errors.New("store: username bound to another identity")
 // left empty, a malformed key or cursor, text with a NUL byte or invalid
 // UTF-8 (which PostgreSQL refuses, so SQLite refuses it too). It is the
 // caller's mistake: sending the same input again fails again. Backends
-// refuse it before talking to the database.
+// refuse it before talking to the database. Free text that records what
+// happened elsewhere (Event.Detail, a job's last error, a sweep's reason)
+// is not refused but stored with such bytes replaced by U+FFFD, so that
+// another system's odd error message cannot lose the record.
 var ErrInvalid = errors.New("store: invalid input")
 
 // ErrUnavailable is returned when the database could not be reached or did
@@ -55,7 +58,7 @@ type Event struct {
 	App      string
 	Actor    string // who caused it: "login", "scim", "sweep", "admin:<name>"
 	Outcome  string // "ok", "refused", "error"
-	Detail   string // free text or JSON; never secrets
+	Detail   string // free text or JSON; never secrets. NUL and invalid UTF-8 are stored as U+FFFD
 }
 
 // AuditFilter selects events; zero fields match everything. Results are

@@ -129,13 +129,19 @@ func classify(err error) sqlstore.Fault {
 // opts.NoMigrate, migrates the schema. An unreachable server fails within
 // ConnectTimeout with an error naming host:port.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	db, name, h, err := connect(ctx, dsn, opts)
+	cc, name, err := parse(dsn, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := migrate(ctx, db, opts.Log, opts.NoMigrate); err != nil {
+	h := &health{}
+	db, err := connect(ctx, cc, name, int(cmp.Or(opts.MaxConns, 10)),
+		stdlib.OptionShouldPing(h.shouldPing), stdlib.OptionResetSession(h.reset))
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, cc, name, opts.Log, opts.NoMigrate); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("postgres %s: %w", name, err)
+		return nil, err
 	}
 	s := sqlstore.New(flavor, sqlstore.Config{
 		Name: name, Read: db, Write: db, Now: opts.Now, Timeout: opts.Timeout, Unavailable: h.fault,
@@ -146,18 +152,24 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // Migrate brings the schema of the database at dsn up to date. Replicas
 // running it at once take turns.
 func Migrate(ctx context.Context, dsn string) error {
-	db, name, _, err := connect(ctx, dsn, Options{})
+	cc, name, err := parse(dsn, Options{})
+	if err != nil {
+		return err
+	}
+	return migrate(ctx, cc, name, nil, false)
+}
+
+// migrate migrates (or, with check, checks) the schema through a pool of
+// its own, without the statement timeout: building an index on a large
+// table may take longer than any call should.
+func migrate(ctx context.Context, cc *pgx.ConnConfig, name string, log *slog.Logger, check bool) error {
+	cc = cc.Copy()
+	cc.RuntimeParams["statement_timeout"] = "0"
+	db, err := connect(ctx, cc, name, 2)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := migrate(ctx, db, nil, false); err != nil {
-		return fmt.Errorf("postgres %s: %w", name, err)
-	}
-	return nil
-}
-
-func migrate(ctx context.Context, db *sql.DB, log *slog.Logger, check bool) error {
 	what := "migrate"
 	if check {
 		what = "check schema"
@@ -167,19 +179,21 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger, check bool) erro
 		err = sqlstore.Migrate(ctx, db, goose.DialectPostgres, migrations.FS, log, check, goose.WithSessionLocker(locker))
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("postgres %s: %s: %w", name, what, err)
 	}
 	return nil
 }
 
-func connect(ctx context.Context, dsn string, opts Options) (*sql.DB, string, *health, error) {
+// parse reads the DSN and applies opts; name says where the database is,
+// for errors, without the password.
+func parse(dsn string, opts Options) (*pgx.ConnConfig, string, error) {
 	// pgxpool's parser, so that a DSN written for the pool (pool_max_conns)
 	// still parses; the pool is database/sql's.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact passwords only on a best-effort basis,
 		// and a malformed DSN is where that fails; keep them out.
-		return nil, "", nil, errors.New("postgres: cannot parse the DSN (details withheld: it may hold a password)")
+		return nil, "", errors.New("postgres: cannot parse the DSN (details withheld: it may hold a password)")
 	}
 	cc := cfg.ConnConfig
 	cc.ConnectTimeout = cmp.Or(opts.ConnectTimeout, 5*time.Second)
@@ -187,11 +201,13 @@ func connect(ctx context.Context, dsn string, opts Options) (*sql.DB, string, *h
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "usher"
 	}
-	name := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) + "/" + cc.Database
+	return cc, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) + "/" + cc.Database, nil
+}
 
-	h := &health{}
-	db := stdlib.OpenDB(*cc, stdlib.OptionShouldPing(h.shouldPing), stdlib.OptionResetSession(h.reset))
-	n := int(cmp.Or(opts.MaxConns, 10))
+// connect opens a pool of up to n connections and checks the server
+// answers.
+func connect(ctx context.Context, cc *pgx.ConnConfig, name string, n int, opts ...stdlib.OptionOpenDB) (*sql.DB, error) {
+	db := stdlib.OpenDB(*cc, opts...)
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	db.SetConnMaxLifetime(time.Hour)
@@ -201,14 +217,14 @@ func connect(ctx context.Context, dsn string, opts Options) (*sql.DB, string, *h
 		switch {
 		case errors.As(err, new(*pgconn.PgError)):
 			// The server answered: wrong user, password or database.
-			return nil, "", nil, fmt.Errorf("postgres %s: connect: %w", name, err)
+			return nil, fmt.Errorf("postgres %s: connect: %w", name, err)
 		case ctx.Err() != nil:
-			return nil, "", nil, fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
+			return nil, fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
 		default:
-			return nil, "", nil, fmt.Errorf("postgres %s: database unreachable: %w: %w", name, store.ErrUnavailable, err)
+			return nil, fmt.Errorf("postgres %s: database unreachable: %w: %w", name, store.ErrUnavailable, err)
 		}
 	}
-	return db, name, h, nil
+	return db, nil
 }
 
 // health decides which pooled connections to check before reuse.

@@ -146,7 +146,7 @@ func (s *Store) Append(ctx context.Context, events ...store.Event) (err error) {
 		if e.Time.IsZero() {
 			e.Time = now
 		}
-		rows[i] = []any{s.ts(e.Time), e.Action, e.IdP, e.Subject, e.Username, e.App, e.Actor, e.Outcome, e.Detail}
+		rows[i] = []any{s.ts(e.Time), e.Action, e.IdP, e.Subject, e.Username, e.App, e.Actor, e.Outcome, scrub(e.Detail)}
 	}
 	return s.insertRows(ctx,
 		`INSERT INTO audit (time, action, idp, subject, username, app, actor, outcome, detail) VALUES `, ``, rows)

@@ -273,7 +273,7 @@ func (s *Store) Retry(ctx context.Context, id int64, owner string, notBefore tim
 		UPDATE jobs SET attempts = attempts + 1, not_before = ?, last_error = ?, failed_at = ?,
 		       updated_at = ?, owner = '', lease_until = ?
 		WHERE id = ? AND owner = ?`,
-		s.ts(notBefore), lastErr, now, now, s.ts(unleased), id, owner)
+		s.ts(notBefore), scrub(lastErr), now, now, s.ts(unleased), id, owner)
 	if err == nil && n == 0 {
 		err = errNotHeld(id, owner)
 	}

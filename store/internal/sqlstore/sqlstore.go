@@ -164,7 +164,7 @@ func (s *Store) call(ctx context.Context, errp *error, format string, args ...an
 	return ctx, func() {
 		if *errp != nil {
 			// Before cancel: classify reads why ctx ended.
-			*errp = fmt.Errorf("%s: %s: %w", s.name, fmt.Sprintf(format, args...), s.classify(ctx, *errp))
+			*errp = fmt.Errorf("%s: %s: %w", s.name, escape(fmt.Sprintf(format, args...)), s.classify(ctx, *errp))
 		}
 		cancel()
 	}
@@ -218,15 +218,52 @@ func invalid(format string, args ...any) error {
 // temporary.
 func text(ss ...string) error {
 	for _, v := range ss {
+		if isText(v) {
+			continue
+		}
 		if strings.IndexByte(v, 0) >= 0 {
-			return invalid("%q contains a NUL byte", v)
+			return invalid("%s contains a NUL byte", strconv.QuoteToASCII(v))
 		}
 		if !utf8.ValidString(v) {
-			return invalid("%q is not valid UTF-8", v)
+			return invalid("%s is not valid UTF-8", strconv.QuoteToASCII(v))
 		}
 	}
 	return nil
 }
+
+// scrub makes free text (an audit event's Detail, a job's last error, a
+// sweep's reason) storable instead of refusing it: these carry other
+// systems' error messages, which may hold any bytes, and refusing them
+// would lose the record. NUL and invalid UTF-8 become U+FFFD, the same in
+// every backend.
+func scrub(v string) string {
+	if isText(v) {
+		return v
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(v, "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// escape shows the bytes text refuses as \xNN, so that an error naming
+// refused input is itself text a caller can log or audit.
+func escape(v string) string {
+	if isText(v) {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); {
+		r, n := utf8.DecodeRuneInString(v[i:])
+		if r == 0 || (r == utf8.RuneError && n == 1) {
+			fmt.Fprintf(&b, "\\x%02x", v[i])
+		} else {
+			b.WriteString(v[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// isText reports whether text accepts v.
+func isText(v string) bool { return strings.IndexByte(v, 0) < 0 && utf8.ValidString(v) }
 
 // checkArgs applies text to every string argument of a statement.
 func checkArgs(args []any) error {

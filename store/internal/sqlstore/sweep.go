@@ -42,7 +42,7 @@ func (s *Store) StartSweep(ctx context.Context, r store.SweepRun) (id int64, err
 		INSERT INTO sweep_runs (policy, dry_run, started, finished, state, planned, applied, failed, reason, plan)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		r.Policy, r.DryRun, s.ts(s.orNow(r.Started)), s.nullTS(r.Finished), r.State,
-		r.Planned, r.Applied, r.Failed, r.Reason, blob(r.Plan)).Scan(&id)
+		r.Planned, r.Applied, r.Failed, scrub(r.Reason), blob(r.Plan)).Scan(&id)
 	return id, err
 }
 
@@ -58,7 +58,7 @@ func (s *Store) FinishSweep(ctx context.Context, r store.SweepRun) (err error) {
 	return affected(s.exec(ctx, s.write, `
 		UPDATE sweep_runs SET planned = ?, applied = ?, failed = ?, state = ?, reason = ?, finished = ?
 		WHERE id = ?`,
-		r.Planned, r.Applied, r.Failed, r.State, r.Reason, s.ts(s.orNow(r.Finished)), r.ID))
+		r.Planned, r.Applied, r.Failed, r.State, scrub(r.Reason), s.ts(s.orNow(r.Finished)), r.ID))
 }
 
 // SweepRuns implements store.Sweeps, newest (highest ID) first; limit <= 0
