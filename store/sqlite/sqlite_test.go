@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -195,4 +197,42 @@ func TestSweepsConformance(t *testing.T) {
 
 func BenchmarkHotPath(b *testing.B) {
 	storetest.Benchmark(b, func(b *testing.B) store.Store { return openTemp(b, "usher.db", Options{}) })
+}
+
+// A file another process holds locked does not hold a caller past the
+// store's bound: the call fails with ErrUnavailable, and works once the
+// lock is gone.
+func TestLockedFileTimesOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "usher.db")
+	const bound = 300 * time.Millisecond
+	s, err := Open(ctx, path, Options{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, `DELETE FROM leases`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.Bind(ctx, store.Binding{IdP: "okta", Subject: "1", Username: "alice"})
+	if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || took > 10*bound {
+		t.Fatalf("Bind while another process writes = %v after %v, want ErrUnavailable after about %v", err, took, bound)
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Bind(ctx, store.Binding{IdP: "okta", Subject: "1", Username: "alice"}); err != nil {
+		t.Fatalf("Bind after the lock is gone: %v", err)
+	}
 }
