@@ -108,6 +108,7 @@ func TestDefaults(t *testing.T) {
 		{"idle_timeout", c.Session.IdleTimeout, 8 * time.Hour},
 		{"absolute_timeout", c.Session.AbsoluteTimeout, 24 * time.Hour},
 		{"flow_timeout", c.Session.FlowTimeout, 10 * time.Minute},
+		{"store.timeout", c.Store.Timeout, 5 * time.Second},
 	}
 	for _, d := range durs {
 		if d.got != d.want {
