@@ -19,7 +19,7 @@ const bound = time.Second
 // throughProxy opens a store on a fresh database through a fault proxy.
 func throughProxy(t *testing.T) (*Store, *netfault.Proxy) {
 	t.Helper()
-	dsn := pgtest.DSN(t)
+	dsn := pgtest.Migrated(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)

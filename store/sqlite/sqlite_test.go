@@ -26,6 +26,7 @@ func openTemp(t testing.TB, name string, opts Options) *Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return openTemp(t, "usher.db", Options{})
 	})
@@ -33,6 +34,7 @@ func TestConformance(t *testing.T) {
 
 // A file name SQLite would read as URI syntax must still name that file.
 func TestOddPath(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a?b#c%20d.db")
 	s, err := Open(context.Background(), path, Options{})
@@ -49,6 +51,7 @@ func TestOddPath(t *testing.T) {
 }
 
 func TestReopenKeepsData(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	s, err := Open(ctx, path, Options{})
@@ -78,6 +81,7 @@ func TestReopenKeepsData(t *testing.T) {
 }
 
 func TestNoMigrateRefusesOldSchema(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	_, err := Open(context.Background(), path, Options{NoMigrate: true})
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "usher migrate") {
@@ -94,6 +98,7 @@ func TestNoMigrateRefusesOldSchema(t *testing.T) {
 }
 
 func TestOpenUnwritable(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "missing", "dir", "usher.db")
 	_, err := Open(context.Background(), path, Options{})
 	if err == nil || !strings.Contains(err.Error(), path) {
@@ -102,6 +107,7 @@ func TestOpenUnwritable(t *testing.T) {
 }
 
 func TestInjectedClock(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	s := openTemp(t, "usher.db", Options{Now: func() time.Time { return at }})
 	defer s.Close()
@@ -150,6 +156,7 @@ func benchLogin(b *testing.B, s store.Store) {
 // restart overlapping the old process) wait for each other's locks through
 // busy_timeout instead of failing with SQLITE_BUSY.
 func TestTwoHandlesOneFile(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	var handles [2]*Store
@@ -188,10 +195,12 @@ func TestTwoHandlesOneFile(t *testing.T) {
 }
 
 func TestSCIMConformance(t *testing.T) {
+	t.Parallel()
 	storetest.RunSCIM(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
 }
 
 func TestSweepsConformance(t *testing.T) {
+	t.Parallel()
 	storetest.RunSweeps(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
 }
 

@@ -43,6 +43,7 @@ type clockedTest[S any] struct {
 func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Time) S, tests []clockedTest[S]) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // every test has a database of its own
 			clock := &suiteClock{now: base}
 			s := open(t, clock.Now)
 			t.Cleanup(func() {

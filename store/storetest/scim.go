@@ -44,6 +44,7 @@ func RunSCIM[S interface {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // every test has a database of its own
 			s := open(t)
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {

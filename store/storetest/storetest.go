@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // every test has a database of its own
 			s := open(t)
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {
