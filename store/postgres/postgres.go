@@ -1,5 +1,5 @@
 // Package postgres is the store.Store that several usher replicas share:
-// PostgreSQL through pgx (its database/sql adapter), schema managed by goose
+// PostgreSQL through a pgx connection pool, schema managed by goose
 // migrations embedded in the binary (the same versions as store/sqlite).
 // The statements are store/internal/sqlstore's, shared with store/sqlite;
 // this package connects and says how PostgreSQL differs.
@@ -19,8 +19,6 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +64,7 @@ type Options struct {
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	*sqlstore.Store
-	db *sql.DB
+	pool *pgxpool.Pool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -83,7 +81,6 @@ var flavor = sqlstore.Flavor{
 	Bytewise:        ` COLLATE "C"`,
 	JSONEach:        "json_array_elements_text(CAST(CAST(? AS text) AS json))",
 	JSONAgg:         "json_agg",
-	Snapshot:        &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
 	Classify:        classify,
 }
 
@@ -129,47 +126,56 @@ func classify(err error) sqlstore.Fault {
 // opts.NoMigrate, migrates the schema. An unreachable server fails within
 // ConnectTimeout with an error naming host:port.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	cc, name, err := parse(dsn, opts)
+	cfg, name, err := parse(dsn, opts)
 	if err != nil {
 		return nil, err
 	}
 	h := &health{}
-	db, err := connect(ctx, cc, name, int(cmp.Or(opts.MaxConns, 10)),
-		stdlib.OptionShouldPing(h.shouldPing), stdlib.OptionResetSession(h.reset))
+	cfg.MaxConns = cmp.Or(opts.MaxConns, 10)
+	cfg.ShouldPing = h.shouldPing
+	cfg.PrepareConn = h.prepare
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
+		return nil, fmt.Errorf("postgres %s: open pool: %w", name, err)
+	}
+	if err := reachable(ctx, p.Ping(ctx), name); err != nil {
+		p.Close()
 		return nil, err
 	}
-	if err := migrate(ctx, cc, name, opts.Log, opts.NoMigrate); err != nil {
-		db.Close()
+	if err := migrate(ctx, cfg.ConnConfig, name, opts.Log, opts.NoMigrate); err != nil {
+		p.Close()
 		return nil, err
 	}
+	db := pool{p}
 	s := sqlstore.New(flavor, sqlstore.Config{
 		Name: name, Read: db, Write: db, Now: opts.Now, Timeout: opts.Timeout, Unavailable: h.fault,
 	})
-	return &Store{Store: s, db: db}, nil
+	return &Store{Store: s, pool: p}, nil
 }
 
 // Migrate brings the schema of the database at dsn up to date. Replicas
 // running it at once take turns.
 func Migrate(ctx context.Context, dsn string) error {
-	cc, name, err := parse(dsn, Options{})
+	cfg, name, err := parse(dsn, Options{})
 	if err != nil {
 		return err
 	}
-	return migrate(ctx, cc, name, nil, false)
+	return migrate(ctx, cfg.ConnConfig, name, nil, false)
 }
 
-// migrate migrates (or, with check, checks) the schema through a pool of
-// its own, without the statement timeout: building an index on a large
-// table may take longer than any call should.
+// migrate migrates (or, with check, checks) the schema through a
+// database/sql pool of its own, as goose wants, without the statement
+// timeout: building an index on a large table may take longer than any
+// call should.
 func migrate(ctx context.Context, cc *pgx.ConnConfig, name string, log *slog.Logger, check bool) error {
 	cc = cc.Copy()
 	cc.RuntimeParams["statement_timeout"] = "0"
-	db, err := connect(ctx, cc, name, 2)
-	if err != nil {
+	db := stdlib.OpenDB(*cc)
+	defer db.Close()
+	db.SetMaxOpenConns(2)
+	if err := reachable(ctx, db.PingContext(ctx), name); err != nil {
 		return err
 	}
-	defer db.Close()
 	what := "migrate"
 	if check {
 		what = "check schema"
@@ -186,9 +192,7 @@ func migrate(ctx context.Context, cc *pgx.ConnConfig, name string, log *slog.Log
 
 // parse reads the DSN and applies opts; name says where the database is,
 // for errors, without the password.
-func parse(dsn string, opts Options) (*pgx.ConnConfig, string, error) {
-	// pgxpool's parser, so that a DSN written for the pool (pool_max_conns)
-	// still parses; the pool is database/sql's.
+func parse(dsn string, opts Options) (*pgxpool.Config, string, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact passwords only on a best-effort basis,
@@ -201,30 +205,22 @@ func parse(dsn string, opts Options) (*pgx.ConnConfig, string, error) {
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "usher"
 	}
-	return cc, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) + "/" + cc.Database, nil
+	return cfg, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) + "/" + cc.Database, nil
 }
 
-// connect opens a pool of up to n connections and checks the server
-// answers.
-func connect(ctx context.Context, cc *pgx.ConnConfig, name string, n int, opts ...stdlib.OptionOpenDB) (*sql.DB, error) {
-	db := stdlib.OpenDB(*cc, opts...)
-	db.SetMaxOpenConns(n)
-	db.SetMaxIdleConns(n)
-	db.SetConnMaxLifetime(time.Hour)
-	db.SetConnMaxIdleTime(30 * time.Minute)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		switch {
-		case errors.As(err, new(*pgconn.PgError)):
-			// The server answered: wrong user, password or database.
-			return nil, fmt.Errorf("postgres %s: connect: %w", name, err)
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
-		default:
-			return nil, fmt.Errorf("postgres %s: database unreachable: %w: %w", name, store.ErrUnavailable, err)
-		}
+// reachable explains a failed first ping.
+func reachable(ctx context.Context, err error, name string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, new(*pgconn.PgError)):
+		// The server answered: wrong user, password or database.
+		return fmt.Errorf("postgres %s: connect: %w", name, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
+	default:
+		return fmt.Errorf("postgres %s: database unreachable: %w: %w", name, store.ErrUnavailable, err)
 	}
-	return db, nil
 }
 
 // health decides which pooled connections to check before reuse.
@@ -238,19 +234,17 @@ func (h *health) fault() { h.lastFault.Store(time.Now().UnixNano()) }
 // shouldPing pings a connection idle for over a second (pgx's default) or
 // last handed out before the latest fault: it may have died with the
 // others.
-func (h *health) shouldPing(_ context.Context, p stdlib.ShouldPingParams) bool {
+func (h *health) shouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
 	return p.IdleDuration > time.Second || time.Now().Add(-p.IdleDuration).UnixNano() <= h.lastFault.Load()
 }
 
-// reset runs on every reuse: a connection the server closed, or spoke on,
-// while it sat idle gets pinged, so a restarted server's dead connections
-// are dropped (database/sql then takes another) instead of failing the
-// next statement.
-func (h *health) reset(ctx context.Context, c *pgx.Conn) error {
+// prepare runs on every acquire: a connection the server closed, or spoke
+// on, while it sat idle gets pinged, so a restarted server's dead
+// connections are dropped (the pool then takes another) instead of
+// failing the next statement.
+func (h *health) prepare(ctx context.Context, c *pgx.Conn) (bool, error) {
 	if readable(c.PgConn().Conn()) {
-		if err := c.PgConn().Ping(ctx); err != nil {
-			return driver.ErrBadConn
-		}
+		return c.PgConn().Ping(ctx) == nil, nil
 	}
-	return nil
+	return true, nil
 }

@@ -147,7 +147,7 @@ func TestStatementTimeout(t *testing.T) {
 	t.Parallel()
 	s := open(t, pgtest.Migrated(t), Options{StatementTimeout: 50 * time.Millisecond})
 	defer s.Close()
-	_, err := s.db.ExecContext(context.Background(), "SELECT pg_sleep(1)")
+	_, err := s.pool.Exec(context.Background(), "SELECT pg_sleep(1)")
 	if err == nil || !strings.Contains(err.Error(), "statement timeout") {
 		t.Fatalf("pg_sleep(1) with a 50ms statement_timeout = %v, want a statement timeout", err)
 	}

@@ -64,8 +64,6 @@ var flavor = sqlstore.Flavor{
 	Time:     func(t time.Time) any { return t.UnixMilli() },
 	JSONEach: "json_each(?)",
 	JSONAgg:  "json_group_array",
-	// A read transaction in WAL mode reads one snapshot.
-	Snapshot: &sql.TxOptions{ReadOnly: true},
 	Classify: classify,
 }
 
@@ -188,7 +186,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	s := sqlstore.New(flavor, sqlstore.Config{
-		Name: path, Read: read, Write: write, Now: opts.Now, Timeout: opts.Timeout,
+		Name: path, Now: opts.Now, Timeout: opts.Timeout,
+		// A read transaction in WAL mode reads one snapshot.
+		Read:  sqlstore.SQL(read, &sql.TxOptions{ReadOnly: true}),
+		Write: sqlstore.SQL(write, nil),
 	})
 	return &Store{Store: s, read: read}, nil
 }

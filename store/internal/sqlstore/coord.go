@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/usherhq/usher/store"
@@ -27,7 +26,7 @@ func (s *Store) SeenOnce(ctx context.Context, key string, expires time.Time) (re
 		return false, err
 	}
 	now := s.ts(s.now())
-	err = s.tx(ctx, s.write, nil, func(tx *sql.Tx) error {
+	err = s.tx(ctx, s.write, false, func(tx Querier) error {
 		// Prune first: a failure then records nothing, and the caller's
 		// retry is not mistaken for a replay. Skipping locked rows keeps
 		// replicas pruning at once from queueing on each other; the outer
@@ -68,7 +67,7 @@ func (s *Store) Revoke(ctx context.Context, r store.Revocation) (seq int64, err 
 		return 0, err
 	}
 	now := s.now()
-	err = s.tx(ctx, s.write, nil, func(tx *sql.Tx) error {
+	err = s.tx(ctx, s.write, false, func(tx Querier) error {
 		if s.f.LockRevocations != "" {
 			if _, err := s.exec(ctx, tx, s.f.LockRevocations); err != nil {
 				return err

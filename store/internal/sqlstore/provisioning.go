@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -240,7 +239,7 @@ func (s *Store) Complete(ctx context.Context, id int64, owner string) (err error
 	if owner == "" {
 		return invalid("owner is required")
 	}
-	return s.tx(ctx, s.write, nil, func(tx *sql.Tx) error {
+	return s.tx(ctx, s.write, false, func(tx Querier) error {
 		// An Enqueue racing with the DELETE either bumped the generation
 		// first (the DELETE, rechecking the locked row, then skips it) or
 		// waits for it and inserts a fresh job: the newest payload

@@ -64,8 +64,8 @@ func affected(n int64, err error) error {
 
 // page counts with countQuery and, when limit > 0 and there is anything,
 // reads the page with fn, both in one snapshot, so they agree.
-func (s *Store) page(ctx context.Context, countQuery, idp string, limit int, fn func(*sql.Tx) error) (total int, err error) {
-	err = s.tx(ctx, s.read, s.f.Snapshot, func(tx *sql.Tx) error {
+func (s *Store) page(ctx context.Context, countQuery, idp string, limit int, fn func(Querier) error) (total int, err error) {
+	err = s.tx(ctx, s.read, true, func(tx Querier) error {
 		if err := s.row(ctx, tx, countQuery, idp).Scan(&total); err != nil || limit == 0 || total == 0 {
 			return err
 		}
@@ -151,7 +151,7 @@ func (s *Store) SCIMUsers(ctx context.Context, idp string, offset, limit int) (u
 	ctx, end := s.call(ctx, &err, "scim users of %s [%d+%d]", idp, offset, limit)
 	defer end()
 	offset, limit = scimPage(offset, limit)
-	total, err = s.page(ctx, `SELECT count(*) FROM scim_users WHERE idp = ?`, idp, limit, func(tx *sql.Tx) error {
+	total, err = s.page(ctx, `SELECT count(*) FROM scim_users WHERE idp = ?`, idp, limit, func(tx Querier) error {
 		rows, err := s.query(ctx, tx,
 			`SELECT `+scimUserCols+` FROM scim_users WHERE idp = ? ORDER BY id LIMIT ? OFFSET ?`, idp, limit, offset)
 		users, err = collect(rows, err, scanSCIMUser)
@@ -168,7 +168,7 @@ func (s *Store) SCIMUsers(ctx context.Context, idp string, offset, limit int) (u
 func (s *Store) DeleteSCIMUser(ctx context.Context, idp, id string) (err error) {
 	ctx, end := s.call(ctx, &err, "delete scim user %s/%s", idp, id)
 	defer end()
-	return s.tx(ctx, s.write, nil, func(tx *sql.Tx) error {
+	return s.tx(ctx, s.write, false, func(tx Querier) error {
 		if _, err := s.exec(ctx, tx, `
 			UPDATE scim_groups SET version = version + 1, updated = ?
 			WHERE idp = ? AND id IN (SELECT group_id FROM scim_members WHERE idp = ? AND user_id = ?)`,
@@ -228,7 +228,7 @@ func (s *Store) PutSCIMGroup(ctx context.Context, g store.SCIMGroup) (err error)
 	}
 	created, updated := s.ts(s.orNow(g.Created)), s.ts(s.orNow(g.Updated))
 	return scimRetry(func() error {
-		return s.tx(ctx, s.write, nil, func(tx *sql.Tx) error {
+		return s.tx(ctx, s.write, false, func(tx Querier) error {
 			_, err := s.exec(ctx, tx, `
 				INSERT INTO scim_groups (idp, id, external_id, display_name, display_name_key, created, updated, version)
 				VALUES (?, ?, ?, ?, ?, ?, ?, 1)
@@ -304,7 +304,7 @@ func (s *Store) SCIMGroups(ctx context.Context, idp string, offset, limit int) (
 	ctx, end := s.call(ctx, &err, "scim groups of %s [%d+%d]", idp, offset, limit)
 	defer end()
 	offset, limit = scimPage(offset, limit)
-	total, err = s.page(ctx, `SELECT count(*) FROM scim_groups WHERE idp = ?`, idp, limit, func(tx *sql.Tx) error {
+	total, err = s.page(ctx, `SELECT count(*) FROM scim_groups WHERE idp = ?`, idp, limit, func(tx Querier) error {
 		rows, err := s.query(ctx, tx,
 			`SELECT `+s.scimGroupCols()+` FROM scim_groups g WHERE g.idp = ? ORDER BY g.id LIMIT ? OFFSET ?`, idp, limit, offset)
 		groups, err = collect(rows, err, scanSCIMGroup)

@@ -1,8 +1,9 @@
 // Package sqlstore is the one implementation of store.Store that
-// store/sqlite and store/postgres share, written against database/sql.
-// What differs between the two databases (placeholders, row locking, how a
-// time is stored, a few SQL functions, what their errors mean) is a Flavor
-// the backend hands to New. Argument checks, defaults, deadlines, error
+// store/sqlite and store/postgres share, written against a small DB
+// interface each backend fills with its driver's own pool (database/sql
+// for SQLite, pgx for PostgreSQL). What differs between the two databases
+// (placeholders, row locking, how a time is stored, a few SQL functions,
+// what their errors mean) is a Flavor the backend hands to New. Argument checks, defaults, deadlines, error
 // mapping and every statement live here once: a new Store method is
 // written here, in SQL both databases speak, and reaches for the Flavor
 // only where they differ.
@@ -56,9 +57,6 @@ type Flavor struct {
 	JSONEach string
 	// JSONAgg aggregates a text column into a JSON array (NULL over no rows).
 	JSONAgg string
-	// Snapshot begins a read-only transaction whose statements all see the
-	// same data.
-	Snapshot *sql.TxOptions
 	// Classify tells apart the driver errors the store maps.
 	Classify func(error) Fault
 }
@@ -95,7 +93,7 @@ type Config struct {
 	Name string
 	// Read and Write are the pools for reads and for writes; they may be
 	// the same. Close closes them.
-	Read, Write *sql.DB
+	Read, Write DB
 	// Now is the clock for defaulted timestamps; nil means time.Now.
 	Now func() time.Time
 	// Timeout bounds every call when the caller's context allows longer;
@@ -113,7 +111,7 @@ const DefaultTimeout = 5 * time.Second
 type Store struct {
 	f           Flavor
 	name        string
-	read, write *sql.DB
+	read, write DB
 	now         func() time.Time
 	timeout     time.Duration
 	unavailable func()
@@ -148,10 +146,10 @@ func (s *Store) Close() error {
 func (s *Store) Ping(ctx context.Context) (err error) {
 	ctx, end := s.call(ctx, &err, "ping")
 	defer end()
-	if err := s.write.PingContext(ctx); err != nil || s.read == s.write {
+	if err := s.write.Ping(ctx); err != nil || s.read == s.write {
 		return err
 	}
-	return s.read.PingContext(ctx)
+	return s.read.Ping(ctx)
 }
 
 // call starts a store call. The context it returns is bounded by the
@@ -335,13 +333,6 @@ func (c timeCol) Scan(v any) error {
 	return nil
 }
 
-// querier is a pool or a transaction.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // scanner is a row to scan.
 type scanner interface{ Scan(dest ...any) error }
 
@@ -351,36 +342,32 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 // exec runs a statement and returns how many rows it changed.
-func (s *Store) exec(ctx context.Context, q querier, query string, args ...any) (int64, error) {
+func (s *Store) exec(ctx context.Context, q Querier, query string, args ...any) (int64, error) {
 	if err := checkArgs(args); err != nil {
 		return 0, err
 	}
-	res, err := q.ExecContext(ctx, s.sql(query), args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return q.Exec(ctx, s.sql(query), args...)
 }
 
 // query runs a statement that returns rows.
-func (s *Store) query(ctx context.Context, q querier, query string, args ...any) (*sql.Rows, error) {
+func (s *Store) query(ctx context.Context, q Querier, query string, args ...any) (Rows, error) {
 	if err := checkArgs(args); err != nil {
 		return nil, err
 	}
-	return q.QueryContext(ctx, s.sql(query), args...)
+	return q.Query(ctx, s.sql(query), args...)
 }
 
 // row runs a statement that returns at most one row; no row scans as
 // sql.ErrNoRows, which the call reports as store.ErrNotFound.
-func (s *Store) row(ctx context.Context, q querier, query string, args ...any) scanner {
+func (s *Store) row(ctx context.Context, q Querier, query string, args ...any) scanner {
 	if err := checkArgs(args); err != nil {
 		return errRow{err}
 	}
-	return q.QueryRowContext(ctx, s.sql(query), args...)
+	return q.QueryRow(ctx, s.sql(query), args...)
 }
 
 // collect scans every row of a query; no rows is a nil slice.
-func collect[T any](rows *sql.Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
+func collect[T any](rows Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -396,18 +383,21 @@ func collect[T any](rows *sql.Rows, err error, scan func(scanner) (T, error)) ([
 	return out, rows.Err()
 }
 
-// tx runs fn in a transaction on db, committing when fn succeeds. A
-// failed commit is never retried: it may have been applied.
-func (s *Store) tx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, opts)
+// tx runs fn in a transaction on db, a snapshot one when asked,
+// committing when fn succeeds. A failed commit is never retried: it may
+// have been applied.
+func (s *Store) tx(ctx context.Context, db DB, snapshot bool, fn func(Querier) error) error {
+	tx, err := db.Begin(ctx, snapshot)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	// After a commit this does nothing; past the deadline, pgx drops the
+	// connection rather than wait.
+	defer tx.Rollback(ctx)
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return tx.Commit(ctx)
 }
 
 // maxRows bounds the rows of one multi-row INSERT, far below either
@@ -424,7 +414,7 @@ func (s *Store) insertRows(ctx context.Context, head, tail string, rows [][]any)
 		}
 	}
 	tuple := "(?" + strings.Repeat(", ?", len(rows[0])-1) + ")"
-	insert := func(q querier) error {
+	insert := func(q Querier) error {
 		for start := 0; start < len(rows); start += maxRows {
 			chunk := rows[start:min(start+maxRows, len(rows))]
 			var b strings.Builder
@@ -447,7 +437,7 @@ func (s *Store) insertRows(ctx context.Context, head, tail string, rows [][]any)
 	if len(rows) <= maxRows {
 		return insert(s.write) // one statement is one transaction
 	}
-	return s.tx(ctx, s.write, nil, func(tx *sql.Tx) error { return insert(tx) })
+	return s.tx(ctx, s.write, false, func(tx Querier) error { return insert(tx) })
 }
 
 // sql rewrites a statement's ? placeholders for the flavor. Statements

@@ -125,7 +125,7 @@ func (s *Store) Bindings(ctx context.Context, after string, limit int) (bs []sto
 	c := s.f.Bytewise
 	// Two statements rather than "? = '' OR (...)", so each walks the
 	// index.
-	var rows *sql.Rows
+	var rows Rows
 	if after == "" {
 		rows, err = s.query(ctx, s.read, `
 			SELECT `+bindingCols+` FROM bindings
