@@ -1,7 +1,9 @@
 // Package store is usher's persistence: identity bindings, logins and the
 // audit log. Implementations live in store/sqlite (the embedded default)
-// and store/postgres (shared by several replicas); store/storetest is the
-// conformance suite every implementation passes.
+// and store/postgres (shared by several replicas), which open their
+// database and describe its dialect; the statements are written once, in
+// store/internal/sqlstore, so a new method is one implementation there.
+// store/storetest is the conformance suite every implementation passes.
 package store
 
 import (
