@@ -118,6 +118,10 @@ type Store struct {
 	MaxConns int `yaml:"max_conns"`
 	// StatementTimeout bounds every PostgreSQL statement (default 5s).
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// Timeout bounds every store call on usher's side, SQLite or
+	// PostgreSQL (default 5s): a database that accepts connections but
+	// never answers fails the call instead of holding a login or a push.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Headers are the trusted identity headers usher sets on proxied requests.

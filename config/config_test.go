@@ -110,6 +110,7 @@ func TestDefaults(t *testing.T) {
 		{"absolute_timeout", c.Session.AbsoluteTimeout, 24 * time.Hour},
 		{"flow_timeout", c.Session.FlowTimeout, 10 * time.Minute},
 		{"server.body_read_timeout", c.Server.BodyReadTimeout, time.Minute},
+		{"store.timeout", c.Store.Timeout, 5 * time.Second},
 	}
 	for _, d := range durs {
 		if d.got != d.want {

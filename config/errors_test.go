@@ -205,6 +205,10 @@ idps: [{id: okta, type: oidc}]
 			{"idps", 0, 0, "at least one identity provider"},
 		},
 	}, {
+		name: "negative store timeout",
+		src:  base + "store:\n  timeout: -1s\n",
+		want: []wantErr{{"store.timeout", 14, 3, "must not be negative"}},
+	}, {
 		name: "sqlite with dsn",
 		src:  base + "store:\n  dsn: postgres://x\n",
 		want: []wantErr{{"store.dsn", 14, 3, "only for driver postgres"}},

@@ -135,6 +135,7 @@ func applyDefaults(c *Config) {
 	if c.Store.Driver == "sqlite" && c.Store.Path == "" {
 		c.Store.Path = strings.TrimSuffix(c.Server.DataDir, "/") + "/usher.db"
 	}
+	durationDefault(&c.Store.Timeout, 5*time.Second)
 
 	setDefault(&c.Headers.Username, "X-Remote-User")
 	setDefault(&c.Headers.Email, "X-Remote-Email")

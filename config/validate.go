@@ -191,6 +191,9 @@ func (v *validator) store() {
 	if v.c.Store.MaxConns < 0 {
 		v.errorf("store.max_conns", "must not be negative")
 	}
+	if v.c.Store.Timeout < 0 {
+		v.errorf("store.timeout", "must not be negative")
+	}
 }
 
 func (v *validator) headers() {

@@ -108,7 +108,7 @@ type Provisioning interface {
 	// it was claimed (newer payload) is kept and released instead.
 	Complete(ctx context.Context, id int64, owner string) error
 	// Retry releases a job for another attempt at notBefore, recording
-	// the error and counting the attempt.
+	// the error (free text, see ErrInvalid) and counting the attempt.
 	Retry(ctx context.Context, id int64, owner string, notBefore time.Time, lastErr string) error
 	// Queue returns depth, oldest job and recent errors.
 	Queue(ctx context.Context) (QueueStats, error)

@@ -417,13 +417,14 @@ func openStore(ctx context.Context, c config.Store) (store.Store, error) {
 		}
 		s, err := postgres.Open(ctx, dsn, postgres.Options{
 			NoMigrate: c.Migrate == "manual", MaxConns: int32(c.MaxConns), StatementTimeout: c.StatementTimeout,
+			Timeout: c.Timeout,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		return s, nil
 	default:
-		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual"})
+		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual", Timeout: c.Timeout})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
