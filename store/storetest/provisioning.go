@@ -72,6 +72,8 @@ func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time)
 		{"CompleteRetry", testCompleteRetry},
 		{"CompleteAfterReenqueue", testCompleteAfterReenqueue},
 		{"QueueStats", testQueueStats},
+		{"IntendAndDeadOwners", testIntend},
+		{"WakeAnApp", testWake},
 		{"ConcurrentClaim", testConcurrentClaim},
 		{"ProvisioningContextCanceled", testProvisioningCanceled},
 		{"Profile", testProfile},
@@ -637,6 +639,104 @@ func testQueueStats(t *testing.T, s store.Provisioning, clock *suiteClock) {
 	}
 	if st.Depth != 12 || !slices.Equal(got, want) {
 		t.Fatalf("Queue = depth %d, errors %v; want 12, %v", st.Depth, got, want)
+	}
+}
+
+// testIntend: a change recorded before its owner works on it is not
+// picked up by anyone else while the owner lives, is its own to finish,
+// and is free at once when the owner's heartbeat has run out.
+func testIntend(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	job := store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte(`{"v":1}`)}
+	id, err := s.Intend(ctx, job, "a", time.Minute)
+	if err != nil {
+		t.Fatalf("Intend: %v", err)
+	}
+	if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("another owner claimed an intended job: %+v", got)
+	}
+	if err := s.Complete(ctx, id, "a"); err != nil {
+		t.Fatalf("Complete by its owner: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 0 {
+		t.Fatalf("depth %d after Complete", st.Depth)
+	}
+
+	// A queued change for the same person: the intent takes it over with
+	// the newer payload.
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "bob", Payload: []byte(`{"v":1}`)})
+	id, err = s.Intend(ctx, store.Job{Kind: "reconcile", App: "jira", Key: "bob", Payload: []byte(`{"v":2}`)}, "a", time.Minute)
+	if err != nil {
+		t.Fatalf("Intend over a queued job: %v", err)
+	}
+	if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("claimed while intended: %+v", got)
+	}
+
+	// The owner dies. Without a heartbeat, its jobs wait for the lease.
+	if c, ok := s.(interface {
+		Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	}); ok {
+		if held, err := c.Lease(ctx, "replica:a", "a", 10*time.Second); err != nil || !held {
+			t.Fatalf("heartbeat: %v %v", held, err)
+		}
+		clock.Add(5 * time.Second)
+		if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+			t.Fatalf("claimed while the owner's heartbeat runs: %+v", got)
+		}
+		clock.Add(6 * time.Second) // heartbeat over, lease still running
+		got := claim(t, s, "b", clock.Now(), 10, time.Minute)
+		if len(got) != 1 || got[0].ID != id || string(got[0].Payload) != `{"v":2}` {
+			t.Fatalf("after the owner's heartbeat ran out: %+v, want job %d with the newer payload", got, id)
+		}
+		if err := s.Complete(ctx, id, "a"); err == nil {
+			t.Fatal("the dead owner completed a job another owner holds")
+		}
+	}
+	for _, bad := range []store.Job{{App: "jira", Key: "x"}, {Kind: "k", Key: "x"}, {Kind: "k", App: "jira"}} {
+		if _, err := s.Intend(ctx, bad, "a", time.Minute); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Intend(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, err := s.Intend(ctx, job, "", time.Minute); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Intend without owner = %v", err)
+	}
+}
+
+// testWake: the jobs waiting on one app become due when it answers
+// again; leased jobs and other apps' jobs stay as they are.
+func testWake(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	now := clock.Now()
+	later := now.Add(time.Hour)
+	for _, k := range []string{"a", "b", "c"} {
+		mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: k, NotBefore: later})
+	}
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "wiki", Key: "a", NotBefore: later})
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "crowd", Key: "a", NotBefore: now})
+	apps, err := s.WaitingApps(ctx, now)
+	if err != nil || !slices.Equal(apps, []string{"jira", "wiki"}) {
+		t.Fatalf("WaitingApps = %v, %v", apps, err)
+	}
+	// One of jira's is being worked on (leased).
+	if _, err := s.Intend(ctx, store.Job{Kind: "reconcile", App: "jira", Key: "c", NotBefore: later}, "w", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Wake(ctx, "jira", now)
+	if err != nil || n != 2 {
+		t.Fatalf("Wake(jira) = %d, %v; want 2", n, err)
+	}
+	got := claim(t, s, "x", now, 10, time.Minute)
+	var keys []string
+	for _, j := range got {
+		keys = append(keys, j.App+"/"+j.Key)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{"crowd/a", "jira/a", "jira/b"}) {
+		t.Fatalf("due after Wake: %v", keys)
+	}
+	if _, err := s.Wake(ctx, "", now); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Wake without app = %v", err)
 	}
 }
 

@@ -206,6 +206,54 @@ func (s *Store) Enqueue(ctx context.Context, j store.Job) (id int64, err error) 
 	return id, err
 }
 
+// Intend implements store.Provisioning: an upsert that leaves the job
+// leased to owner, handed its newest generation.
+func (s *Store) Intend(ctx context.Context, j store.Job, owner string, lease time.Duration) (id int64, err error) {
+	ctx, end := s.call(ctx, &err, "intend %s job for %s in %s", j.Kind, j.Key, j.App)
+	defer end()
+	if j.Kind == "" || j.App == "" || j.Key == "" || owner == "" || lease <= 0 {
+		return 0, invalid("kind, app, key, owner and a positive lease are required")
+	}
+	now := s.now()
+	err = s.row(ctx, s.write, `
+		INSERT INTO jobs (kind, app, key, payload, not_before, created_at, updated_at, owner, lease_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (kind, app, key) DO UPDATE
+		SET payload = excluded.payload, not_before = excluded.not_before, updated_at = excluded.updated_at,
+		    owner = excluded.owner, lease_until = excluded.lease_until,
+		    generation = jobs.generation + 1, claim_gen = jobs.generation + 1
+		RETURNING id`,
+		j.Kind, j.App, j.Key, blob(j.Payload), s.ts(orTime(j.NotBefore, now)), s.ts(orTime(j.CreatedAt, now)),
+		s.ts(now), owner, s.ts(now.Add(lease))).Scan(&id)
+	return id, err
+}
+
+// Wake implements store.Provisioning.
+func (s *Store) Wake(ctx context.Context, app string, now time.Time) (n int, err error) {
+	ctx, end := s.call(ctx, &err, "wake jobs of %s", app)
+	defer end()
+	if app == "" {
+		return 0, invalid("app is required")
+	}
+	c, err := s.exec(ctx, s.write, `
+		UPDATE jobs SET not_before = ?
+		WHERE app = ? AND not_before > ? AND (lease_until IS NULL OR lease_until <= ?)`,
+		s.ts(now), app, s.ts(now), s.ts(now))
+	return int(c), err
+}
+
+// WaitingApps implements store.Provisioning.
+func (s *Store) WaitingApps(ctx context.Context, now time.Time) (apps []string, err error) {
+	ctx, end := s.call(ctx, &err, "apps with waiting jobs")
+	defer end()
+	rows, err := s.query(ctx, s.read, `SELECT DISTINCT app FROM jobs WHERE not_before > ? ORDER BY app`, s.ts(now))
+	return collect(rows, err, func(row scanner) (string, error) {
+		var a string
+		err := row.Scan(&a)
+		return a, err
+	})
+}
+
 // blob keeps NOT NULL blob columns happy: a nil slice would go as NULL.
 func blob(b []byte) []byte {
 	if b == nil {
@@ -231,12 +279,13 @@ func (s *Store) Claim(ctx context.Context, owner string, now time.Time, limit in
 	rows, err := s.query(ctx, s.write, `
 		WITH due (due_id) AS (
 			SELECT id FROM jobs
-			WHERE not_before <= ? AND (lease_until IS NULL OR lease_until <= ?)
+			WHERE not_before <= ? AND (lease_until IS NULL OR lease_until <= ?
+				OR EXISTS (SELECT 1 FROM leases WHERE leases.name = 'replica:' || jobs.owner AND leases.expires <= ?))
 			ORDER BY not_before, id LIMIT ?`+s.f.SkipLocked+`)
 		UPDATE jobs SET owner = ?, lease_until = ?, claim_gen = generation
 		FROM due WHERE id = due_id
 		RETURNING `+jobCols,
-		s.ts(now), s.ts(now), limit, owner, s.ts(now.Add(lease)))
+		s.ts(now), s.ts(now), s.ts(now), limit, owner, s.ts(now.Add(lease)))
 	jobs, err = collect(rows, err, scanJob)
 	// RETURNING gives no order.
 	slices.SortFunc(jobs, func(a, b store.Job) int {
