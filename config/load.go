@@ -193,6 +193,19 @@ func applyDefaults(c *Config) {
 	if c.Provisioning.Deadline == 0 {
 		c.Provisioning.Deadline = 5 * time.Second
 	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.Provisioning.Retry.Interval, 5 * time.Second},
+		{&c.Provisioning.Retry.MinBackoff, 5 * time.Second},
+		{&c.Provisioning.Retry.MaxBackoff, time.Hour},
+		{&c.Provisioning.Retry.ProbeEvery, 15 * time.Second},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
 	if c.Provisioning.CreateGroups == nil {
 		yes := true
 		c.Provisioning.CreateGroups = &yes

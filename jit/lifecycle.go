@@ -49,6 +49,10 @@ type Lifecycle struct {
 	Audit    *AuditLog
 	// Logins coalesces last-login writes; nil writes each at once.
 	Logins *LoginTimes
+	// Owner names this replica (as in its heartbeat lease "replica:" +
+	// Owner): an admission records each app change it is about to make
+	// as a queued job leased to Owner, so a crash does not lose it.
+	Owner string
 	// Metrics counts revocations by source (metrics.Metrics); nil counts
 	// nothing.
 	Metrics interface{ Revocation(source string) }
@@ -423,7 +427,7 @@ func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) 
 // rec is the reconcile engine over the lifecycle's apps and store.
 func (l *Lifecycle) rec() *Reconciler {
 	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups,
-		Deadline: l.Deadline, applying: &l.applying}
+		Deadline: l.Deadline, applying: &l.applying, Owner: l.Owner}
 }
 
 // usernames returns the non-empty, distinct names.

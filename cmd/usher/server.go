@@ -242,7 +242,8 @@ func (m *Main) background() {
 	if poll <= 0 {
 		poll = time.Second
 	}
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); m.heartbeat(ctx, m.Config.Provisioning.Retry.Interval) }()
 	go func() { defer wg.Done(); m.sessions.Run(ctx, poll) }()
 	go func() { defer wg.Done(); m.gauges(ctx, 15*time.Second) }()
 	// Batched writes of what a crash may lose: a sign-in's own audit
@@ -250,6 +251,33 @@ func (m *Main) background() {
 	go func() { defer wg.Done(); m.audit.Run(ctx) }()
 	go func() { defer wg.Done(); m.logins.Run(ctx) }()
 	m.stopBackground = func() { cancel(); wg.Wait() }
+}
+
+// heartbeat keeps this replica's lease "replica:<owner>" alive: the
+// changes it recorded and works on (job leases) are its own while it
+// beats, and free for any replica at once when it stops beating (a
+// crash), rather than when each job's lease runs out. A clean stop
+// releases it.
+func (m *Main) heartbeat(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	name := "replica:" + m.owner
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := m.store.Lease(ctx, name, m.owner, 3*every); err != nil && ctx.Err() == nil {
+			m.Log.Warn("heartbeat lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = m.store.ReleaseLease(rctx, name, m.owner)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // gauges keeps the retry queue metrics current and counts SAML
