@@ -64,10 +64,25 @@ func (h scimHooks) Provision(ctx context.Context, idp string, u scim.User) error
 	return err
 }
 
+// Deprovision removes the person. A removal the IdP's SCIM brake holds
+// is not an error: the push is stored and answered as usual, and the hold
+// waits on the admin page.
 func (h scimHooks) Deprovision(ctx context.Context, idp, subject, reason string) error {
 	_, err := h.l.Remove(ctx, jit.Removal{IdP: idp, Subject: subject}, jit.SCIMPush(idp, reason))
 	if errors.Is(err, jit.ErrUnbound) {
 		return nil // logged and audited by the lifecycle
+	}
+	return err
+}
+
+var _ scim.Activator = scimHooks{}
+
+// Activated withdraws a removal the IdP's SCIM brake held for the person:
+// the IdP says they are active again.
+func (h scimHooks) Activated(ctx context.Context, idp, subject string) error {
+	err := h.l.DropHold(ctx, idp, subject, jit.SCIMPush(idp, "active again"))
+	if errors.Is(err, jit.ErrNotHeld) {
+		return nil // the common case: nothing was held
 	}
 	return err
 }
