@@ -214,10 +214,16 @@ const releaseConcurrency = 4
 
 // ReleaseHolds releases every removal idp's brake holds, a few at a time,
 // and returns how many it released. It stops starting new ones when ctx
-// ends; the holds left stay listed. Errors of single people are joined.
+// ends; the holds left stay listed. Errors of single people are joined;
+// a removal that was decided but that an app refused counts as released
+// (the audit log and the retry queue have the app's error).
 func (l *Lifecycle) ReleaseHolds(ctx context.Context, idp string, cause Cause) (int, error) {
 	return l.eachHold(ctx, idp, releaseConcurrency, func(h store.Hold) error {
-		_, err := l.Release(ctx, h.IdP, h.Subject, cause)
+		outs, err := l.Release(ctx, h.IdP, h.Subject, cause)
+		if err != nil && outs != nil {
+			l.log().Warn("release: decided, but an app did not take it", "idp", h.IdP, "subject", h.Subject, "username", h.Username, "err", err)
+			return nil
+		}
 		return err
 	})
 }

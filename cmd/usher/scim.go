@@ -35,6 +35,20 @@ func (m *Main) scimHandler(cfg *config.Config, g *generation) (http.Handler, err
 	})
 }
 
+// scimBrakes are the IdPs' SCIM brakes (idps[].scim.brake), by IdP id.
+func scimBrakes(cfg *config.Config) map[string]jit.Brake {
+	out := map[string]jit.Brake{}
+	for _, idp := range cfg.IdPs {
+		if idp.SCIM == nil || idp.SCIM.Brake == nil {
+			continue
+		}
+		b := idp.SCIM.Brake
+		out[idp.ID] = jit.Brake{MaxCount: b.MaxCount, MaxShare: b.MaxShare, Window: b.Window,
+			KeepSessions: b.HeldSessions == config.HeldSessionsKeep}
+	}
+	return out
+}
+
 // scimSubjects checks every IdP's scim.subject with the SCIM server's
 // own parser, so `usher check` refuses what the server would.
 func scimSubjects(cfg *config.Config) config.Errors {
