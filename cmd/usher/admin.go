@@ -327,6 +327,11 @@ func (a *adminActions) Release(ctx context.Context, idp, subject, actor string) 
 		}
 		changes = append(changes, o.App+": "+what)
 	}
+	if outs != nil {
+		// Decided and released: an app that did not take it is in the
+		// lines above, the audit log and the retry queue.
+		return changes, nil
+	}
 	return changes, err
 }
 
