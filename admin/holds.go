@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/usherhq/usher/store"
@@ -236,20 +237,21 @@ func (h *handler) settle(w http.ResponseWriter, r *http.Request, action string) 
 		}
 		msg := fmt.Sprintf("Could not %s the held removal: %v", action, err)
 		if subject == "" {
-			msg = fmt.Sprintf("Could not %s the held removals of %s: %v", action, idp, err)
+			msg = fmt.Sprintf("Could not %s the held removals of %s: %v", strings.TrimSuffix(action, "-all"), idp, err)
 		}
 		h.fail(w, r, status, msg, err)
 		return
 	}
 	if isAPI(r) {
-		out := map[string]any{"idp": idp, "status": action + "d"}
-		switch {
-		case subject != "":
+		status := "dropped"
+		if action == "release" || action == "release-all" {
+			status = "released"
+		}
+		out := map[string]any{"idp": idp, "status": status}
+		if subject != "" {
 			out["subject"] = subject
-		case action == "release-all":
-			out["status"], out["released"] = "released", n
-		default:
-			out["status"], out["dropped"] = "dropped", n
+		} else {
+			out[status] = n
 		}
 		if changes != nil {
 			out["changes"] = changes
@@ -263,7 +265,7 @@ func (h *handler) settle(w http.ResponseWriter, r *http.Request, action string) 
 	msg := ""
 	switch action {
 	case "release":
-		msg = fmt.Sprintf("Released: the removal of %s/%s happened.", idp, subject)
+		msg = fmt.Sprintf("Released: the removal of %s/%s happened (%s).", idp, subject, strings.Join(changes, "; "))
 	case "drop":
 		msg = fmt.Sprintf("Dropped: %s/%s keeps their access. %s", idp, subject, dropNote)
 	case "release-all":

@@ -161,6 +161,10 @@ func TestHoldsAPI(t *testing.T) {
 	if r.status != http.StatusOK || !strings.Contains(r.body, `"status": "released"`) || !strings.Contains(r.body, "jira: deactivated") {
 		t.Errorf("API release: %d %s", r.status, r.body)
 	}
+	r = e.do("POST", "/admin/api/holds/okta/00u-bob/drop", nil, auth...)
+	if r.status != http.StatusOK || !strings.Contains(r.body, `"status": "dropped"`) || !strings.Contains(r.body, `"subject": "00u-bob"`) {
+		t.Errorf("API drop: %d %s", r.status, r.body)
+	}
 	r = e.do("POST", "/admin/api/holds/okta/drop-all", nil, auth...)
 	if r.status != http.StatusOK || !strings.Contains(r.body, `"dropped": 2`) {
 		t.Errorf("API drop-all: %d %s", r.status, r.body)
@@ -172,7 +176,7 @@ func TestHoldsAPI(t *testing.T) {
 	if r := e.do("POST", "/admin/api/holds/okta/nobody/drop", nil, auth...); r.status != http.StatusNotFound || !strings.Contains(r.body, "error") {
 		t.Errorf("API drop of nobody held: %d %s", r.status, r.body)
 	}
-	want := []string{"release okta sub-alice admin:token", "drop-all okta admin:token", "release-all okta admin:token", "drop okta nobody admin:token"}
+	want := []string{"release okta sub-alice admin:token", "drop okta 00u-bob admin:token", "drop-all okta admin:token", "release-all okta admin:token", "drop okta nobody admin:token"}
 	if got := e.actions.Calls(); !slices.Equal(got, want) {
 		t.Errorf("calls %q, want %q", got, want)
 	}

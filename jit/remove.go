@@ -82,7 +82,7 @@ var ErrUnbound = errors.New("no identity is bound to this subject")
 // A SCIM removal (SourceSCIM) passes the IdP's brake first, if it has one
 // (see Brake): past the brake's limit nothing is decided; the removal is
 // held for an admin, the person's sessions end or not as configured, and
-// every outcome says Held, without an error.
+// every outcome says Held; being held is not an error.
 func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]RemoveOutcome, error) {
 	return l.remove(ctx, rm, cause, cause.Source == SourceSCIM)
 }
@@ -154,7 +154,7 @@ func (l *Lifecycle) remove(ctx context.Context, rm Removal, cause Cause, braked 
 					outs[i].Skipped = "held by the SCIM brake of " + rm.IdP
 				}
 			}
-			return outs, nil
+			return outs, errors.Join(outcomeErrs(outs)...)
 		}
 	}
 
