@@ -130,6 +130,24 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// A SCIM brake gets its window and what it does to sessions by default;
+// without a brake block there is no brake.
+func TestSCIMBrakeDefaults(t *testing.T) {
+	c := mustParse(t, base+"    scim:\n      token: {value: t}\n      brake: {max_share: 0.1}\n")
+	b := c.IdPs[0].SCIM.Brake
+	if b == nil || b.MaxShare != 0.1 || b.MaxCount != 0 || b.Window != time.Hour || b.HeldSessions != HeldSessionsRevoke {
+		t.Fatalf("brake = %+v", b)
+	}
+	c = mustParse(t, base+"    scim:\n      token: {value: t}\n      brake: {max_count: 25, window: 15m, held_sessions: keep}\n")
+	if b := c.IdPs[0].SCIM.Brake; b.MaxCount != 25 || b.Window != 15*time.Minute || b.HeldSessions != HeldSessionsKeep {
+		t.Fatalf("brake = %+v", b)
+	}
+	c = mustParse(t, base+"    scim:\n      token: {value: t}\n")
+	if c.IdPs[0].SCIM.Brake != nil {
+		t.Fatal("a brake defaulted into existence")
+	}
+}
+
 func TestDurations(t *testing.T) {
 	c := mustParse(t, strings.Replace(base, "  keys: [{env: K}]\n", "  keys: [{env: K}]\n  idle_timeout: 90s\n  absolute_timeout: 8h\n  flow_timeout: 1h30m\n", 1))
 	if c.Session.IdleTimeout != 90*time.Second || c.Session.AbsoluteTimeout != 8*time.Hour || c.Session.FlowTimeout != 90*time.Minute {

@@ -165,6 +165,10 @@ func applyDefaults(c *Config) {
 		idp.Mapping = idp.Mapping.WithDefaults(ClaimDefaults{})
 		if idp.SCIM != nil {
 			setDefault(&idp.SCIM.Subject, "externalId")
+			if b := idp.SCIM.Brake; b != nil {
+				durationDefault(&b.Window, time.Hour)
+				setDefault(&b.HeldSessions, HeldSessionsRevoke)
+			}
 		}
 	}
 	for i := range c.Directories {

@@ -486,7 +486,33 @@ func (v *validator) idps() {
 			}
 			// scim.subject is checked by the scim package's own parser
 			// (cmd/usher), which knows the extension attributes it takes.
+			if b := sc.Brake; b != nil {
+				v.scimBrake(p+".scim.brake", b)
+			}
 		}
+	}
+}
+
+// minBrakeWindow is the shortest SCIM brake window: an IdP's burst of
+// pushes takes seconds to minutes, and a window shorter than that lets it
+// through in pieces.
+const minBrakeWindow = time.Minute
+
+func (v *validator) scimBrake(p string, b *SCIMBrake) {
+	if b.MaxCount < 0 {
+		v.errorf(p+".max_count", "must not be negative")
+	}
+	if !(b.MaxShare >= 0 && b.MaxShare <= 1) { // also refuses NaN
+		v.errorf(p+".max_share", "want a fraction between 0 and 1, got %v", b.MaxShare)
+	}
+	if b.MaxCount == 0 && b.MaxShare == 0 {
+		v.errorf(p, "set max_count, max_share or both: a brake without a limit holds nothing")
+	}
+	if b.Window < minBrakeWindow {
+		v.errorf(p+".window", "want at least %s, got %s", minBrakeWindow, b.Window)
+	}
+	if !oneOf(b.HeldSessions, []string{HeldSessionsRevoke, HeldSessionsKeep}) {
+		v.errorf(p+".held_sessions", "want revoke or keep, got %q", b.HeldSessions)
 	}
 }
 

@@ -30,7 +30,10 @@ const (
 	ActDirDenied    Action = "directory.denied"  // the access policy refused a person a directory lists
 	ActDirRefused   Action = "directory.refused" // a person a directory lists could not be admitted
 	ActPlanned      Action = "provisioning.planned"
-	ActDeprovision  Action = "deprovision" // usher took a person's access away
+	ActDeprovision  Action = "deprovision"          // usher took a person's access away
+	ActHeld         Action = "deprovision.held"     // an IdP's SCIM brake held a removal back for an admin
+	ActHoldReleased Action = "deprovision.released" // an admin released a held removal: it happened
+	ActHoldDropped  Action = "deprovision.dropped"  // a held removal was withdrawn: by an admin, or the IdP pushed the person active
 	ActReinstate    Action = "app.reinstate"
 	ActQueue        Action = "queue" // a change waits in the retry queue
 	ActAppRead      Action = "app.read"
@@ -60,6 +63,8 @@ const (
 	ResultUnbound Result = "unbound"
 	// ResultDryRun: the change was planned, not applied.
 	ResultDryRun Result = "dry-run"
+	// ResultHeld: an IdP's SCIM brake held a removal back for an admin.
+	ResultHeld Result = "held"
 	// ResultSkipped: usher left something alone on purpose and says why
 	// (a group the organization's IdP sync owns, a profile that is its
 	// person's, not the organization's).

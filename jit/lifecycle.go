@@ -18,13 +18,25 @@ import (
 )
 
 // LifecycleStore is what the lifecycle keeps: who is bound to which
-// username, what was applied to each app, and the retry queue.
+// username, what was applied to each app, the retry queue, and what the
+// SCIM brakes counted and held (with the count of each IdP's pushed
+// people, which a brake's share is of).
 type LifecycleStore interface {
 	Bind(ctx context.Context, b store.Binding) (store.Binding, error)
 	Binding(ctx context.Context, idp, subject string) (store.Binding, error)
 	BindingByUsername(ctx context.Context, username string) (store.Binding, error)
 	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	SCIMUsers(ctx context.Context, idp string, offset, limit int) (users []store.SCIMUser, total int, err error)
 	store.Provisioning
+	store.Brakes
+}
+
+// LifecycleMetrics is what the lifecycle counts (metrics.Metrics).
+type LifecycleMetrics interface {
+	// Revocation counts a person's sessions revoked, by source.
+	Revocation(source string)
+	// SCIMHeld counts a removal an IdP's SCIM brake held.
+	SCIMHeld(idp string)
 }
 
 // Sessions ends a person's sessions on every replica.
@@ -53,9 +65,9 @@ type Lifecycle struct {
 	// Owner): an admission records each app change it is about to make
 	// as a queued job leased to Owner, so a crash does not lose it.
 	Owner string
-	// Metrics counts revocations by source (metrics.Metrics); nil counts
+	// Metrics counts revocations by source and held removals; nil counts
 	// nothing.
-	Metrics interface{ Revocation(source string) }
+	Metrics LifecycleMetrics
 	Log     *slog.Logger
 	Now     func() time.Time
 	// FastPath is how long an applied profile counts as fresh: a login
@@ -76,6 +88,9 @@ type Lifecycle struct {
 	// for the IdPs whose directory can tell a person's groups; an IdP
 	// without one maps a partial list by adding groups only.
 	Overage map[string]GroupResolver
+	// Brakes are the IdPs' SCIM brakes by IdP id; an IdP without one has
+	// no brake.
+	Brakes map[string]Brake
 
 	// applying serialises reconciles of one person in one app within this
 	// process, so that concurrent logins of one person make one change

@@ -1,7 +1,8 @@
 // Package store is usher's persistence: identity bindings and logins, the
 // audit log, provisioning state and the retry queue, coordination between
-// replicas (replay cache, revocations, leases), pushed SCIM users, sweep
-// runs and small blobs (keys, certificates, directory sync state).
+// replicas (replay cache, revocations, leases), pushed SCIM users and
+// the SCIM brake's counts and held removals, sweep runs and small blobs
+// (keys, certificates, directory sync state).
 // Implementations live in store/sqlite (the embedded default)
 // and store/postgres (shared by several replicas), which open their
 // database and describe its dialect; the statements are written once, in
@@ -115,4 +116,5 @@ type Store interface {
 	SCIM
 	Sweeps
 	Blobs
+	Brakes
 }

@@ -109,6 +109,8 @@ type envOptions struct {
 	// SCIM lets acme push users with bearer token "scim-acme" (and globex
 	// with "scim-globex"), applied to the apps at once.
 	SCIM bool
+	// SCIMBrake is acme's scim.brake block, in flow style.
+	SCIMBrake string
 	// Extra is appended to the config file (top-level YAML).
 	Extra string
 	// ExtraApps is appended to the apps list (entries indented by two).
@@ -158,7 +160,11 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 			fmt.Fprintf(&idps, "    mapping:\n%s", o.Mapping)
 		}
 		if o.SCIM {
-			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: true}\n", id)
+			brake := ""
+			if o.SCIMBrake != "" && id == "acme" {
+				brake = ", brake: " + o.SCIMBrake
+			}
+			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: true%s}\n", id, brake)
 		}
 	}
 	upstream := e.upstream.srv.URL

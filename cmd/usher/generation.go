@@ -125,6 +125,7 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Logins: m.logins, Metrics: m.metrics, Owner: m.owner,
 		Log: m.Log, Now: m.Now, FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
 		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny", Deadline: cfg.Provisioning.Deadline,
+		Brakes: scimBrakes(cfg),
 	}
 	if len(g.dirs) > 0 {
 		r := cfg.Provisioning.Retry

@@ -296,6 +296,7 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 			m.metrics.SetQueue(q.Depth, age)
 		}
 		if g := m.gen.Load(); g != nil {
+			m.brakeGauges(ctx, g)
 			if g != last { // a reload opened new providers with new counters
 				seen, last = map[string]uint64{}, g
 			}
@@ -314,6 +315,22 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// brakeGauges reports the removals each IdP's SCIM brake holds, from the
+// store, so every replica reports the same; an IdP with a brake and no
+// holds reports 0.
+func (m *Main) brakeGauges(ctx context.Context, g *generation) {
+	counts, err := m.store.HoldCounts(ctx)
+	if err != nil {
+		return // the store's outage shows elsewhere; the gauge keeps its last value
+	}
+	for id := range g.lifecycle.Brakes {
+		if _, ok := counts[id]; !ok {
+			counts[id] = 0
+		}
+	}
+	m.metrics.SetSCIMHolds(counts)
 }
 
 // Reload re-reads the config file and swaps in a new generation. A file

@@ -240,3 +240,9 @@ func TestOlderSchemaMigrates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkBrake: one SCIM brake decision with 1000 removals and 1000
+// holds in the window.
+func BenchmarkBrake(b *testing.B) {
+	storetest.BenchmarkBrake(b, func(b *testing.B) store.Store { return open(b, pgtest.Migrated(b), Options{}) }, 1000)
+}

@@ -245,3 +245,9 @@ func TestLockedFileTimesOut(t *testing.T) {
 		t.Fatalf("Bind after the lock is gone: %v", err)
 	}
 }
+
+// BenchmarkBrake: one SCIM brake decision with 1000 removals and 1000
+// holds in the window.
+func BenchmarkBrake(b *testing.B) {
+	storetest.BenchmarkBrake(b, func(b *testing.B) store.Store { return openTemp(b, "usher.db", Options{}) }, 1000)
+}

@@ -100,6 +100,22 @@ func textCalls(s store.Store, bad string) map[string]func(ctx context.Context) e
 		"SetAccessExpiry": func(ctx context.Context) error { return s.SetAccessExpiry(ctx, "okta", bad, t0) },
 		"AccessExpiry":    func(ctx context.Context) error { _, err := s.AccessExpiry(ctx, bad, "1"); return err },
 
+		"Brake idp": func(ctx context.Context) error {
+			_, err := s.Brake(ctx, store.BrakeCheck{IdP: bad, Subject: "1", At: t0, Since: t0, Limit: 1})
+			return err
+		},
+		"Brake subject": func(ctx context.Context) error {
+			_, err := s.Brake(ctx, store.BrakeCheck{IdP: "okta", Subject: bad, At: t0, Since: t0, Limit: 1})
+			return err
+		},
+		"Brake username": func(ctx context.Context) error {
+			_, err := s.Brake(ctx, store.BrakeCheck{IdP: "okta", Subject: "1", At: t0, Since: t0, Hold: store.Hold{Username: bad}})
+			return err
+		},
+		"Hold":       func(ctx context.Context) error { _, err := s.Hold(ctx, "okta", bad); return err },
+		"Holds":      func(ctx context.Context) error { _, _, err := s.Holds(ctx, bad, 0, 10); return err },
+		"DeleteHold": func(ctx context.Context) error { return s.DeleteHold(ctx, "okta", bad) },
+
 		"PutBlob":    func(ctx context.Context) error { return s.PutBlob(ctx, "acme/"+bad, []byte("x")) },
 		"Blob":       func(ctx context.Context) error { _, _, err := s.Blob(ctx, bad); return err },
 		"DeleteBlob": func(ctx context.Context) error { return s.DeleteBlob(ctx, bad) },

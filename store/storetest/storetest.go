@@ -38,6 +38,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"BadText", testBadText},
 		{"FreeText", testFreeText},
 		{"DeadlinePassed", testDeadlinePassed},
+		{"BrakeCounts", testBrakeCounts},
+		{"BrakeConcurrent", testBrakeConcurrent},
+		{"BrakeInvalid", testBrakeInvalid},
+		{"Holds", testHolds},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
