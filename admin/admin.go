@@ -32,6 +32,12 @@ type Options struct {
 	Actions Actions     // nil: pages render, actions fail
 	// Directories are the IdP directories' syncs; nil: none configured.
 	Directories DirectoryActions
+	// IdPs are the configured identity providers, in config order, with
+	// their adoption policy and SCIM brake.
+	IdPs []IdP
+	// Holds settle the removals the IdPs' SCIM brakes held; nil: the
+	// pages list them, and acting on them fails.
+	Holds HoldActions
 	// Token, when set, admits "Authorization: Bearer <token>" (API,
 	// scripts, Prometheus) and, through the /admin/login form, a browser
 	// with a short-lived admin cookie sealed by Codec.
@@ -225,6 +231,9 @@ func (h *handler) routes() {
 	m.HandleFunc("GET /admin/queue", h.queuePage)
 	m.HandleFunc("GET /admin/config", h.configPage)
 	m.HandleFunc("POST /admin/reload", h.reload)
+	m.HandleFunc("GET /admin/holds", h.holdsPage)
+	m.HandleFunc("GET /admin/holds/{idp}", h.idpHoldsPage)
+	h.holdRoutes(m, "/admin/holds/")
 
 	h.apiRoutes(m)
 }
@@ -365,6 +374,8 @@ type overviewData struct {
 	Queue    store.QueueStats
 	Runs     []store.SweepRun
 	Policies []string
+	IdPs     []brakeState
+	Held     int // held removals of every IdP
 	Now      time.Time
 }
 
@@ -384,6 +395,12 @@ func (h *handler) overviewPage(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		d.Runs, err = h.o.Store.SweepRuns(ctx, 5)
+	}
+	if err == nil {
+		d.IdPs, err = h.brakeStates(ctx)
+		for _, s := range d.IdPs {
+			d.Held += s.Holds
+		}
 	}
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "The store could not be read.", err)

@@ -133,6 +133,41 @@ func (f *fakeActions) SyncPerson(ctx context.Context, idp, subject, actor string
 	return &dirsync.Item{Subject: subject, Username: "alice", Outcome: dirsync.OutcomeUpdated, Changes: []string{"jira: added to jira-developers"}}, nil
 }
 
+func (f *fakeActions) Release(ctx context.Context, idp, subject, actor string) ([]string, error) {
+	f.record("release %s %s %s", idp, subject, actor)
+	if subject == "nobody" {
+		return nil, fmt.Errorf("release %s/%s: %w", idp, subject, store.ErrNotFound)
+	}
+	return []string{"jira: deactivated"}, nil
+}
+
+func (f *fakeActions) Drop(ctx context.Context, idp, subject, actor string) error {
+	f.record("drop %s %s %s", idp, subject, actor)
+	if subject == "nobody" {
+		return fmt.Errorf("drop %s/%s: %w", idp, subject, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (f *fakeActions) ReleaseAll(ctx context.Context, idp, actor string) (int, error) {
+	f.record("release-all %s %s", idp, actor)
+	return 2, nil
+}
+
+func (f *fakeActions) DropAll(ctx context.Context, idp, actor string) (int, error) {
+	f.record("drop-all %s %s", idp, actor)
+	return 2, nil
+}
+
+// testIdPs are the configured IdPs the pages show: okta with a brake,
+// entra pushing without one, corp without SCIM.
+var testIdPs = []IdP{
+	{ID: "okta", Name: "Okta", Type: "oidc", Adoption: "verified_email", SCIM: true, Automatic: true,
+		Brake: &Brake{MaxCount: 25, MaxShare: 0.1, Window: time.Hour, HeldSessions: "revoke"}},
+	{ID: "entra", Name: "entra", Type: "oidc", Adoption: "never", SCIM: true},
+	{ID: "corp", Name: "corp", Type: "saml", Adoption: "always"},
+}
+
 type env struct {
 	t       *testing.T
 	srv     *httptest.Server
@@ -159,7 +194,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, store: st, codec: codec, actions: &fakeActions{}}
 	e.ready = []Check{{Name: "store"}}
 	h := New(Options{
-		Store: st, Actions: e.actions, Directories: e.actions, Token: adminToken, Codec: codec,
+		Store: st, Actions: e.actions, Directories: e.actions, Holds: e.actions, IdPs: testIdPs, Token: adminToken, Codec: codec,
 		SSO:    &SSO{IdP: "okta", Group: adminGroup, LoginURL: "https://sso.example.com/usher/login?rd=/"},
 		Config: func() ([]byte, error) { return []byte("listen: :8080\nsecret: <redacted>\nnote: \"<b>x</b>\"\n"), nil },
 		Ready:  func(ctx context.Context) []Check { return e.ready },
@@ -430,6 +465,10 @@ func TestCSRF(t *testing.T) {
 		{"/admin/directories/corp/sync", url.Values{}, "start corp admin:token"},
 		{"/admin/directories/corp/dry-run", url.Values{}, "dry corp admin:token"},
 		{"/admin/users/okta/sub-alice/directory-sync", url.Values{}, "person okta sub-alice admin:token"},
+		{"/admin/holds/okta/sub-alice/release", url.Values{}, "release okta sub-alice admin:token"},
+		{"/admin/holds/okta/sub-alice/drop", url.Values{}, "drop okta sub-alice admin:token"},
+		{"/admin/holds/okta/release-all", url.Values{}, "release-all okta admin:token"},
+		{"/admin/holds/okta/drop-all", url.Values{}, "drop-all okta admin:token"},
 	} {
 		t.Run(tc.path+" "+tc.form.Get("dry_run"), func(t *testing.T) {
 			e := newEnv(t)
@@ -478,13 +517,15 @@ func TestGetOnActionsChangesNothing(t *testing.T) {
 	seed(t, e.store)
 	cookie := e.loginCookie()
 	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/sweeps/nightly/run?dry_run=false", "/admin/logout",
-		"/admin/directories/corp/sync", "/admin/directories/corp/dry-run", "/admin/users/okta/sub-alice/directory-sync"} {
+		"/admin/directories/corp/sync", "/admin/directories/corp/dry-run", "/admin/users/okta/sub-alice/directory-sync",
+		"/admin/holds/okta/sub-alice/release", "/admin/holds/okta/sub-alice/drop", "/admin/holds/okta/release-all", "/admin/holds/okta/drop-all"} {
 		if r := e.do("GET", p, nil, "Cookie", cookie); r.status != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d, want 405", p, r.status)
 		}
 	}
 	for _, p := range []string{"/admin/api/reload", "/admin/api/users/okta/sub-alice/sync", "/admin/api/sweeps/nightly/run?dry_run=false",
-		"/admin/api/directories/corp/sync", "/admin/api/directories/corp/dry-run", "/admin/api/users/okta/sub-alice/directory-sync"} {
+		"/admin/api/directories/corp/sync", "/admin/api/directories/corp/dry-run", "/admin/api/users/okta/sub-alice/directory-sync",
+		"/admin/api/holds/okta/sub-alice/release", "/admin/api/holds/okta/sub-alice/drop", "/admin/api/holds/okta/release-all", "/admin/api/holds/okta/drop-all"} {
 		if r := e.do("GET", p, nil, bearer(adminToken)...); r.status != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d, want 405", p, r.status)
 		}

@@ -27,6 +27,9 @@ func (h *handler) apiRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /admin/api/config", h.apiConfig)
 	m.HandleFunc("POST /admin/api/reload", h.apiReload)
 	m.HandleFunc("POST /admin/api/link", h.apiLink)
+	m.HandleFunc("GET /admin/api/holds", h.apiHoldsOverview)
+	m.HandleFunc("GET /admin/api/holds/{idp}", h.apiIdPHolds)
+	h.holdRoutes(m, "/admin/api/holds/")
 }
 
 type bindingJSON struct {

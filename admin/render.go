@@ -19,7 +19,7 @@ var templateFS embed.FS
 // for the shared layout, so pages cannot share one set.
 type pageSet map[string]*template.Template
 
-var pageNames = []string{"login", "message", "overview", "users", "user", "audit", "sweeps", "plan", "queue", "config", "directories", "dirrun"}
+var pageNames = []string{"login", "message", "overview", "users", "user", "audit", "sweeps", "plan", "queue", "config", "directories", "dirrun", "holds"}
 
 func mustPages() pageSet {
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html"))

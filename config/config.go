@@ -118,6 +118,10 @@ type Store struct {
 	MaxConns int `yaml:"max_conns"`
 	// StatementTimeout bounds every PostgreSQL statement (default 5s).
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// Timeout bounds every store call on usher's side, SQLite or
+	// PostgreSQL (default 5s): a database that accepts connections but
+	// never answers fails the call instead of holding a login or a push.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Headers are the trusted identity headers usher sets on proxied requests.
@@ -310,4 +314,34 @@ type SCIM struct {
 	// Automatic applies SCIM creates and updates to the apps at once, so
 	// people exist before their first login. Deactivations always apply.
 	Automatic bool `yaml:"automatic"`
+	// Brake, when set, holds this IdP's SCIM deactivations back for an
+	// admin once it removes more of its people within a window than the
+	// brake allows: a misassigned group at the IdP looks exactly like
+	// half the company leaving.
+	Brake *SCIMBrake `yaml:"brake"`
 }
+
+// SCIMBrake is an IdP's SCIM brake. Within any Window, the IdP's SCIM
+// removals and the removals already held together may reach MaxCount and
+// MaxShare of its people (its pushed SCIM users); past that, each further
+// removal is held until an admin releases or drops it.
+type SCIMBrake struct {
+	// MaxCount is how many removals a window allows; 0: no count limit.
+	MaxCount int `yaml:"max_count"`
+	// MaxShare is the share of the IdP's pushed people a window allows
+	// to be removed (0.1 = 10 %, rounded down); 0: no share limit. At
+	// least one of MaxCount and MaxShare is set.
+	MaxShare float64 `yaml:"max_share"`
+	// Window is how far back the removals count (default 1h).
+	Window time.Duration `yaml:"window"`
+	// HeldSessions says what happens to a held person's sessions:
+	// "revoke" (default: they end, as for a removal, and the person can
+	// sign in again only if the IdP lets them) or "keep".
+	HeldSessions string `yaml:"held_sessions"`
+}
+
+// What a SCIM brake does to a held person's sessions.
+const (
+	HeldSessionsRevoke = "revoke"
+	HeldSessionsKeep   = "keep"
+)

@@ -110,6 +110,7 @@ func TestDefaults(t *testing.T) {
 		{"absolute_timeout", c.Session.AbsoluteTimeout, 24 * time.Hour},
 		{"flow_timeout", c.Session.FlowTimeout, 10 * time.Minute},
 		{"server.body_read_timeout", c.Server.BodyReadTimeout, time.Minute},
+		{"store.timeout", c.Store.Timeout, 5 * time.Second},
 	}
 	for _, d := range durs {
 		if d.got != d.want {
@@ -126,6 +127,24 @@ func TestDefaults(t *testing.T) {
 	c = mustParse(t, strings.Replace(base, "server:\n", "server:\n  data_dir: /var/lib/usher/\n", 1))
 	if c.Store.Path != "/var/lib/usher/usher.db" {
 		t.Errorf("store.path = %q, want it under data_dir", c.Store.Path)
+	}
+}
+
+// A SCIM brake gets its window and what it does to sessions by default;
+// without a brake block there is no brake.
+func TestSCIMBrakeDefaults(t *testing.T) {
+	c := mustParse(t, base+"    scim:\n      token: {value: t}\n      brake: {max_share: 0.1}\n")
+	b := c.IdPs[0].SCIM.Brake
+	if b == nil || b.MaxShare != 0.1 || b.MaxCount != 0 || b.Window != time.Hour || b.HeldSessions != HeldSessionsRevoke {
+		t.Fatalf("brake = %+v", b)
+	}
+	c = mustParse(t, base+"    scim:\n      token: {value: t}\n      brake: {max_count: 25, window: 15m, held_sessions: keep}\n")
+	if b := c.IdPs[0].SCIM.Brake; b.MaxCount != 25 || b.Window != 15*time.Minute || b.HeldSessions != HeldSessionsKeep {
+		t.Fatalf("brake = %+v", b)
+	}
+	c = mustParse(t, base+"    scim:\n      token: {value: t}\n")
+	if c.IdPs[0].SCIM.Brake != nil {
+		t.Fatal("a brake defaulted into existence")
 	}
 }
 

@@ -93,6 +93,19 @@ idps:
 			{"idps[0].extra", 18, 5, "unknown key"},
 		},
 	}, {
+		name: "scim brake out of range",
+		src:  base + "    scim:\n      token: {value: t}\n      brake: {max_count: -1, max_share: 1.5, window: 30s, held_sessions: drop}\n",
+		want: []wantErr{
+			{"idps[0].scim.brake.max_count", 15, 15, "must not be negative"},
+			{"idps[0].scim.brake.max_share", 15, 30, "between 0 and 1"},
+			{"idps[0].scim.brake.window", 15, 46, "want at least 1m0s, got 30s"},
+			{"idps[0].scim.brake.held_sessions", 15, 59, `want revoke or keep, got "drop"`},
+		},
+	}, {
+		name: "scim brake without a limit",
+		src:  base + "    scim:\n      token: {value: t}\n      brake:\n        window: 2h\n",
+		want: []wantErr{{"idps[0].scim.brake", 15, 7, "set max_count, max_share or both"}},
+	}, {
 		name: "client limits out of range",
 		src:  strings.Replace(base, "server:\n", "server:\n  body_read_timeout: 10ms\n  body_min_rate: -5\n  max_conns_per_client: -1\n", 1),
 		want: []wantErr{
@@ -204,6 +217,10 @@ idps: [{id: okta, type: oidc}]
 			{"session.keys", 0, 0, "at least one key"},
 			{"idps", 0, 0, "at least one identity provider"},
 		},
+	}, {
+		name: "negative store timeout",
+		src:  base + "store:\n  timeout: -1s\n",
+		want: []wantErr{{"store.timeout", 14, 3, "must not be negative"}},
 	}, {
 		name: "sqlite with dsn",
 		src:  base + "store:\n  dsn: postgres://x\n",

@@ -135,6 +135,7 @@ func applyDefaults(c *Config) {
 	if c.Store.Driver == "sqlite" && c.Store.Path == "" {
 		c.Store.Path = strings.TrimSuffix(c.Server.DataDir, "/") + "/usher.db"
 	}
+	durationDefault(&c.Store.Timeout, 5*time.Second)
 
 	setDefault(&c.Headers.Username, "X-Remote-User")
 	setDefault(&c.Headers.Email, "X-Remote-Email")
@@ -164,6 +165,10 @@ func applyDefaults(c *Config) {
 		idp.Mapping = idp.Mapping.WithDefaults(ClaimDefaults{})
 		if idp.SCIM != nil {
 			setDefault(&idp.SCIM.Subject, "externalId")
+			if b := idp.SCIM.Brake; b != nil {
+				durationDefault(&b.Window, time.Hour)
+				setDefault(&b.HeldSessions, HeldSessionsRevoke)
+			}
 		}
 	}
 	for i := range c.Directories {
@@ -191,6 +196,19 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Provisioning.OnAppDown, "allow_known")
 	if c.Provisioning.Deadline == 0 {
 		c.Provisioning.Deadline = 5 * time.Second
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.Provisioning.Retry.Interval, 5 * time.Second},
+		{&c.Provisioning.Retry.MinBackoff, 5 * time.Second},
+		{&c.Provisioning.Retry.MaxBackoff, time.Hour},
+		{&c.Provisioning.Retry.ProbeEvery, 15 * time.Second},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
 	if c.Provisioning.CreateGroups == nil {
 		yes := true

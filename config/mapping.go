@@ -127,6 +127,25 @@ type Provisioning struct {
 	// directory sync (every call and retry; default 5s). An app that has
 	// not finished by then counts as down for it.
 	Deadline time.Duration `yaml:"deadline"`
+	// Retry times the retry queue: changes an app could not take.
+	Retry Retry `yaml:"retry"`
+}
+
+// Retry times the retry queue (provisioning.retry).
+type Retry struct {
+	// Interval is how often each replica looks for due changes, and the
+	// beat of its heartbeat (a replica silent for three beats is gone,
+	// and the changes it was making are any replica's). Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// MinBackoff and MaxBackoff bound the wait before a change is tried
+	// again: it doubles from MinBackoff with each failure, up to
+	// MaxBackoff (defaults 5s and 1h), with jitter.
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// ProbeEvery is how often an app with waiting changes is asked
+	// whether it answers again; when it does, its changes are tried at
+	// once instead of after their backoff. Default 15s.
+	ProbeEvery time.Duration `yaml:"probe_every"`
 }
 
 // Adoption policies (idps[].adoption).

@@ -182,6 +182,9 @@ func (v *validator) store() {
 	if o := v.c.Provisioning.OnAppDown; o != "allow_known" && o != "deny" {
 		v.errorf("provisioning.on_app_down", "want allow_known or deny, got %q", o)
 	}
+	if r := v.c.Provisioning.Retry; r.Interval < 100*time.Millisecond || r.MinBackoff < 0 || r.MaxBackoff < r.MinBackoff || r.ProbeEvery < 0 {
+		v.errorf("provisioning.retry", "want interval of at least 100ms, backoffs with min_backoff <= max_backoff, and probe_every not negative; got %+v", r)
+	}
 	if d := v.c.Provisioning.Deadline; d < 0 || d > 10*time.Minute {
 		v.errorf("provisioning.deadline", "want between 0 and 10m (a person waits for it at sign-in), got %s", d)
 	}
@@ -190,6 +193,9 @@ func (v *validator) store() {
 	}
 	if v.c.Store.MaxConns < 0 {
 		v.errorf("store.max_conns", "must not be negative")
+	}
+	if v.c.Store.Timeout < 0 {
+		v.errorf("store.timeout", "must not be negative")
 	}
 }
 
@@ -480,7 +486,33 @@ func (v *validator) idps() {
 			}
 			// scim.subject is checked by the scim package's own parser
 			// (cmd/usher), which knows the extension attributes it takes.
+			if b := sc.Brake; b != nil {
+				v.scimBrake(p+".scim.brake", b)
+			}
 		}
+	}
+}
+
+// minBrakeWindow is the shortest SCIM brake window: an IdP's burst of
+// pushes takes seconds to minutes, and a window shorter than that lets it
+// through in pieces.
+const minBrakeWindow = time.Minute
+
+func (v *validator) scimBrake(p string, b *SCIMBrake) {
+	if b.MaxCount < 0 {
+		v.errorf(p+".max_count", "must not be negative")
+	}
+	if !(b.MaxShare >= 0 && b.MaxShare <= 1) { // also refuses NaN
+		v.errorf(p+".max_share", "want a fraction between 0 and 1, got %v", b.MaxShare)
+	}
+	if b.MaxCount == 0 && b.MaxShare == 0 {
+		v.errorf(p, "set max_count, max_share or both: a brake without a limit holds nothing")
+	}
+	if b.Window < minBrakeWindow {
+		v.errorf(p+".window", "want at least %s, got %s", minBrakeWindow, b.Window)
+	}
+	if !oneOf(b.HeldSessions, []string{HeldSessionsRevoke, HeldSessionsKeep}) {
+		v.errorf(p+".held_sessions", "want revoke or keep, got %q", b.HeldSessions)
 	}
 }
 

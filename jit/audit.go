@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/usherhq/usher/store"
@@ -29,7 +30,10 @@ const (
 	ActDirDenied    Action = "directory.denied"  // the access policy refused a person a directory lists
 	ActDirRefused   Action = "directory.refused" // a person a directory lists could not be admitted
 	ActPlanned      Action = "provisioning.planned"
-	ActDeprovision  Action = "deprovision" // usher took a person's access away
+	ActDeprovision  Action = "deprovision"          // usher took a person's access away
+	ActHeld         Action = "deprovision.held"     // an IdP's SCIM brake held a removal back for an admin
+	ActHoldReleased Action = "deprovision.released" // an admin released a held removal: it happened
+	ActHoldDropped  Action = "deprovision.dropped"  // a held removal was withdrawn: by an admin, or the IdP pushed the person active
 	ActReinstate    Action = "app.reinstate"
 	ActQueue        Action = "queue" // a change waits in the retry queue
 	ActAppRead      Action = "app.read"
@@ -59,6 +63,8 @@ const (
 	ResultUnbound Result = "unbound"
 	// ResultDryRun: the change was planned, not applied.
 	ResultDryRun Result = "dry-run"
+	// ResultHeld: an IdP's SCIM brake held a removal back for an admin.
+	ResultHeld Result = "held"
 	// ResultSkipped: usher left something alone on purpose and says why
 	// (a group the organization's IdP sync owns, a profile that is its
 	// person's, not the organization's).
@@ -91,7 +97,19 @@ type AuditLog struct {
 	Store Appender
 	Log   *slog.Logger
 	Now   func() time.Time
+
+	mu       sync.Mutex
+	running  bool          // a Run loop writes deferred entries
+	deferred []store.Event // waiting for the next batch
+	kick     chan struct{} // a full batch is waiting
 }
+
+// Batching of deferred entries: a batch is written every deferEvery, or
+// as soon as deferBatch entries wait. A crash loses at most that much.
+const (
+	deferEvery = 200 * time.Millisecond
+	deferBatch = 256
+)
 
 // auditTimeout bounds one audit write. It runs on a context detached from
 // the caller's: a browser that disconnects after its login was admitted
@@ -106,6 +124,99 @@ func (a *AuditLog) Record(ctx context.Context, entries ...Entry) error {
 	if a == nil || len(entries) == 0 {
 		return nil
 	}
+	return a.write(ctx, a.events(entries), entries[0])
+}
+
+// Defer queues entries whose loss in a crash harms nothing usher
+// decides (the record of a login that changed nothing): a Run loop
+// writes them in batches, one transaction for many logins, so that a
+// busy morning of sign-ins is not one synchronous disk flush each. A
+// crash loses at most the last fraction of a second of them. Decisions
+// (provisioning, removals, refusals) always go through Record. Without a
+// running Run loop Defer writes at once.
+func (a *AuditLog) Defer(ctx context.Context, entries ...Entry) {
+	if a == nil || len(entries) == 0 {
+		return
+	}
+	evs := a.events(entries)
+	a.mu.Lock()
+	if !a.running {
+		a.mu.Unlock()
+		_ = a.write(ctx, evs, entries[0])
+		return
+	}
+	a.deferred = append(a.deferred, evs...)
+	full := len(a.deferred) >= deferBatch
+	a.mu.Unlock()
+	if full {
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run writes deferred entries until ctx ends, then writes what is left.
+func (a *AuditLog) Run(ctx context.Context) {
+	a.mu.Lock()
+	a.running = true
+	if a.kick == nil {
+		a.kick = make(chan struct{}, 1)
+	}
+	kick := a.kick
+	a.mu.Unlock()
+	t := time.NewTicker(deferEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.mu.Lock()
+			a.running = false
+			a.mu.Unlock()
+			a.flush(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		a.flush(ctx)
+	}
+}
+
+// Flush writes the deferred entries now.
+func (a *AuditLog) Flush(ctx context.Context) { a.flush(ctx) }
+
+// flush writes the deferred entries in one transaction; on failure they
+// wait for the next try, bounded so that a long outage cannot grow them
+// without end.
+func (a *AuditLog) flush(ctx context.Context) {
+	a.mu.Lock()
+	evs := a.deferred
+	a.deferred = nil
+	a.mu.Unlock()
+	if len(evs) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	if err := a.Store.Append(wctx, evs...); err != nil {
+		a.log().Error("audit: could not record deferred entries; kept for the next try", "entries", len(evs), "err", err)
+		a.mu.Lock()
+		if keep := 100_000 - len(a.deferred); keep > 0 {
+			a.deferred = append(evs[max(0, len(evs)-keep):], a.deferred...)
+		}
+		a.mu.Unlock()
+	}
+}
+
+func (a *AuditLog) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.Default()
+}
+
+// events turns entries into store events stamped now.
+func (a *AuditLog) events(entries []Entry) []store.Event {
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
@@ -128,16 +239,18 @@ func (a *AuditLog) Record(ctx context.Context, entries ...Entry) error {
 			App: e.App, Actor: e.Cause.ActorLabel(), Outcome: string(e.Outcome), Detail: detail,
 		}
 	}
+	return events
+}
+
+// write appends events in one transaction, outliving the caller's
+// cancellation within auditTimeout.
+func (a *AuditLog) write(ctx context.Context, events []store.Event, first Entry) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
 	if err := a.Store.Append(wctx, events...); err != nil {
-		log := a.Log
-		if log == nil {
-			log = slog.Default()
-		}
-		e := entries[0]
-		log.Error("audit: could not record", "action", string(e.Action), "idp", events[0].IdP,
-			"username", e.Username, "app", e.App, "entries", len(entries), "err", err)
+		e := first
+		a.log().Error("audit: could not record", "action", string(e.Action), "idp", events[0].IdP,
+			"username", e.Username, "app", e.App, "entries", len(events), "err", err)
 		return fmt.Errorf("audit %s: %w", e.Action, err)
 	}
 	return nil

@@ -18,13 +18,25 @@ import (
 )
 
 // LifecycleStore is what the lifecycle keeps: who is bound to which
-// username, what was applied to each app, and the retry queue.
+// username, what was applied to each app, the retry queue, and what the
+// SCIM brakes counted and held (with the count of each IdP's pushed
+// people, which a brake's share is of).
 type LifecycleStore interface {
 	Bind(ctx context.Context, b store.Binding) (store.Binding, error)
 	Binding(ctx context.Context, idp, subject string) (store.Binding, error)
 	BindingByUsername(ctx context.Context, username string) (store.Binding, error)
 	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	SCIMUsers(ctx context.Context, idp string, offset, limit int) (users []store.SCIMUser, total int, err error)
 	store.Provisioning
+	store.Brakes
+}
+
+// LifecycleMetrics is what the lifecycle counts (metrics.Metrics).
+type LifecycleMetrics interface {
+	// Revocation counts a person's sessions revoked, by source.
+	Revocation(source string)
+	// SCIMHeld counts a removal an IdP's SCIM brake held.
+	SCIMHeld(idp string)
 }
 
 // Sessions ends a person's sessions on every replica.
@@ -47,9 +59,15 @@ type Lifecycle struct {
 	Store    LifecycleStore
 	Sessions Sessions
 	Audit    *AuditLog
-	// Metrics counts revocations by source (metrics.Metrics); nil counts
+	// Logins coalesces last-login writes; nil writes each at once.
+	Logins *LoginTimes
+	// Owner names this replica (as in its heartbeat lease "replica:" +
+	// Owner): an admission records each app change it is about to make
+	// as a queued job leased to Owner, so a crash does not lose it.
+	Owner string
+	// Metrics counts revocations by source and held removals; nil counts
 	// nothing.
-	Metrics interface{ Revocation(source string) }
+	Metrics LifecycleMetrics
 	Log     *slog.Logger
 	Now     func() time.Time
 	// FastPath is how long an applied profile counts as fresh: a login
@@ -70,6 +88,9 @@ type Lifecycle struct {
 	// for the IdPs whose directory can tell a person's groups; an IdP
 	// without one maps a partial list by adding groups only.
 	Overage map[string]GroupResolver
+	// Brakes are the IdPs' SCIM brakes by IdP id; an IdP without one has
+	// no brake.
+	Brakes map[string]Brake
 
 	// applying serialises reconciles of one person in one app within this
 	// process, so that concurrent logins of one person make one change
@@ -251,13 +272,11 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 			return nil, err
 		}
 	}
-	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
-		if errors.Is(err, store.ErrUsernameTaken) {
-			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
-				Outcome: ResultRefused, Detail: "username bound to another identity"})
-			return nil, &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
+	// An identity that keeps its username is bound already: no write.
+	if !known || prev.Username != p.Username {
+		if err := l.bind(ctx, id, p, cause); err != nil {
+			return nil, err
 		}
-		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err)}
 	}
 	prevName := ""
 	if known && prev.Username != p.Username {
@@ -320,12 +339,19 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		}
 	}
 	if login {
-		if err := l.Store.RecordLogin(ctx, id.IdP, id.Subject, l.now()); err != nil {
+		if err := l.noteLogin(ctx, id.IdP, id.Subject); err != nil {
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("record login of %s/%s: %w", id.IdP, id.Subject, err)}
 		}
 	}
-	l.record(ctx, Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
-		Outcome: ResultOK, Detail: Explain(id, p)})
+	admitted := Entry{Action: l.act(cause, stepAdmitted), Cause: cause, Subject: id.Subject, Username: p.Username,
+		Outcome: ResultOK, Detail: Explain(id, p)}
+	if login {
+		// A sign-in's own record: every change it made was recorded on
+		// its own already, so a crash may lose this one.
+		l.Audit.Defer(ctx, admitted)
+	} else {
+		l.record(ctx, admitted)
+	}
 	a.Apps = allowedApps(mapper, p, removed)
 	return a, nil
 }
@@ -374,6 +400,13 @@ func (l *Lifecycle) act(c Cause, step admitStep) Action {
 	return admitActions[SourceSCIM][step]
 }
 
+func (l *Lifecycle) noteLogin(ctx context.Context, idp, subject string) error {
+	if l.Logins != nil {
+		return l.Logins.Note(ctx, idp, subject, l.now())
+	}
+	return l.Store.RecordLogin(ctx, idp, subject, l.now())
+}
+
 // record writes audit entries; a failure is logged by the writer and
 // does not undo what happened.
 func (l *Lifecycle) record(ctx context.Context, es ...Entry) { _ = l.Audit.Record(ctx, es...) }
@@ -409,7 +442,7 @@ func (l *Lifecycle) Sync(ctx context.Context, idp, subject string, cause Cause) 
 // rec is the reconcile engine over the lifecycle's apps and store.
 func (l *Lifecycle) rec() *Reconciler {
 	return &Reconciler{Apps: l.Apps, Store: l.Store, Audit: l.Audit, Log: l.Log, Now: l.Now, FastPath: l.FastPath, CreateGroups: l.CreateGroups,
-		Deadline: l.Deadline, applying: &l.applying}
+		Deadline: l.Deadline, applying: &l.applying, Owner: l.Owner}
 }
 
 // usernames returns the non-empty, distinct names.
@@ -546,5 +579,19 @@ func (l *Lifecycle) Link(ctx context.Context, idp, subject, username string, cau
 	}
 	l.record(ctx, Entry{Action: ActLink, Cause: cause, Subject: subject, Username: b.Username, Outcome: ResultOK,
 		Detail: "linked to the existing account " + b.Username})
+	return nil
+}
+
+// bind binds the identity to the profile's username (a new identity, or
+// a rename at the IdP), refusing a username another identity owns.
+func (l *Lifecycle) bind(ctx context.Context, id providers.Identity, p *Profile, cause Cause) error {
+	if _, err := l.Store.Bind(ctx, store.Binding{IdP: id.IdP, Subject: id.Subject, Username: p.Username, CreatedAt: l.now()}); err != nil {
+		if errors.Is(err, store.ErrUsernameTaken) {
+			l.record(ctx, Entry{Action: l.act(cause, stepRefused), Cause: cause, Subject: id.Subject, Username: p.Username,
+				Outcome: ResultRefused, Detail: "username bound to another identity"})
+			return &AdmitError{Kind: UsernameTaken, Username: p.Username, Err: err}
+		}
+		return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("bind %s/%s: %w", id.IdP, id.Subject, err)}
+	}
 	return nil
 }

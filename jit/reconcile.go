@@ -91,6 +91,9 @@ type Reconciler struct {
 	Deadline time.Duration
 
 	applying *stripes // shared by the lifecycle's reconcilers; nil locks nothing
+	// Owner names this replica in the intents it records before an
+	// admission's app calls; "" records none.
+	Owner string
 }
 
 // Outcome is what reconcile did for one app.
@@ -184,14 +187,14 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 			if r.Deadline > 0 {
 				actx, cancel = context.WithTimeout(ctx, r.Deadline)
 			}
-			out[i] = r.Apply(actx, d, true)
+			var it intent
+			out[i] = r.apply(actx, d, true, func() error { return it.record(ctx, r, d) })
 			cancel()
 			// An app that did not answer within the deadline counts as
 			// down: its change waits in the queue, as for an outage.
 			late := ctx.Err() == nil && errors.Is(out[i].Err, context.DeadlineExceeded)
-			if out[i].Err != nil && (targets.IsTemporary(out[i].Err) || late) && (queue == queueAlways || queue == queueKnown && out[i].Known) {
-				out[i].Queued = r.enqueue(ctx, d, out[i].Err)
-			}
+			queueIt := out[i].Err != nil && (targets.IsTemporary(out[i].Err) || late) && (queue == queueAlways || queue == queueKnown && out[i].Known)
+			out[i].Queued = it.resolve(ctx, r, d, out[i].Err, queueIt)
 		}()
 	}
 	wg.Wait()
@@ -204,6 +207,66 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 	return out, errors.Join(errs...)
 }
 
+// intent is an admission's change to one app, recorded before the first
+// app call: a crash (kill -9, a lost host) in the middle leaves it in the
+// queue, where any replica finishes it, at once when the dead process's
+// heartbeat runs out, at the latest when its lease does.
+type intent struct{ id int64 }
+
+// intentLease is how long an intent stays its owner's before others may
+// take it: longer than an admission may spend in an app.
+func (r *Reconciler) intentLease() time.Duration {
+	if r.Deadline > 0 {
+		return r.Deadline + 30*time.Second
+	}
+	return 2 * time.Minute
+}
+
+func (it *intent) record(ctx context.Context, r *Reconciler, d Desired) error {
+	if r.Owner == "" {
+		return nil // no replica name, no intents (tests of the reconciler alone)
+	}
+	payload, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("reconcile %s for %s: %w", d.App, d.Username, err)
+	}
+	id, err := r.Store.Intend(ctx, store.Job{Kind: jobReconcile, App: d.App, Key: d.Username, Payload: payload, NotBefore: r.now()},
+		r.Owner, r.intentLease())
+	if err != nil {
+		return fmt.Errorf("reconcile %s for %s: record the change before making it: %w", d.App, d.Username, err)
+	}
+	it.id = id
+	return nil
+}
+
+// resolve ends the intent: a change that landed (or that failed for
+// good, or that a new person's failed login leaves to their next try) is
+// done; one the app could not take now stays queued. It reports whether
+// the change is queued.
+func (it *intent) resolve(ctx context.Context, r *Reconciler, d Desired, err error, queueIt bool) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeBackTimeout)
+	defer cancel()
+	switch {
+	case it.id == 0 && queueIt:
+		return r.enqueue(ctx, d, err)
+	case it.id == 0:
+		return false
+	case queueIt:
+		if rerr := r.Store.Retry(ctx, it.id, r.Owner, r.now(), err.Error()); rerr != nil {
+			r.log().Error("queue provisioning retry", "app", d.App, "username", d.Username, "err", rerr, "cause", err)
+			return false
+		}
+		r.queued(ctx, d, err)
+		return true
+	}
+	if cerr := r.Store.Complete(ctx, it.id, r.Owner); cerr != nil && !errors.Is(cerr, store.ErrNotFound) {
+		// The queue keeps the intent; the worker applies it again, which
+		// changes nothing that landed.
+		r.log().Warn("close the record of a change", "app", d.App, "username", d.Username, "err", cerr)
+	}
+	return false
+}
+
 func (r *Reconciler) enqueue(ctx context.Context, d Desired, cause error) bool {
 	payload, err := json.Marshal(d)
 	if err == nil {
@@ -213,10 +276,15 @@ func (r *Reconciler) enqueue(ctx context.Context, d Desired, cause error) bool {
 		r.log().Error("queue provisioning retry", "app", d.App, "username", d.Username, "err", err, "cause", cause)
 		return false
 	}
+	r.queued(ctx, d, cause)
+	return true
+}
+
+// queued audits and logs a change put on the retry queue.
+func (r *Reconciler) queued(ctx context.Context, d Desired, cause error) {
 	r.audit(ctx, d, ActQueue, ResultQueued, cause.Error())
 	r.log().Warn("app unreachable: change queued for retry", "app", d.App, "idp", d.IdP, "subject", d.Subject,
 		"username", d.Username, "cause", d.Cause.String(), "err", cause)
-	return true
 }
 
 func (r *Reconciler) now() time.Time {
@@ -238,6 +306,13 @@ func (r *Reconciler) log() *slog.Logger {
 // actual state first, so a retry after a crash or an outage never applies
 // a change twice.
 func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
+	return r.apply(ctx, d, fast, nil)
+}
+
+// apply is Apply; before, when set, runs once it is clear that the app
+// will be asked (not on the fast path, not for a removed person), and
+// its error stops the run before any app call.
+func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before func() error) Outcome {
 	if r.applying != nil {
 		// A second login of the same person waits for the first and then,
 		// finding the profile applied, takes the fast path.
@@ -274,6 +349,12 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	if fast && r.FastPath > 0 && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath {
 		o.Skipped = "fast path"
 		return o
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			o.Err = err
+			return o
+		}
 	}
 	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash}
 	err = a.run(ctx)

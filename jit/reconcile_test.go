@@ -93,7 +93,7 @@ func newFixture(t *testing.T, kinds ...atlassiantest.Kind) *fixture {
 		f.srv[string(k)], f.dir[string(k)] = srv, d
 	}
 	log := slog.New(slog.DiscardHandler)
-	f.l = &Lifecycle{Apps: f.dir, Store: st, Sessions: f.sessions, Audit: &AuditLog{Store: st, Log: log, Now: clk.Now},
+	f.l = &Lifecycle{Apps: f.dir, Store: st, Sessions: f.sessions, Audit: &AuditLog{Store: st, Log: log, Now: clk.Now}, Owner: "replica-1",
 		Now: clk.Now, FastPath: time.Hour, Log: log, QueueWhenDown: true, Mappers: map[string]*Mapper{}}
 	f.r = f.l.rec()
 	return f

@@ -51,8 +51,9 @@ type RemoveOutcome struct {
 	// Changed: the app changed now. Queued: the change waits in the
 	// retry queue (the decision is recorded, logins are refused
 	// meanwhile); with Err also set, the app refused it for a reason
-	// other than an outage, and an admin should look.
-	Changed, Queued bool
+	// other than an outage, and an admin should look. Held: the IdP's
+	// SCIM brake held the removal for an admin; nothing was decided.
+	Changed, Queued, Held bool
 	// Skipped says why nothing was done ("not provisioned there").
 	Skipped string
 	Err     error
@@ -77,7 +78,18 @@ var ErrUnbound = errors.New("no identity is bound to this subject")
 // checks the decision afterwards and takes back what it changed (see
 // Reconciler.Apply), and a removal reads the app after recording it, so
 // whichever comes second sees the other.
+//
+// A SCIM removal (SourceSCIM) passes the IdP's brake first, if it has one
+// (see Brake): past the brake's limit nothing is decided; the removal is
+// held for an admin, the person's sessions end or not as configured, and
+// every outcome says Held; being held is not an error.
 func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]RemoveOutcome, error) {
+	return l.remove(ctx, rm, cause, cause.Source == SourceSCIM)
+}
+
+// remove is Remove; braked says whether the IdP's SCIM brake applies (a
+// released hold has passed it).
+func (l *Lifecycle) remove(ctx context.Context, rm Removal, cause Cause, braked bool) ([]RemoveOutcome, error) {
 	if rm.Action == "" {
 		rm.Action = Deactivate
 	}
@@ -127,6 +139,24 @@ func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]Remo
 	if rm.DryRun {
 		return outs, errors.Join(outcomeErrs(outs)...)
 	}
+	// The brake weighs only removals that change an app: a push about a
+	// person usher never provisioned, or already removed everywhere (a
+	// delete after a deactivation), takes nothing and passes uncounted.
+	if braked && slices.ContainsFunc(states, func(st store.AppState) bool { return !st.Deprovisioned }) {
+		h, err := l.holdBack(ctx, rm, b, cause)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			for i := range outs {
+				outs[i].Held = true
+				if outs[i].Skipped == "" && outs[i].Err == nil {
+					outs[i].Skipped = "held by the SCIM brake of " + rm.IdP
+				}
+			}
+			return outs, errors.Join(outcomeErrs(outs)...)
+		}
+	}
 
 	// 1. The decision, first.
 	for i := range states {
@@ -149,18 +179,8 @@ func (l *Lifecycle) Remove(ctx context.Context, rm Removal, cause Cause) ([]Remo
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 	defer cancel()
 
-	// 2. Sessions, everywhere. This replica refuses them at once; the
-	// session layer keeps retrying to share the revocation with the
-	// others, so a failure here is a warning, not a reason to stop.
-	if l.Metrics != nil {
-		l.Metrics.Revocation(string(cause.Source))
-	}
-	if l.Sessions != nil {
-		if err := l.Sessions.RevokeIdentity(ctx, rm.IdP, rm.Subject); err != nil {
-			l.log().Error("remove: sessions end on this replica; other replicas learn it when the store answers",
-				"idp", rm.IdP, "subject", rm.Subject, "username", b.Username, "err", err)
-		}
-	}
+	// 2. Sessions, everywhere (see revoke).
+	l.revoke(ctx, rm.IdP, rm.Subject, b.Username, cause)
 
 	// 3. The apps.
 	rec := l.rec()

@@ -22,8 +22,14 @@ type Worker struct {
 	Owner string
 	// Interval between polls, default 5s; Lease per claimed job, default 2m.
 	Interval, Lease time.Duration
-	// MaxBackoff caps the wait between attempts of one job, default 1h.
-	MaxBackoff time.Duration
+	// MinBackoff is the first wait after a failed attempt, doubling with
+	// each failure up to MaxBackoff; defaults 5s and 1h.
+	MinBackoff, MaxBackoff time.Duration
+	// ProbeEvery is how often an app with waiting jobs is asked whether
+	// it answers again (one cheap read); when it does, its jobs are due
+	// at once, so a change does not wait out its backoff after the app's
+	// recovery. Zero probes every 15s; negative never.
+	ProbeEvery time.Duration
 }
 
 // Run polls until ctx ends. A job that is being applied when ctx ends is
@@ -35,7 +41,12 @@ func (w *Worker) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var probed time.Time
 	for {
+		if every := w.probeEvery(); every > 0 && time.Since(probed) >= every {
+			probed = time.Now()
+			w.Probe(ctx)
+		}
 		if _, err := w.Drain(ctx); err != nil && ctx.Err() == nil {
 			w.Lifecycle.log().Error("retry queue", "err", err)
 		}
@@ -131,6 +142,53 @@ func (w *Worker) newest(ctx context.Context, d Desired) Desired {
 	return nd
 }
 
+func (w *Worker) probeEvery() time.Duration {
+	if w.ProbeEvery == 0 {
+		return 15 * time.Second
+	}
+	return w.ProbeEvery
+}
+
+// probeTimeout bounds one probe of one app.
+const probeTimeout = 5 * time.Second
+
+// Probe asks every app that has jobs waiting for a retry whether it
+// answers again, and makes the jobs of each that does due now. It returns
+// the apps it woke.
+func (w *Worker) Probe(ctx context.Context) []string {
+	l := w.Lifecycle
+	apps, err := w.Store.WaitingApps(ctx, l.now())
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log().Warn("retry queue: which apps wait", "err", err)
+		}
+		return nil
+	}
+	var woke []string
+	for _, app := range apps {
+		t := l.Apps[app]
+		if t == nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := t.ListUsers(pctx, "", 1)
+		cancel()
+		if err != nil {
+			continue // still down: the jobs keep their backoff
+		}
+		n, err := w.Store.Wake(ctx, app, l.now())
+		if err != nil {
+			l.log().Warn("retry queue: wake jobs", "app", app, "err", err)
+			continue
+		}
+		if n > 0 {
+			l.log().Info("app answers again: its queued changes are tried now", "app", app, "jobs", n)
+			woke = append(woke, app)
+		}
+	}
+	return woke
+}
+
 func (w *Worker) maxBackoff() time.Duration {
 	if w.MaxBackoff > 0 {
 		return w.MaxBackoff
@@ -138,9 +196,15 @@ func (w *Worker) maxBackoff() time.Duration {
 	return time.Hour
 }
 
-// backoff is exponential from 5 s with full jitter, capped.
+// backoff doubles from MinBackoff with each attempt, capped at
+// MaxBackoff, with equal jitter: half fixed, half random, so that jobs
+// that failed together do not all come back together.
 func (w *Worker) backoff(attempt int) time.Duration {
-	d := 5 * time.Second << min(attempt, 20)
+	first := w.MinBackoff
+	if first <= 0 {
+		first = 5 * time.Second
+	}
+	d := first << min(attempt, 20)
 	if m := w.maxBackoff(); d > m || d <= 0 {
 		d = m
 	}

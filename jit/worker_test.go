@@ -199,11 +199,42 @@ func TestWorkerAppliesTheNewestWish(t *testing.T) {
 	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.drain(t, f.worker("w1")); n != 1 {
-		t.Fatalf("drained %d, want 1", n)
+	// The login's change took the queued job over (same person, same
+	// app) and finished it: nothing older is left to apply.
+	f.drain(t, f.worker("w1"))
+	if q := f.queue(t); q.Depth != 0 {
+		t.Fatalf("queue depth %d after the newer login and a drain", q.Depth)
 	}
 	if got := f.user(t, "jira", "alice").Groups; !has(got, "testers") || has(got, "developers") {
 		t.Fatalf("groups %q: want the newer login's testers, not the queued developers", got)
+	}
+}
+
+// A change cut off by a crash (the process died between recording it
+// and finishing it) is finished by another replica as soon as the dead
+// one's heartbeat runs out, with the person's newest wish.
+func TestCrashedChangeIsFinishedByAnotherReplica(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	d := alice("jira", "developers")
+	payload, _ := json.Marshal(d)
+	// What replica-1 recorded before it died mid-change.
+	if _, err := f.st.Intend(ctx, store.Job{Kind: jobReconcile, App: "jira", Key: "alice", Payload: payload, NotBefore: f.clock.Now()}, "replica-1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Lease(ctx, "replica:replica-1", "replica-1", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w := f.worker("replica-2")
+	if n := f.drain(t, w); n != 0 {
+		t.Fatalf("replica-2 took a change whose owner still lives: %d", n)
+	}
+	f.clock.Advance(20 * time.Second) // no heartbeat since: replica-1 is gone
+	if n := f.drain(t, w); n != 1 {
+		t.Fatalf("drained %d after the owner's heartbeat ran out, want 1", n)
+	}
+	if got := f.user(t, "jira", "alice").Groups; !has(got, "developers") {
+		t.Fatalf("groups %q", got)
 	}
 }
 
@@ -232,5 +263,40 @@ func TestQueuedDeactivationYieldsToReinstatement(t *testing.T) {
 	}
 	if w := f.srv["jira"].Writes(); w != 0 || !f.user(t, "jira", "alice").Active {
 		t.Fatalf("the stale deactivation ran: %d writes, active %v", w, f.user(t, "jira", "alice").Active)
+	}
+}
+
+// A change that waits out a long backoff is tried as soon as a probe
+// finds its app answering again, not an hour later.
+func TestProbeDrainsTheQueueWhenTheAppIsBack(t *testing.T) {
+	f := newFixture(t, atlassiantest.Jira)
+	ctx := t.Context()
+	f.apply(t, alice("jira"), false)
+	f.clock.Advance(2 * f.r.FastPath)
+	f.srv["jira"].SetDown(true)
+	p := profile("jira")
+	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown); err != nil || !out[0].Queued {
+		t.Fatalf("provision while down: %+v %v", out, err)
+	}
+	w := f.worker("w1")
+	w.MinBackoff, w.MaxBackoff = time.Hour, time.Hour
+	if n := f.drain(t, w); n != 0 { // fails again: an hour's backoff now
+		t.Fatalf("drained %d while down", n)
+	}
+	if woke := w.Probe(ctx); len(woke) != 0 {
+		t.Fatalf("probe woke %v while the app is down", woke)
+	}
+	f.srv["jira"].SetDown(false)
+	if n := f.drain(t, w); n != 0 {
+		t.Fatalf("drained %d before the probe: the backoff should still hold", n)
+	}
+	if woke := w.Probe(ctx); !slices.Equal(woke, []string{"jira"}) {
+		t.Fatalf("probe woke %v, want jira", woke)
+	}
+	if n := f.drain(t, w); n != 1 {
+		t.Fatalf("drained %d after the probe, want 1", n)
+	}
+	if !has(f.user(t, "jira", "alice").Groups, "developers") {
+		t.Fatal("the queued change did not land")
 	}
 }

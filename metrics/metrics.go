@@ -146,6 +146,10 @@ type Metrics struct {
 	sweepBlocked *prometheus.CounterVec
 
 	scim        *prometheus.CounterVec
+	scimHeld    *prometheus.CounterVec
+	scimHolds   *prometheus.GaugeVec
+	holdsMu     sync.Mutex      // serialises SetSCIMHolds
+	holdsSet    map[string]bool // the IdPs SetSCIMHolds set last
 	revocations *prometheus.CounterVec
 	metadata    *prometheus.CounterVec
 
@@ -227,6 +231,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "usher_scim_requests_total",
 		Help: "SCIM requests by IdP, operation and result.",
 	}, []string{"idp", "op", "result"}))
+	m.scimHeld = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_scim_brake_held_total",
+		Help: "SCIM removals an IdP's brake held back for an admin, by IdP (counted by the replica that held them).",
+	}, []string{"idp"}))
+	m.scimHolds = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "usher_scim_brake_holds",
+		Help: "SCIM removals an IdP's brake holds now, waiting for an admin to release or drop them, by IdP (read from the store, alike on every replica).",
+	}, []string{"idp"}))
 	m.revocations = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "usher_session_revocations_total",
 		Help: "Sessions revoked by source (logout, scim, sweep, admin, directory).",
@@ -414,6 +426,36 @@ func (m *Metrics) SCIM(idp, op, result string) {
 		return
 	}
 	m.scim.WithLabelValues(idp, op, result).Inc()
+}
+
+// SCIMHeld counts one SCIM removal IdP idp's brake held back.
+func (m *Metrics) SCIMHeld(idp string) {
+	if m == nil {
+		return
+	}
+	m.scimHeld.WithLabelValues(idp).Inc()
+}
+
+// SetSCIMHolds reports how many removals each IdP's brake holds now.
+// holds names every IdP with a brake (0 when it holds nothing), plus any
+// other IdP that still has holds; IdPs absent from it, gone from the
+// config, lose their series.
+func (m *Metrics) SetSCIMHolds(holds map[string]int) {
+	if m == nil {
+		return
+	}
+	m.holdsMu.Lock()
+	defer m.holdsMu.Unlock()
+	for idp := range m.holdsSet {
+		if _, ok := holds[idp]; !ok {
+			m.scimHolds.DeleteLabelValues(idp)
+		}
+	}
+	m.holdsSet = make(map[string]bool, len(holds))
+	for idp, n := range holds {
+		m.scimHolds.WithLabelValues(idp).Set(float64(n))
+		m.holdsSet[idp] = true
+	}
 }
 
 // Revocation counts one revoked session. source is one of the Source

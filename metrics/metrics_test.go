@@ -328,3 +328,26 @@ func BenchmarkRequestSerial(b *testing.B) {
 		m.Request("jira", 200)
 	}
 }
+
+func TestSCIMBrake(t *testing.T) {
+	m, reg := newTest(t)
+	m.SCIMHeld("okta")
+	m.SCIMHeld("okta")
+	m.SCIMHeld("entra")
+	m.SetSCIMHolds(map[string]int{"okta": 2, "entra": 1, "google": 0})
+	// entra left the config and its holds were settled.
+	m.SetSCIMHolds(map[string]int{"okta": 7, "google": 0})
+	compare(t, reg, `
+# HELP usher_scim_brake_held_total SCIM removals an IdP's brake held back for an admin, by IdP (counted by the replica that held them).
+# TYPE usher_scim_brake_held_total counter
+usher_scim_brake_held_total{idp="entra"} 1
+usher_scim_brake_held_total{idp="okta"} 2
+# HELP usher_scim_brake_holds SCIM removals an IdP's brake holds now, waiting for an admin to release or drop them, by IdP (read from the store, alike on every replica).
+# TYPE usher_scim_brake_holds gauge
+usher_scim_brake_holds{idp="google"} 0
+usher_scim_brake_holds{idp="okta"} 7
+`, "usher_scim_brake_held_total", "usher_scim_brake_holds")
+	var nilM *Metrics
+	nilM.SCIMHeld("okta")
+	nilM.SetSCIMHolds(map[string]int{"okta": 1})
+}

@@ -93,6 +93,13 @@ func storeErr(err error, kind, id string) *apiError {
 			"a %s with this userName, displayName or externalId already exists for this IdP", kind)
 		e.cause = err
 		return e
+	case errors.Is(err, store.ErrInvalid):
+		// The same request would fail again: a 400, never a 503 the IdP
+		// retries forever. The door's own checks catch what they know;
+		// this is the store's last word.
+		e := newErr(http.StatusBadRequest, scimerr.ScimTypeInvalidValue, "the %s holds a value usher cannot store", kind)
+		e.cause = err
+		return e
 	}
 	return unavailable(err)
 }

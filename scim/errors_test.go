@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/usherhq/usher/store"
 )
 
 func TestBadInput(t *testing.T) {
@@ -166,5 +168,26 @@ func TestFilterBounds(t *testing.T) {
 	}
 	if err := checkFilterSize(`userName eq "alice" and (externalId eq "x")`); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// What the store refuses as invalid is the IdP's mistake (400), what it
+// cannot reach is temporary (503 with Retry-After).
+func TestStoreErrMapping(t *testing.T) {
+	for _, tc := range []struct {
+		err      error
+		status   int
+		scimType string
+		retry    bool
+	}{
+		{fmt.Errorf("sqlite: put: %w", store.ErrInvalid), 400, "invalidValue", false},
+		{fmt.Errorf("postgres: put: %w", store.ErrUnavailable), 503, "", true},
+		{fmt.Errorf("put: %w", store.ErrConflict), 409, "uniqueness", false},
+		{fmt.Errorf("get: %w", store.ErrNotFound), 404, "", false},
+	} {
+		e := storeErr(tc.err, "User", "u1")
+		if e.doc.Status != tc.status || string(e.doc.ScimType) != tc.scimType || e.retry != tc.retry || !errors.Is(e.cause, tc.err) {
+			t.Errorf("storeErr(%v) = %d %q retry %v", tc.err, e.doc.Status, e.doc.ScimType, e.retry)
+		}
 	}
 }

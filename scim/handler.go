@@ -100,6 +100,15 @@ type Hooks interface {
 	Deprovision(ctx context.Context, idp, subject, reason string) error
 }
 
+// Activator is what Hooks may also do: Activated is called when a user
+// becomes active (created active, or pushed active after being inactive),
+// whether or not the IdP is Automatic, before Provision. It lets the
+// lifecycle withdraw what an earlier deactivation left waiting (a removal
+// the IdP's brake held).
+type Activator interface {
+	Activated(ctx context.Context, idp, subject string) error
+}
+
 // User is a pushed user as the hooks see it.
 type User struct {
 	IdP, ID, Subject string

@@ -88,10 +88,35 @@ type testDB interface {
 	Close() error
 }
 
+// actHooks are recHooks that are also an Activator; activations are
+// kept apart, so tests of the other hooks see the calls they expect.
+type actHooks struct {
+	*recHooks
+	mu        sync.Mutex
+	activated []string // idp/subject
+}
+
+func (h *actHooks) Activated(_ context.Context, idp, subject string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.activated = append(h.activated, idp+"/"+subject)
+	return nil
+}
+
+// takeActivated returns the activations so far and forgets them.
+func (h *actHooks) takeActivated() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.activated
+	h.activated = nil
+	return out
+}
+
 type env struct {
 	t     *testing.T
 	srv   *httptest.Server
 	hooks *recHooks
+	act   *actHooks
 	db    testDB
 	st    *failingStore
 	logs  *logBuf
@@ -136,7 +161,8 @@ func newEnvOn(t *testing.T, db testDB, idps ...IdPConfig) *env {
 		}
 	}
 	e := &env{t: t, hooks: &recHooks{}, db: db, st: &failingStore{SCIM: db}, logs: &logBuf{}}
-	h, err := New(Config{IdPs: idps, Store: e.st, Hooks: e.hooks, Now: func() time.Time { return testNow }, MaxBody: 64 << 10,
+	e.act = &actHooks{recHooks: e.hooks}
+	h, err := New(Config{IdPs: idps, Store: e.st, Hooks: e.act, Now: func() time.Time { return testNow }, MaxBody: 64 << 10,
 		Log: slog.New(slog.NewTextHandler(e.logs, nil))})
 	if err != nil {
 		t.Fatalf("New: %v", err)

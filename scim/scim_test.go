@@ -256,3 +256,35 @@ func sorted(s ...string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// Hooks that are an Activator hear of every user that becomes active:
+// created active, or active again after a deactivation or delete,
+// whether or not the IdP is Automatic; never of a user that stays active
+// or arrives inactive.
+func TestActivatedHook(t *testing.T) {
+	for _, automatic := range []bool{true, false} {
+		t.Run(fmt.Sprintf("automatic=%v", automatic), func(t *testing.T) {
+			e := newEnv(t, IdPConfig{ID: "entra", Token: tokenA, Automatic: automatic})
+			r := e.must(http.StatusCreated, tokenA, "POST", "/Users", entraCreateUser)
+			id, subject := r.body["id"].(string), "entra/0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef"
+			if got := e.act.takeActivated(); !slices.Equal(got, []string{subject}) {
+				t.Fatalf("after create: %v", got)
+			}
+			e.must(http.StatusOK, tokenA, "PATCH", "/Users/"+id, entraPatchSingle)
+			e.must(http.StatusOK, tokenA, "PATCH", "/Users/"+id, entraDisable)
+			if got := e.act.takeActivated(); len(got) != 0 {
+				t.Fatalf("an update and a deactivation activated: %v", got)
+			}
+			e.must(http.StatusOK, tokenA, "PATCH", "/Users/"+id, entraEnableString)
+			if got := e.act.takeActivated(); !slices.Equal(got, []string{subject}) {
+				t.Fatalf("after reactivation: %v", got)
+			}
+			e.must(http.StatusNoContent, tokenA, "DELETE", "/Users/"+id, "")
+			inactive := strings.Replace(entraCreateUser, `"active": true`, `"active": false`, 1)
+			e.must(http.StatusCreated, tokenA, "POST", "/Users", inactive)
+			if got := e.act.takeActivated(); len(got) != 0 {
+				t.Fatalf("a delete or an inactive create activated: %v", got)
+			}
+		})
+	}
+}

@@ -479,6 +479,9 @@ func (s *server) saveUser(r *request, prev *store.SCIMUser, id string, a attrs) 
 	if deactivated {
 		s.deprovision(ctx, d, rec.Subject, ReasonDeactivated)
 	}
+	if active && (prev == nil || !prev.Active) {
+		s.activated(ctx, d, rec.Subject)
+	}
 	if active && d.Automatic {
 		s.provision(ctx, d, saved, a)
 	}
@@ -492,6 +495,16 @@ func hookCtx(ctx context.Context) context.Context { return context.WithoutCancel
 func (s *server) deprovision(ctx context.Context, d *idp, subject, reason string) {
 	if err := s.hooks.Deprovision(hookCtx(ctx), d.ID, subject, reason); err != nil {
 		s.log.Error("scim: deprovision failed; the SCIM state is recorded", "idp", d.ID, "subject", subject, "reason", reason, "err", err)
+	}
+}
+
+func (s *server) activated(ctx context.Context, d *idp, subject string) {
+	a, ok := s.hooks.(Activator)
+	if !ok {
+		return
+	}
+	if err := a.Activated(hookCtx(ctx), d.ID, subject); err != nil {
+		s.log.Error("scim: activation hook failed; the SCIM state is recorded", "idp", d.ID, "subject", subject, "err", err)
 	}
 }
 

@@ -12,29 +12,20 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 var t0 = time.Date(2026, 3, 1, 9, 0, 0, 123456789, time.UTC)
 
-// clock is a settable time source for the codec.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is a settable time source for the codec.
+func newClock() *clockwork.FakeClock { return clockwork.NewFakeClockAt(t0) }
 
 func secret(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
-func newCodec(t testing.TB, clk *clock, keys [][]byte, mod func(*Options)) *Codec {
+func newCodec(t testing.TB, clk *clockwork.FakeClock, keys [][]byte, mod func(*Options)) *Codec {
 	t.Helper()
 	o := Options{Name: "usher_session", Secure: true, Idle: 8 * time.Hour, Absolute: 24 * time.Hour, Now: clk.Now}
 	if mod != nil {
@@ -88,7 +79,7 @@ func sameSession(t *testing.T, got, want *Session) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	for _, mod := range []func(*Session){
 		func(*Session) {},
@@ -98,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 		s := sampleSession(c)
 		mod(s)
 		_, r := save(t, c, s)
-		clk.Add(30 * time.Second)
+		clk.Advance(30 * time.Second)
 		got, refresh, err := c.Load(r)
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +102,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestLoadNoSession(t *testing.T) {
-	c := newCodec(t, &clock{t: t0}, [][]byte{secret(1)}, nil)
+	c := newCodec(t, newClock(), [][]byte{secret(1)}, nil)
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("Cookie", "usher_session=not-the-prefixed-name")
 	if _, _, err := c.Load(r); !errors.Is(err, ErrNoSession) {
@@ -120,7 +111,7 @@ func TestLoadNoSession(t *testing.T) {
 }
 
 func TestLoadFirstValidOfDuplicates(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	s := sampleSession(c)
 	ck, _ := save(t, c, s)
@@ -140,7 +131,7 @@ func TestLoadFirstValidOfDuplicates(t *testing.T) {
 }
 
 func TestTampered(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	ck, _ := save(t, c, sampleSession(c))
 	raw, err := base64.RawURLEncoding.DecodeString(ck.Value)
@@ -185,7 +176,7 @@ func TestTampered(t *testing.T) {
 }
 
 func TestOtherKeyRefused(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	a := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	b := newCodec(t, clk, [][]byte{secret(2)}, nil)
 	_, r := save(t, a, sampleSession(a))
@@ -195,7 +186,7 @@ func TestOtherKeyRefused(t *testing.T) {
 }
 
 func TestKeyRotation(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	old := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	rotated := newCodec(t, clk, [][]byte{secret(2), secret(1)}, nil)
 	onlyNew := newCodec(t, clk, [][]byte{secret(2)}, nil)
@@ -226,14 +217,14 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, func(o *Options) { o.Idle, o.Absolute = time.Hour, 3*time.Hour })
 	s := sampleSession(c)
 	_, r := save(t, c, s)
 
 	// Within idle: loads; after a minute it asks for a refresh and has
 	// already moved Seen.
-	clk.Add(59 * time.Minute)
+	clk.Advance(59 * time.Minute)
 	got, refresh, err := c.Load(r)
 	if err != nil || !refresh {
 		t.Fatalf("at 59m: refresh=%v err=%v, want refresh", refresh, err)
@@ -244,28 +235,28 @@ func TestExpiry(t *testing.T) {
 	_, r = save(t, c, got)
 
 	// The old cookie passes its idle timeout; the refreshed one does not.
-	clk.Add(59 * time.Minute)
+	clk.Advance(59 * time.Minute)
 	if _, _, err := c.Load(r); err != nil {
 		t.Fatalf("refreshed cookie at 1h58m: %v", err)
 	}
-	clk.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if _, _, err := c.Load(r); !errors.Is(err, ErrExpired) {
 		t.Fatalf("idle timeout: err = %v, want ErrExpired", err)
 	}
 
 	// Kept busy, it still dies at the absolute timeout.
-	clk.t = t0
+	clk.Advance(t0.Sub(clk.Now()))
 	s = sampleSession(c)
 	_, r = save(t, c, s)
 	for clk.Now().Before(t0.Add(3*time.Hour - 30*time.Minute)) {
-		clk.Add(30 * time.Minute)
+		clk.Advance(30 * time.Minute)
 		got, _, err := c.Load(r)
 		if err != nil {
 			t.Fatalf("at %v: %v", clk.Now().Sub(t0), err)
 		}
 		_, r = save(t, c, got)
 	}
-	clk.Add(30 * time.Minute)
+	clk.Advance(30 * time.Minute)
 	if _, _, err := c.Load(r); !errors.Is(err, ErrExpired) {
 		t.Fatalf("absolute timeout: err = %v, want ErrExpired", err)
 	}
@@ -274,9 +265,9 @@ func TestExpiry(t *testing.T) {
 	}
 
 	// Shortening the timeout applies to cookies already issued.
-	clk.t = t0
+	clk.Advance(t0.Sub(clk.Now()))
 	_, r = save(t, c, sampleSession(c))
-	clk.Add(90 * time.Minute)
+	clk.Advance(90 * time.Minute)
 	shorter := newCodec(t, clk, [][]byte{secret(1)}, func(o *Options) { o.Idle, o.Absolute = time.Hour, time.Hour })
 	if _, _, err := shorter.Load(r); !errors.Is(err, ErrExpired) {
 		t.Fatalf("shortened absolute timeout: err = %v, want ErrExpired", err)
@@ -284,7 +275,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestSealOpenPurpose(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	v, err := c.Seal("flow", []byte("state"), clk.Now().Add(10*time.Minute))
 	if err != nil {
@@ -309,14 +300,14 @@ func TestSealOpenPurpose(t *testing.T) {
 	if _, err := c.Seal("flow", nil, time.Time{}); err == nil {
 		t.Error("Seal with zero expiry accepted")
 	}
-	clk.Add(10 * time.Minute)
+	clk.Advance(10 * time.Minute)
 	if _, err := c.Open("flow", v); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired flow value: err = %v, want ErrExpired", err)
 	}
 }
 
 func TestCookieAttributes(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	tests := []struct {
 		secure   bool
 		domain   string
@@ -334,7 +325,7 @@ func TestCookieAttributes(t *testing.T) {
 				t.Fatalf("CookieName = %q, want %q", c.CookieName(), tt.wantName)
 			}
 			s := sampleSession(c)
-			clk.Add(time.Hour) // Max-Age counts the remaining absolute lifetime
+			clk.Advance(time.Hour) // Max-Age counts the remaining absolute lifetime
 			rec := httptest.NewRecorder()
 			if err := c.Save(rec, s); err != nil {
 				t.Fatal(err)
@@ -372,7 +363,7 @@ func TestCookieAttributes(t *testing.T) {
 // TestBrowserRoundTrip lets a real client's cookie jar apply the Set-Cookie
 // rules (the __Host- prefix needs Secure, Path=/ and no Domain).
 func TestBrowserRoundTrip(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	var loaded *Session
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -414,7 +405,7 @@ func TestBrowserRoundTrip(t *testing.T) {
 }
 
 func TestOversize(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	s := sampleSession(c)
 	for i := 0; i < 200; i++ {
@@ -436,7 +427,7 @@ func TestOversize(t *testing.T) {
 }
 
 func TestRevocation(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	rev := NewRevocations(24*time.Hour, clk.Now)
 	c := newCodec(t, clk, [][]byte{secret(1)}, func(o *Options) { o.Revoker = rev })
 
@@ -455,7 +446,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("sibling session: %v", err)
 	}
 
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	rev.RevokeIdentity(b.IdP, b.Subject, clk.Now())
 	if _, _, err := c.Load(rb); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("revoked by identity: err = %v", err)
@@ -469,7 +460,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("after older revocation: err = %v", err)
 	}
 	// Logging in again after the revocation works.
-	clk.Add(time.Nanosecond)
+	clk.Advance(time.Nanosecond)
 	fresh := sampleSession(c)
 	_, rf := save(t, c, fresh)
 	if _, _, err := c.Load(rf); err != nil {
@@ -480,7 +471,7 @@ func TestRevocation(t *testing.T) {
 	if rev.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", rev.Len())
 	}
-	clk.Add(24 * time.Hour)
+	clk.Advance(24 * time.Hour)
 	rev.Prune()
 	if rev.Len() != 0 {
 		t.Fatalf("Len after absolute timeout = %d, want 0", rev.Len())
@@ -488,7 +479,7 @@ func TestRevocation(t *testing.T) {
 }
 
 func TestCSRF(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	old := newCodec(t, clk, [][]byte{secret(1)}, nil)
 	c := newCodec(t, clk, [][]byte{secret(2), secret(1)}, nil)
 	other := newCodec(t, clk, [][]byte{secret(3)}, nil)
@@ -571,7 +562,7 @@ func FuzzDecodeSession(f *testing.F) {
 // before (cached), "copy" is Load (a private copy of the cached session),
 // "cold" opens and decodes the value every time, as on a cache miss.
 func BenchmarkLoad(b *testing.B) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	c := newCodec(b, clk, [][]byte{secret(1)}, func(o *Options) { o.Revoker = NewRevocations(24*time.Hour, clk.Now) })
 	_, r := save(b, c, sampleSession(c))
 	for _, bc := range []struct {
@@ -623,7 +614,7 @@ func TestFlowCookieCrossSitePOST(t *testing.T) {
 // A cookie value that opened once is served from the Codec's cache: no
 // decoding, no allocation, and still every time-dependent check.
 func TestLoadSharedCache(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := newClock()
 	rev := NewRevocations(24*time.Hour, clk.Now)
 	c := newCodec(t, clk, [][]byte{secret(1)}, func(o *Options) { o.Idle, o.Absolute, o.Revoker = time.Hour, 3*time.Hour, rev })
 	s := sampleSession(c)
@@ -654,7 +645,7 @@ func TestLoadSharedCache(t *testing.T) {
 
 	// A refresh returns a private copy with Seen moved; the cache keeps
 	// the cookie's own Seen.
-	clk.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	fresh, refresh, err := c.LoadShared(r)
 	if err != nil || !refresh || fresh == first || !fresh.Seen.Equal(clk.Now()) || !first.Seen.Equal(s.Seen) {
 		t.Fatalf("refresh: %v %v, Seen %v (cached %v)", refresh, err, fresh.Seen, first.Seen)
@@ -670,7 +661,7 @@ func TestLoadSharedCache(t *testing.T) {
 	if _, _, err := c.LoadShared(r2); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	if _, _, err := c.LoadShared(r2); !errors.Is(err, ErrExpired) {
 		t.Fatalf("past idle and envelope expiry: %v", err)
 	}

@@ -100,15 +100,32 @@ type Provisioning interface {
 	// Enqueue adds a job or, when a job with the same (Kind, App, Key) is
 	// pending, replaces its payload and NotBefore; it returns the job ID.
 	Enqueue(ctx context.Context, j Job) (int64, error)
+	// Intend records a change before its owner starts on it: the job is
+	// created (or its payload replaced) already leased to owner for lease,
+	// so nobody else picks it up while owner works; owner then Completes
+	// it, or Retries it as a queued change. If owner dies, the job is
+	// claimed like any other when the lease ends, or at once when owner's
+	// heartbeat lease ("replica:"+owner, see Claim) has run out. It
+	// returns the job ID.
+	Intend(ctx context.Context, j Job, owner string, lease time.Duration) (int64, error)
 	// Claim leases up to limit due jobs (NotBefore <= now, not leased or
 	// lease expired) to owner for lease. Two callers never get the same
-	// job while its lease runs.
+	// job while its lease runs. A job whose owner keeps a heartbeat lease
+	// named "replica:"+owner (Coordination.Lease) is also free once that
+	// heartbeat has expired: its owner is known to be gone.
 	Claim(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration) ([]Job, error)
+	// Wake makes the waiting jobs of app due at now (a probe found the app
+	// answering again) and returns how many it woke. Leased jobs are left
+	// alone.
+	Wake(ctx context.Context, app string, now time.Time) (int, error)
+	// WaitingApps names the apps that have jobs waiting past now for a
+	// retry, sorted.
+	WaitingApps(ctx context.Context, now time.Time) ([]string, error)
 	// Complete deletes a job the owner finished. A job re-enqueued since
 	// it was claimed (newer payload) is kept and released instead.
 	Complete(ctx context.Context, id int64, owner string) error
 	// Retry releases a job for another attempt at notBefore, recording
-	// the error and counting the attempt.
+	// the error (free text, see ErrInvalid) and counting the attempt.
 	Retry(ctx context.Context, id int64, owner string, notBefore time.Time, lastErr string) error
 	// Queue returns depth, oldest job and recent errors.
 	Queue(ctx context.Context) (QueueStats, error)

@@ -1,7 +1,13 @@
-// Package store is usher's persistence: identity bindings, logins and the
-// audit log. Implementations live in store/sqlite (the embedded default)
-// and store/postgres (shared by several replicas); store/storetest is the
-// conformance suite every implementation passes.
+// Package store is usher's persistence: identity bindings and logins, the
+// audit log, provisioning state and the retry queue, coordination between
+// replicas (replay cache, revocations, leases), pushed SCIM users and
+// the SCIM brake's counts and held removals, sweep runs and small blobs
+// (keys, certificates, directory sync state).
+// Implementations live in store/sqlite (the embedded default)
+// and store/postgres (shared by several replicas), which open their
+// database and describe its dialect; the statements are written once, in
+// store/internal/sqlstore, so a new method is one implementation there.
+// store/storetest is the conformance suite every implementation passes.
 package store
 
 import (
@@ -17,14 +23,26 @@ var ErrNotFound = errors.New("store: not found")
 // externalId within an IdP) is already taken.
 var ErrConflict = errors.New("store: conflict")
 
-// ErrUnavailable wraps failures to reach the database or to get an answer
-// in time: the caller may try again later. It is never returned for
-// refused input or missing records.
-var ErrUnavailable = errors.New("store: unavailable")
-
 // ErrUsernameTaken is returned when a username is already bound to another
 // (idp, subject).
 var ErrUsernameTaken = errors.New("store: username bound to another identity")
+
+// ErrInvalid is returned for input no backend can store: a required field
+// left empty, a malformed key or cursor, text with a NUL byte or invalid
+// UTF-8 (which PostgreSQL refuses, so SQLite refuses it too). It is the
+// caller's mistake: sending the same input again fails again. Backends
+// refuse it before talking to the database. Free text that records what
+// happened elsewhere (Event.Detail, a job's last error, a sweep's reason)
+// is not refused but stored with such bytes replaced by U+FFFD, so that
+// another system's odd error message cannot lose the record.
+var ErrInvalid = errors.New("store: invalid input")
+
+// ErrUnavailable is returned when the database could not be reached or did
+// not answer in time (the store's bound or the caller's deadline, whichever
+// is sooner). The call may be retried later; a write that failed with it
+// may or may not have been applied, so retried writes must be idempotent,
+// as the Store's writes are.
+var ErrUnavailable = errors.New("store: database unavailable")
 
 // Binding ties an IdP identity to the app username derived from it.
 type Binding struct {
@@ -46,7 +64,7 @@ type Event struct {
 	App      string
 	Actor    string // who caused it: "login", "scim", "sweep", "admin:<name>"
 	Outcome  string // "ok", "refused", "error"
-	Detail   string // free text or JSON; never secrets
+	Detail   string // free text or JSON; never secrets. NUL and invalid UTF-8 are stored as U+FFFD
 }
 
 // AuditFilter selects events; zero fields match everything. Results are
@@ -62,7 +80,11 @@ type AuditFilter struct {
 }
 
 // Store is implemented by every backend. Methods are safe for concurrent
-// use and honour context cancellation.
+// use and honour context cancellation. Every call is bounded: it returns by
+// the caller's deadline or the store's own timeout, whichever is sooner,
+// with ErrUnavailable when the database did not answer by then; a canceled
+// context gives an error wrapping context.Canceled. Text arguments with a
+// NUL byte or invalid UTF-8 are refused with ErrInvalid.
 type Store interface {
 	// Bind records that (b.IdP, b.Subject) owns b.Username, and returns the
 	// stored binding. It is idempotent. When the identity is already bound
@@ -94,4 +116,5 @@ type Store interface {
 	SCIM
 	Sweeps
 	Blobs
+	Brakes
 }

@@ -17,7 +17,7 @@ type SweepRun struct {
 	Planned  int
 	Applied  int
 	Failed   int
-	Reason   string // why it was blocked or failed
+	Reason   string // why it was blocked or failed; free text, see ErrInvalid
 	// Plan is the plan as the sweep shows it (JSON: counts, the first
 	// items); every item of it is kept apart (SweepItems).
 	Plan []byte

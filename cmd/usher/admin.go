@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/usherhq/usher/admin"
+	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/dirsync"
 	"github.com/usherhq/usher/jit"
 	"github.com/usherhq/usher/providers"
+	"github.com/usherhq/usher/store"
 	"github.com/usherhq/usher/sweep"
 )
 
@@ -23,7 +25,7 @@ func (m *Main) adminHandler(g *generation) (http.Handler, error) {
 	cfg := g.cfg
 	acts := &adminActions{m: m, g: g}
 	opts := admin.Options{
-		Store: m.store, Actions: acts, Directories: acts, Codec: g.codec,
+		Store: m.store, Actions: acts, Directories: acts, Holds: acts, IdPs: adminIdPs(cfg), Codec: g.codec,
 		Config:  cfg.Redacted,
 		Ready:   func(ctx context.Context) []admin.Check { return m.ready(ctx, g) },
 		Metrics: m.metrics.Handler(m.reg),
@@ -283,6 +285,73 @@ func (a *adminActions) SyncPerson(ctx context.Context, idp, subject, actor strin
 		return nil, fmt.Errorf("IdP %s has no directory", idp)
 	}
 	return s.SyncPerson(ctx, subject, actor)
+}
+
+// adminIdPs are the configured IdPs as the admin overview shows them.
+func adminIdPs(cfg *config.Config) []admin.IdP {
+	out := make([]admin.IdP, 0, len(cfg.IdPs))
+	for _, idp := range cfg.IdPs {
+		v := admin.IdP{ID: idp.ID, Name: idp.Name, Type: idp.Type, Adoption: idp.Adoption, SCIM: idp.SCIM != nil}
+		if sc := idp.SCIM; sc != nil {
+			v.Automatic = sc.Automatic
+			if b := sc.Brake; b != nil {
+				v.Brake = &admin.Brake{MaxCount: b.MaxCount, MaxShare: b.MaxShare, Window: b.Window, HeldSessions: b.HeldSessions}
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Release carries out a removal an IdP's SCIM brake held.
+func (a *adminActions) Release(ctx context.Context, idp, subject, actor string) ([]string, error) {
+	outs, err := a.g.lifecycle.Release(ctx, idp, subject, adminCause(actor, "released a removal the SCIM brake held"))
+	if errors.Is(err, jit.ErrNotHeld) {
+		return nil, fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	changes := make([]string, 0, len(outs))
+	for _, o := range outs {
+		what := "nothing to change"
+		switch {
+		case o.Err != nil:
+			what = "failed: " + o.Err.Error()
+			if o.Queued {
+				what += " (queued for retry)"
+			}
+		case o.Queued:
+			what = "queued for retry (the app is down)"
+		case o.Changed:
+			what = "removed"
+		case o.Skipped != "":
+			what = o.Skipped
+		}
+		changes = append(changes, o.App+": "+what)
+	}
+	if outs != nil {
+		// Decided and released: an app that did not take it is in the
+		// lines above, the audit log and the retry queue.
+		return changes, nil
+	}
+	return changes, err
+}
+
+// Drop withdraws a removal an IdP's SCIM brake held.
+func (a *adminActions) Drop(ctx context.Context, idp, subject, actor string) error {
+	err := a.g.lifecycle.DropHold(ctx, idp, subject, adminCause(actor, "dropped a removal the SCIM brake held"))
+	if errors.Is(err, jit.ErrNotHeld) {
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	return err
+}
+
+func (a *adminActions) ReleaseAll(ctx context.Context, idp, actor string) (int, error) {
+	a.m.Log.Info("release of every removal the SCIM brake holds", "idp", idp, "actor", actor)
+	return a.g.lifecycle.ReleaseHolds(ctx, idp, adminCause(actor, "released every removal the SCIM brake held"))
+}
+
+func (a *adminActions) DropAll(ctx context.Context, idp, actor string) (int, error) {
+	a.m.Log.Info("drop of every removal the SCIM brake holds", "idp", idp, "actor", actor)
+	return a.g.lifecycle.DropHolds(ctx, idp, adminCause(actor, "dropped every removal the SCIM brake held"))
 }
 
 // adminCause is the cause of an admin page action; actor is how the

@@ -137,6 +137,7 @@ func step(t *testing.T, ctx context.Context, name string, actions ...chromedp.Ac
 }
 
 func TestBrowserLoginAdminTimelineSweepSync(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, Extra: sweepConfig})
 	ctx := newBrowser(t)
 

@@ -376,6 +376,7 @@ func TestDataDirIsCreatedOrRefused(t *testing.T) {
 
 // serve creates the data_dir too, right after check said ok.
 func TestServeCreatesDataDir(t *testing.T) {
+	t.Parallel()
 	data := filepath.Join(t.TempDir(), "new", "data")
 	e := startEnvWith(t, envOptions{Tune: func(m *Main) {
 		m.Config.Server.DataDir = data

@@ -95,6 +95,7 @@ func (e *env) ssoLogin(c *http.Client, page, idp, username, password string) (*h
 // and provisions the person into the app (as any login does) before the
 // code is issued; the usher session then serves the proxied apps too.
 func TestProviderOnlyApp(t *testing.T) {
+	t.Parallel()
 	jira, yaml := startSSOJira(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, MoreApps: yaml})
 	jira.enable(t, e.url+"/usher/op")
@@ -109,6 +110,7 @@ func TestProviderOnlyApp(t *testing.T) {
 		t.Fatalf("alice in the app: %+v (usher provisions before the code)", u)
 	}
 	// Admitted as at any login: audited once, with the login's reason.
+	e.settle()
 	evs, err := e.m.store.Audit(context.Background(), store.AuditFilter{IdP: "acme", Action: "login"})
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("login audit: %v %v", evs, err)
@@ -128,6 +130,7 @@ func TestProviderOnlyApp(t *testing.T) {
 // access to the app is admitted to the others but gets usher's refusal
 // page for this one, never a code, and is not provisioned into it.
 func TestProviderRefusesWithoutAccess(t *testing.T) {
+	t.Parallel()
 	jira, yaml := startSSOJira(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping + "      access:\n        apps: [app, jira]\n", MoreApps: yaml})
 	jira.enable(t, e.url+"/usher/op")
@@ -153,6 +156,7 @@ func TestProviderRefusesWithoutAccess(t *testing.T) {
 // deactivated (the app then refuses the person's existing product
 // session), and a new sign-in through the app never gets a code.
 func TestProviderDeprovisioned(t *testing.T) {
+	t.Parallel()
 	jira, yaml := startSSOJira(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, MoreApps: yaml})
 	jira.enable(t, e.url+"/usher/op")
@@ -188,6 +192,7 @@ func TestProviderDeprovisioned(t *testing.T) {
 // TestProviderPromptNone: prompt=none without a session answers
 // login_required at the redirect URI.
 func TestProviderPromptNone(t *testing.T) {
+	t.Parallel()
 	jira, yaml := startSSOJira(t)
 	e := startEnvWith(t, envOptions{MoreApps: yaml})
 	q := url.Values{"client_id": {"jira-sso"}, "redirect_uri": {jira.url + "/plugins/servlet/oidc/callback"}, "response_type": {"code"},
@@ -203,6 +208,7 @@ func TestProviderPromptNone(t *testing.T) {
 // is redeemed at the other, once; signing keys are shared and a rotation
 // made by one replica is published and used by both.
 func TestProviderAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t) // skips without PostgreSQL
 	jira, yaml := startSSOJira(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, MoreApps: yaml, DSN: dsn, Tune: func(m *Main) {

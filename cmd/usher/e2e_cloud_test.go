@@ -136,6 +136,7 @@ func (e *env) scimOK(method, path, body string, codes ...int) string {
 }
 
 func TestCloudProvisionedBySCIM(t *testing.T) {
+	t.Parallel()
 	c, entry := startCloud(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: cloudMapping, SCIM: true, ExtraApps: entry, Extra: sweepConfig})
 
@@ -245,6 +246,7 @@ func TestCloudProvisionedBySCIM(t *testing.T) {
 // reference through SCIM pushes and checks each ends as a clear audit
 // entry, while the other apps still get their changes.
 func TestCloudRefusalsAreAudited(t *testing.T) {
+	t.Parallel()
 	c, entry := startCloud(t)
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: cloudMapping, SCIM: true, ExtraApps: entry})
 	dan := scimID(t, e.scimOK("POST", "/Users", scimUser("00u-dan", "dan", "dan@acme.test"), http.StatusCreated))

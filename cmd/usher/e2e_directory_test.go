@@ -81,6 +81,7 @@ sweeps:
 // deleted while the pull fails is not touched, under every fault the
 // emulator has; group overage at login is resolved through Graph.
 func TestDirectorySyncEndToEnd(t *testing.T) {
+	t.Parallel()
 	x := startEntra(t)
 	x.add("alice", "Alice Archer", "staff", "engineering")
 	x.add("zoe", "Zoe Zimmer", "staff", "engineering")
@@ -162,6 +163,7 @@ func TestDirectorySyncEndToEnd(t *testing.T) {
 
 	// alice logs in for the first time: the account the sync made is hers.
 	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	e.settle()
 	if b, err := e.m.store.Binding(ctx, "acme", "00u-alice"); err != nil || b.Username != "alice" || b.LastLogin.IsZero() {
 		t.Errorf("alice after her login: %+v %v", b, err)
 	}

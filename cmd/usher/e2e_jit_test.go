@@ -97,6 +97,7 @@ func hasAll(have []string, want ...string) bool {
 }
 
 func TestProvisioningOnLogin(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
 	alice := oidctest.User{
 		Subject: "00u-alice", Username: "alice", Password: "pw-alice", Email: "alice@acme.test", Name: "Alice Archer",
@@ -180,6 +181,7 @@ func openJira(t *testing.T, e *env) targets.Target {
 }
 
 func TestProvisioningWhenAppIsDown(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
 	ctx := context.Background()
 
@@ -236,6 +238,7 @@ func TestProvisioningWhenAppIsDown(t *testing.T) {
 }
 
 func TestSAMLLoginProvisions(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{SAML: true, Apps: true, Mapping: jitMapping})
 	c := e.browser()
 	resp := e.get(c, e.url+"/usher/login?idp=corp&rd=/jira/")
@@ -254,6 +257,7 @@ func TestSAMLLoginProvisions(t *testing.T) {
 }
 
 func TestAttributesAsHeaders(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Mapping: "      attributes:\n        department: {claim: department}\n", Extra: "headers:\n  attributes: {department: X-Remote-Department}\n"})
 	e.idps["acme"].SetUser(oidctest.User{
 		Subject: "00u-alice", Username: "alice", Password: "pw-alice", Email: "alice@acme.test", Name: "Alice Archer",
@@ -272,6 +276,7 @@ func TestAttributesAsHeaders(t *testing.T) {
 }
 
 func TestAccessPolicyLimitsApps(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: "      access: {apps: [jira], require_groups: [engineering]}\n"})
 	c := e.browser()
 	wantStatus(t, e.login(c, "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
@@ -306,6 +311,7 @@ func TestAccessPolicyLimitsApps(t *testing.T) {
 // person never had a session: a sweep plans them, with the Bitbucket seat
 // it would free, and a SCIM deactivation removes them.
 func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true, Extra: sweepConfig})
 	ctx := context.Background()
 	login := func() {
@@ -397,6 +403,7 @@ func TestRefusedLoginLeavesNoForgottenAccount(t *testing.T) {
 // four apps at the next login, Confluence included, whose user resource
 // does not report e-mail; the login after that makes no app call.
 func TestEmailChangeReachesEveryApp(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping})
 	alice := testUsers["acme"][0]
 	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)

@@ -111,6 +111,7 @@ func (e *env) samlAnswer(idpRedirect, user, password string) (*http.Request, err
 }
 
 func TestSAMLLoginReachesUpstream(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{SAML: true})
 	c := e.browser()
 	resp := e.get(c, e.url+"/wiki/spaces/X")
@@ -151,6 +152,7 @@ func TestSAMLLoginReachesUpstream(t *testing.T) {
 }
 
 func TestSAMLRefusals(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{SAML: true})
 
 	// The same assertion posted twice, even with a copy of the flow
@@ -215,6 +217,7 @@ func TestSAMLRefusals(t *testing.T) {
 // browser (a copy of the cookie stops working too), answers, and the IdP
 // accepts the answer and reports everyone signed out.
 func TestSAMLIdPInitiatedLogout(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{SAML: true})
 	c := e.browser()
 	resp := e.get(c, e.url+"/usher/login?idp=corp&rd=/x")

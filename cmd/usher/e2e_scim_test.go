@@ -42,6 +42,7 @@ func scimID(t *testing.T, body string) string {
 }
 
 func TestSCIMProvisionsAndDeprovisions(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true})
 
 	// Entra creates a person before their first login (its documented
@@ -178,6 +179,7 @@ func TestSCIMClaimsFeedDefaultMappings(t *testing.T) {
 // must find it later), while the apps refuse the account: that failure
 // is audited and shows on the person's admin timeline.
 func TestSCIMPushWithoutDisplayNameOrEmail(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true})
 	code, body := e.scimDo("POST", "/Users", "scim-acme", `{
 		"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],

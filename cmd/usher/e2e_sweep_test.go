@@ -21,6 +21,7 @@ const sweepConfig = `sweeps:
 `
 
 func TestSweepCommandDeactivatesAndEndsSessions(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, Extra: sweepConfig})
 	ctx := context.Background()
 	alice := e.browser()
@@ -95,6 +96,7 @@ func TestSweepCommandDeactivatesAndEndsSessions(t *testing.T) {
 // ran; a failed sweep names itself once in its error, and its JSON log
 // lines carry the "sweep" key once.
 func TestSweepCommandJSONAndNames(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, Extra: `log: {format: json}
 sweeps:
   - name: expired

@@ -122,12 +122,15 @@ func (m *Main) build(ctx context.Context, cfg *config.Config) (g *generation, er
 		g.dirs[app] = dir
 	}
 	g.lifecycle = &jit.Lifecycle{
-		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Metrics: m.metrics,
+		Mappers: mappers, Apps: g.dirs, Store: m.store, Sessions: m.sessions, Audit: m.audit, Logins: m.logins, Metrics: m.metrics, Owner: m.owner,
 		Log: m.Log, Now: m.Now, FastPath: cfg.Provisioning.FastPath, CreateGroups: *cfg.Provisioning.CreateGroups,
 		QueueWhenDown: cfg.Provisioning.OnAppDown != "deny", Deadline: cfg.Provisioning.Deadline,
+		Brakes: scimBrakes(cfg),
 	}
 	if len(g.dirs) > 0 {
-		g.worker = &jit.Worker{Lifecycle: g.lifecycle, Store: m.store, Owner: m.owner}
+		r := cfg.Provisioning.Retry
+		g.worker = &jit.Worker{Lifecycle: g.lifecycle, Store: m.store, Owner: m.owner,
+			Interval: r.Interval, MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff, ProbeEvery: r.ProbeEvery}
 	}
 	if err := m.openDirectories(g, cfg); err != nil {
 		return nil, err

@@ -123,6 +123,7 @@ func wantIncrease(t *testing.T, step string, before, after map[string]*dto.Metri
 }
 
 func TestMetricsMoveAfterLoginFailureAndSweep(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, Extra: sweepConfig})
 	ctx := context.Background()
 
@@ -222,6 +223,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestReloadAppliesNewMappingAndKeepsOldOnError(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: reloadMapping})
 	ctx := context.Background()
 	jira := e.apps["jira"]
@@ -445,6 +447,7 @@ func closedAddr(t *testing.T) string {
 }
 
 func TestDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t) // skips without PostgreSQL
 	ctx := context.Background()
 
@@ -602,6 +605,7 @@ idps:
 }
 
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	ctx := context.Background()
 
@@ -702,6 +706,7 @@ func TestGracefulShutdown(t *testing.T) {
 // sessions there at once, and removing an IdP sends its people back to
 // the login, both without a database call on the request path.
 func TestReloadReachesLiveSessions(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	ctx := context.Background()
 	alice, bob := e.browser(), e.browser()
@@ -759,6 +764,7 @@ func TestReloadReachesLiveSessions(t *testing.T) {
 // during the outage, and reaches the other replica when the database is
 // back.
 func TestLogoutDuringDatabaseOutage(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	u, err := url.Parse(dsn)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 // TestReplicasSharePostgres runs two ushers on one PostgreSQL database,
 // as two replicas behind a load balancer.
 func TestReplicasSharePostgres(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{SAML: true, Apps: true, Mapping: jitMapping, DSN: pgtest.DSN(t)})
 	_, urlB := e.replica(t)
 
@@ -63,6 +64,7 @@ func TestReplicasSharePostgres(t *testing.T) {
 // TestReplicasDrainOneQueue: two replicas' retry workers drain one queue
 // and every job is applied exactly once.
 func TestReplicasDrainOneQueue(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, DSN: pgtest.DSN(t)})
 	b, _ := e.replica(t)
 	ctx := context.Background()
@@ -110,6 +112,7 @@ func TestReplicasDrainOneQueue(t *testing.T) {
 // and when the leader dies holding the lease the other takes over once
 // the lease runs out.
 func TestSweepLeaderAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, DSN: pgtest.DSN(t), Extra: sweepConfig})
 	b, _ := e.replica(t)
 	ctx := context.Background()

@@ -35,6 +35,20 @@ func (m *Main) scimHandler(cfg *config.Config, g *generation) (http.Handler, err
 	})
 }
 
+// scimBrakes are the IdPs' SCIM brakes (idps[].scim.brake), by IdP id.
+func scimBrakes(cfg *config.Config) map[string]jit.Brake {
+	out := map[string]jit.Brake{}
+	for _, idp := range cfg.IdPs {
+		if idp.SCIM == nil || idp.SCIM.Brake == nil {
+			continue
+		}
+		b := idp.SCIM.Brake
+		out[idp.ID] = jit.Brake{MaxCount: b.MaxCount, MaxShare: b.MaxShare, Window: b.Window,
+			KeepSessions: b.HeldSessions == config.HeldSessionsKeep}
+	}
+	return out
+}
+
 // scimSubjects checks every IdP's scim.subject with the SCIM server's
 // own parser, so `usher check` refuses what the server would.
 func scimSubjects(cfg *config.Config) config.Errors {
@@ -64,10 +78,25 @@ func (h scimHooks) Provision(ctx context.Context, idp string, u scim.User) error
 	return err
 }
 
+// Deprovision removes the person. A removal the IdP's SCIM brake holds
+// is not an error: the push is stored and answered as usual, and the hold
+// waits on the admin page.
 func (h scimHooks) Deprovision(ctx context.Context, idp, subject, reason string) error {
 	_, err := h.l.Remove(ctx, jit.Removal{IdP: idp, Subject: subject}, jit.SCIMPush(idp, reason))
 	if errors.Is(err, jit.ErrUnbound) {
 		return nil // logged and audited by the lifecycle
+	}
+	return err
+}
+
+var _ scim.Activator = scimHooks{}
+
+// Activated withdraws a removal the IdP's SCIM brake held for the person:
+// the IdP says they are active again.
+func (h scimHooks) Activated(ctx context.Context, idp, subject string) error {
+	err := h.l.DropHold(ctx, idp, subject, jit.SCIMPush(idp, "active again"))
+	if errors.Is(err, jit.ErrNotHeld) {
+		return nil // the common case: nothing was held
 	}
 	return err
 }

@@ -64,6 +64,7 @@ type Main struct {
 	owner     string // this replica's name in leases
 	store     store.Store
 	audit     *jit.AuditLog
+	logins    *jit.LoginTimes
 	revoked   *session.Revocations
 	sessions  *session.Shared
 	reg       *prometheus.Registry
@@ -114,6 +115,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		return err
 	}
 	m.audit = &jit.AuditLog{Store: m.store, Log: m.Log, Now: m.Now}
+	m.logins = &jit.LoginTimes{Store: m.store, Log: m.Log}
 	m.revoked = session.NewRevocations(cfg.Session.AbsoluteTimeout, m.Now)
 	m.sessions = &session.Shared{Local: m.revoked, Store: m.store, Absolute: cfg.Session.AbsoluteTimeout, Now: m.Now, Log: m.Log,
 		Spool: filepath.Join(cfg.Server.DataDir, "revocations.pending")}
@@ -240,10 +242,42 @@ func (m *Main) background() {
 	if poll <= 0 {
 		poll = time.Second
 	}
-	wg.Add(2)
+	wg.Add(5)
+	go func() { defer wg.Done(); m.heartbeat(ctx, m.Config.Provisioning.Retry.Interval) }()
 	go func() { defer wg.Done(); m.sessions.Run(ctx, poll) }()
 	go func() { defer wg.Done(); m.gauges(ctx, 15*time.Second) }()
+	// Batched writes of what a crash may lose: a sign-in's own audit
+	// record and its last-login time. They stop last, writing what waits.
+	go func() { defer wg.Done(); m.audit.Run(ctx) }()
+	go func() { defer wg.Done(); m.logins.Run(ctx) }()
 	m.stopBackground = func() { cancel(); wg.Wait() }
+}
+
+// heartbeat keeps this replica's lease "replica:<owner>" alive: the
+// changes it recorded and works on (job leases) are its own while it
+// beats, and free for any replica at once when it stops beating (a
+// crash), rather than when each job's lease runs out. A clean stop
+// releases it.
+func (m *Main) heartbeat(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	name := "replica:" + m.owner
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := m.store.Lease(ctx, name, m.owner, 3*every); err != nil && ctx.Err() == nil {
+			m.Log.Warn("heartbeat lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = m.store.ReleaseLease(rctx, name, m.owner)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // gauges keeps the retry queue metrics current and counts SAML
@@ -262,6 +296,7 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 			m.metrics.SetQueue(q.Depth, age)
 		}
 		if g := m.gen.Load(); g != nil {
+			m.brakeGauges(ctx, g)
 			if g != last { // a reload opened new providers with new counters
 				seen, last = map[string]uint64{}, g
 			}
@@ -280,6 +315,22 @@ func (m *Main) gauges(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// brakeGauges reports the removals each IdP's SCIM brake holds, from the
+// store, so every replica reports the same; an IdP with a brake and no
+// holds reports 0.
+func (m *Main) brakeGauges(ctx context.Context, g *generation) {
+	counts, err := m.store.HoldCounts(ctx)
+	if err != nil {
+		return // the store's outage shows elsewhere; the gauge keeps its last value
+	}
+	for id := range g.lifecycle.Brakes {
+		if _, ok := counts[id]; !ok {
+			counts[id] = 0
+		}
+	}
+	m.metrics.SetSCIMHolds(counts)
 }
 
 // Reload re-reads the config file and swaps in a new generation. A file
@@ -411,13 +462,14 @@ func openStore(ctx context.Context, c config.Store) (store.Store, error) {
 		}
 		s, err := postgres.Open(ctx, dsn, postgres.Options{
 			NoMigrate: c.Migrate == "manual", MaxConns: int32(c.MaxConns), StatementTimeout: c.StatementTimeout,
+			Timeout: c.Timeout,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		return s, nil
 	default:
-		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual"})
+		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual", Timeout: c.Timeout})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}

@@ -34,6 +34,7 @@ func logLine(t *testing.T, logs *syncBuffer, msg string) map[string]any {
 // long, not a bare "context deadline exceeded", and names the
 // background work it stopped.
 func TestShutdownSaysWhatItCutShort(t *testing.T) {
+	t.Parallel()
 	logs := &syncBuffer{}
 	e := startEnvWith(t, envOptions{Tune: func(m *Main) {
 		m.Log = slog.New(slog.NewJSONHandler(logs, nil))
@@ -95,6 +96,7 @@ func TestShutdownSaysWhatItCutShort(t *testing.T) {
 // usher reload against a file the running usher refuses says so once:
 // not "reload refused (500): {"error":"reload failed: reload refused...".
 func TestReloadCommandRefusedSaysItOnce(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t)
 	e.enableReload()
 	text, err := os.ReadFile(e.cfgPath)

@@ -228,7 +228,7 @@ func TestCrewjamXSWFixtures(t *testing.T) {
 		t.Fatalf("no fixtures: %v", err)
 	}
 	md := readTestdata(t, "xsw/TestSPCanHandleOneloginResponse_IDPMetadata")
-	c := &clock{t: time.Date(2016, 1, 5, 17, 53, 12, 0, time.UTC)}
+	c := newClock(time.Date(2016, 1, 5, 17, 53, 12, 0, time.UTC))
 	cfg := &Config{
 		MetadataXML:       md,
 		SPKey:             secretFile(t, "sp-key.pem"),

@@ -50,7 +50,7 @@ func openStatic(t testing.TB, mod func(*Config)) *Provider {
 	if mod != nil {
 		mod(cfg)
 	}
-	c := &clock{t: fixedNow}
+	c := newClock(fixedNow)
 	p, err := cfg.OpenWith(context.Background(), "okta", providers.Deps{PublicURL: publicURL}, Options{
 		Now:   c.Now,
 		NewID: func() string { return "id-golden-1" },

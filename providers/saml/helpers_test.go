@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/html"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/providers"
 	"github.com/usherhq/usher/providers/saml/samltest"
@@ -82,34 +83,19 @@ func fixedKeys(t testing.TB) (sp, idp keyPair) {
 	return fixedSP, fixedIdP
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+// newClock is a settable test clock at t.
+func newClock(t time.Time) *clockwork.FakeClock { return clockwork.NewFakeClockAt(t) }
 
 // env is an IdP from samltest and a Provider trusting it.
 type env struct {
 	t     testing.TB
-	clock *clock
+	clock *clockwork.FakeClock
 	idp   *samltest.IdP
 	p     *Provider
 	ids   int
 }
 
-func newIdP(t testing.TB, c *clock, kp *keyPair) *samltest.IdP {
+func newIdP(t testing.TB, c *clockwork.FakeClock, kp *keyPair) *samltest.IdP {
 	t.Helper()
 	opts := samltest.Options{
 		Now: c.Now,
@@ -134,7 +120,7 @@ func newIdP(t testing.TB, c *clock, kp *keyPair) *samltest.IdP {
 // for it; mod adjusts the provider config.
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
-	c := &clock{t: fixedNow}
+	c := newClock(fixedNow)
 	_, idpKeys := fixedKeys(t)
 	idp := newIdP(t, c, &idpKeys)
 	e := &env{t: t, clock: c, idp: idp}

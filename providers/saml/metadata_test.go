@@ -61,7 +61,7 @@ func (m *metadataServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 // signer is a samltest IdP used only to forge responses as the static IdP.
 func signer(t testing.TB, kp keyPair) *samltest.IdP {
 	t.Helper()
-	c := &clock{t: fixedNow}
+	c := newClock(fixedNow)
 	return newIdP(t, c, &kp)
 }
 
@@ -132,7 +132,7 @@ func TestMetadataURLRefresh(t *testing.T) {
 		SPKey:       secretFile(t, "sp-key.pem"),
 		SPCert:      secretFile(t, "sp-cert.pem"),
 	}
-	ck := &clock{t: fixedNow}
+	ck := newClock(fixedNow)
 	p, err := cfg.OpenWith(context.Background(), "okta", providers.Deps{PublicURL: publicURL, Client: srv.Client()}, Options{Now: ck.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -84,7 +84,7 @@ type urlEnv struct {
 	ms    *metadataServer
 	srv   *httptest.Server
 	clock *clockwork.FakeClock // timers and ages
-	now   *clock               // assertion and validUntil time
+	now   *clockwork.FakeClock // assertion and validUntil time
 	cache *memCache
 	kp    keyPair
 }
@@ -92,7 +92,7 @@ type urlEnv struct {
 func newURLEnv(t *testing.T) *urlEnv {
 	t.Helper()
 	_, kp := fixedKeys(t)
-	e := &urlEnv{t: t, ms: &metadataServer{}, clock: clockwork.NewFakeClock(), now: &clock{t: fixedNow}, kp: kp}
+	e := &urlEnv{t: t, ms: &metadataServer{}, clock: clockwork.NewFakeClock(), now: newClock(fixedNow), kp: kp}
 	e.cache = newMemCache(e.clock)
 	e.ms.set(http.StatusOK, staticIdPMetadata(t, pemOf(kp)))
 	e.srv = httptest.NewServer(e.ms)
@@ -227,7 +227,7 @@ func TestMetadataStoredCopyPastValidUntil(t *testing.T) {
 	first, _ := e.open("/metadata")
 	first.Close()
 
-	e.now.Set(fixedNow.Add(2 * time.Hour))
+	e.now.Advance(fixedNow.Add(2 * time.Hour).Sub(e.now.Now()))
 	e.ms.setDown(true)
 	p, logs := e.open("/metadata")
 	if err := p.Available(); !errors.Is(err, providers.ErrUnavailable) {
@@ -273,7 +273,7 @@ func TestMetadataValidUntil(t *testing.T) {
 		t.Fatalf("after a refused refresh the last good copy must stay: %v", err)
 	}
 
-	e.now.Set(fixedNow.Add(2 * time.Hour))
+	e.now.Advance(fixedNow.Add(2 * time.Hour).Sub(e.now.Now()))
 	want := "Okta is unavailable: its metadata expired at " + fixedNow.Add(time.Hour).UTC().Format(time.RFC3339)
 	if _, err := p.Begin(context.Background(), "flow-1", ""); !errors.Is(err, providers.ErrUnavailable) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Begin with expired metadata: %v, want %q", err, want)
@@ -302,7 +302,7 @@ func TestConfiguredMetadataPastValidUntil(t *testing.T) {
 		SPKey:       secretFile(t, "sp-key.pem"),
 		SPCert:      secretFile(t, "sp-cert.pem"),
 	}
-	c := &clock{t: fixedNow}
+	c := newClock(fixedNow)
 	p, err := cfg.OpenWith(context.Background(), "okta", providers.Deps{PublicURL: publicURL, Log: slog.New(slog.NewTextHandler(logs, nil))}, Options{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)

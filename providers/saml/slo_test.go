@@ -319,7 +319,7 @@ func TestLogoutAnswerEndpoint(t *testing.T) {
 func TestIdPInitiatedLogoutEndToEnd(t *testing.T) {
 	for _, binding := range []string{"redirect", "post"} {
 		t.Run(binding, func(t *testing.T) {
-			c := &clock{t: time.Now().UTC().Truncate(time.Second)}
+			c := newClock(time.Now().UTC().Truncate(time.Second))
 			idp := newIdP(t, c, nil)
 			e := &env{t: t, clock: c, idp: idp}
 			e.p = e.open("okta", idp, nil)

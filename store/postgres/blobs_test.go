@@ -10,7 +10,8 @@ import (
 )
 
 func TestBlobs(t *testing.T) {
+	t.Parallel()
 	storetest.RunBlobs(t, func(t *testing.T, now func() time.Time) store.Blobs {
-		return open(t, pgtest.DSN(t), Options{Now: now})
+		return open(t, pgtest.Migrated(t), Options{Now: now})
 	})
 }

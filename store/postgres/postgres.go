@@ -1,23 +1,31 @@
 // Package postgres is the store.Store that several usher replicas share:
 // PostgreSQL through a pgx connection pool, schema managed by goose
 // migrations embedded in the binary (the same versions as store/sqlite).
+// The statements are store/internal/sqlstore's, shared with store/sqlite;
+// this package connects and says how PostgreSQL differs.
 //
 // Correctness across replicas comes from the database, not from Go locks:
 // username uniqueness is a constraint, Bind is a single upsert, and
 // concurrent migrations serialise on a goose advisory lock.
+//
+// A pooled connection is checked before reuse when it may have died
+// unnoticed: when it sat idle over a second, when a call found the database
+// unavailable since it was last used, or when the server closed it or sent
+// it something while idle (a restart's goodbye). A statement that failed
+// before any byte of it was sent is retried on another connection; one
+// that may have reached the server never is.
 package postgres
 
 import (
 	"cmp"
 	"context"
-	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,10 +36,9 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/store/internal/sqlstore"
+	"github.com/usherhq/usher/store/postgres/migrations"
 )
-
-//go:embed migrations/*.sql
-var migrations embed.FS
 
 // Options tune Open. The zero value is the production default.
 type Options struct {
@@ -41,6 +48,10 @@ type Options struct {
 	StatementTimeout time.Duration
 	// ConnectTimeout bounds each connection attempt; default 5s.
 	ConnectTimeout time.Duration
+	// Timeout bounds every call on the client, when the caller's context
+	// allows longer, so that a server that accepts connections but never
+	// answers cannot hold a caller; default 5s.
+	Timeout time.Duration
 	// NoMigrate opens without applying migrations (they are run by
 	// `usher migrate` instead); Open then fails if the schema is behind.
 	NoMigrate bool
@@ -52,346 +63,188 @@ type Options struct {
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
-	name string // host:port/database, for errors; never the password
-	now  func() time.Time
+	*sqlstore.Store
 	pool *pgxpool.Pool
 }
 
 var _ store.Store = (*Store)(nil)
 
+// flavor is how PostgreSQL differs: numbered placeholders, timestamptz,
+// row locks that concurrent replicas skip, and text that orders by the
+// database's locale unless told otherwise.
+var flavor = sqlstore.Flavor{
+	Name:            "postgres",
+	Numbered:        true,
+	Time:            func(t time.Time) any { return t },
+	SkipLocked:      " FOR UPDATE SKIP LOCKED",
+	LockRevocations: "LOCK TABLE revocations IN EXCLUSIVE MODE",
+	Bytewise:        ` COLLATE "C"`,
+	JSONEach:        "json_array_elements_text(CAST(CAST(? AS text) AS json))",
+	JSONAgg:         "json_agg",
+	Classify:        classify,
+}
+
+// uniqueKeys names each unique constraint as sqlstore does: the
+// "table.column" that tells it apart.
+var uniqueKeys = map[string]string{
+	"bindings_username_key":    "bindings.username_key",
+	"scim_users_user_name":     "scim_users.user_name_key",
+	"scim_users_external_id":   "scim_users.external_id",
+	"scim_groups_display_name": "scim_groups.display_name_key",
+	"scim_groups_external_id":  "scim_groups.external_id",
+}
+
+func classify(err error) sqlstore.Fault {
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch class := pe.Code[:2]; {
+		case pe.Code == "23505":
+			return sqlstore.Fault{Kind: sqlstore.Unique, Key: uniqueKeys[pe.ConstraintName]}
+		case pe.Code == "23503":
+			return sqlstore.Fault{Kind: sqlstore.ForeignKey}
+		case class == "22", class == "54":
+			// Data exceptions (bad encoding, NUL) and limits (a key too
+			// long for an index): the same input fails again.
+			return sqlstore.Fault{Kind: sqlstore.Invalid}
+		case class == "08", class == "53", class == "57", pe.Code == "25006":
+			// Connection trouble, out of resources, shutting down or
+			// canceled (statement_timeout), a standby after a failover.
+			return sqlstore.Fault{Kind: sqlstore.Unavailable}
+		}
+		return sqlstore.Fault{}
+	}
+	var ne net.Error
+	switch {
+	case errors.As(err, new(*pgconn.ConnectError)), errors.As(err, &ne),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, pgconn.ErrConnClosed),
+		pgconn.Timeout(err), pgconn.SafeToRetry(err):
+		return sqlstore.Fault{Kind: sqlstore.Unavailable}
+	}
+	return sqlstore.Fault{}
+}
+
 // Open connects to dsn, checks the server answers and, unless
 // opts.NoMigrate, migrates the schema. An unreachable server fails within
 // ConnectTimeout with an error naming host:port.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	pool, name, err := connect(ctx, dsn, opts)
+	cfg, name, err := parse(dsn, opts)
 	if err != nil {
 		return nil, err
 	}
-	if opts.NoMigrate {
-		err = checkSchema(ctx, pool, opts.Log)
-	} else {
-		err = migrate(ctx, pool, opts.Log)
-	}
+	h := &health{}
+	cfg.MaxConns = cmp.Or(opts.MaxConns, 10)
+	cfg.ShouldPing = h.shouldPing
+	cfg.PrepareConn = h.prepare
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("postgres %s: %w", name, err)
+		return nil, fmt.Errorf("postgres %s: open pool: %w", name, err)
 	}
-	s := &Store{name: name, now: opts.Now, pool: pool}
-	if s.now == nil {
-		s.now = time.Now
+	if err := reachable(ctx, p.Ping(ctx), name); err != nil {
+		p.Close()
+		return nil, err
 	}
-	return s, nil
+	if err := migrate(ctx, cfg.ConnConfig, name, opts.Log, opts.NoMigrate); err != nil {
+		p.Close()
+		return nil, err
+	}
+	db := pool{p}
+	s := sqlstore.New(flavor, sqlstore.Config{
+		Name: name, Read: db, Write: db, Now: opts.Now, Timeout: opts.Timeout, Unavailable: h.fault,
+	})
+	return &Store{Store: s, pool: p}, nil
 }
 
 // Migrate brings the schema of the database at dsn up to date. Replicas
 // running it at once take turns.
 func Migrate(ctx context.Context, dsn string) error {
-	pool, name, err := connect(ctx, dsn, Options{})
+	cfg, name, err := parse(dsn, Options{})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := migrate(ctx, pool, nil); err != nil {
-		return fmt.Errorf("postgres %s: %w", name, err)
+	return migrate(ctx, cfg.ConnConfig, name, nil, false)
+}
+
+// migrate migrates (or, with check, checks) the schema through a
+// database/sql pool of its own, as goose wants, without the statement
+// timeout: building an index on a large table may take longer than any
+// call should.
+func migrate(ctx context.Context, cc *pgx.ConnConfig, name string, log *slog.Logger, check bool) error {
+	cc = cc.Copy()
+	cc.RuntimeParams["statement_timeout"] = "0"
+	db := stdlib.OpenDB(*cc)
+	defer db.Close()
+	db.SetMaxOpenConns(2)
+	if err := reachable(ctx, db.PingContext(ctx), name); err != nil {
+		return err
+	}
+	what := "migrate"
+	if check {
+		what = "check schema"
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err == nil {
+		err = sqlstore.Migrate(ctx, db, goose.DialectPostgres, migrations.FS, log, check, goose.WithSessionLocker(locker))
+	}
+	if err != nil {
+		return fmt.Errorf("postgres %s: %s: %w", name, what, err)
 	}
 	return nil
 }
 
-func connect(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, string, error) {
+// parse reads the DSN and applies opts; name says where the database is,
+// for errors, without the password.
+func parse(dsn string, opts Options) (*pgxpool.Config, string, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact passwords only on a best-effort basis,
 		// and a malformed DSN is where that fails; keep them out.
 		return nil, "", errors.New("postgres: cannot parse the DSN (details withheld: it may hold a password)")
 	}
-	cfg.MaxConns = cmp.Or(opts.MaxConns, 10)
 	cc := cfg.ConnConfig
 	cc.ConnectTimeout = cmp.Or(opts.ConnectTimeout, 5*time.Second)
 	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(cmp.Or(opts.StatementTimeout, 5*time.Second).Milliseconds(), 10)
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "usher"
 	}
-	addr := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
-	name := addr + "/" + cc.Database
-
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, "", fmt.Errorf("postgres %s: open pool: %w", name, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		var pgErr *pgconn.PgError
-		switch {
-		case errors.As(err, &pgErr):
-			// The server answered: wrong user, password or database.
-			return nil, "", fmt.Errorf("postgres %s: connect: %w", name, err)
-		case ctx.Err() != nil:
-			return nil, "", fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
-		default:
-			return nil, "", fmt.Errorf("postgres %s: database unreachable: %w", name, err)
-		}
-	}
-	return pool, name, nil
+	return cfg, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))) + "/" + cc.Database, nil
 }
 
-func provider(pool *pgxpool.Pool, log *slog.Logger) (*goose.Provider, func() error, error) {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return nil, nil, err
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
-	if err != nil {
-		return nil, nil, err
-	}
-	// goose speaks database/sql; borrow the pool's connections for it.
-	db := stdlib.OpenDBFromPool(pool)
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSlog(log), goose.WithSessionLocker(locker))
-	if err != nil {
-		db.Close()
-		return nil, nil, err
-	}
-	return p, db.Close, nil
-}
-
-func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
-	p, closeDB, err := provider(pool, log)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer closeDB()
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return nil
-}
-
-func checkSchema(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
-	p, closeDB, err := provider(pool, log)
-	if err != nil {
-		return fmt.Errorf("check schema: %w", err)
-	}
-	defer closeDB()
-	pending, err := p.HasPending(ctx)
-	if err != nil {
-		return fmt.Errorf("check schema: %w", err)
-	}
-	if pending {
-		return errors.New("check schema: schema is not up to date; run `usher migrate`")
-	}
-	return nil
-}
-
-// Close closes the pool.
-func (s *Store) Close() error {
-	s.pool.Close()
-	return nil
-}
-
-// Ping checks the server answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("postgres %s: ping: %w", s.name, err)
-	}
-	return nil
-}
-
-// ts is how times go in: UTC, millisecond precision, like store/sqlite.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
-
-const bindingCols = `idp, subject, username, created_at, last_login`
-
-func scanBinding(row pgx.Row) (store.Binding, error) {
-	var (
-		b    store.Binding
-		last *time.Time
-	)
-	if err := row.Scan(&b.IdP, &b.Subject, &b.Username, &b.CreatedAt, &last); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return store.Binding{}, store.ErrNotFound
-		}
-		return store.Binding{}, err
-	}
-	b.CreatedAt = b.CreatedAt.UTC()
-	if last != nil {
-		b.LastLogin = last.UTC()
-	}
-	return b, nil
-}
-
-// Bind implements store.Store. An unchanged binding is answered by a read;
-// otherwise one upsert does the work, so two replicas binding the same
-// username race only inside PostgreSQL, where the unique constraint picks
-// the winner.
-func (s *Store) Bind(ctx context.Context, b store.Binding) (store.Binding, error) {
-	if b.IdP == "" || b.Subject == "" || b.Username == "" {
-		return store.Binding{}, fmt.Errorf("postgres %s: bind %q/%q → %q: idp, subject and username are required", s.name, b.IdP, b.Subject, b.Username)
-	}
-	created := b.CreatedAt
-	if created.IsZero() {
-		created = s.now()
-	}
-	// ON CONFLICT only arbitrates the primary key. When one identity is
-	// inserted twice at once, the loser trips the username constraint
-	// instead; the owner then turns out to be the identity itself, and
-	// another pass finds the committed row. Three passes also cover a
-	// rename racing with it.
-	var (
-		got store.Binding
-		err error
-	)
-	for range 3 {
-		got, err = s.bind(ctx, b, created)
-		if !errors.Is(err, store.ErrUsernameTaken) {
-			break
-		}
-		owner, oerr := s.BindingByUsername(ctx, b.Username)
-		if oerr != nil && !errors.Is(oerr, store.ErrNotFound) {
-			return store.Binding{}, oerr
-		}
-		if oerr == nil && (owner.IdP != b.IdP || owner.Subject != b.Subject) {
-			break
-		}
-	}
-	if err != nil {
-		return store.Binding{}, fmt.Errorf("postgres %s: bind %s/%s → %s: %w", s.name, b.IdP, b.Subject, b.Username, err)
-	}
-	return got, nil
-}
-
-func (s *Store) bind(ctx context.Context, b store.Binding, created time.Time) (store.Binding, error) {
-	cur, err := scanBinding(s.pool.QueryRow(ctx,
-		`SELECT `+bindingCols+` FROM bindings WHERE idp = $1 AND subject = $2`, b.IdP, b.Subject))
+// reachable explains a failed first ping.
+func reachable(ctx context.Context, err error, name string) error {
 	switch {
-	case err == nil && cur.Username == b.Username:
-		return cur, nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return store.Binding{}, err
-	}
-	got, err := scanBinding(s.pool.QueryRow(ctx, `
-		INSERT INTO bindings (idp, subject, username, username_key, created_at)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (idp, subject) DO UPDATE
-		SET username = EXCLUDED.username, username_key = EXCLUDED.username_key
-		RETURNING `+bindingCols,
-		b.IdP, b.Subject, b.Username, strings.ToLower(b.Username), ts(created)))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "bindings_username_key" {
-		err = store.ErrUsernameTaken
-	}
-	return got, err
-}
-
-// Binding implements store.Store.
-func (s *Store) Binding(ctx context.Context, idp, subject string) (store.Binding, error) {
-	b, err := scanBinding(s.pool.QueryRow(ctx,
-		`SELECT `+bindingCols+` FROM bindings WHERE idp = $1 AND subject = $2`, idp, subject))
-	if err != nil {
-		return b, fmt.Errorf("postgres %s: binding %s/%s: %w", s.name, idp, subject, err)
-	}
-	return b, nil
-}
-
-// BindingByUsername implements store.Store.
-func (s *Store) BindingByUsername(ctx context.Context, username string) (store.Binding, error) {
-	b, err := scanBinding(s.pool.QueryRow(ctx,
-		`SELECT `+bindingCols+` FROM bindings WHERE username_key = $1`, strings.ToLower(username)))
-	if err != nil {
-		return b, fmt.Errorf("postgres %s: binding of username %s: %w", s.name, username, err)
-	}
-	return b, nil
-}
-
-// RecordLogin implements store.Store.
-func (s *Store) RecordLogin(ctx context.Context, idp, subject string, at time.Time) error {
-	tag, err := s.pool.Exec(ctx,
-		`UPDATE bindings SET last_login = $1 WHERE idp = $2 AND subject = $3`, ts(at), idp, subject)
-	if err == nil && tag.RowsAffected() == 0 {
-		err = store.ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("postgres %s: record login of %s/%s: %w", s.name, idp, subject, err)
-	}
-	return nil
-}
-
-// Append implements store.Store. The events go in one batch inside one
-// transaction, so their IDs follow their order.
-func (s *Store) Append(ctx context.Context, events ...store.Event) error {
-	if len(events) == 0 {
+	case err == nil:
 		return nil
+	case errors.As(err, new(*pgconn.PgError)):
+		// The server answered: wrong user, password or database.
+		return fmt.Errorf("postgres %s: connect: %w", name, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("postgres %s: connect: %w", name, ctx.Err())
+	default:
+		return fmt.Errorf("postgres %s: database unreachable: %w: %w", name, store.ErrUnavailable, err)
 	}
-	now := s.now()
-	batch := &pgx.Batch{}
-	for _, e := range events {
-		at := e.Time
-		if at.IsZero() {
-			at = now
-		}
-		batch.Queue(`INSERT INTO audit (time, action, idp, subject, username, app, actor, outcome, detail)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			ts(at), e.Action, e.IdP, e.Subject, e.Username, e.App, e.Actor, e.Outcome, e.Detail)
-	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, batch).Close()
-	})
-	if err != nil {
-		return fmt.Errorf("postgres %s: append %d audit events: %w", s.name, len(events), err)
-	}
-	return nil
 }
 
-// Audit implements store.Store.
-func (s *Store) Audit(ctx context.Context, f store.AuditFilter) ([]store.Event, error) {
-	var (
-		where []string
-		args  []any
-	)
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	for _, c := range []struct{ col, val string }{
-		{"idp", f.IdP}, {"username", f.Username}, {"app", f.App}, {"action", f.Action},
-	} {
-		if c.val != "" {
-			add(c.col+" = $%d", c.val)
-		}
-	}
-	if !f.Since.IsZero() {
-		add("time >= $%d", ts(f.Since))
-	}
-	if !f.Until.IsZero() {
-		add("time < $%d", ts(f.Until))
-	}
-	q := `SELECT id, time, action, idp, subject, username, app, actor, outcome, detail FROM audit`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY time DESC, id DESC LIMIT $%d", len(args))
+// health decides which pooled connections to check before reuse.
+type health struct {
+	lastFault atomic.Int64 // unix nanoseconds of the last call that found the database unavailable
+}
 
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("postgres %s: audit: %w", s.name, err)
+// fault records that a call found the database unavailable.
+func (h *health) fault() { h.lastFault.Store(time.Now().UnixNano()) }
+
+// shouldPing pings a connection idle for over a second (pgx's default) or
+// last handed out before the latest fault: it may have died with the
+// others.
+func (h *health) shouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
+	return p.IdleDuration > time.Second || time.Now().Add(-p.IdleDuration).UnixNano() <= h.lastFault.Load()
+}
+
+// prepare runs on every acquire: a connection the server closed, or spoke
+// on, while it sat idle gets pinged, so a restarted server's dead
+// connections are dropped (the pool then takes another) instead of
+// failing the next statement.
+func (h *health) prepare(ctx context.Context, c *pgx.Conn) (bool, error) {
+	if readable(c.PgConn().Conn()) {
+		return c.PgConn().Ping(ctx) == nil, nil
 	}
-	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Event, error) {
-		var e store.Event
-		err := row.Scan(&e.ID, &e.Time, &e.Action, &e.IdP, &e.Subject, &e.Username, &e.App, &e.Actor, &e.Outcome, &e.Detail)
-		e.Time = e.Time.UTC()
-		return e, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres %s: audit: %w", s.name, err)
-	}
-	if len(evs) == 0 {
-		evs = nil
-	}
-	return evs, nil
+	return true, nil
 }

@@ -10,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
 	"github.com/usherhq/usher/store"
+	"github.com/usherhq/usher/store/postgres/migrations"
 	"github.com/usherhq/usher/store/postgres/pgtest"
 	"github.com/usherhq/usher/store/storetest"
 )
@@ -25,14 +30,16 @@ func open(t testing.TB, dsn string, opts Options) *Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return open(t, pgtest.DSN(t), Options{})
+		return open(t, pgtest.Migrated(t), Options{})
 	})
 }
 
 // Two replicas opening (and so migrating) one fresh database at once, then
 // racing for one username: the database decides, exactly one identity wins.
 func TestReplicas(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	var replicas [3]*Store
@@ -77,6 +84,7 @@ func TestReplicas(t *testing.T) {
 }
 
 func TestNoMigrate(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	_, err := Open(context.Background(), dsn, Options{NoMigrate: true})
 	if err == nil || !strings.Contains(err.Error(), "usher migrate") {
@@ -89,11 +97,14 @@ func TestNoMigrate(t *testing.T) {
 		t.Fatalf("Migrate again: %v", err)
 	}
 	open(t, dsn, Options{NoMigrate: true}).Close()
+	// pgtest's migrated copies are at the current version.
+	open(t, pgtest.Migrated(t), Options{NoMigrate: true}).Close()
 }
 
 // A server that is not there fails Open at once, naming where it looked
 // and never the password.
 func TestUnreachable(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +127,7 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestWrongDatabase(t *testing.T) {
+	t.Parallel()
 	pgtest.DSN(t) // skips or fails like the others when there is no server
 	_, err := Open(context.Background(), "postgres://postgres:pw-x@127.0.0.1:5432/no_such_db_usher?sslmode=disable", Options{})
 	if err == nil || strings.Contains(err.Error(), "unreachable") || strings.Contains(err.Error(), "pw-x") {
@@ -124,6 +136,7 @@ func TestWrongDatabase(t *testing.T) {
 }
 
 func TestBadDSNHidesPassword(t *testing.T) {
+	t.Parallel()
 	_, err := Open(context.Background(), "postgres://u:sec:ret@h:x/db", Options{})
 	if err == nil || strings.Contains(err.Error(), "sec") || strings.Contains(err.Error(), "ret@") {
 		t.Fatalf("Open(bad DSN) = %v, want an error without the password", err)
@@ -131,7 +144,8 @@ func TestBadDSNHidesPassword(t *testing.T) {
 }
 
 func TestStatementTimeout(t *testing.T) {
-	s := open(t, pgtest.DSN(t), Options{StatementTimeout: 50 * time.Millisecond})
+	t.Parallel()
+	s := open(t, pgtest.Migrated(t), Options{StatementTimeout: 50 * time.Millisecond})
 	defer s.Close()
 	_, err := s.pool.Exec(context.Background(), "SELECT pg_sleep(1)")
 	if err == nil || !strings.Contains(err.Error(), "statement timeout") {
@@ -142,7 +156,7 @@ func TestStatementTimeout(t *testing.T) {
 // BenchmarkLogin measures one login's worth of store work: Bind of a known
 // identity, RecordLogin and one audit event.
 func BenchmarkLogin(b *testing.B) {
-	s := open(b, pgtest.DSN(b), Options{})
+	s := open(b, pgtest.Migrated(b), Options{})
 	defer s.Close()
 	ctx := context.Background()
 	const users = 1000
@@ -171,9 +185,64 @@ func BenchmarkLogin(b *testing.B) {
 }
 
 func TestSCIMConformance(t *testing.T) {
-	storetest.RunSCIM(t, func(t *testing.T) *Store { return open(t, pgtest.DSN(t), Options{}) })
+	t.Parallel()
+	storetest.RunSCIM(t, func(t *testing.T) *Store { return open(t, pgtest.Migrated(t), Options{}) })
 }
 
 func TestSweepsConformance(t *testing.T) {
-	storetest.RunSweeps(t, func(t *testing.T) *Store { return open(t, pgtest.DSN(t), Options{}) })
+	t.Parallel()
+	storetest.RunSweeps(t, func(t *testing.T) *Store { return open(t, pgtest.Migrated(t), Options{}) })
+}
+
+func BenchmarkHotPath(b *testing.B) {
+	storetest.Benchmark(b, func(b *testing.B) store.Store { return open(b, pgtest.Migrated(b), Options{}) })
+}
+
+// A database made by an earlier version, with rows it wrote (a job
+// released with a NULL lease, as the first releases wrote it), migrates
+// forward on Open and its rows work.
+func TestOlderSchemaMigrates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO bindings (idp, subject, username, username_key, created_at) VALUES ('okta', '1', 'Alice', 'alice', now())`,
+		`INSERT INTO jobs (kind, app, key, payload, not_before, created_at, updated_at, owner, lease_until)
+		 VALUES ('reconcile', 'jira', 'alice', '', now() - interval '1 minute', now(), now(), '', NULL)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, dsn, Options{})
+	defer s.Close()
+	if b, err := s.BindingByUsername(ctx, "ALICE"); err != nil || b.Subject != "1" {
+		t.Fatalf("old binding = %+v, %v", b, err)
+	}
+	jobs, err := s.Claim(ctx, "w", time.Now(), 10, time.Minute)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Claim of the old job = %+v, %v; want it", jobs, err)
+	}
+	if err := s.Complete(ctx, jobs[0].ID, "w"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkBrake: one SCIM brake decision with 1000 removals and 1000
+// holds in the window.
+func BenchmarkBrake(b *testing.B) {
+	storetest.BenchmarkBrake(b, func(b *testing.B) store.Store { return open(b, pgtest.Migrated(b), Options{}) }, 1000)
 }

@@ -14,22 +14,25 @@ import (
 )
 
 func TestProvisioning(t *testing.T) {
+	t.Parallel()
 	storetest.RunProvisioning(t, func(t *testing.T, now func() time.Time) store.Provisioning {
-		return open(t, pgtest.DSN(t), Options{Now: now})
+		return open(t, pgtest.Migrated(t), Options{Now: now})
 	})
 }
 
 func TestCoordination(t *testing.T) {
+	t.Parallel()
 	storetest.RunCoordination(t, func(t *testing.T, now func() time.Time) store.Coordination {
-		return open(t, pgtest.DSN(t), Options{Now: now})
+		return open(t, pgtest.Migrated(t), Options{Now: now})
 	})
 }
 
 // Two replicas, each with its own pool and several workers, drain one
 // queue: every job is completed exactly once and none is left.
 func TestReplicasDrainQueue(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
+	dsn := pgtest.Migrated(t)
 	replicas := [2]*Store{open(t, dsn, Options{MaxConns: 4}), open(t, dsn, Options{MaxConns: 4})}
 	for _, r := range replicas {
 		defer r.Close()

@@ -9,6 +9,7 @@ import (
 )
 
 func TestBlobs(t *testing.T) {
+	t.Parallel()
 	storetest.RunBlobs(t, func(t *testing.T, now func() time.Time) store.Blobs {
 		return openTemp(t, "usher.db", Options{Now: now})
 	})

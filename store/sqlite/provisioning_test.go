@@ -11,12 +11,14 @@ import (
 )
 
 func TestProvisioning(t *testing.T) {
+	t.Parallel()
 	storetest.RunProvisioning(t, func(t *testing.T, now func() time.Time) store.Provisioning {
 		return openTemp(t, "usher.db", Options{Now: now})
 	})
 }
 
 func TestCoordination(t *testing.T) {
+	t.Parallel()
 	storetest.RunCoordination(t, func(t *testing.T, now func() time.Time) store.Coordination {
 		return openTemp(t, "usher.db", Options{Now: now})
 	})
@@ -25,6 +27,7 @@ func TestCoordination(t *testing.T) {
 // Expired replay records go away a bounded batch per SeenOnce, so the
 // table does not grow without end and no single call does all the work.
 func TestSeenOncePrunes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := openTemp(t, "usher.db", Options{Now: func() time.Time { return at }})

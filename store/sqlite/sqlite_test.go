@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +26,7 @@ func openTemp(t testing.TB, name string, opts Options) *Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return openTemp(t, "usher.db", Options{})
 	})
@@ -31,6 +34,7 @@ func TestConformance(t *testing.T) {
 
 // A file name SQLite would read as URI syntax must still name that file.
 func TestOddPath(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a?b#c%20d.db")
 	s, err := Open(context.Background(), path, Options{})
@@ -47,6 +51,7 @@ func TestOddPath(t *testing.T) {
 }
 
 func TestReopenKeepsData(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	s, err := Open(ctx, path, Options{})
@@ -76,6 +81,7 @@ func TestReopenKeepsData(t *testing.T) {
 }
 
 func TestNoMigrateRefusesOldSchema(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	_, err := Open(context.Background(), path, Options{NoMigrate: true})
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "usher migrate") {
@@ -92,6 +98,7 @@ func TestNoMigrateRefusesOldSchema(t *testing.T) {
 }
 
 func TestOpenUnwritable(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "missing", "dir", "usher.db")
 	_, err := Open(context.Background(), path, Options{})
 	if err == nil || !strings.Contains(err.Error(), path) {
@@ -100,6 +107,7 @@ func TestOpenUnwritable(t *testing.T) {
 }
 
 func TestInjectedClock(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	s := openTemp(t, "usher.db", Options{Now: func() time.Time { return at }})
 	defer s.Close()
@@ -148,6 +156,7 @@ func benchLogin(b *testing.B, s store.Store) {
 // restart overlapping the old process) wait for each other's locks through
 // busy_timeout instead of failing with SQLITE_BUSY.
 func TestTwoHandlesOneFile(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "usher.db")
 	var handles [2]*Store
@@ -186,9 +195,59 @@ func TestTwoHandlesOneFile(t *testing.T) {
 }
 
 func TestSCIMConformance(t *testing.T) {
+	t.Parallel()
 	storetest.RunSCIM(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
 }
 
 func TestSweepsConformance(t *testing.T) {
+	t.Parallel()
 	storetest.RunSweeps(t, func(t *testing.T) *Store { return openTemp(t, "usher.db", Options{}) })
+}
+
+func BenchmarkHotPath(b *testing.B) {
+	storetest.Benchmark(b, func(b *testing.B) store.Store { return openTemp(b, "usher.db", Options{}) })
+}
+
+// A file another process holds locked does not hold a caller past the
+// store's bound: the call fails with ErrUnavailable, and works once the
+// lock is gone.
+func TestLockedFileTimesOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "usher.db")
+	const bound = 300 * time.Millisecond
+	s, err := Open(ctx, path, Options{Timeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, `DELETE FROM leases`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.Bind(ctx, store.Binding{IdP: "okta", Subject: "1", Username: "alice"})
+	if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || took > 10*bound {
+		t.Fatalf("Bind while another process writes = %v after %v, want ErrUnavailable after about %v", err, took, bound)
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Bind(ctx, store.Binding{IdP: "okta", Subject: "1", Username: "alice"}); err != nil {
+		t.Fatalf("Bind after the lock is gone: %v", err)
+	}
+}
+
+// BenchmarkBrake: one SCIM brake decision with 1000 removals and 1000
+// holds in the window.
+func BenchmarkBrake(b *testing.B) {
+	storetest.BenchmarkBrake(b, func(b *testing.B) store.Store { return openTemp(b, "usher.db", Options{}) }, 1000)
 }

@@ -82,15 +82,15 @@ func testBlobRoundTrip(t *testing.T, s store.Blobs, clock *suiteClock) {
 func testBlobInvalidKeys(t *testing.T, s store.Blobs, _ *suiteClock) {
 	ctx := context.Background()
 	for _, key := range []string{"", "/a", "a/", "a//b", "/"} {
-		if err := s.PutBlob(ctx, key, []byte("x")); err == nil {
-			t.Errorf("PutBlob(%q) succeeded", key)
+		if err := s.PutBlob(ctx, key, []byte("x")); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("PutBlob(%q) = %v, want ErrInvalid", key, err)
 		}
-		if err := s.DeleteBlob(ctx, key); err == nil || errors.Is(err, store.ErrNotFound) {
-			t.Errorf("DeleteBlob(%q) = %v, want a key error", key, err)
+		if err := s.DeleteBlob(ctx, key); !errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("DeleteBlob(%q) = %v, want a key error (ErrInvalid)", key, err)
 		}
 	}
-	if keys, err := s.BlobKeys(ctx, "a/", false); err == nil {
-		t.Errorf("BlobKeys(\"a/\") = %q, want a key error", keys)
+	if keys, err := s.BlobKeys(ctx, "a/", false); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("BlobKeys(\"a/\") = %q, %v; want a key error (ErrInvalid)", keys, err)
 	}
 }
 

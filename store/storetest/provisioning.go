@@ -43,6 +43,7 @@ type clockedTest[S any] struct {
 func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Time) S, tests []clockedTest[S]) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // every test has a database of its own
 			clock := &suiteClock{now: base}
 			s := open(t, clock.Now)
 			t.Cleanup(func() {
@@ -71,6 +72,8 @@ func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time)
 		{"CompleteRetry", testCompleteRetry},
 		{"CompleteAfterReenqueue", testCompleteAfterReenqueue},
 		{"QueueStats", testQueueStats},
+		{"IntendAndDeadOwners", testIntend},
+		{"WakeAnApp", testWake},
 		{"ConcurrentClaim", testConcurrentClaim},
 		{"ProvisioningContextCanceled", testProvisioningCanceled},
 		{"Profile", testProfile},
@@ -177,8 +180,8 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	sameAppState(t, "reactivated", got, st3)
 
 	for _, bad := range []store.AppState{{Username: "x"}, {App: "jira"}} {
-		if err := s.PutAppState(ctx, bad); err == nil {
-			t.Errorf("PutAppState(%+v) succeeded, want a validation error", bad)
+		if err := s.PutAppState(ctx, bad); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("PutAppState(%+v) = %v, want a validation error (ErrInvalid)", bad, err)
 		}
 	}
 }
@@ -358,8 +361,8 @@ func testManaged(t *testing.T, s store.Provisioning, clock *suiteClock) {
 	}
 
 	for _, bad := range []store.Membership{{Username: "a", Group: "g"}, {App: "jira", Group: "g"}, {App: "jira", Username: "a"}} {
-		if err := s.AddManaged(ctx, bad); err == nil {
-			t.Errorf("AddManaged(%+v) succeeded, want a validation error", bad)
+		if err := s.AddManaged(ctx, bad); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("AddManaged(%+v) = %v, want a validation error (ErrInvalid)", bad, err)
 		}
 	}
 }
@@ -444,8 +447,8 @@ func testEnqueueDedup(t *testing.T, s store.Provisioning, clock *suiteClock) {
 	}
 
 	for _, bad := range []store.Job{{App: "jira", Key: "a"}, {Kind: "reconcile", Key: "a"}, {Kind: "reconcile", App: "jira"}} {
-		if _, err := s.Enqueue(ctx, bad); err == nil {
-			t.Errorf("Enqueue(%+v) succeeded, want a validation error", bad)
+		if _, err := s.Enqueue(ctx, bad); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Enqueue(%+v) = %v, want a validation error (ErrInvalid)", bad, err)
 		}
 	}
 }
@@ -484,11 +487,11 @@ func testClaimOrder(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	if got := claim(t, s, "e", base.Add(time.Hour), 0, time.Minute); len(got) != 0 {
 		t.Fatalf("Claim(limit 0) = %v, want none", jobIDs(got))
 	}
-	if _, err := s.Claim(ctx, "", now, 1, time.Minute); err == nil {
-		t.Error("Claim without owner succeeded")
+	if _, err := s.Claim(ctx, "", now, 1, time.Minute); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Claim without owner = %v, want ErrInvalid", err)
 	}
-	if _, err := s.Claim(ctx, "a", now, 1, 0); err == nil {
-		t.Error("Claim without lease succeeded")
+	if _, err := s.Claim(ctx, "a", now, 1, 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Claim without lease = %v, want ErrInvalid", err)
 	}
 }
 
@@ -500,8 +503,8 @@ func testCompleteRetry(t *testing.T, s store.Provisioning, clock *suiteClock) {
 	if err := s.Complete(ctx, id, "b"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Complete by a non-owner = %v, want ErrNotFound", err)
 	}
-	if err := s.Complete(ctx, id, ""); err == nil {
-		t.Fatal("Complete by no owner succeeded")
+	if err := s.Complete(ctx, id, ""); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Complete by no owner = %v, want ErrInvalid", err)
 	}
 	if st := queue(t, s); st.Depth != 1 {
 		t.Fatalf("depth after refused Complete = %d, want 1", st.Depth)
@@ -639,6 +642,104 @@ func testQueueStats(t *testing.T, s store.Provisioning, clock *suiteClock) {
 	}
 }
 
+// testIntend: a change recorded before its owner works on it is not
+// picked up by anyone else while the owner lives, is its own to finish,
+// and is free at once when the owner's heartbeat has run out.
+func testIntend(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	job := store.Job{Kind: "reconcile", App: "jira", Key: "alice", Payload: []byte(`{"v":1}`)}
+	id, err := s.Intend(ctx, job, "a", time.Minute)
+	if err != nil {
+		t.Fatalf("Intend: %v", err)
+	}
+	if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("another owner claimed an intended job: %+v", got)
+	}
+	if err := s.Complete(ctx, id, "a"); err != nil {
+		t.Fatalf("Complete by its owner: %v", err)
+	}
+	if st := queue(t, s); st.Depth != 0 {
+		t.Fatalf("depth %d after Complete", st.Depth)
+	}
+
+	// A queued change for the same person: the intent takes it over with
+	// the newer payload.
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: "bob", Payload: []byte(`{"v":1}`)})
+	id, err = s.Intend(ctx, store.Job{Kind: "reconcile", App: "jira", Key: "bob", Payload: []byte(`{"v":2}`)}, "a", time.Minute)
+	if err != nil {
+		t.Fatalf("Intend over a queued job: %v", err)
+	}
+	if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("claimed while intended: %+v", got)
+	}
+
+	// The owner dies. Without a heartbeat, its jobs wait for the lease.
+	if c, ok := s.(interface {
+		Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	}); ok {
+		if held, err := c.Lease(ctx, "replica:a", "a", 10*time.Second); err != nil || !held {
+			t.Fatalf("heartbeat: %v %v", held, err)
+		}
+		clock.Add(5 * time.Second)
+		if got := claim(t, s, "b", clock.Now(), 10, time.Minute); len(got) != 0 {
+			t.Fatalf("claimed while the owner's heartbeat runs: %+v", got)
+		}
+		clock.Add(6 * time.Second) // heartbeat over, lease still running
+		got := claim(t, s, "b", clock.Now(), 10, time.Minute)
+		if len(got) != 1 || got[0].ID != id || string(got[0].Payload) != `{"v":2}` {
+			t.Fatalf("after the owner's heartbeat ran out: %+v, want job %d with the newer payload", got, id)
+		}
+		if err := s.Complete(ctx, id, "a"); err == nil {
+			t.Fatal("the dead owner completed a job another owner holds")
+		}
+	}
+	for _, bad := range []store.Job{{App: "jira", Key: "x"}, {Kind: "k", Key: "x"}, {Kind: "k", App: "jira"}} {
+		if _, err := s.Intend(ctx, bad, "a", time.Minute); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Intend(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, err := s.Intend(ctx, job, "", time.Minute); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Intend without owner = %v", err)
+	}
+}
+
+// testWake: the jobs waiting on one app become due when it answers
+// again; leased jobs and other apps' jobs stay as they are.
+func testWake(t *testing.T, s store.Provisioning, clock *suiteClock) {
+	ctx := context.Background()
+	now := clock.Now()
+	later := now.Add(time.Hour)
+	for _, k := range []string{"a", "b", "c"} {
+		mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "jira", Key: k, NotBefore: later})
+	}
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "wiki", Key: "a", NotBefore: later})
+	mustEnqueue(t, s, store.Job{Kind: "reconcile", App: "crowd", Key: "a", NotBefore: now})
+	apps, err := s.WaitingApps(ctx, now)
+	if err != nil || !slices.Equal(apps, []string{"jira", "wiki"}) {
+		t.Fatalf("WaitingApps = %v, %v", apps, err)
+	}
+	// One of jira's is being worked on (leased).
+	if _, err := s.Intend(ctx, store.Job{Kind: "reconcile", App: "jira", Key: "c", NotBefore: later}, "w", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Wake(ctx, "jira", now)
+	if err != nil || n != 2 {
+		t.Fatalf("Wake(jira) = %d, %v; want 2", n, err)
+	}
+	got := claim(t, s, "x", now, 10, time.Minute)
+	var keys []string
+	for _, j := range got {
+		keys = append(keys, j.App+"/"+j.Key)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{"crowd/a", "jira/a", "jira/b"}) {
+		t.Fatalf("due after Wake: %v", keys)
+	}
+	if _, err := s.Wake(ctx, "", now); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Wake without app = %v", err)
+	}
+}
+
 // Many workers of two owners drain one queue at once: while leases run,
 // each job goes to exactly one of them.
 func testConcurrentClaim(t *testing.T, s store.Provisioning, clock *suiteClock) {
@@ -716,8 +817,9 @@ func testProvisioningCanceled(t *testing.T, s store.Provisioning, _ *suiteClock)
 		"Queue":    func() error { _, err := s.Queue(ctx); return err },
 	}
 	for name, call := range calls {
-		if err := call(); !errors.Is(err, context.Canceled) {
-			t.Errorf("%s with canceled context = %v, want context.Canceled", name, err)
+		// The caller gave up: that is not the database's fault.
+		if err := call(); !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with canceled context = %v, want context.Canceled and not ErrUnavailable", name, err)
 		}
 	}
 	if _, err := s.AppState(context.Background(), "jira", "alice"); !errors.Is(err, store.ErrNotFound) {
