@@ -84,4 +84,19 @@ type Sweeps interface {
 	SetAccessExpiry(ctx context.Context, idp, subject string, at time.Time) error
 	// AccessExpiry returns it (zero when unset).
 	AccessExpiry(ctx context.Context, idp, subject string) (time.Time, error)
+
+	// The sweep planner reads the evidence about a page of people at a
+	// time, a query per kind rather than one per person. A nil or empty
+	// list finds nothing.
+
+	// AppStatesOf returns the states of app for those of usernames
+	// (compared case-insensitively) it has, in no particular order.
+	AppStatesOf(ctx context.Context, app string, usernames []string) ([]AppState, error)
+	// SCIMUsersOf returns idp's pushed users whose attr is one of values,
+	// in no particular order: "subject" (exact; several users may share
+	// one, and none matches "") or "userName" (case-insensitive).
+	SCIMUsersOf(ctx context.Context, idp, attr string, values []string) ([]SCIMUser, error)
+	// AccessExpiries returns, by subject, the expiries set for those of
+	// idp's subjects that have one.
+	AccessExpiries(ctx context.Context, idp string, subjects []string) (map[string]time.Time, error)
 }

@@ -9,7 +9,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -245,9 +244,9 @@ func (s *Sweeper) Plan(ctx context.Context) (*Plan, error) {
 // plan streams through the bindings, one page at a time, and hands every
 // item to record (when not nil) in batches, in plan order, so that a run
 // keeps the whole plan in the store while only counts and the first
-// items stay in memory. Evidence is read per identity (app states, the
-// pushed SCIM user, the expiry), except the directory's, which comes as
-// one pull ahead of the bindings and is kept as a compact index.
+// items stay in memory. Evidence is read for a page of bindings at a time
+// (app states, pushed SCIM users, expiries), except the directory's, which
+// comes as one pull ahead of the bindings and is kept as a compact index.
 func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item) error) (*Plan, error) {
 	now := s.d.Now()
 	p := &Plan{Policy: s.p.Name, Action: s.p.Action, Created: now}
@@ -361,12 +360,6 @@ func (s *Sweeper) plan(ctx context.Context, record func(context.Context, []Item)
 	return p, nil
 }
 
-// lookupWorkers is how many identities of a page the planner reads the
-// evidence of at once: each takes a few point reads from the store, whose
-// latency (a round trip to PostgreSQL, a statement prepared in SQLite)
-// would otherwise add up over a large company.
-const lookupWorkers = 4
-
 // judgement is what the planner found about one binding.
 type judgement struct {
 	// live are the apps in scope where usher provisioned the identity and
@@ -376,106 +369,123 @@ type judgement struct {
 	rule, reason string // the rule that says the identity is gone, or ""
 }
 
-// judge reads the evidence about each binding of page of the policy's
-// IdPs and evaluates it, lookupWorkers at a time, in page order.
+// judge reads the evidence about the bindings of page that belong to the
+// policy's IdPs and evaluates it: a query per app and per kind of
+// evidence for the whole page, not one per person.
 func (s *Sweeper) judge(ctx context.Context, page []store.Binding, dir *dirIndex, now time.Time) ([]judgement, error) {
 	out := make([]judgement, len(page))
-	errs := make([]error, len(page))
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range min(lookupWorkers, len(page)) {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= len(page) {
-					return
-				}
-				out[i], errs[i] = s.judgeOne(ctx, page[i], dir, now)
-			}
-		})
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return out, errors.Join(errs...)
-}
-
-func (s *Sweeper) judgeOne(ctx context.Context, b store.Binding, dir *dirIndex, now time.Time) (judgement, error) {
-	var j judgement
-	if !s.idps[b.IdP] {
-		return j, nil
-	}
-	live, err := s.liveApps(ctx, b)
-	if err != nil || len(live) == 0 {
-		return j, err
-	}
-	j.live = live
-	if j.facts, err = s.facts(ctx, b, dir); err != nil {
-		return j, err
-	}
-	j.rule, j.reason = s.evaluate(j.facts, now)
-	return j, nil
-}
-
-// liveApps returns the apps in scope where usher provisioned b's
-// username for b (or for nobody in particular: a state from before
-// states named their identity) and did not deprovision it.
-func (s *Sweeper) liveApps(ctx context.Context, b store.Binding) ([]string, error) {
-	var live []string
-	for _, app := range s.apps {
-		as, err := s.d.Store.AppState(ctx, app, b.Username)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue
-		case err != nil:
-			return nil, err
-		case as.IdP != "" && (as.IdP != b.IdP || as.Subject != b.Subject):
-			continue
-		case !as.Deprovisioned:
-			live = append(live, app)
+	var usernames []string
+	for _, b := range page {
+		if s.idps[b.IdP] {
+			usernames = append(usernames, b.Username)
 		}
 	}
-	return live, nil
+	if len(usernames) == 0 {
+		return out, nil
+	}
+	// The apps where each is provisioned and not deprovisioned: by them
+	// (or by nobody in particular: a state from before states named
+	// their identity).
+	states := make([]map[string]store.AppState, len(s.apps))
+	for k, app := range s.apps {
+		list, err := s.d.Store.AppStatesOf(ctx, app, usernames)
+		if err != nil {
+			return nil, err
+		}
+		states[k] = make(map[string]store.AppState, len(list))
+		for _, a := range list {
+			states[k][strings.ToLower(a.Username)] = a
+		}
+	}
+	managed := map[string][]int{} // by IdP, the managed bindings' places
+	for i, b := range page {
+		if !s.idps[b.IdP] {
+			continue
+		}
+		for k, app := range s.apps {
+			a, ok := states[k][strings.ToLower(b.Username)]
+			if ok && (a.IdP == "" || (a.IdP == b.IdP && a.Subject == b.Subject)) && !a.Deprovisioned {
+				out[i].live = append(out[i].live, app)
+			}
+		}
+		if len(out[i].live) > 0 {
+			out[i].facts.b = b
+			managed[b.IdP] = append(managed[b.IdP], i)
+		}
+	}
+	for idp, places := range managed {
+		if err := s.gather(ctx, idp, page, places, out, dir); err != nil {
+			return nil, err
+		}
+		for _, i := range places {
+			out[i].rule, out[i].reason = s.evaluate(out[i].facts, now)
+		}
+	}
+	return out, nil
 }
 
-// facts gathers the evidence about one managed identity.
-func (s *Sweeper) facts(ctx context.Context, b store.Binding, dir *dirIndex) (facts, error) {
-	f := facts{b: b}
-	src := s.p.Sources
+// gather reads the evidence about the bindings at places of page, all of
+// idp, into their judgements' facts.
+func (s *Sweeper) gather(ctx context.Context, idp string, page []store.Binding, places []int, out []judgement, dir *dirIndex) error {
+	st, src := s.d.Store, s.p.Sources
+	subjects := make([]string, len(places))
+	for n, i := range places {
+		subjects[n] = page[i].Subject
+	}
 	if src.SCIM || src.EndDateClaim != "" {
-		u, err := s.scimUser(ctx, b)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return f, err
-		default:
-			f.scim = s.scimFact(u)
+		// The pushed user bound to the person's subject (the first by ID,
+		// should there be several), else the one of their username.
+		users, err := st.SCIMUsersOf(ctx, idp, "subject", subjects)
+		if err != nil {
+			return err
+		}
+		bySubject := make(map[string]store.SCIMUser, len(users))
+		for _, u := range users {
+			if v, ok := bySubject[u.Subject]; !ok || u.ID < v.ID {
+				bySubject[u.Subject] = u
+			}
+		}
+		var names []string
+		for _, i := range places {
+			if u, ok := bySubject[page[i].Subject]; ok {
+				out[i].facts.scim = s.scimFact(u)
+			} else {
+				names = append(names, page[i].Username)
+			}
+		}
+		if len(names) > 0 {
+			if users, err = st.SCIMUsersOf(ctx, idp, "userName", names); err != nil {
+				return err
+			}
+			byName := make(map[string]store.SCIMUser, len(users))
+			for _, u := range users {
+				byName[strings.ToLower(u.UserName)] = u
+			}
+			for _, i := range places {
+				if out[i].facts.scim != nil {
+					continue
+				}
+				if u, ok := byName[strings.ToLower(page[i].Username)]; ok {
+					out[i].facts.scim = s.scimFact(u)
+				}
+			}
 		}
 	}
 	if dir != nil && dir.err == nil {
-		f.dirGone = dir.gone(b)
-	}
-	if src.AccessExpiry {
-		var err error
-		if f.expiry, err = s.d.Store.AccessExpiry(ctx, b.IdP, b.Subject); err != nil {
-			return f, err
+		for _, i := range places {
+			out[i].facts.dirGone = dir.gone(page[i])
 		}
 	}
-	return f, nil
-}
-
-// scimUser is the user b's IdP pushed for b: by the login subject it is
-// bound to, else by userName (case-insensitively). ErrNotFound when the
-// IdP pushed none.
-func (s *Sweeper) scimUser(ctx context.Context, b store.Binding) (store.SCIMUser, error) {
-	u, err := s.d.Store.FindSCIMUser(ctx, b.IdP, "subject", b.Subject)
-	if errors.Is(err, store.ErrNotFound) {
-		u, err = s.d.Store.FindSCIMUser(ctx, b.IdP, "userName", b.Username)
+	if src.AccessExpiry {
+		expiries, err := st.AccessExpiries(ctx, idp, subjects)
+		if err != nil {
+			return err
+		}
+		for _, i := range places {
+			out[i].facts.expiry = expiries[page[i].Subject]
+		}
 	}
-	return u, err
+	return nil
 }
 
 func (p *Plan) block(format string, args ...any) {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usherhq/usher/directory"
 	"github.com/usherhq/usher/store"
@@ -255,5 +256,42 @@ func TestDirIndex(t *testing.T) {
 	// Keys are per pull: another index knows nobody.
 	if got := newDirIndex().gone(store.Binding{Subject: "s-ann", Username: "ann"}); got == "" {
 		t.Error("a fresh index found ann")
+	}
+}
+
+// The planner reads a page's evidence at once and matches it as one
+// person's: a pushed user by the login subject, else by username; an app
+// state of the identity, or of nobody in particular (from before states
+// named theirs), not another identity's.
+func TestPlanMatchesEvidence(t *testing.T) {
+	e := newEnv(t, []person{
+		{name: "bysubject", scim: "inactive", lastLogin: t0},
+		{name: "byname", lastLogin: t0},
+		{name: "legacy", lastLogin: t0},
+		{name: "taken", lastLogin: t0},
+		{name: "expired", lastLogin: t0, expiry: t0.Add(-time.Minute)},
+	})
+	ctx := t.Context()
+	// Pushed before anyone bound it: no subject, the username matches.
+	must(t, e.st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-byname", UserName: "BYNAME", Active: false}))
+	// A state from before states named their identity.
+	must(t, e.st.PutAppState(ctx, store.AppState{App: "jira", Username: "legacy", Hash: "h"}))
+	must(t, e.st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-legacy", UserName: "legacy", Subject: sub("legacy"), Active: false}))
+	// The app account "taken" belongs to another identity.
+	must(t, e.st.PutAppState(ctx, store.AppState{App: "jira", Username: "taken", IdP: "okta", Subject: "someone-else", Hash: "h"}))
+	must(t, e.st.PutSCIMUser(ctx, store.SCIMUser{IdP: "okta", ID: "id-taken", UserName: "taken", Subject: sub("taken"), Active: false}))
+
+	p := policy()
+	p.ProtectedGroups = nil
+	plan, err := e.sweeper(t, p).Plan(ctx)
+	must(t, err)
+	got := map[string]string{}
+	for _, it := range plan.Items {
+		got[it.Username] = it.Rule + " " + it.SCIMID
+	}
+	want := map[string]string{"bysubject": "scim id-bysubject", "byname": "scim id-byname", "legacy": "scim id-legacy",
+		"expired": "access_expiry "}
+	if !reflect.DeepEqual(got, want) || plan.Managed != 4 {
+		t.Errorf("plan %v, managed %d; want %v and 4", got, plan.Managed, want)
 	}
 }

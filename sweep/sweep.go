@@ -8,7 +8,7 @@
 // schedule, where a database lease makes exactly one replica sweep.
 //
 // A sweep's memory does not grow with the company: the planner reads the
-// bindings a page at a time and the evidence per person, counts what it
+// bindings and the evidence about them a page at a time, counts what it
 // finds and records every item in the store (keeping only the first
 // MaxShown to show), the valve decides on the counts, and the executor
 // reads the items back a page at a time. Only a directory source is held

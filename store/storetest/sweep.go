@@ -16,10 +16,13 @@ import (
 
 // RunSweeps runs the store.Sweeps conformance suite as subtests. open must
 // return a store backed by a fresh, empty, migrated database; the suite
-// closes it.
+// closes it. The store's Provisioning and SCIM make what the planner's
+// batched reads find.
 func RunSweeps[S interface {
 	store.Store
 	store.Sweeps
+	store.Provisioning
+	store.SCIM
 }](t *testing.T, open func(t *testing.T) S) {
 	tests := []struct {
 		name string
@@ -33,6 +36,9 @@ func RunSweeps[S interface {
 		{"PlannedItems", testSweepPlannedItems},
 		{"PlannedItemsPending", testSweepPlannedItemsPending},
 		{"ForgetItems", testSweepForgetItems},
+		{"AppStatesOf", testSweepAppStatesOf},
+		{"SCIMUsersOf", testSweepSCIMUsersOf},
+		{"AccessExpiries", testSweepAccessExpiries},
 		{"BindingsPaging", testSweepBindingsPaging},
 		{"BindingsCursor", testSweepBindingsCursor},
 		{"AccessExpiry", testSweepAccessExpiry},
@@ -53,10 +59,13 @@ func RunSweeps[S interface {
 }
 
 // sweepStore is what the sweep suite needs: Bind to make bindings to page
-// through, and the Sweeps under test.
+// through, app states and SCIM users for the batched reads, and the Sweeps
+// under test.
 type sweepStore interface {
 	store.Store
 	store.Sweeps
+	store.Provisioning
+	store.SCIM
 }
 
 func sweepStart(t *testing.T, s store.Sweeps, r store.SweepRun) int64 {
@@ -485,6 +494,125 @@ func testSweepForgetItems(t *testing.T, s sweepStore) {
 	// The runs themselves stay.
 	if n := len(sweepRuns(t, s, 10)); n != len(runs) {
 		t.Fatalf("%d runs after forgetting items, want %d", n, len(runs))
+	}
+}
+
+func testSweepAppStatesOf(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	for _, a := range []store.AppState{
+		{App: "jira", Username: "Alice", IdP: "okta", Subject: "1", Hash: "h1"},
+		{App: "jira", Username: "bob", IdP: "okta", Subject: "2", Deprovisioned: true, DeprovisionedReason: "left"},
+		{App: "jira", Username: "Ünïcode", Hash: "h3"},
+		{App: "confluence", Username: "alice", IdP: "okta", Subject: "1"},
+	} {
+		if err := s.PutAppState(ctx, a); err != nil {
+			t.Fatalf("PutAppState(%+v): %v", a, err)
+		}
+	}
+	names := func(states []store.AppState) []string {
+		var out []string
+		for _, a := range states {
+			out = append(out, a.App+"/"+a.Username)
+		}
+		slices.Sort(out)
+		return out
+	}
+	// Any case finds the state, as stored; a name twice finds it once;
+	// unknown names and other apps' states are not found.
+	got, err := s.AppStatesOf(ctx, "jira", []string{"ALICE", "bob", "üNÏCODE", "carol", "alice"})
+	if err != nil {
+		t.Fatalf("AppStatesOf: %v", err)
+	}
+	if want := []string{"jira/Alice", "jira/bob", "jira/Ünïcode"}; !slices.Equal(names(got), want) {
+		t.Fatalf("AppStatesOf = %v, want %v", names(got), want)
+	}
+	for _, a := range got {
+		if a.Username == "bob" && (!a.Deprovisioned || a.DeprovisionedReason != "left" || a.IdP != "okta" || a.Subject != "2") {
+			t.Fatalf("bob's state = %+v, lacks its fields", a)
+		}
+	}
+	if got, err := s.AppStatesOf(ctx, "confluence", []string{"Alice"}); err != nil || !slices.Equal(names(got), []string{"confluence/alice"}) {
+		t.Fatalf("AppStatesOf(confluence) = %v, %v", names(got), err)
+	}
+	if got, err := s.AppStatesOf(ctx, "jira", nil); err != nil || len(got) != 0 {
+		t.Fatalf("AppStatesOf(none) = %v, %v", got, err)
+	}
+	// A page of names in one call.
+	many := make([]string, 600)
+	for i := range many {
+		many[i] = fmt.Sprint("nobody", i)
+	}
+	many[599] = "alice"
+	if got, err := s.AppStatesOf(ctx, "jira", many); err != nil || !slices.Equal(names(got), []string{"jira/Alice"}) {
+		t.Fatalf("AppStatesOf(600 names) = %v, %v", names(got), err)
+	}
+	if _, err := s.AppStatesOf(ctx, "jira", []string{"a\x00b"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("AppStatesOf(NUL) = %v, want ErrInvalid", err)
+	}
+}
+
+func testSweepSCIMUsersOf(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	for _, u := range []store.SCIMUser{
+		{IdP: "okta", ID: "id-1", UserName: "Alice@Example.com", Subject: "s1", Active: true},
+		{IdP: "okta", ID: "id-2", UserName: "bob@example.com", Subject: "s2"},
+		{IdP: "okta", ID: "id-3", UserName: "bob2@example.com", Subject: "s2"}, // a second user of s2
+		{IdP: "okta", ID: "id-4", UserName: "unbound@example.com"},
+		{IdP: "entra", ID: "id-1", UserName: "alice@example.com", Subject: "s1"},
+	} {
+		if err := s.PutSCIMUser(ctx, u); err != nil {
+			t.Fatalf("PutSCIMUser(%+v): %v", u, err)
+		}
+	}
+	ids := func(users []store.SCIMUser) []string {
+		var out []string
+		for _, u := range users {
+			out = append(out, u.IdP+"/"+u.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tt := range []struct {
+		idp, attr string
+		values    []string
+		want      []string
+	}{
+		{"okta", "subject", []string{"s1", "s2", "s9"}, []string{"okta/id-1", "okta/id-2", "okta/id-3"}},
+		{"okta", "subject", []string{"S1"}, nil}, // exact
+		{"okta", "subject", []string{""}, nil},   // unbound users are no one's
+		{"entra", "subject", []string{"s1"}, []string{"entra/id-1"}},
+		{"okta", "userName", []string{"ALICE@example.COM", "unbound@example.com", "x"}, []string{"okta/id-1", "okta/id-4"}},
+		{"okta", "UserName", []string{"bob@example.com"}, []string{"okta/id-2"}},
+		{"okta", "userName", nil, nil},
+	} {
+		got, err := s.SCIMUsersOf(ctx, tt.idp, tt.attr, tt.values)
+		if err != nil || !slices.Equal(ids(got), tt.want) {
+			t.Errorf("SCIMUsersOf(%s, %s, %q) = %v, %v; want %v", tt.idp, tt.attr, tt.values, ids(got), err, tt.want)
+		}
+	}
+	got, err := s.SCIMUsersOf(ctx, "okta", "subject", []string{"s1"})
+	if err != nil || len(got) != 1 || got[0].UserName != "Alice@Example.com" || !got[0].Active || got[0].Subject != "s1" {
+		t.Fatalf("SCIMUsersOf fields = %+v, %v", got, err)
+	}
+	if _, err := s.SCIMUsersOf(ctx, "okta", "externalId", []string{"x"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("SCIMUsersOf(externalId) = %v, want ErrInvalid", err)
+	}
+}
+
+func testSweepAccessExpiries(t *testing.T, s sweepStore) {
+	ctx := context.Background()
+	at := time.Date(2026, 6, 30, 17, 0, 0, 999_999_999, time.FixedZone("PST", -8*3600))
+	for _, e := range []struct{ idp, subject string }{{"okta", "1"}, {"okta", "ü"}, {"entra", "2"}} {
+		if err := s.SetAccessExpiry(ctx, e.idp, e.subject, at); err != nil {
+			t.Fatalf("SetAccessExpiry: %v", err)
+		}
+	}
+	got, err := s.AccessExpiries(ctx, "okta", []string{"1", "2", "ü", "3"})
+	if err != nil || len(got) != 2 || !got["1"].Equal(ms(at)) || !got["ü"].Equal(ms(at)) || got["1"].Location() != time.UTC {
+		t.Fatalf("AccessExpiries = %v, %v; want 1 and ü at %v UTC", got, err, ms(at))
+	}
+	if got, err := s.AccessExpiries(ctx, "okta", nil); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("AccessExpiries(none) = %v, %v; want an empty map", got, err)
 	}
 }
 

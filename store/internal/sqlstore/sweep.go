@@ -230,6 +230,96 @@ func (s *Store) SetAccessExpiry(ctx context.Context, idp, subject string, at tim
 	return err
 }
 
+// AppStatesOf implements store.Sweeps, in one query.
+func (s *Store) AppStatesOf(ctx context.Context, app string, usernames []string) (states []store.AppState, err error) {
+	ctx, end := s.call(ctx, &err, "app states of %d users in %s", len(usernames), app)
+	defer end()
+	if len(usernames) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(usernames))
+	for i, u := range usernames {
+		keys[i] = fold(u)
+	}
+	list, err := jsonList(keys)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, s.read, `SELECT `+appStateCols+` FROM app_states
+		WHERE app = ? AND username_key IN (SELECT value FROM `+s.f.JSONEach+`)`, app, list)
+	return collect(rows, err, scanAppState)
+}
+
+// SCIMUsersOf implements store.Sweeps, in one query.
+func (s *Store) SCIMUsersOf(ctx context.Context, idp, attr string, values []string) (users []store.SCIMUser, err error) {
+	ctx, end := s.call(ctx, &err, "scim users of %s by %d %s", idp, len(values), attr)
+	defer end()
+	var (
+		col  string
+		keys []string
+	)
+	switch {
+	case strings.EqualFold(attr, "subject"):
+		col = "subject"
+		for _, v := range values {
+			// A user bound to no one has subject "": no binding's.
+			if v != "" {
+				keys = append(keys, v)
+			}
+		}
+	case strings.EqualFold(attr, "userName"):
+		col = "user_name_key"
+		for _, v := range values {
+			keys = append(keys, fold(v))
+		}
+	default:
+		return nil, invalid("cannot look users up by %q (only userName, subject)", attr)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	list, err := jsonList(keys)
+	if err != nil {
+		return nil, err
+	}
+	// No ORDER BY: SQLite would walk the IdP's users in id order to give
+	// it, instead of the index of col.
+	rows, err := s.query(ctx, s.read, `SELECT `+scimUserCols+` FROM scim_users
+		WHERE idp = ? AND `+col+` IN (SELECT value FROM `+s.f.JSONEach+`)`, idp, list)
+	return collect(rows, err, scanSCIMUser)
+}
+
+// AccessExpiries implements store.Sweeps, in one query.
+func (s *Store) AccessExpiries(ctx context.Context, idp string, subjects []string) (expiries map[string]time.Time, err error) {
+	ctx, end := s.call(ctx, &err, "access expiries of %d subjects of %s", len(subjects), idp)
+	defer end()
+	expiries = map[string]time.Time{}
+	if len(subjects) == 0 {
+		return expiries, nil
+	}
+	list, err := jsonList(subjects)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, s.read, `SELECT subject, expires_at FROM access_expiry
+		WHERE idp = ? AND subject IN (SELECT value FROM `+s.f.JSONEach+`)`, idp, list)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			subject string
+			t       time.Time
+		)
+		if err := rows.Scan(&subject, at(&t)); err != nil {
+			return nil, err
+		}
+		expiries[subject] = t
+	}
+	return expiries, rows.Err()
+}
+
 // AccessExpiry implements store.Sweeps, in UTC at millisecond precision.
 func (s *Store) AccessExpiry(ctx context.Context, idp, subject string) (expires time.Time, err error) {
 	ctx, end := s.call(ctx, &err, "access expiry of %s/%s", idp, subject)
