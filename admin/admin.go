@@ -94,6 +94,10 @@ type Actions interface {
 	// SyncUser re-applies the person's last profile to every app now and
 	// returns change summaries.
 	SyncUser(ctx context.Context, idp, subject, actor string) ([]string, error)
+	// Reinstate withdraws every removal of the person, whoever decided it,
+	// re-applies their last profile (which reactivates them) and returns
+	// change summaries.
+	Reinstate(ctx context.Context, idp, subject, actor string) ([]string, error)
 	// PlanSweep computes a dry-run plan; it records nothing.
 	PlanSweep(ctx context.Context, policy string) (*SweepPlan, error)
 	// RunSweep runs a sweep (dryRun records the run but changes no app).
@@ -145,6 +149,9 @@ type noActions struct{}
 var errNoActions = errors.New("admin: no actions configured")
 
 func (noActions) SyncUser(context.Context, string, string, string) ([]string, error) {
+	return nil, errNoActions
+}
+func (noActions) Reinstate(context.Context, string, string, string) ([]string, error) {
 	return nil, errNoActions
 }
 func (noActions) PlanSweep(context.Context, string) (*SweepPlan, error) { return nil, errNoActions }
@@ -218,6 +225,7 @@ func (h *handler) routes() {
 	m.HandleFunc("GET /admin/users", h.usersPage)
 	m.HandleFunc("GET /admin/users/{idp}/{subject}", h.userPage)
 	m.HandleFunc("POST /admin/users/{idp}/{subject}/sync", h.userSync)
+	m.HandleFunc("POST /admin/users/{idp}/{subject}/reinstate", h.userReinstate)
 	m.HandleFunc("POST /admin/link", h.link)
 	m.HandleFunc("GET /admin/audit", h.auditPage)
 	m.HandleFunc("GET /admin/audit.jsonl", h.auditExport)

@@ -55,6 +55,11 @@ func (f *fakeActions) SyncUser(ctx context.Context, idp, subject, actor string) 
 	return []string{"jira: added alice to jira-users"}, nil
 }
 
+func (f *fakeActions) Reinstate(ctx context.Context, idp, subject, actor string) ([]string, error) {
+	f.record("reinstate %s %s %s", idp, subject, actor)
+	return []string{"jira: reactivated alice"}, nil
+}
+
 // testPlan is a large plan: it lists its first item of 42.
 func testPlan(policy string) *SweepPlan {
 	return &SweepPlan{Policy: policy, Managed: 300, Items: []SweepItem{
@@ -341,7 +346,7 @@ func TestUnauthenticatedRefused(t *testing.T) {
 			t.Errorf("GET %s: %d to %q, want 303 to the login page returning to it", p, r.status, r.header.Get("Location"))
 		}
 	}
-	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/sweeps/nightly/run"} {
+	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/users/okta/sub-alice/reinstate", "/admin/sweeps/nightly/run"} {
 		if r := e.do("POST", p, url.Values{"dry_run": {"false"}}); r.status != http.StatusSeeOther {
 			t.Errorf("POST %s: %d, want 303 to the login page", p, r.status)
 		}
@@ -459,6 +464,7 @@ func TestCSRF(t *testing.T) {
 	}{
 		{"/admin/reload", url.Values{}, "reload admin:token"},
 		{"/admin/users/okta/sub-alice/sync", url.Values{}, "sync okta sub-alice admin:token"},
+		{"/admin/users/okta/sub-alice/reinstate", url.Values{}, "reinstate okta sub-alice admin:token"},
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"false"}}, "run nightly dry=false admin:token"},
 		{"/admin/sweeps/nightly/run", url.Values{"dry_run": {"true"}}, "run nightly dry=true admin:token"},
 		{"/admin/link", url.Values{"idp": {"okta"}, "subject": {"00u-x"}, "username": {"localadmin"}}, "link okta 00u-x localadmin admin:token"},
@@ -516,14 +522,14 @@ func TestGetOnActionsChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	seed(t, e.store)
 	cookie := e.loginCookie()
-	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/sweeps/nightly/run?dry_run=false", "/admin/logout",
+	for _, p := range []string{"/admin/reload", "/admin/users/okta/sub-alice/sync", "/admin/users/okta/sub-alice/reinstate", "/admin/sweeps/nightly/run?dry_run=false", "/admin/logout",
 		"/admin/directories/corp/sync", "/admin/directories/corp/dry-run", "/admin/users/okta/sub-alice/directory-sync",
 		"/admin/holds/okta/sub-alice/release", "/admin/holds/okta/sub-alice/drop", "/admin/holds/okta/release-all", "/admin/holds/okta/drop-all"} {
 		if r := e.do("GET", p, nil, "Cookie", cookie); r.status != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d, want 405", p, r.status)
 		}
 	}
-	for _, p := range []string{"/admin/api/reload", "/admin/api/users/okta/sub-alice/sync", "/admin/api/sweeps/nightly/run?dry_run=false",
+	for _, p := range []string{"/admin/api/reload", "/admin/api/users/okta/sub-alice/sync", "/admin/api/users/okta/sub-alice/reinstate", "/admin/api/sweeps/nightly/run?dry_run=false",
 		"/admin/api/directories/corp/sync", "/admin/api/directories/corp/dry-run", "/admin/api/users/okta/sub-alice/directory-sync",
 		"/admin/api/holds/okta/sub-alice/release", "/admin/api/holds/okta/sub-alice/drop", "/admin/api/holds/okta/release-all", "/admin/api/holds/okta/drop-all"} {
 		if r := e.do("GET", p, nil, bearer(adminToken)...); r.status != http.StatusMethodNotAllowed {

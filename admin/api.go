@@ -15,6 +15,7 @@ func (h *handler) apiRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /admin/api/users", h.apiUsers)
 	m.HandleFunc("GET /admin/api/users/{idp}/{subject}", h.apiUser)
 	m.HandleFunc("POST /admin/api/users/{idp}/{subject}/sync", h.apiSync)
+	m.HandleFunc("POST /admin/api/users/{idp}/{subject}/reinstate", h.apiReinstate)
 	m.HandleFunc("GET /admin/api/audit", h.apiAudit)
 	m.HandleFunc("GET /admin/api/sweeps", h.apiSweeps)
 	m.HandleFunc("GET /admin/api/sweeps/{policy}/plan", h.apiPlan)
@@ -134,9 +135,17 @@ func (h *handler) apiUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) apiSync(w http.ResponseWriter, r *http.Request) {
-	changes, err := h.syncUser(r, r.PathValue("idp"), r.PathValue("subject"))
+	h.apiChanges(w, r, h.syncUser, "sync failed")
+}
+
+func (h *handler) apiReinstate(w http.ResponseWriter, r *http.Request) {
+	h.apiChanges(w, r, h.reinstateUser, "reinstate failed")
+}
+
+func (h *handler) apiChanges(w http.ResponseWriter, r *http.Request, do userAction, failed string) {
+	changes, err := do(r, r.PathValue("idp"), r.PathValue("subject"))
 	if err != nil {
-		h.fail(w, r, http.StatusBadGateway, "sync failed", err)
+		h.fail(w, r, statusOf(err, http.StatusBadGateway), failed, err)
 		return
 	}
 	if changes == nil {

@@ -182,7 +182,7 @@ func (h *handler) userDirectorySync(w http.ResponseWriter, r *http.Request) {
 	if it.Detail != "" {
 		head += ": " + it.Detail
 	}
-	d.Synced, d.Changes = true, append([]string{head}, it.Changes...)
+	d.Did, d.Changes = "Directory sync", append([]string{head}, it.Changes...)
 	h.render(w, r, http.StatusOK, "user", "User "+displayName(d), d)
 }
 

@@ -144,10 +144,13 @@ type timelineData struct {
 	AccessExpiry time.Time
 	Events       []eventView
 	Apps         []appView
-	// Changes are what "Sync now" did; Synced tells an empty list from
-	// no sync.
+	// Changes are what "Sync now" or "Reinstate" did; Did names which
+	// ("" when neither ran), telling an empty list from no action.
 	Changes []string
-	Synced  bool
+	Did     string
+	// Removed: some app holds a removal of this person, which "Sync now"
+	// does not undo and "Reinstate" does.
+	Removed bool
 	// Directory is the IdP's directory, "" when it has none: then the
 	// page offers no "sync from the directory".
 	Directory string
@@ -233,6 +236,7 @@ func (h *handler) timeline(ctx context.Context, idp, subject string) (timelineDa
 			v.AccountID = h.o.AccountID(ctx, app, b.Username)
 		}
 		d.Apps = append(d.Apps, v)
+		d.Removed = d.Removed || v.State != nil && v.State.Deprovisioned
 	}
 	return d, nil
 }
@@ -247,19 +251,32 @@ func (h *handler) userPage(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "user", "User "+displayName(d), d)
 }
 
+// userAction is a button on a person's page: it changes the apps and
+// says what it did.
+type userAction func(r *http.Request, idp, subject string) ([]string, error)
+
 func (h *handler) userSync(w http.ResponseWriter, r *http.Request) {
+	h.userChanges(w, r, h.syncUser, "Sync")
+}
+
+func (h *handler) userReinstate(w http.ResponseWriter, r *http.Request) {
+	h.userChanges(w, r, h.reinstateUser, "Reinstate")
+}
+
+// userChanges runs a person's action and shows their page with its result.
+func (h *handler) userChanges(w http.ResponseWriter, r *http.Request, do userAction, what string) {
 	idp, subject := r.PathValue("idp"), r.PathValue("subject")
-	changes, err := h.syncUser(r, idp, subject)
+	changes, err := do(r, idp, subject)
 	if err != nil {
-		h.fail(w, r, http.StatusBadGateway, "Sync failed: "+err.Error(), err)
+		h.fail(w, r, statusOf(err, http.StatusBadGateway), what+" failed: "+err.Error(), err)
 		return
 	}
 	d, err := h.timeline(r.Context(), idp, subject)
 	if err != nil {
-		h.fail(w, r, statusOf(err, http.StatusInternalServerError), "Synced, but the timeline could not be read.", err)
+		h.fail(w, r, statusOf(err, http.StatusInternalServerError), what+" done, but the timeline could not be read.", err)
 		return
 	}
-	d.Changes, d.Synced = changes, true
+	d.Changes, d.Did = changes, what
 	h.render(w, r, http.StatusOK, "user", "User "+displayName(d), d)
 }
 
@@ -270,6 +287,16 @@ func (h *handler) syncUser(r *http.Request, idp, subject string) ([]string, erro
 		return nil, fmt.Errorf("admin: sync %s/%s: %w", idp, subject, err)
 	}
 	h.log.Info("admin sync", "actor", actor, "idp", idp, "subject", subject, "changes", len(changes))
+	return changes, nil
+}
+
+func (h *handler) reinstateUser(r *http.Request, idp, subject string) ([]string, error) {
+	actor := principalOf(r).Actor
+	changes, err := h.o.Actions.Reinstate(r.Context(), idp, subject, actor)
+	if err != nil {
+		return nil, fmt.Errorf("admin: reinstate %s/%s: %w", idp, subject, err)
+	}
+	h.log.Info("admin reinstate", "actor", actor, "idp", idp, "subject", subject, "changes", len(changes))
 	return changes, nil
 }
 

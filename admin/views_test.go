@@ -123,6 +123,9 @@ func TestTimeline(t *testing.T) {
 			t.Errorf("timeline lacks %q", want)
 		}
 	}
+	if strings.Contains(r.body, "Reinstate") {
+		t.Error("Reinstate offered for a person nobody removed")
+	}
 	for _, secret := range []string{"s3cr3t-value", "tok-s3cr3t"} {
 		if strings.Contains(r.body, secret) {
 			t.Errorf("timeline shows secret %q", secret)
@@ -423,5 +426,35 @@ func TestDirectoriesAPI(t *testing.T) {
 	want := []string{"start corp admin:token", "dry corp admin:token", "person okta sub-alice admin:token"}
 	if got := e.actions.Calls(); !slices.Equal(got, want) {
 		t.Errorf("calls %q, want %q", got, want)
+	}
+}
+
+// A removed person's page says who removed them and offers Reinstate,
+// which shows its result like Sync now.
+func TestReinstateOffered(t *testing.T) {
+	e := newEnv(t)
+	seed(t, e.store)
+	ctx := t.Context()
+	st, err := e.store.AppState(ctx, "jira", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Deprovisioned, st.DeprovisionedAt, st.DeprovisionedSource, st.DeprovisionedReason = true, t0, "sweep", "inactive 90 days"
+	if err := e.store.PutAppState(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	cookie := e.loginCookie()
+	r := e.do("GET", "/admin/users/okta/sub-alice", nil, "Cookie", cookie)
+	if !strings.Contains(r.body, "inactive 90 days") || !strings.Contains(r.body, `/admin/users/okta/sub-alice/reinstate"`) {
+		t.Fatalf("removed person's page lacks the removal or Reinstate: %s", r.body)
+	}
+	tok := e.csrfFrom("/admin/users/okta/sub-alice", cookie)
+	r = e.do("POST", "/admin/users/okta/sub-alice/reinstate", url.Values{"csrf": {tok}}, "Cookie", cookie)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "Reinstate result") || !strings.Contains(r.body, "jira: reactivated alice") {
+		t.Errorf("reinstate: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/admin/api/users/okta/sub-alice/reinstate", nil, bearer(adminToken)...)
+	if r.status != http.StatusOK || !strings.Contains(r.body, `"jira: reactivated alice"`) {
+		t.Errorf("API reinstate: %d %s", r.status, r.body)
 	}
 }

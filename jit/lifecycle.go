@@ -296,7 +296,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		if cause.Source == SourceSCIM || cause.Source == SourceDirectory {
 			// The IdP says the person is active: what that same source
 			// took away comes back. Marks of sweeps and admins stay.
-			if err := l.reinstate(ctx, cause, cause.Source, p.Username, prevName); err != nil {
+			if _, err := l.reinstate(ctx, cause, cause.Source, p.Username, prevName); err != nil {
 				return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
 			}
 		}

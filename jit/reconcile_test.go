@@ -430,7 +430,7 @@ func TestDeactivate(t *testing.T) {
 		t.Errorf("refused Apply made %d calls", n)
 	}
 
-	if err := f.l.reinstate(ctx, SCIMPush("okta", "active again"), SourceSCIM, "alice"); err != nil {
+	if _, err := f.l.reinstate(ctx, SCIMPush("okta", "active again"), SourceSCIM, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.state(t, "jira", "alice"); st.Deprovisioned {
@@ -771,7 +771,7 @@ func TestRenameDoesNotUndoDeprovisioning(t *testing.T) {
 		t.Fatalf("refused Apply made %d calls", n)
 	}
 	// The IdP reinstates her under both names: the rename and reactivation go through.
-	if err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice.archer", "alice"); err != nil {
+	if _, err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice.archer", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	o := f.r.Apply(ctx, d, false)

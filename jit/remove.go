@@ -508,7 +508,10 @@ func (j removeJob) cause() Cause {
 // decision, or an IdP saying the person is back) and applies their last
 // recorded profile, which reactivates them. Only decisions of the source
 // given are withdrawn: an IdP's SCIM push that says "active" does not undo
-// a sweep's or an admin's decision. An admin (SourceAdmin) withdraws any.
+// a sweep's or an admin's decision. An admin (SourceAdmin) withdraws any,
+// and always re-applies the profile; another source re-applies it only
+// when it withdrew something, so that an "active" push about a person
+// nobody removed costs no app call.
 func (l *Lifecycle) Reinstate(ctx context.Context, idp, subject string, cause Cause) ([]Outcome, error) {
 	if cause.IdP == "" {
 		cause.IdP = idp
@@ -520,8 +523,12 @@ func (l *Lifecycle) Reinstate(ctx context.Context, idp, subject string, cause Ca
 	if err != nil {
 		return nil, fmt.Errorf("reinstate %s/%s: %w", idp, subject, err)
 	}
-	if err := l.reinstate(ctx, cause, cause.Source, b.Username); err != nil {
+	n, err := l.reinstate(ctx, cause, cause.Source, b.Username)
+	if err != nil {
 		return nil, err
+	}
+	if n == 0 && cause.Source != SourceAdmin {
+		return nil, nil
 	}
 	return l.Sync(ctx, idp, subject, cause)
 }
@@ -529,8 +536,9 @@ func (l *Lifecycle) Reinstate(ctx context.Context, idp, subject string, cause Ca
 // reinstate clears the marks the source set under each username given
 // (the current one and, after a rename, the previous one); for a
 // directory, only that directory's own (cause.Actor). An admin clears
-// any. The next reconcile reactivates.
-func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, names ...string) error {
+// any. The next reconcile reactivates. It returns how many it cleared.
+func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, names ...string) (int, error) {
+	n := 0
 	for app := range l.Apps {
 		for _, username := range usernames(names...) {
 			st, err := l.Store.AppState(ctx, app, username)
@@ -538,7 +546,7 @@ func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, name
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
+				return n, fmt.Errorf("reinstate %s in %s: %w", username, app, err)
 			}
 			if src != SourceAdmin && (Source(st.DeprovisionedSource) != src || src == SourceDirectory && st.DeprovisionedActor != cause.Actor) {
 				continue
@@ -547,11 +555,12 @@ func (l *Lifecycle) reinstate(ctx context.Context, cause Cause, src Source, name
 			st.Deprovisioned, st.DeprovisionedAt, st.Hash = false, time.Time{}, ""
 			st.DeprovisionedSource, st.DeprovisionedActor, st.DeprovisionedRun, st.DeprovisionedAction, st.DeprovisionedReason = "", "", 0, "", ""
 			if err := l.Store.PutAppState(ctx, st); err != nil {
-				return fmt.Errorf("reinstate %s in %s: %w", username, app, err)
+				return n, fmt.Errorf("reinstate %s in %s: %w", username, app, err)
 			}
+			n++
 			l.record(ctx, Entry{Action: ActReinstate, Cause: cause, IdP: st.IdP, Subject: st.Subject, Username: username, App: app,
 				Outcome: ResultOK, Detail: was})
 		}
 	}
-	return nil
+	return n, nil
 }

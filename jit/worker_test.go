@@ -252,7 +252,7 @@ func TestQueuedDeactivationYieldsToReinstatement(t *testing.T) {
 	if st := f.state(t, "jira", "alice"); !st.Deprovisioned {
 		t.Fatalf("decision not recorded while the app is down: %+v", st)
 	}
-	if err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice"); err != nil {
+	if _, err := f.l.reinstate(ctx, SCIMPush("okta", "active"), SourceSCIM, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	f.srv["jira"].SetDown(false)

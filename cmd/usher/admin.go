@@ -168,16 +168,36 @@ type adminActions struct {
 
 func (a *adminActions) SyncUser(ctx context.Context, idp, subject, actor string) ([]string, error) {
 	outs, err := a.g.lifecycle.Sync(ctx, idp, subject, adminCause(actor, "sync now"))
-	var changes []string
+	return changeLines(outs), err
+}
+
+func (a *adminActions) Reinstate(ctx context.Context, idp, subject, actor string) ([]string, error) {
+	outs, err := a.g.lifecycle.Reinstate(ctx, idp, subject, adminCause(actor, "reinstated"))
+	if errors.Is(err, jit.ErrUnbound) {
+		err = fmt.Errorf("%w: %w", store.ErrNotFound, err) // the admin page's 404
+	}
+	return changeLines(outs), err
+}
+
+// changeLines says per app what a sync did, including what it left alone
+// and why (a removal stands, a change waits in the queue), so that "nothing
+// changed" never hides a person who is still removed.
+func changeLines(outs []jit.Outcome) []string {
+	var lines []string
 	for _, o := range outs {
 		for _, c := range o.Changes {
-			changes = append(changes, o.App+": "+c)
+			lines = append(lines, o.App+": "+c)
 		}
-		if o.Err == nil && len(o.Changes) == 0 {
-			changes = append(changes, o.App+": already in sync")
+		switch {
+		case errors.Is(o.Err, jit.ErrDeprovisioned):
+			lines = append(lines, o.Err.Error()+": not applied; Reinstate brings them back") // "jira: alice: deprovisioned by policy (...)"
+		case o.Queued:
+			lines = append(lines, o.App+": queued for retry: "+o.Err.Error())
+		case o.Err == nil && len(o.Changes) == 0:
+			lines = append(lines, o.App+": already in sync")
 		}
 	}
-	return changes, err
+	return lines
 }
 
 func (a *adminActions) PlanSweep(ctx context.Context, policy string) (*admin.SweepPlan, error) {

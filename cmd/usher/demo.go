@@ -210,6 +210,12 @@ apps:
 	fmt.Fprintf(stdout, "  Emulated Jira with its own SSO, reached directly (not through usher): %s/\n", ssoApp.URL)
 	fmt.Fprintf(stdout, "  It signs you in through usher's OpenID Provider (issuer %s/usher/op), as Jira's built-in OIDC client does.\n\n", public)
 	fmt.Fprintf(stdout, "  Admin page: http://%s/admin/ (token %s, or sign in as alice, an usher admin)\n", adminLn.Addr(), adminToken)
+	if len(configWarnings(cfg)) > 0 {
+		// Both demo IdPs use the default username claim on purpose, so
+		// the demo shows the warning a real file with two IdPs gets.
+		fmt.Fprintf(stdout, "\n  The config warning logged above is expected here: both demo IdPs map usernames the same way.\n")
+		fmt.Fprintf(stdout, "  A real file keeps two IdPs apart with a username prefix or adoption: never (docs/config.md, \"Checking a file\").\n")
+	}
 	fmt.Fprintf(stdout, "\n  Config used: %s\n  Press Ctrl-C to stop.\n", cfgPath)
 	return m.Wait(ctx)
 }

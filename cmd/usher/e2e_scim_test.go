@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -133,6 +134,57 @@ func TestSCIMProvisionsAndDeprovisions(t *testing.T) {
 	}
 	if u, _ := e.apps["jira"].User("alice"); !u.Active {
 		t.Fatal("alice not reactivated after SCIM active=true")
+	}
+}
+
+// Without automatic, pushes create nobody, but a deactivation applies
+// and "active" again undoes it; it does not undo an admin's removal.
+func TestSCIMActiveAgainWithoutAutomatic(t *testing.T) {
+	t.Parallel()
+	e := startEnvWith(t, envOptions{Apps: true, Mapping: jitMapping, SCIM: true, SCIMNotAutomatic: true})
+	patch := func(id string, active bool) {
+		t.Helper()
+		code, body := e.scimDo("PATCH", "/Users/"+id, "scim-acme", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+			"Operations":[{"op":"replace","path":"active","value":%t}]}`, active))
+		if code != http.StatusOK {
+			t.Fatalf("SCIM active=%t: %d %s", active, code, body)
+		}
+	}
+	create := func(ext, userName string) string {
+		t.Helper()
+		code, body := e.scimDo("POST", "/Users", "scim-acme", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+			"externalId":%q,"userName":%q,"active":true,"emails":[{"primary":true,"value":"%s@acme.test"}],"displayName":"x"}`, ext, userName, userName))
+		if code != http.StatusCreated {
+			t.Fatalf("SCIM create %s: %d %s", userName, code, body)
+		}
+		return scimID(t, body)
+	}
+	bobby := create("00u-bobby", "bobby")
+	if _, ok := e.apps["jira"].User("bobby"); ok {
+		t.Fatal("a push without automatic created an account")
+	}
+
+	wantStatus(t, e.login(e.browser(), "/jira/", "acme", "alice", "pw-alice"), http.StatusOK)
+	alice := create("00u-alice", "alice")
+	patch(alice, false)
+	if u, _ := e.apps["jira"].User("alice"); u.Active {
+		t.Fatal("alice still active after a deactivation without automatic")
+	}
+	patch(alice, true)
+	if u, _ := e.apps["jira"].User("alice"); !u.Active {
+		t.Fatal("alice not reactivated by active=true without automatic")
+	}
+	patch(bobby, false) // never signed in: nothing to remove, nothing to undo
+	patch(bobby, true)
+
+	// An admin's removal stands whatever SCIM says.
+	if _, err := e.m.gen.Load().lifecycle.Remove(t.Context(), jit.Removal{IdP: "acme", Subject: "00u-alice"}, jit.ByAdmin("ada", "left")); err != nil {
+		t.Fatal(err)
+	}
+	patch(alice, false)
+	patch(alice, true)
+	if u, _ := e.apps["jira"].User("alice"); u.Active {
+		t.Fatal("SCIM active=true undid an admin's removal")
 	}
 }
 

@@ -111,6 +111,9 @@ type envOptions struct {
 	SCIM bool
 	// SCIMBrake is acme's scim.brake block, in flow style.
 	SCIMBrake string
+	// SCIMNotAutomatic leaves creates and updates to logins (automatic:
+	// false); deactivations still apply.
+	SCIMNotAutomatic bool
 	// Extra is appended to the config file (top-level YAML).
 	Extra string
 	// ExtraApps is appended to the apps list (entries indented by two).
@@ -164,7 +167,7 @@ func startEnvWith(t *testing.T, o envOptions) *env {
 			if o.SCIMBrake != "" && id == "acme" {
 				brake = ", brake: " + o.SCIMBrake
 			}
-			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: true%s}\n", id, brake)
+			fmt.Fprintf(&idps, "    scim: {token: {value: scim-%s}, automatic: %t%s}\n", id, !o.SCIMNotAutomatic, brake)
 		}
 	}
 	upstream := e.upstream.srv.URL

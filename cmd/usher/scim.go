@@ -15,6 +15,7 @@ import (
 // scimHandler builds the /scim/v2 endpoint when any IdP pushes SCIM.
 func (m *Main) scimHandler(cfg *config.Config, g *generation) (http.Handler, error) {
 	var idps []scim.IdPConfig
+	hooks := scimHooks{l: g.lifecycle, automatic: map[string]bool{}}
 	for _, idp := range cfg.IdPs {
 		if idp.SCIM == nil {
 			continue
@@ -24,12 +25,13 @@ func (m *Main) scimHandler(cfg *config.Config, g *generation) (http.Handler, err
 			return nil, fmt.Errorf("idp %s: scim.token: %w", idp.ID, err)
 		}
 		idps = append(idps, scim.IdPConfig{ID: idp.ID, Token: tok, SubjectAttr: idp.SCIM.Subject, Automatic: idp.SCIM.Automatic})
+		hooks.automatic[idp.ID] = idp.SCIM.Automatic
 	}
 	if len(idps) == 0 {
 		return nil, nil
 	}
 	return scim.New(scim.Config{
-		IdPs: idps, Store: m.store, Hooks: scimHooks{g.lifecycle},
+		IdPs: idps, Store: m.store, Hooks: hooks,
 		Log: m.Log, Now: m.Now, BaseURL: g.public.JoinPath("/scim/v2").String(),
 		Observe: m.metrics.SCIM,
 	})
@@ -67,7 +69,12 @@ func scimSubjects(cfg *config.Config) config.Errors {
 // scimHooks translate SCIM pushes into the lifecycle: an active user is
 // admitted like a login (same mapping, same provisioning), a deactivated
 // or deleted one is removed.
-type scimHooks struct{ l *jit.Lifecycle }
+type scimHooks struct {
+	l *jit.Lifecycle
+	// automatic: the IdP's pushes are applied at once (scim.automatic),
+	// by IdP id.
+	automatic map[string]bool
+}
 
 func (h scimHooks) Provision(ctx context.Context, idp string, u scim.User) error {
 	id := providers.Identity{IdP: idp, Subject: u.Subject, Claims: scimClaims(u)}
@@ -91,12 +98,24 @@ func (h scimHooks) Deprovision(ctx context.Context, idp, subject, reason string)
 
 var _ scim.Activator = scimHooks{}
 
-// Activated withdraws a removal the IdP's SCIM brake held for the person:
-// the IdP says they are active again.
+// Activated undoes what SCIM took from a person the IdP says is active
+// again: a removal its brake holds is dropped, and a removal SCIM made is
+// withdrawn. With automatic, the admission that follows (Provision)
+// withdraws it and applies the new profile in one pass; without, the
+// removal is withdrawn here, since deactivations apply either way and
+// "active" must undo them either way. What a sweep, a directory or an
+// admin decided stays.
 func (h scimHooks) Activated(ctx context.Context, idp, subject string) error {
-	err := h.l.DropHold(ctx, idp, subject, jit.SCIMPush(idp, "active again"))
-	if errors.Is(err, jit.ErrNotHeld) {
-		return nil // the common case: nothing was held
+	cause := jit.SCIMPush(idp, "active again")
+	if err := h.l.DropHold(ctx, idp, subject, cause); err != nil && !errors.Is(err, jit.ErrNotHeld) {
+		return err
+	}
+	if h.automatic[idp] {
+		return nil
+	}
+	_, err := h.l.Reinstate(ctx, idp, subject, cause)
+	if errors.Is(err, jit.ErrUnbound) {
+		return nil // never signed in nor provisioned: nothing to undo
 	}
 	return err
 }
