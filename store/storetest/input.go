@@ -36,6 +36,9 @@ func textCalls(s store.Store, bad string) map[string]func(ctx context.Context) e
 		"Binding":           func(ctx context.Context) error { _, err := s.Binding(ctx, "okta", bad); return err },
 		"BindingByUsername": func(ctx context.Context) error { _, err := s.BindingByUsername(ctx, bad); return err },
 		"RecordLogin":       func(ctx context.Context) error { return s.RecordLogin(ctx, bad, "1", t0) },
+		"RecordLogins": func(ctx context.Context) error {
+			return s.RecordLogins(ctx, store.Login{IdP: "okta", Subject: "1", At: t0}, store.Login{IdP: "okta", Subject: bad, At: t0})
+		},
 		"Append": func(ctx context.Context) error {
 			return s.Append(ctx, store.Event{Action: "login"}, store.Event{Action: "login", Username: bad})
 		},
