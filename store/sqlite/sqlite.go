@@ -122,8 +122,18 @@ func dsn(path string, readOnly bool) string {
 	return "file:" + esc + "?" + q
 }
 
+// openDB opens a pool on dsn whose connections keep their prepared
+// statements (see cachingConn).
+func openDB(dsn string) (*sql.DB, error) {
+	c, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(cachingConnector{c}), nil
+}
+
 func openWriter(ctx context.Context, path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", dsn(path, false))
+	db, err := openDB(dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite %s: open: %w", path, err)
 	}
@@ -177,7 +187,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		write.Close()
 		return nil, err
 	}
-	read, err := sql.Open("sqlite", dsn(path, true))
+	read, err := openDB(dsn(path, true))
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("sqlite %s: open: %w", path, err)
