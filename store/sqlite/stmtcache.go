@@ -85,7 +85,7 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (*cachedStmt, erro
 		}
 		return s, nil
 	}
-	if len(c.stmts) >= stmtCacheSize || len(query) > stmtCacheText || !dml(query) {
+	if len(c.stmts) >= stmtCacheSize || len(query) > stmtCacheText || !keep(query) {
 		return nil, nil
 	}
 	ds, err := c.innerConn.PrepareContext(ctx, query)
@@ -106,11 +106,12 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (*cachedStmt, erro
 	return s, nil
 }
 
-// dml reports whether query is a statement worth keeping: a query or a
-// change of rows, not a migration's script or a PRAGMA run once.
-func dml(query string) bool {
+// keep reports whether query is a statement worth keeping: a query, a
+// change of rows or a writer's savepoint (see groupDB), not a migration's
+// script or a PRAGMA run once.
+func keep(query string) bool {
 	q := strings.TrimLeft(query, " \t\r\n")
-	for _, verb := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"} {
+	for _, verb := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "SAVEPOINT", "RELEASE"} {
 		if len(q) >= len(verb) && strings.EqualFold(q[:len(verb)], verb) {
 			return true
 		}
