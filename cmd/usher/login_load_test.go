@@ -21,8 +21,10 @@ import (
 //
 // For each backend and each per-app concurrency cap (the apps'
 // `concurrency:` setting) it runs rounds of one burst each and prints the
-// p50, p90, p99 and slowest login and how long the burst took as a
-// whole. A login with a change makes four sequential app calls per app
+// p50, p90, p99 and slowest login, how long the burst took as a whole,
+// and the CPU time this process (usher and the emulated apps, which run
+// in it) spent per login. On a machine shared with other work the
+// latencies move with its load; the CPU column much less so. A login with a change makes four sequential app calls per app
 // (read user, read groups, add, remove), so 20 ms is its floor here, and
 // a burst cannot end sooner than 200 × 4 calls × 5 ms ÷ cap per app
 // (500 ms at the default cap of 8).
@@ -56,7 +58,7 @@ func TestLoadLoginBurst(t *testing.T) {
 		caps = append(caps, n)
 	}
 	fmt.Printf("%d logins at once, each with a group change; %v per app call\n", people, latency)
-	fmt.Printf("%-9s %4s %5s %8s %8s %8s %8s %8s\n", "backend", "cap", "round", "p50", "p90", "p99", "max", "burst")
+	fmt.Printf("%-9s %4s %5s %8s %8s %8s %8s %8s %9s\n", "backend", "cap", "round", "p50", "p90", "p99", "max", "burst", "cpu/login")
 	for _, backend := range strings.Split(envOr("USHER_LOAD_BACKENDS", "sqlite,postgres"), ",") {
 		for _, c := range caps {
 			env := newLoginEnv(t, backend, loginEnvOptions{Concurrency: c})
@@ -74,9 +76,11 @@ func TestLoadLoginBurst(t *testing.T) {
 				}
 			}
 			for round := 1; round <= rounds; round++ {
+				cpu := selfCPU()
 				took, wall := burst(t, env, names, groupSets[round%2])
-				fmt.Printf("%-9s %4d %5d %8s %8s %8s %8s %8s\n", backend, c, round,
-					ms(quantile(took, 0.50)), ms(quantile(took, 0.90)), ms(quantile(took, 0.99)), ms(took[len(took)-1]), ms(wall))
+				cpu = (selfCPU() - cpu) / time.Duration(len(names))
+				fmt.Printf("%-9s %4d %5d %8s %8s %8s %8s %8s %9s\n", backend, c, round,
+					ms(quantile(took, 0.50)), ms(quantile(took, 0.90)), ms(quantile(took, 0.99)), ms(took[len(took)-1]), ms(wall), ms(cpu))
 			}
 			if os.Getenv("USHER_LOAD_PROFILE") != "" {
 				pprof.StopCPUProfile()
