@@ -139,10 +139,13 @@ type loginEnvOptions struct {
 	// Concurrency caps requests in flight per app (the targets' default
 	// when 0).
 	Concurrency int
+	// PGConns caps PostgreSQL's pool (store.max_conns; its default when
+	// 0).
+	PGConns int32
 }
 
 func newLoginEnv(b testing.TB, backend string, opts loginEnvOptions) *loginEnv {
-	st := openBenchStore(b, backend)
+	st := openBenchStore(b, backend, opts.PGConns)
 	env := &loginEnv{}
 	dirs := map[string]targets.Target{}
 	for _, k := range []atlassiantest.Kind{"jira", "confluence"} {
@@ -249,14 +252,14 @@ func (e *loginEnv) login(who, groups string) error {
 	return fmt.Errorf("callback for %s: no session cookie", who)
 }
 
-func openBenchStore(b testing.TB, backend string) store.Store {
+func openBenchStore(b testing.TB, backend string, pgConns int32) store.Store {
 	ctx := context.Background()
 	var st store.Store
 	var err error
 	if backend == "sqlite" {
 		st, err = sqlite.Open(ctx, b.TempDir()+"/usher.db", sqlite.Options{})
 	} else {
-		st, err = postgres.Open(ctx, pgtest.DSN(b), postgres.Options{})
+		st, err = postgres.Open(ctx, pgtest.DSN(b), postgres.Options{MaxConns: pgConns})
 	}
 	if err != nil {
 		b.Fatal(err)

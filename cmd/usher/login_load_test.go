@@ -34,6 +34,7 @@ import (
 //	USHER_LOAD_PEOPLE       logins per burst, default 200
 //	USHER_LOAD_ROUNDS       bursts per setting, default 3
 //	USHER_LOAD_LATENCY      per app call, default 5ms
+//	USHER_LOAD_PG_CONNS     PostgreSQL's pool (store.max_conns), default 10
 //	USHER_LOAD_PROFILE      a directory: the CPU profile of the bursts of
 //	                        each setting goes to DIR/burst-<backend>-<cap>.cpu.pprof
 //
@@ -49,6 +50,7 @@ func TestLoadLoginBurst(t *testing.T) {
 	if err != nil || people < 1 || rounds < 1 {
 		t.Fatalf("bad USHER_LOAD_PEOPLE, USHER_LOAD_ROUNDS or USHER_LOAD_LATENCY")
 	}
+	pgConns, _ := strconv.Atoi(envOr("USHER_LOAD_PG_CONNS", "10"))
 	var caps []int
 	for _, s := range strings.Split(envOr("USHER_LOAD_CONCURRENCY", "8,64"), ",") {
 		n, err := strconv.Atoi(s)
@@ -61,7 +63,7 @@ func TestLoadLoginBurst(t *testing.T) {
 	fmt.Printf("%-9s %4s %5s %8s %8s %8s %8s %8s %9s\n", "backend", "cap", "round", "p50", "p90", "p99", "max", "burst", "cpu/login")
 	for _, backend := range strings.Split(envOr("USHER_LOAD_BACKENDS", "sqlite,postgres"), ",") {
 		for _, c := range caps {
-			env := newLoginEnv(t, backend, loginEnvOptions{Concurrency: c})
+			env := newLoginEnv(t, backend, loginEnvOptions{Concurrency: c, PGConns: int32(pgConns)})
 			names := env.people(t, people, groupSets[0])
 			for _, e := range env.emus {
 				e.SetLatency(latency)

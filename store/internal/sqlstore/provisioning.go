@@ -312,24 +312,26 @@ func (s *Store) Complete(ctx context.Context, id int64, owner string) (err error
 	if owner == "" {
 		return invalid("owner is required")
 	}
-	return s.tx(ctx, s.write, false, func(tx Querier) error {
-		// An Enqueue racing with the DELETE either bumped the generation
-		// first (the DELETE, rechecking the locked row, then skips it) or
-		// waits for it and inserts a fresh job: the newest payload
-		// survives either way.
-		n, err := s.exec(ctx, tx,
-			`DELETE FROM jobs WHERE id = ? AND owner = ? AND generation = claim_gen`, id, owner)
-		if err != nil || n == 1 {
-			return err
-		}
-		// Re-enqueued since the claim: the newer payload still has to land.
-		n, err = s.exec(ctx, tx,
-			`UPDATE jobs SET owner = '', lease_until = ? WHERE id = ? AND owner = ?`, s.ts(unleased), id, owner)
-		if err == nil && n == 0 {
-			err = errNotHeld(id, owner)
-		}
+	// Two statements, each atomic on its own, and no transaction: the
+	// common case (nothing re-enqueued since the claim) is one statement,
+	// one round trip. An Enqueue racing with the DELETE either bumped the
+	// generation first (the DELETE, rechecking the locked row, then skips
+	// it) or waits for it and inserts a fresh job: the newest payload
+	// survives either way. A job the DELETE skipped stays leased to owner
+	// until the UPDATE releases it, so nobody else can have claimed it in
+	// between unless the lease ran out, which the UPDATE then reports.
+	n, err := s.exec(ctx, s.write,
+		`DELETE FROM jobs WHERE id = ? AND owner = ? AND generation = claim_gen`, id, owner)
+	if err != nil || n == 1 {
 		return err
-	})
+	}
+	// Re-enqueued since the claim: the newer payload still has to land.
+	n, err = s.exec(ctx, s.write,
+		`UPDATE jobs SET owner = '', lease_until = ? WHERE id = ? AND owner = ?`, s.ts(unleased), id, owner)
+	if err == nil && n == 0 {
+		err = errNotHeld(id, owner)
+	}
+	return err
 }
 
 // Retry implements store.Provisioning. ErrNotFound when owner does not
