@@ -172,10 +172,21 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		}
 	}
 	slices.Sort(apps)
+	// One read tells which apps hold this very profile already (the fast
+	// path): those need no lock, no read of their own and no goroutine.
+	// Should it fail, each app reads its own state below, and reports.
+	var states map[string]store.AppState
+	if r.FastPath > 0 {
+		states, _ = r.Store.AppStatesOf(ctx, p.Username, apps...)
+	}
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
 		d := DesiredFor(p, app, cause)
+		if st, ok := states[app]; ok && r.fresh(st, d) {
+			out[i] = Outcome{App: app, Skipped: "fast path", Known: true}
+			continue
+		}
 		d.PrevUsername = prevUsername
 		if pd, ok := prior[app]; ok {
 			d.prior = &pd
@@ -301,6 +312,12 @@ func (r *Reconciler) log() *slog.Logger {
 	return slog.Default()
 }
 
+// fresh reports whether st holds d's profile, applied within FastPath:
+// the fast path, on which a login asks the app nothing.
+func (r *Reconciler) fresh(st store.AppState, d Desired) bool {
+	return r.FastPath > 0 && !st.Deprovisioned && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath
+}
+
 // Apply makes one app match d. With fast set, an unchanged recent profile
 // is skipped without any app call. Apply is idempotent: it re-reads the
 // actual state first, so a retry after a crash or an outage never applies
@@ -346,7 +363,7 @@ func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before fun
 		o.Skipped, o.Err = "deprovisioned", fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
 		return o
 	}
-	if fast && r.FastPath > 0 && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath {
+	if fast && r.fresh(st, d) {
 		o.Skipped = "fast path"
 		return o
 	}

@@ -78,6 +78,11 @@ type Provisioning interface {
 	// AppState returns ErrNotFound when usher never provisioned the user
 	// into the app.
 	AppState(ctx context.Context, app, username string) (AppState, error)
+	// AppStatesOf returns the states of one user in several apps, by app,
+	// in one read: what a login needs to tell whether any app has to be
+	// asked at all. An app where usher never provisioned the user is
+	// absent from the map (no error). The username matches in any case.
+	AppStatesOf(ctx context.Context, username string, apps ...string) (map[string]AppState, error)
 	// PutAppState creates or replaces the state.
 	PutAppState(ctx context.Context, s AppState) error
 	// RecordSync records that a profile was applied: it creates the state

@@ -45,6 +45,14 @@ func textCalls(s store.Store, bad string) map[string]func(ctx context.Context) e
 		"Audit": func(ctx context.Context) error { _, err := s.Audit(ctx, store.AuditFilter{Username: bad}); return err },
 
 		"AppState": func(ctx context.Context) error { _, err := s.AppState(ctx, "jira", bad); return err },
+		"AppStatesOf user": func(ctx context.Context) error {
+			_, err := s.AppStatesOf(ctx, bad, "jira")
+			return err
+		},
+		"AppStatesOf app": func(ctx context.Context) error {
+			_, err := s.AppStatesOf(ctx, "alice", "jira", bad)
+			return err
+		},
 		"PutAppState": func(ctx context.Context) error {
 			return s.PutAppState(ctx, store.AppState{App: "jira", Username: "alice", Hash: bad})
 		},
@@ -162,7 +170,11 @@ func testDeadlinePassed(t *testing.T, s store.Store) {
 		"Binding":  func() error { _, err := s.Binding(ctx, "okta", "123"); return err },
 		"Append":   func() error { return s.Append(ctx, event(1, base)) },
 		"AppState": func() error { _, err := s.AppState(ctx, "jira", "alice"); return err },
-		"Claim":    func() error { _, err := s.Claim(ctx, "w", base, 1, time.Minute); return err },
+		"AppStatesOf": func() error {
+			_, err := s.AppStatesOf(ctx, "alice", "jira", "confluence")
+			return err
+		},
+		"Claim": func() error { _, err := s.Claim(ctx, "w", base, 1, time.Minute); return err },
 		"SCIMUsers": func() error {
 			_, _, err := s.SCIMUsers(ctx, "okta", 0, 10)
 			return err

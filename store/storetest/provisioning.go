@@ -64,6 +64,7 @@ func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Tim
 func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time) store.Provisioning) {
 	runClocked(t, open, []clockedTest[store.Provisioning]{
 		{"AppState", testAppState},
+		{"AppStatesOf", testAppStatesOf},
 		{"RecordSyncKeepsTheMark", testRecordSync},
 		{"AppStatesPaging", testAppStatesPaging},
 		{"Managed", testManaged},
@@ -183,6 +184,41 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 		if err := s.PutAppState(ctx, bad); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("PutAppState(%+v) = %v, want a validation error (ErrInvalid)", bad, err)
 		}
+	}
+}
+
+// testAppStatesOf: one user's states in several apps at once, by app;
+// apps without one are absent, other users' states never show.
+func testAppStatesOf(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	want := map[string]store.AppState{
+		"jira":       {App: "jira", Username: "Alice", IdP: "okta", Subject: "1", Hash: "h1", SyncedAt: base},
+		"confluence": {App: "confluence", Username: "alice", IdP: "okta", Subject: "1", Hash: "h2", SyncedAt: base.Add(time.Minute), Deprovisioned: true, DeprovisionedAt: base.Add(time.Hour), DeprovisionedReason: "gone", DeprovisionedSource: "scim"},
+	}
+	for _, st := range []store.AppState{
+		want["jira"], want["confluence"],
+		{App: "bitbucket", Username: "alice", Hash: "h3"}, // an app not asked for
+		{App: "jira", Username: "bob", Hash: "h4"},        // another user
+	} {
+		if err := s.PutAppState(ctx, st); err != nil {
+			t.Fatalf("PutAppState: %v", err)
+		}
+	}
+	got, err := s.AppStatesOf(ctx, "ALICE", "jira", "confluence", "crowd")
+	if err != nil {
+		t.Fatalf("AppStatesOf: %v", err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("AppStatesOf gave %d states (%v), want %d", len(got), got, len(want))
+	}
+	for app, w := range want {
+		sameAppState(t, "AppStatesOf "+app, got[app], w)
+	}
+	if got, err := s.AppStatesOf(ctx, "carol", "jira"); err != nil || len(got) != 0 {
+		t.Fatalf("AppStatesOf(nobody) = %v, %v; want an empty map", got, err)
+	}
+	if got, err := s.AppStatesOf(ctx, "alice"); err != nil || len(got) != 0 {
+		t.Fatalf("AppStatesOf(no apps) = %v, %v; want an empty map", got, err)
 	}
 }
 

@@ -34,6 +34,31 @@ func (s *Store) AppState(ctx context.Context, app, username string) (a store.App
 		`SELECT `+appStateCols+` FROM app_states WHERE app = ? AND username_key = ?`, app, fold(username)))
 }
 
+// AppStatesOf implements store.Provisioning.
+func (s *Store) AppStatesOf(ctx context.Context, username string, apps ...string) (out map[string]store.AppState, err error) {
+	ctx, end := s.call(ctx, &err, "app states of %s", username)
+	defer end()
+	if len(apps) == 0 {
+		return map[string]store.AppState{}, nil
+	}
+	list, err := jsonList(apps)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, s.read, `
+		SELECT `+appStateCols+` FROM app_states
+		WHERE username_key = ? AND app IN (SELECT value FROM `+s.f.JSONEach+`)`, fold(username), list)
+	sts, err := collect(rows, err, scanAppState)
+	if err != nil {
+		return nil, err
+	}
+	out = make(map[string]store.AppState, len(sts))
+	for _, st := range sts {
+		out[st.App] = st
+	}
+	return out, nil
+}
+
 // PutAppState implements store.Provisioning. A username differing only in
 // case replaces the state and its spelling.
 func (s *Store) PutAppState(ctx context.Context, a store.AppState) (err error) {
