@@ -161,29 +161,20 @@ const (
 // provision reconciles every app of the profile concurrently, so an
 // admission waits for the slowest app, not the sum.
 func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy) ([]Outcome, error) {
-	prior, err := r.record(ctx, p)
+	// The read that record makes also tells which apps hold this very
+	// profile already (the fast path): those need no lock, no read of
+	// their own and no goroutine. Should it fail, each app reads its own
+	// state below, and reports.
+	prior, states, err := r.record(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	apps := make([]string, 0, len(p.Apps))
-	for app := range p.Apps {
-		if r.Apps[app] != nil {
-			apps = append(apps, app)
-		}
-	}
-	slices.Sort(apps)
-	// One read tells which apps hold this very profile already (the fast
-	// path): those need no lock, no read of their own and no goroutine.
-	// Should it fail, each app reads its own state below, and reports.
-	var states map[string]store.AppState
-	if r.FastPath > 0 {
-		states, _ = r.Store.AppStatesOf(ctx, p.Username, apps...)
-	}
+	apps := r.appsOf(p)
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
 		d := DesiredFor(p, app, cause)
-		if st, ok := states[app]; ok && r.fresh(st, d) {
+		if st, ok := states[app]; ok && r.fresh(st, d) { // false when FastPath is 0
 			out[i] = Outcome{App: app, Skipped: "fast path", Known: true}
 			continue
 		}
@@ -750,36 +741,47 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 // The cause is not part of the record: an unchanged profile writes
 // nothing, whoever admitted the person.
 func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
-	_, err := r.record(ctx, p)
+	_, _, err := r.record(ctx, p)
 	return err
 }
 
-// record is Record, returning the desired states recorded before (nil
-// when there were none or they do not decode).
-func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired, error) {
-	ds := make(map[string]Desired, len(p.Apps))
+// appsOf are the provisioned apps the profile reaches, sorted.
+func (r *Reconciler) appsOf(p *Profile) []string {
+	apps := make([]string, 0, len(p.Apps))
 	for app := range p.Apps {
 		if r.Apps[app] != nil {
-			d := DesiredFor(p, app, Cause{})
-			ds[app] = d
+			apps = append(apps, app)
 		}
+	}
+	slices.Sort(apps)
+	return apps
+}
+
+// record is Record, returning the desired states recorded before (nil
+// when there were none or they do not decode) and the app states of the
+// profile's username, read with them in one go (nil if that read failed).
+func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired, map[string]store.AppState, error) {
+	apps := r.appsOf(p)
+	ds := make(map[string]Desired, len(apps))
+	for _, app := range apps {
+		ds[app] = DesiredFor(p, app, Cause{})
 	}
 	b, err := json.Marshal(ds)
 	if err != nil {
-		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	old, _, err := r.Store.Profile(ctx, p.IdP, p.Subject)
-	if err == nil && bytes.Equal(old, b) {
-		return ds, nil // unchanged: a read is cheaper than a durable write
+	rec, err := r.Store.Recorded(ctx, p.IdP, p.Subject, p.Username, apps...)
+	if err == nil && bytes.Equal(rec.Profile, b) {
+		return ds, rec.States, nil // unchanged: a read is cheaper than a durable write
 	}
 	var prior map[string]Desired
-	if err == nil && json.Unmarshal(old, &prior) != nil {
+	if err == nil && rec.Profile != nil && json.Unmarshal(rec.Profile, &prior) != nil {
 		prior = nil
 	}
 	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
-		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	return prior, nil
+	return prior, rec.States, nil
 }
 
 // Sync applies the identity's last recorded profile to every app now,

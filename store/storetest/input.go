@@ -45,12 +45,16 @@ func textCalls(s store.Store, bad string) map[string]func(ctx context.Context) e
 		"Audit": func(ctx context.Context) error { _, err := s.Audit(ctx, store.AuditFilter{Username: bad}); return err },
 
 		"AppState": func(ctx context.Context) error { _, err := s.AppState(ctx, "jira", bad); return err },
-		"AppStatesOf user": func(ctx context.Context) error {
-			_, err := s.AppStatesOf(ctx, bad, "jira")
+		"Recorded subject": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", bad, "alice", "jira")
 			return err
 		},
-		"AppStatesOf app": func(ctx context.Context) error {
-			_, err := s.AppStatesOf(ctx, "alice", "jira", bad)
+		"Recorded user": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", "1", bad, "jira")
+			return err
+		},
+		"Recorded app": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", "1", "alice", "jira", bad)
 			return err
 		},
 		"PutAppState": func(ctx context.Context) error {
@@ -170,8 +174,8 @@ func testDeadlinePassed(t *testing.T, s store.Store) {
 		"Binding":  func() error { _, err := s.Binding(ctx, "okta", "123"); return err },
 		"Append":   func() error { return s.Append(ctx, event(1, base)) },
 		"AppState": func() error { _, err := s.AppState(ctx, "jira", "alice"); return err },
-		"AppStatesOf": func() error {
-			_, err := s.AppStatesOf(ctx, "alice", "jira", "confluence")
+		"Recorded": func() error {
+			_, err := s.Recorded(ctx, "okta", "123", "alice", "jira", "confluence")
 			return err
 		},
 		"Claim": func() error { _, err := s.Claim(ctx, "w", base, 1, time.Minute); return err },

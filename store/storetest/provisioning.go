@@ -64,7 +64,7 @@ func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Tim
 func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time) store.Provisioning) {
 	runClocked(t, open, []clockedTest[store.Provisioning]{
 		{"AppState", testAppState},
-		{"AppStatesOf", testAppStatesOf},
+		{"Recorded", testRecorded},
 		{"RecordSyncKeepsTheMark", testRecordSync},
 		{"AppStatesPaging", testAppStatesPaging},
 		{"Managed", testManaged},
@@ -187,13 +187,20 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	}
 }
 
-// testAppStatesOf: one user's states in several apps at once, by app;
-// apps without one are absent, other users' states never show.
-func testAppStatesOf(t *testing.T, s store.Provisioning, _ *suiteClock) {
+// testRecorded: one person's profile and states in several apps at
+// once; apps without a state are absent, other users' states never show,
+// and each half is there without the other.
+func testRecorded(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	ctx := context.Background()
+	empty, err := s.Recorded(ctx, "okta", "1", "alice", "jira")
+	if err != nil || empty.Profile != nil || !empty.ProfileAt.IsZero() || len(empty.States) != 0 {
+		t.Fatalf("Recorded of nobody = %+v, %v; want nothing", empty, err)
+	}
 	want := map[string]store.AppState{
-		"jira":       {App: "jira", Username: "Alice", IdP: "okta", Subject: "1", Hash: "h1", SyncedAt: base},
-		"confluence": {App: "confluence", Username: "alice", IdP: "okta", Subject: "1", Hash: "h2", SyncedAt: base.Add(time.Minute), Deprovisioned: true, DeprovisionedAt: base.Add(time.Hour), DeprovisionedReason: "gone", DeprovisionedSource: "scim"},
+		"jira": {App: "jira", Username: "Alice", IdP: "okta", Subject: "1", Hash: "h1", SyncedAt: base},
+		"confluence": {App: "confluence", Username: "alice", IdP: "okta", Subject: "1", Hash: "h2", SyncedAt: base.Add(time.Minute),
+			Deprovisioned: true, DeprovisionedAt: base.Add(time.Hour), DeprovisionedReason: "gone", DeprovisionedSource: "scim",
+			DeprovisionedActor: "okta-scim", DeprovisionedRun: 7, DeprovisionedAction: "deactivate"},
 	}
 	for _, st := range []store.AppState{
 		want["jira"], want["confluence"],
@@ -204,21 +211,39 @@ func testAppStatesOf(t *testing.T, s store.Provisioning, _ *suiteClock) {
 			t.Fatalf("PutAppState: %v", err)
 		}
 	}
-	got, err := s.AppStatesOf(ctx, "ALICE", "jira", "confluence", "crowd")
+	check := func(what string, got store.Recorded, profile string) {
+		t.Helper()
+		if string(got.Profile) != profile {
+			t.Fatalf("%s: profile %q, want %q", what, got.Profile, profile)
+		}
+		if len(got.States) != len(want) {
+			t.Fatalf("%s: %d states (%v), want %d", what, len(got.States), got.States, len(want))
+		}
+		for app, w := range want {
+			sameAppState(t, what+" "+app, got.States[app], w)
+		}
+	}
+	got, err := s.Recorded(ctx, "okta", "1", "ALICE", "jira", "confluence", "crowd")
 	if err != nil {
-		t.Fatalf("AppStatesOf: %v", err)
+		t.Fatalf("Recorded: %v", err)
 	}
-	if len(got) != len(want) {
-		t.Fatalf("AppStatesOf gave %d states (%v), want %d", len(got), got, len(want))
+	check("states without a profile", got, "")
+	if err := s.PutProfile(ctx, "okta", "1", []byte(`{"jira":{}}`), base.Add(time.Second)); err != nil {
+		t.Fatalf("PutProfile: %v", err)
 	}
-	for app, w := range want {
-		sameAppState(t, "AppStatesOf "+app, got[app], w)
+	if got, err = s.Recorded(ctx, "okta", "1", "alice", "jira", "confluence"); err != nil {
+		t.Fatalf("Recorded: %v", err)
 	}
-	if got, err := s.AppStatesOf(ctx, "carol", "jira"); err != nil || len(got) != 0 {
-		t.Fatalf("AppStatesOf(nobody) = %v, %v; want an empty map", got, err)
+	check("profile and states", got, `{"jira":{}}`)
+	if !got.ProfileAt.Equal(ms(base.Add(time.Second))) {
+		t.Fatalf("ProfileAt = %v, want %v", got.ProfileAt, ms(base.Add(time.Second)))
 	}
-	if got, err := s.AppStatesOf(ctx, "alice"); err != nil || len(got) != 0 {
-		t.Fatalf("AppStatesOf(no apps) = %v, %v; want an empty map", got, err)
+	only, err := s.Recorded(ctx, "okta", "1", "carol", "jira")
+	if err != nil || string(only.Profile) != `{"jira":{}}` || len(only.States) != 0 {
+		t.Fatalf("Recorded with no state = %+v, %v; want the profile alone", only, err)
+	}
+	if none, err := s.Recorded(ctx, "okta", "1", "alice"); err != nil || len(none.States) != 0 || none.Profile == nil {
+		t.Fatalf("Recorded of no apps = %+v, %v; want the profile alone", none, err)
 	}
 }
 

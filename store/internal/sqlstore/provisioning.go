@@ -34,29 +34,48 @@ func (s *Store) AppState(ctx context.Context, app, username string) (a store.App
 		`SELECT `+appStateCols+` FROM app_states WHERE app = ? AND username_key = ?`, app, fold(username)))
 }
 
-// AppStatesOf implements store.Provisioning.
-func (s *Store) AppStatesOf(ctx context.Context, username string, apps ...string) (out map[string]store.AppState, err error) {
-	ctx, end := s.call(ctx, &err, "app states of %s", username)
+// Recorded implements store.Provisioning: the profile and the states are
+// joined to a row that always exists, so one statement answers with one
+// row per state, or one row without a state when there is none.
+func (s *Store) Recorded(ctx context.Context, idp, subject, username string, apps ...string) (r store.Recorded, err error) {
+	ctx, end := s.call(ctx, &err, "recorded provisioning of %s/%s", idp, subject)
 	defer end()
-	if len(apps) == 0 {
-		return map[string]store.AppState{}, nil
+	if apps == nil {
+		apps = []string{}
 	}
 	list, err := jsonList(apps)
 	if err != nil {
-		return nil, err
+		return store.Recorded{}, err
 	}
 	rows, err := s.query(ctx, s.read, `
-		SELECT `+appStateCols+` FROM app_states
-		WHERE username_key = ? AND app IN (SELECT value FROM `+s.f.JSONEach+`)`, fold(username), list)
-	sts, err := collect(rows, err, scanAppState)
+		SELECT p.profile, p.updated_at,
+			COALESCE(a.app, ''), COALESCE(a.username, ''), COALESCE(a.idp, ''), COALESCE(a.subject, ''),
+			COALESCE(a.hash, ''), a.synced_at, COALESCE(a.deprovisioned, false), a.deprovisioned_at,
+			COALESCE(a.deprovisioned_reason, ''), COALESCE(a.deprovisioned_source, ''), COALESCE(a.deprovisioned_actor, ''),
+			COALESCE(a.deprovisioned_run, 0), COALESCE(a.deprovisioned_action, '')
+		FROM (SELECT 1 AS one) k
+		LEFT JOIN profiles p ON p.idp = ? AND p.subject = ?
+		LEFT JOIN (
+			SELECT `+appStateCols+` FROM app_states
+			WHERE username_key = ? AND app IN (SELECT value FROM `+s.f.JSONEach+`)
+		) a ON true`, idp, subject, fold(username), list)
 	if err != nil {
-		return nil, err
+		return store.Recorded{}, err
 	}
-	out = make(map[string]store.AppState, len(sts))
-	for _, st := range sts {
-		out[st.App] = st
+	defer rows.Close()
+	r.States = make(map[string]store.AppState, len(apps))
+	for rows.Next() {
+		var a store.AppState
+		if err := rows.Scan(&r.Profile, at(&r.ProfileAt),
+			&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, at(&a.SyncedAt), &a.Deprovisioned, at(&a.DeprovisionedAt),
+			&a.DeprovisionedReason, &a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction); err != nil {
+			return store.Recorded{}, err
+		}
+		if a.App != "" {
+			r.States[a.App] = a
+		}
 	}
-	return out, nil
+	return r, rows.Err()
 }
 
 // PutAppState implements store.Provisioning. A username differing only in
