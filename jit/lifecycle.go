@@ -244,11 +244,13 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	if p.Email == "" {
 		l.warnNoEmail(mapper, id.Subject, cause)
 	}
-	prev, err := l.Store.Binding(ctx, id.IdP, id.Subject)
-	known := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	// One read: the binding, and what provisioning needs to tell whether
+	// any app has to be asked (the fast path).
+	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, l.rec().appsOf(p)...)
+	if err != nil {
 		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
+	prev, known := rec.Binding, rec.Bound
 	if !known || !strings.EqualFold(prev.Username, p.Username) {
 		// A username this identity does not own yet: if an app already
 		// has an account of that name that usher never provisioned, taking
@@ -292,7 +294,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 				queue = queueKnown
 			}
 		}
-		outs, err := l.rec().provision(ctx, p, prevName, cause, queue)
+		outs, err := l.rec().provision(ctx, p, prevName, cause, queue, &rec)
 		a.Outcomes = outs
 		for _, o := range outs {
 			switch {

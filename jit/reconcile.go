@@ -160,12 +160,12 @@ const (
 
 // provision reconciles every app of the profile concurrently, so an
 // admission waits for the slowest app, not the sum.
-func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy) ([]Outcome, error) {
-	// The read that record makes also tells which apps hold this very
-	// profile already (the fast path): those need no lock, no read of
-	// their own and no goroutine. Should it fail, each app reads its own
-	// state below, and reports.
-	prior, states, err := r.record(ctx, p)
+// rec is what the store recorded of the person when the admission began
+// (Provisioning.Recorded); it spares record its read, and tells which
+// apps hold this very profile already (the fast path): those need no
+// lock, no read of their own and no goroutine.
+func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy, rec *store.Recorded) ([]Outcome, error) {
+	prior, states, err := r.record(ctx, p, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -741,7 +741,7 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 // The cause is not part of the record: an unchanged profile writes
 // nothing, whoever admitted the person.
 func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
-	_, _, err := r.record(ctx, p)
+	_, _, err := r.record(ctx, p, nil)
 	return err
 }
 
@@ -759,8 +759,9 @@ func (r *Reconciler) appsOf(p *Profile) []string {
 
 // record is Record, returning the desired states recorded before (nil
 // when there were none or they do not decode) and the app states of the
-// profile's username, read with them in one go (nil if that read failed).
-func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired, map[string]store.AppState, error) {
+// profile's username, read with them in one go (nil if that read
+// failed). rec, when set, is that read made already.
+func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded) (map[string]Desired, map[string]store.AppState, error) {
 	apps := r.appsOf(p)
 	ds := make(map[string]Desired, len(apps))
 	for _, app := range apps {
@@ -770,7 +771,10 @@ func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired
 	if err != nil {
 		return nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	rec, err := r.Store.Recorded(ctx, p.IdP, p.Subject, p.Username, apps...)
+	if rec == nil {
+		rec = new(store.Recorded)
+		*rec, err = r.Store.Recorded(ctx, p.IdP, p.Subject, p.Username, apps...)
+	}
 	if err == nil && bytes.Equal(rec.Profile, b) {
 		return ds, rec.States, nil // unchanged: a read is cheaper than a durable write
 	}

@@ -193,7 +193,7 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 func testRecorded(t *testing.T, s store.Provisioning, _ *suiteClock) {
 	ctx := context.Background()
 	empty, err := s.Recorded(ctx, "okta", "1", "alice", "jira")
-	if err != nil || empty.Profile != nil || !empty.ProfileAt.IsZero() || len(empty.States) != 0 {
+	if err != nil || empty.Bound || empty.Binding != (store.Binding{}) || empty.Profile != nil || !empty.ProfileAt.IsZero() || len(empty.States) != 0 {
 		t.Fatalf("Recorded of nobody = %+v, %v; want nothing", empty, err)
 	}
 	want := map[string]store.AppState{

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NotFound", testNotFound},
 		{"RecordLogin", testRecordLogin},
 		{"RecordLogins", testRecordLogins},
+		{"RecordedBinding", testRecordedBinding},
 		{"AppendOrder", testAppendOrder},
 		{"AuditFilters", testAuditFilters},
 		{"ConcurrentBind", testConcurrentBind},
@@ -309,6 +310,33 @@ func testRecordLogins(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.Binding(ctx, "okta", "0"); !got.LastLogin.Equal(want[0].LastLogin) {
 		t.Errorf("a refused RecordLogins wrote: LastLogin = %v, want %v", got.LastLogin, want[0].LastLogin)
+	}
+}
+
+// testRecordedBinding: Recorded's binding is Binding's, with or without
+// a profile or states beside it.
+func testRecordedBinding(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := mustBind(t, s, store.Binding{IdP: "okta", Subject: "123", Username: "Alice", CreatedAt: base})
+	if err := s.RecordLogin(ctx, "okta", "123", base.Add(time.Hour)); err != nil {
+		t.Fatalf("RecordLogin: %v", err)
+	}
+	want.LastLogin = ms(base.Add(time.Hour))
+	got, err := s.Recorded(ctx, "okta", "123", "alice", "jira")
+	if err != nil || !got.Bound || got.Profile != nil || len(got.States) != 0 {
+		t.Fatalf("Recorded = %+v, %v; want the binding alone", got, err)
+	}
+	sameBinding(t, "Recorded", got.Binding, want)
+	if err := s.PutAppState(ctx, store.AppState{App: "jira", Username: "alice", Hash: "h"}); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	if got, err = s.Recorded(ctx, "okta", "123", "alice", "jira"); err != nil || !got.Bound || len(got.States) != 1 {
+		t.Fatalf("Recorded = %+v, %v; want the binding and one state", got, err)
+	}
+	sameBinding(t, "Recorded with a state", got.Binding, want)
+	other, err := s.Recorded(ctx, "okta", "456", "alice", "jira")
+	if err != nil || other.Bound || other.Binding != (store.Binding{}) || len(other.States) != 1 {
+		t.Fatalf("Recorded of an unbound identity = %+v, %v; want no binding and alice's state", other, err)
 	}
 }
 

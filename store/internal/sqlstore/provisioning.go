@@ -34,9 +34,10 @@ func (s *Store) AppState(ctx context.Context, app, username string) (a store.App
 		`SELECT `+appStateCols+` FROM app_states WHERE app = ? AND username_key = ?`, app, fold(username)))
 }
 
-// Recorded implements store.Provisioning: the profile and the states are
-// joined to a row that always exists, so one statement answers with one
-// row per state, or one row without a state when there is none.
+// Recorded implements store.Provisioning: the binding, the profile and
+// the states are joined to a row that always exists, so one statement
+// answers with one row per state, or one row without a state when there
+// is none.
 func (s *Store) Recorded(ctx context.Context, idp, subject, username string, apps ...string) (r store.Recorded, err error) {
 	ctx, end := s.call(ctx, &err, "recorded provisioning of %s/%s", idp, subject)
 	defer end()
@@ -48,17 +49,18 @@ func (s *Store) Recorded(ctx context.Context, idp, subject, username string, app
 		return store.Recorded{}, err
 	}
 	rows, err := s.query(ctx, s.read, `
-		SELECT p.profile, p.updated_at,
+		SELECT COALESCE(b.username, ''), b.created_at, b.last_login, p.profile, p.updated_at,
 			COALESCE(a.app, ''), COALESCE(a.username, ''), COALESCE(a.idp, ''), COALESCE(a.subject, ''),
 			COALESCE(a.hash, ''), a.synced_at, COALESCE(a.deprovisioned, false), a.deprovisioned_at,
 			COALESCE(a.deprovisioned_reason, ''), COALESCE(a.deprovisioned_source, ''), COALESCE(a.deprovisioned_actor, ''),
 			COALESCE(a.deprovisioned_run, 0), COALESCE(a.deprovisioned_action, '')
 		FROM (SELECT 1 AS one) k
+		LEFT JOIN bindings b ON b.idp = ? AND b.subject = ?
 		LEFT JOIN profiles p ON p.idp = ? AND p.subject = ?
 		LEFT JOIN (
 			SELECT `+appStateCols+` FROM app_states
 			WHERE username_key = ? AND app IN (SELECT value FROM `+s.f.JSONEach+`)
-		) a ON true`, idp, subject, fold(username), list)
+		) a ON true`, idp, subject, idp, subject, fold(username), list)
 	if err != nil {
 		return store.Recorded{}, err
 	}
@@ -66,7 +68,8 @@ func (s *Store) Recorded(ctx context.Context, idp, subject, username string, app
 	r.States = make(map[string]store.AppState, len(apps))
 	for rows.Next() {
 		var a store.AppState
-		if err := rows.Scan(&r.Profile, at(&r.ProfileAt),
+		b := &r.Binding
+		if err := rows.Scan(&b.Username, at(&b.CreatedAt), at(&b.LastLogin), &r.Profile, at(&r.ProfileAt),
 			&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, at(&a.SyncedAt), &a.Deprovisioned, at(&a.DeprovisionedAt),
 			&a.DeprovisionedReason, &a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction); err != nil {
 			return store.Recorded{}, err
@@ -74,6 +77,9 @@ func (s *Store) Recorded(ctx context.Context, idp, subject, username string, app
 		if a.App != "" {
 			r.States[a.App] = a
 		}
+	}
+	if r.Bound = r.Binding.Username != ""; r.Bound {
+		r.Binding.IdP, r.Binding.Subject = idp, subject
 	}
 	return r, rows.Err()
 }
