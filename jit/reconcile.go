@@ -317,9 +317,10 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	return r.apply(ctx, d, fast, nil)
 }
 
-// apply is Apply; before, when set, runs once it is clear that the app
-// will be asked (not on the fast path, not for a removed person), and
-// its error stops the run before any app call.
+// apply is Apply; before, when set, runs just before the run's first
+// change to the app (never on the fast path, for a removed person, or
+// when the app turns out to hold the profile already), and its error
+// stops the run before that change.
 func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before func() error) Outcome {
 	if r.applying != nil {
 		// A second login of the same person waits for the first and then,
@@ -358,13 +359,7 @@ func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before fun
 		o.Skipped = "fast path"
 		return o
 	}
-	if before != nil {
-		if err := before(); err != nil {
-			o.Err = err
-			return o
-		}
-	}
-	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash}
+	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash, before: before}
 	err = a.run(ctx)
 	// What follows records what the run did: it must not be cut short by
 	// the deadline or a client that left, which may be why the run ended.
@@ -419,6 +414,23 @@ type applier struct {
 	// applied is the hash of the profile last applied in full ("" when
 	// none, or when a removal or reinstatement reset it).
 	applied string
+	// before runs ahead of the first change (see apply); began says it
+	// has.
+	before func() error
+	began  bool
+}
+
+// changing comes before each change to the app; ahead of the first it
+// runs before, which records the change as an intent (see intent), so
+// that a crash from there on leaves it queued. A run that only reads,
+// finding the app as it should be (a returning person whose profile is
+// unchanged but older than the fast path), writes no intent.
+func (a *applier) changing() error {
+	if a.before == nil || a.began {
+		return nil
+	}
+	a.began = true
+	return a.before()
 }
 
 // takeBack undoes what the applier changed that a removal takes away:
@@ -477,6 +489,9 @@ func (a *applier) run(ctx context.Context) error {
 		}
 		a.change(ctx, ActAppRead, fmt.Sprintf("adopted the existing account %s (adoption: %s)", d.Username, orDefault(d.Adoption, config.AdoptVerifiedEmail)))
 	case errors.Is(err, targets.ErrNotFound):
+		if err := a.changing(); err != nil {
+			return err
+		}
 		u, err = a.dir.CreateUser(ctx, targets.NewUser{Name: d.Username, DisplayName: d.DisplayName, Email: d.Email,
 			NoAdopt: d.Adoption == config.AdoptNever})
 		if errors.Is(err, targets.ErrNotAdopted) {
@@ -515,6 +530,9 @@ func (a *applier) run(ctx context.Context) error {
 		// unmanaged Cloud account): report the difference, change nothing.
 		a.r.audit(ctx, d, ActAppUpdate, ResultSkipped, "not the organization's account, so usher cannot change "+strings.Join(what, ", "))
 	} else if len(what) > 0 {
+		if err := a.changing(); err != nil {
+			return err
+		}
 		if err := a.dir.UpdateUser(ctx, d.Username, up); err != nil {
 			return a.failed(ctx, ActAppUpdate, err)
 		}
@@ -525,6 +543,9 @@ func (a *applier) run(ctx context.Context) error {
 		// or a sweep racing this login): never undo it.
 		if st, err := a.r.Store.AppState(ctx, d.App, d.Username); err == nil && st.Deprovisioned {
 			return fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
+		}
+		if err := a.changing(); err != nil {
+			return err
 		}
 		a.activated = true // from here on, a removal may need this undone
 		if err := a.dir.SetActive(ctx, d.Username, true); err != nil {
@@ -569,6 +590,9 @@ func (a *applier) rename(ctx context.Context) (*targets.User, error) {
 		return nil, targets.ErrNotFound // the app cannot rename: a new account is made
 	}
 	if _, err := a.dir.GetUser(ctx, d.PrevUsername); err != nil {
+		return nil, err
+	}
+	if err := a.changing(); err != nil {
 		return nil, err
 	}
 	if err := rn.Rename(ctx, d.PrevUsername, d.Username); err != nil {
@@ -634,6 +658,9 @@ func (a *applier) groups(ctx context.Context) error {
 		// record of a membership that is missing, which the next run
 		// forgets and redoes, never a membership usher added but would
 		// not know to remove.
+		if err := a.changing(); err != nil {
+			return err
+		}
 		m := store.Membership{App: d.App, Username: d.Username, Group: g.Group, IdP: d.IdP, Rule: g.Rule, AddedAt: a.r.now()}
 		if err := a.r.Store.AddManaged(ctx, m); err != nil {
 			return fmt.Errorf("reconcile %s for %s: record managed %s: %w", d.App, d.Username, g.Group, err)
@@ -676,6 +703,9 @@ func (a *applier) groups(ctx context.Context) error {
 			forget = append(forget, m.Group) // removed by hand meanwhile
 		case d.Sync == SyncAddOnly:
 		default:
+			if err := a.changing(); err != nil {
+				return err
+			}
 			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); errors.Is(err, targets.ErrGroupReadOnly) {
 				// No longer usher's to manage: stop claiming it.
 				a.r.audit(ctx, d, ActGroupRemove, ResultSkipped, fmt.Sprintf("left %s alone: %v", m.Group, err))
@@ -723,6 +753,9 @@ func (a *applier) attributes(ctx context.Context) error {
 	}
 	if len(diff) == 0 {
 		return nil
+	}
+	if err := a.changing(); err != nil {
+		return err
 	}
 	if err := as.SetAttributes(ctx, d.Username, diff); err != nil {
 		return a.failed(ctx, ActAttributes, err)
