@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -74,9 +75,11 @@ const loginParallelism = 8
 // parallel (loginParallelism × GOMAXPROCS at once):
 //
 //   - backend: sqlite, postgres
-//   - mode: "unchanged" hits the fast path (no app call); "one-change"
-//     moves one group each time (reads plus one add and one remove per
-//     app)
+//   - mode: "unchanged" hits the fast path (no app call); "stale" is an
+//     unchanged profile applied longer ago than the fast path allows
+//     (provisioning.fast_path; a person's first login of the day), which
+//     reads each app and changes nothing; "one-change" moves one group
+//     each time (reads plus one add and one remove per app)
 //   - who: "people" gives every parallel client a person of its own (the
 //     per-person lock never serialises them); "one-person" is everybody
 //     logging in as the same person at once
@@ -90,10 +93,14 @@ const loginParallelism = 8
 //	go test ./cmd/usher -run '^$' -bench BenchmarkLogin -benchtime 3s
 func BenchmarkLogin(b *testing.B) {
 	for _, backend := range []string{"sqlite", "postgres"} {
-		for _, mode := range []string{"unchanged", "one-change"} {
+		for _, mode := range []string{"unchanged", "stale", "one-change"} {
 			for _, who := range []string{"people", "one-person"} {
 				b.Run(backend+"/"+mode+"/"+who, func(b *testing.B) {
-					env := newLoginEnv(b, backend, loginEnvOptions{})
+					opts := loginEnvOptions{}
+					if mode == "stale" {
+						opts.FastPath = time.Nanosecond
+					}
+					env := newLoginEnv(b, backend, opts)
 					clients := loginParallelism * runtime.GOMAXPROCS(0)
 					people := clients
 					if who == "one-person" {
@@ -111,7 +118,7 @@ func BenchmarkLogin(b *testing.B) {
 						for pb.Next() {
 							groups := groupSets[0]
 							switch {
-							case mode == "unchanged":
+							case mode != "one-change":
 							case who == "one-person":
 								groups = groupSets[flips.Add(1)%2]
 							default:
@@ -148,6 +155,8 @@ type loginEnvOptions struct {
 	// PGConns caps PostgreSQL's pool (store.max_conns; its default when
 	// 0).
 	PGConns int32
+	// FastPath is provisioning.fast_path; an hour when 0.
+	FastPath time.Duration
 }
 
 func newLoginEnv(b testing.TB, backend string, opts loginEnvOptions) *loginEnv {
@@ -194,7 +203,7 @@ func newLoginEnv(b testing.TB, backend string, opts loginEnvOptions) *loginEnv {
 	wg.Go(func() { logins.Run(ctx) })
 	b.Cleanup(func() { stop(); wg.Wait() })
 	env.lc = &jit.Lifecycle{Mappers: map[string]*jit.Mapper{"okta": mapper}, Apps: dirs, Store: st, Audit: audit, Logins: logins,
-		Owner: "bench", FastPath: time.Hour, Deadline: 5 * time.Second, Log: log, QueueWhenDown: true, CreateGroups: true}
+		Owner: "bench", FastPath: cmp.Or(opts.FastPath, time.Hour), Deadline: 5 * time.Second, Log: log, QueueWhenDown: true, CreateGroups: true}
 	public, _ := url.Parse("http://usher.test")
 	env.h = proxy.New(proxy.Options{
 		PublicURL: public, Codec: codec, Lifecycle: env.lc, Audit: audit,
