@@ -165,7 +165,7 @@ const (
 // apps hold this very profile already (the fast path): those need no
 // lock, no read of their own and no goroutine.
 func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy, rec *store.Recorded) ([]Outcome, error) {
-	prior, states, err := r.record(ctx, p, rec)
+	desired, prior, states, err := r.record(ctx, p, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,8 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
-		d := DesiredFor(p, app, cause)
+		d := desired[app]
+		d.Cause = cause
 		if st, ok := states[app]; ok && r.fresh(st, d) { // false when FastPath is 0
 			out[i] = Outcome{App: app, Skipped: "fast path", Known: true}
 			continue
@@ -774,7 +775,7 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 // The cause is not part of the record: an unchanged profile writes
 // nothing, whoever admitted the person.
 func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
-	_, _, err := r.record(ctx, p, nil)
+	_, _, _, err := r.record(ctx, p, nil)
 	return err
 }
 
@@ -790,11 +791,12 @@ func (r *Reconciler) appsOf(p *Profile) []string {
 	return apps
 }
 
-// record is Record, returning the desired states recorded before (nil
-// when there were none or they do not decode) and the app states of the
-// profile's username, read with them in one go (nil if that read
-// failed). rec, when set, is that read made already.
-func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded) (map[string]Desired, map[string]store.AppState, error) {
+// record is Record, returning the desired states it recorded (by app,
+// without a cause), those recorded before (nil when there were none or
+// they do not decode) and the app states of the profile's username, read
+// with them in one go (nil if that read failed). rec, when set, is that
+// read made already.
+func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded) (desired, prior map[string]Desired, states map[string]store.AppState, err error) {
 	apps := r.appsOf(p)
 	ds := make(map[string]Desired, len(apps))
 	for _, app := range apps {
@@ -802,23 +804,22 @@ func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded
 	}
 	b, err := json.Marshal(ds)
 	if err != nil {
-		return nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
 	if rec == nil {
 		rec = new(store.Recorded)
 		*rec, err = r.Store.Recorded(ctx, p.IdP, p.Subject, p.Username, apps...)
 	}
 	if err == nil && bytes.Equal(rec.Profile, b) {
-		return ds, rec.States, nil // unchanged: a read is cheaper than a durable write
+		return ds, ds, rec.States, nil // unchanged: a read is cheaper than a durable write
 	}
-	var prior map[string]Desired
 	if err == nil && rec.Profile != nil && json.Unmarshal(rec.Profile, &prior) != nil {
 		prior = nil
 	}
 	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
-		return nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	return prior, rec.States, nil
+	return ds, prior, rec.States, nil
 }
 
 // Sync applies the identity's last recorded profile to every app now,
