@@ -45,7 +45,7 @@ func TestExplain(t *testing.T) {
 	full := &Profile{Username: "alice", Email: "alice@acme.test", DisplayName: "Alice <Archer> & co",
 		Attributes: map[string]string{"dept": "R&D", "cost": "42"}, IdPGroups: []string{"eng", "team-a"},
 		Warnings: []string{"dropped group x"},
-		Apps: map[string]*AppProfile{"jira": {Groups: grants("developers", "team-a")}, "confluence": {}}}
+		Apps:     map[string]*AppProfile{"jira": {Groups: grants("developers", "team-a")}, "confluence": {}}}
 	tests := []struct {
 		name string
 		id   providers.Identity
