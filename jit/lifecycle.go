@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -80,23 +79,12 @@ type Lifecycle struct {
 	// applying serialises reconciles of one person in one app within this
 	// process, so that concurrent logins of one person make one change
 	// (and one audit entry), not one each.
-	applying stripes
+	applying keyLocks
 
 	// noEmail holds the IdPs whose people came without an e-mail
 	// address, so that this Lifecycle (one per loaded config) warns once
 	// per IdP rather than at every login.
 	noEmail sync.Map
-}
-
-// stripes is a fixed set of mutexes chosen by key.
-type stripes [64]sync.Mutex
-
-func (s *stripes) lock(key string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	m := &s[h.Sum32()%uint32(len(s))]
-	m.Lock()
-	return m.Unlock
 }
 
 // Admission is an admitted person.

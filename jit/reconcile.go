@@ -90,7 +90,7 @@ type Reconciler struct {
 	// Zero means no bound beyond the caller's.
 	Deadline time.Duration
 
-	applying *stripes // shared by the lifecycle's reconcilers; nil locks nothing
+	applying *keyLocks // shared by the lifecycle's reconcilers; nil locks nothing
 	// Owner names this replica in the intents it records before an
 	// admission's app calls; "" records none.
 	Owner string
