@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,9 +52,10 @@ type groupDB struct {
 	// kick asks the committer to look at an open batch that a writer
 	// gave up waiting to join, so that no batch stays open with nobody
 	// left to commit it.
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	kick    chan struct{}
+	stop    chan struct{}
+	closing sync.Once
+	done    chan struct{}
 }
 
 // batch is one transaction shared by several writers.
@@ -399,9 +401,9 @@ func (r errRow) Scan(...any) error { return r.err }
 func (w *groupDB) Ping(ctx context.Context) error { return w.db.PingContext(ctx) }
 
 // Close stops the committer and closes the connection; no writer may be
-// running.
+// running. A second Close only closes the (closed) connection again.
 func (w *groupDB) Close() error {
-	close(w.stop)
+	w.closing.Do(func() { close(w.stop) })
 	<-w.done
 	return w.db.Close()
 }
