@@ -236,7 +236,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	// any app has to be asked (the fast path).
 	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, l.rec().appsOf(p)...)
 	if err != nil {
-		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err)}
+		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding and records of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
 	prev, known := rec.Binding, rec.Bound
 	if !known || !strings.EqualFold(prev.Username, p.Username) {
