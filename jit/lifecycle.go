@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -95,23 +94,12 @@ type Lifecycle struct {
 	// applying serialises reconciles of one person in one app within this
 	// process, so that concurrent logins of one person make one change
 	// (and one audit entry), not one each.
-	applying stripes
+	applying keyLocks
 
 	// noEmail holds the IdPs whose people came without an e-mail
 	// address, so that this Lifecycle (one per loaded config) warns once
 	// per IdP rather than at every login.
 	noEmail sync.Map
-}
-
-// stripes is a fixed set of mutexes chosen by key.
-type stripes [64]sync.Mutex
-
-func (s *stripes) lock(key string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	m := &s[h.Sum32()%uint32(len(s))]
-	m.Lock()
-	return m.Unlock
 }
 
 // Admission is an admitted person.
@@ -259,11 +247,13 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	if p.Email == "" {
 		l.warnNoEmail(mapper, id.Subject, cause)
 	}
-	prev, err := l.Store.Binding(ctx, id.IdP, id.Subject)
-	known := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding of %s/%s: %w", id.IdP, id.Subject, err)}
+	// One read: the binding, and what provisioning needs to tell whether
+	// any app has to be asked (the fast path).
+	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, l.rec().appsOf(p)...)
+	if err != nil {
+		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding and records of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
+	prev, known := rec.Binding, rec.Bound
 	if !known || !strings.EqualFold(prev.Username, p.Username) {
 		// A username this identity does not own yet: if an app already
 		// has an account of that name that usher never provisioned, taking
@@ -307,7 +297,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 				queue = queueKnown
 			}
 		}
-		outs, err := l.rec().provision(ctx, p, prevName, cause, queue)
+		outs, err := l.rec().provision(ctx, p, prevName, cause, queue, &rec)
 		a.Outcomes = outs
 		for _, o := range outs {
 			switch {

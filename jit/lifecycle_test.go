@@ -70,6 +70,10 @@ func (failingStore) Binding(context.Context, string, string) (store.Binding, err
 	return store.Binding{}, fmt.Errorf("postgres: %w", store.ErrUnavailable)
 }
 
+func (failingStore) Recorded(context.Context, string, string, string, ...string) (store.Recorded, error) {
+	return store.Recorded{}, fmt.Errorf("postgres: %w", store.ErrUnavailable)
+}
+
 func TestAdmit(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -5,20 +5,25 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/usherhq/usher/store"
 )
 
-// LoginRecorder is the store's last-login write.
+// LoginRecorder is the store's last-login writes.
 type LoginRecorder interface {
 	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	RecordLogins(ctx context.Context, logins ...store.Login) error
 }
 
 // LoginTimes coalesces last-login times: a sign-in notes its time in
-// memory and a Run loop writes the latest per identity once a second, so
-// that a sign-in that changes nothing costs no synchronous database
-// write. A crash loses at most the last second of them, which only makes
-// an inactivity sweep see a person's previous login; no decision rests on
-// a single second. Without a running Run loop, Note writes at once. It is
-// safe for concurrent use.
+// memory and a Run loop writes the latest per identity once a second, all
+// in one transaction, so that a sign-in that changes nothing costs no
+// synchronous database write and a busy second costs one. A crash loses
+// at most the last second of them (or, while the database is down, the
+// times noted since it went away), which only makes an inactivity sweep
+// see a person's previous login; no decision rests on a single second.
+// Without a running Run loop, Note writes at once. It is safe for
+// concurrent use.
 type LoginTimes struct {
 	Store LoginRecorder
 	Log   *slog.Logger
@@ -85,30 +90,37 @@ func (l *LoginTimes) flush(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	failed := 0
-	var firstErr error
+	logins := make([]store.Login, 0, len(todo))
 	for k, at := range todo {
-		if err := l.Store.RecordLogin(ctx, k.idp, k.subject, at); err != nil {
-			failed++
-			if firstErr == nil {
-				firstErr = err
-			}
-			// Keep it for the next try unless a newer time came meanwhile.
-			l.mu.Lock()
-			if l.pending == nil {
-				l.pending = map[loginKey]time.Time{}
-			}
-			if at.After(l.pending[k]) && len(l.pending) < 100_000 {
-				l.pending[k] = at
-			}
-			l.mu.Unlock()
+		logins = append(logins, store.Login{IdP: k.idp, Subject: k.subject, At: at})
+	}
+	err := l.Store.RecordLogins(ctx, logins...)
+	if err == nil {
+		return
+	}
+	// Keep them for the next try unless newer times came meanwhile,
+	// bounded so that a long outage cannot grow them without end.
+	l.mu.Lock()
+	if l.pending == nil {
+		l.pending = make(map[loginKey]time.Time, len(todo))
+	}
+	for k, at := range todo {
+		cur, ok := l.pending[k]
+		if !ok && len(l.pending) >= maxPendingLogins {
+			continue
+		}
+		if at.After(cur) {
+			l.pending[k] = at
 		}
 	}
-	if failed > 0 {
-		log := l.Log
-		if log == nil {
-			log = slog.Default()
-		}
-		log.Warn("last-login times not written; kept for the next try", "failed", failed, "of", len(todo), "err", firstErr)
+	l.mu.Unlock()
+	log := l.Log
+	if log == nil {
+		log = slog.Default()
 	}
+	log.Warn("last-login times not written; kept for the next try", "logins", len(todo), "err", err)
 }
+
+// maxPendingLogins bounds the times kept in memory while the database
+// does not take them.
+const maxPendingLogins = 100_000

@@ -90,7 +90,7 @@ type Reconciler struct {
 	// Zero means no bound beyond the caller's.
 	Deadline time.Duration
 
-	applying *stripes // shared by the lifecycle's reconcilers; nil locks nothing
+	applying *keyLocks // shared by the lifecycle's reconcilers; nil locks nothing
 	// Owner names this replica in the intents it records before an
 	// admission's app calls; "" records none.
 	Owner string
@@ -160,22 +160,25 @@ const (
 
 // provision reconciles every app of the profile concurrently, so an
 // admission waits for the slowest app, not the sum.
-func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy) ([]Outcome, error) {
-	prior, err := r.record(ctx, p)
+// rec is what the store recorded of the person when the admission began
+// (Provisioning.Recorded); it spares record its read, and tells which
+// apps hold this very profile already (the fast path): those need no
+// lock, no read of their own and no goroutine.
+func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername string, cause Cause, queue queuePolicy, rec *store.Recorded) ([]Outcome, error) {
+	desired, prior, states, err := r.record(ctx, p, rec)
 	if err != nil {
 		return nil, err
 	}
-	apps := make([]string, 0, len(p.Apps))
-	for app := range p.Apps {
-		if r.Apps[app] != nil {
-			apps = append(apps, app)
-		}
-	}
-	slices.Sort(apps)
+	apps := r.appsOf(p)
 	out := make([]Outcome, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
-		d := DesiredFor(p, app, cause)
+		d := desired[app]
+		d.Cause = cause
+		if st, ok := states[app]; ok && r.fresh(st, d) { // false when FastPath is 0
+			out[i] = Outcome{App: app, Skipped: "fast path", Known: true}
+			continue
+		}
 		d.PrevUsername = prevUsername
 		if pd, ok := prior[app]; ok {
 			d.prior = &pd
@@ -301,6 +304,12 @@ func (r *Reconciler) log() *slog.Logger {
 	return slog.Default()
 }
 
+// fresh reports whether st holds d's profile, applied within FastPath:
+// the fast path, on which a login asks the app nothing.
+func (r *Reconciler) fresh(st store.AppState, d Desired) bool {
+	return r.FastPath > 0 && !st.Deprovisioned && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath
+}
+
 // Apply makes one app match d. With fast set, an unchanged recent profile
 // is skipped without any app call. Apply is idempotent: it re-reads the
 // actual state first, so a retry after a crash or an outage never applies
@@ -309,9 +318,10 @@ func (r *Reconciler) Apply(ctx context.Context, d Desired, fast bool) Outcome {
 	return r.apply(ctx, d, fast, nil)
 }
 
-// apply is Apply; before, when set, runs once it is clear that the app
-// will be asked (not on the fast path, not for a removed person), and
-// its error stops the run before any app call.
+// apply is Apply; before, when set, runs just before the run's first
+// change to the app (never on the fast path, for a removed person, or
+// when the app turns out to hold the profile already), and its error
+// stops the run before that change.
 func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before func() error) Outcome {
 	if r.applying != nil {
 		// A second login of the same person waits for the first and then,
@@ -346,17 +356,11 @@ func (r *Reconciler) apply(ctx context.Context, d Desired, fast bool, before fun
 		o.Skipped, o.Err = "deprovisioned", fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
 		return o
 	}
-	if fast && r.FastPath > 0 && st.Hash == d.Hash && r.now().Sub(st.SyncedAt) < r.FastPath {
+	if fast && r.fresh(st, d) {
 		o.Skipped = "fast path"
 		return o
 	}
-	if before != nil {
-		if err := before(); err != nil {
-			o.Err = err
-			return o
-		}
-	}
-	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash}
+	a := applier{r: r, dir: dir, d: d, o: &o, applied: st.Hash, before: before}
 	err = a.run(ctx)
 	// What follows records what the run did: it must not be cut short by
 	// the deadline or a client that left, which may be why the run ended.
@@ -411,6 +415,23 @@ type applier struct {
 	// applied is the hash of the profile last applied in full ("" when
 	// none, or when a removal or reinstatement reset it).
 	applied string
+	// before runs ahead of the first change (see apply); began says it
+	// has.
+	before func() error
+	began  bool
+}
+
+// changing comes before each change to the app; ahead of the first it
+// runs before, which records the change as an intent (see intent), so
+// that a crash from there on leaves it queued. A run that only reads,
+// finding the app as it should be (a returning person whose profile is
+// unchanged but older than the fast path), writes no intent.
+func (a *applier) changing() error {
+	if a.before == nil || a.began {
+		return nil
+	}
+	a.began = true
+	return a.before()
 }
 
 // takeBack undoes what the applier changed that a removal takes away:
@@ -469,6 +490,9 @@ func (a *applier) run(ctx context.Context) error {
 		}
 		a.change(ctx, ActAppRead, fmt.Sprintf("adopted the existing account %s (adoption: %s)", d.Username, orDefault(d.Adoption, config.AdoptVerifiedEmail)))
 	case errors.Is(err, targets.ErrNotFound):
+		if err := a.changing(); err != nil {
+			return err
+		}
 		u, err = a.dir.CreateUser(ctx, targets.NewUser{Name: d.Username, DisplayName: d.DisplayName, Email: d.Email,
 			NoAdopt: d.Adoption == config.AdoptNever})
 		if errors.Is(err, targets.ErrNotAdopted) {
@@ -507,6 +531,9 @@ func (a *applier) run(ctx context.Context) error {
 		// unmanaged Cloud account): report the difference, change nothing.
 		a.r.audit(ctx, d, ActAppUpdate, ResultSkipped, "not the organization's account, so usher cannot change "+strings.Join(what, ", "))
 	} else if len(what) > 0 {
+		if err := a.changing(); err != nil {
+			return err
+		}
 		if err := a.dir.UpdateUser(ctx, d.Username, up); err != nil {
 			return a.failed(ctx, ActAppUpdate, err)
 		}
@@ -517,6 +544,9 @@ func (a *applier) run(ctx context.Context) error {
 		// or a sweep racing this login): never undo it.
 		if st, err := a.r.Store.AppState(ctx, d.App, d.Username); err == nil && st.Deprovisioned {
 			return fmt.Errorf("%s: %s: %w (%s)", d.App, d.Username, ErrDeprovisioned, st.DeprovisionedReason)
+		}
+		if err := a.changing(); err != nil {
+			return err
 		}
 		a.activated = true // from here on, a removal may need this undone
 		if err := a.dir.SetActive(ctx, d.Username, true); err != nil {
@@ -561,6 +591,9 @@ func (a *applier) rename(ctx context.Context) (*targets.User, error) {
 		return nil, targets.ErrNotFound // the app cannot rename: a new account is made
 	}
 	if _, err := a.dir.GetUser(ctx, d.PrevUsername); err != nil {
+		return nil, err
+	}
+	if err := a.changing(); err != nil {
 		return nil, err
 	}
 	if err := rn.Rename(ctx, d.PrevUsername, d.Username); err != nil {
@@ -626,6 +659,9 @@ func (a *applier) groups(ctx context.Context) error {
 		// record of a membership that is missing, which the next run
 		// forgets and redoes, never a membership usher added but would
 		// not know to remove.
+		if err := a.changing(); err != nil {
+			return err
+		}
 		m := store.Membership{App: d.App, Username: d.Username, Group: g.Group, IdP: d.IdP, Rule: g.Rule, AddedAt: a.r.now()}
 		if err := a.r.Store.AddManaged(ctx, m); err != nil {
 			return fmt.Errorf("reconcile %s for %s: record managed %s: %w", d.App, d.Username, g.Group, err)
@@ -668,6 +704,9 @@ func (a *applier) groups(ctx context.Context) error {
 			forget = append(forget, m.Group) // removed by hand meanwhile
 		case d.Sync == SyncAddOnly:
 		default:
+			if err := a.changing(); err != nil {
+				return err
+			}
 			if err := a.dir.RemoveFromGroup(ctx, d.Username, m.Group); errors.Is(err, targets.ErrGroupReadOnly) {
 				// No longer usher's to manage: stop claiming it.
 				a.r.audit(ctx, d, ActGroupRemove, ResultSkipped, fmt.Sprintf("left %s alone: %v", m.Group, err))
@@ -716,6 +755,9 @@ func (a *applier) attributes(ctx context.Context) error {
 	if len(diff) == 0 {
 		return nil
 	}
+	if err := a.changing(); err != nil {
+		return err
+	}
 	if err := as.SetAttributes(ctx, d.Username, diff); err != nil {
 		return a.failed(ctx, ActAttributes, err)
 	}
@@ -733,36 +775,51 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 // The cause is not part of the record: an unchanged profile writes
 // nothing, whoever admitted the person.
 func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
-	_, err := r.record(ctx, p)
+	_, _, _, err := r.record(ctx, p, nil)
 	return err
 }
 
-// record is Record, returning the desired states recorded before (nil
-// when there were none or they do not decode).
-func (r *Reconciler) record(ctx context.Context, p *Profile) (map[string]Desired, error) {
-	ds := make(map[string]Desired, len(p.Apps))
+// appsOf are the provisioned apps the profile reaches, sorted.
+func (r *Reconciler) appsOf(p *Profile) []string {
+	apps := make([]string, 0, len(p.Apps))
 	for app := range p.Apps {
 		if r.Apps[app] != nil {
-			d := DesiredFor(p, app, Cause{})
-			ds[app] = d
+			apps = append(apps, app)
 		}
+	}
+	slices.Sort(apps)
+	return apps
+}
+
+// record is Record, returning the desired states it recorded (by app,
+// without a cause), those recorded before (nil when there were none or
+// they do not decode) and the app states of the profile's username, read
+// with them in one go (nil if that read failed). rec, when set, is that
+// read made already.
+func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded) (desired, prior map[string]Desired, states map[string]store.AppState, err error) {
+	apps := r.appsOf(p)
+	ds := make(map[string]Desired, len(apps))
+	for _, app := range apps {
+		ds[app] = DesiredFor(p, app, Cause{})
 	}
 	b, err := json.Marshal(ds)
 	if err != nil {
-		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	old, _, err := r.Store.Profile(ctx, p.IdP, p.Subject)
-	if err == nil && bytes.Equal(old, b) {
-		return ds, nil // unchanged: a read is cheaper than a durable write
+	if rec == nil {
+		rec = new(store.Recorded)
+		*rec, err = r.Store.Recorded(ctx, p.IdP, p.Subject, p.Username, apps...)
 	}
-	var prior map[string]Desired
-	if err == nil && json.Unmarshal(old, &prior) != nil {
+	if err == nil && bytes.Equal(rec.Profile, b) {
+		return ds, ds, rec.States, nil // unchanged: a read is cheaper than a durable write
+	}
+	if err == nil && rec.Profile != nil && json.Unmarshal(rec.Profile, &prior) != nil {
 		prior = nil
 	}
 	if err := r.Store.PutProfile(ctx, p.IdP, p.Subject, b, r.now()); err != nil {
-		return nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
+		return nil, nil, nil, fmt.Errorf("record profile of %s/%s: %w", p.IdP, p.Subject, err)
 	}
-	return prior, nil
+	return ds, prior, rec.States, nil
 }
 
 // Sync applies the identity's last recorded profile to every app now,

@@ -525,7 +525,7 @@ func TestConfluenceEmailChange(t *testing.T) {
 		t.Helper()
 		f.clock.Advance(2 * f.r.FastPath) // no fast path: the apps are read
 		f.resetCalls()
-		out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever)
+		out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever, nil)
 		if err != nil || len(out) != 1 {
 			t.Fatalf("provision: %+v, %v", out, err)
 		}
@@ -685,7 +685,7 @@ func profile(apps ...string) *Profile {
 func TestLoginReconcilesEveryApp(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira, atlassiantest.Confluence, atlassiantest.Crowd)
 	f.srv["confluence"].SetLatency(20 * time.Millisecond)
-	out, err := f.r.provision(t.Context(), profile("jira", "confluence", "crowd", "not-configured"), "", LoginVia("okta"), queueNever)
+	out, err := f.r.provision(t.Context(), profile("jira", "confluence", "crowd", "not-configured"), "", LoginVia("okta"), queueNever, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,7 +721,7 @@ func TestLoginWhenAnAppIsDown(t *testing.T) {
 			ctx := t.Context()
 			p := profile("jira", "confluence")
 			if tt.provisoned {
-				if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
+				if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever, nil); err != nil {
 					t.Fatal(err)
 				}
 				f.clock.Advance(2 * f.r.FastPath)
@@ -731,7 +731,7 @@ func TestLoginWhenAnAppIsDown(t *testing.T) {
 			if tt.known {
 				queue = queueKnown
 			}
-			out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queue)
+			out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queue, nil)
 			if (err == nil) != tt.wantQueued {
 				t.Fatalf("Login error %v, want error %v", err, !tt.wantQueued)
 			}

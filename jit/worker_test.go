@@ -46,13 +46,13 @@ func TestWorkerAppliesQueuedLoginWhenAppIsBack(t *testing.T) {
 	f := newFixture(t, atlassiantest.Jira)
 	ctx := t.Context()
 	p := profile("jira")
-	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
+	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(2 * f.r.FastPath)
 	p.DisplayName = "Alice Archer-Smith"
 	f.srv["jira"].SetDown(true)
-	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown); err != nil || !out[0].Queued {
+	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown, nil); err != nil || !out[0].Queued {
 		t.Fatalf("Login while down: %+v, %v", out, err)
 	}
 
@@ -196,7 +196,7 @@ func TestWorkerAppliesTheNewestWish(t *testing.T) {
 	p := profile("jira")
 	f.srv["jira"].AddGroup("testers")
 	p.Apps["jira"].Groups = grants("testers")
-	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever); err != nil {
+	if _, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueNever, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The login's change took the queued job over (same person, same
@@ -275,7 +275,7 @@ func TestProbeDrainsTheQueueWhenTheAppIsBack(t *testing.T) {
 	f.clock.Advance(2 * f.r.FastPath)
 	f.srv["jira"].SetDown(true)
 	p := profile("jira")
-	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown); err != nil || !out[0].Queued {
+	if out, err := f.r.provision(ctx, p, "", LoginVia("okta"), queueKnown, nil); err != nil || !out[0].Queued {
 		t.Fatalf("provision while down: %+v %v", out, err)
 	}
 	w := f.worker("w1")

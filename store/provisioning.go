@@ -36,6 +36,21 @@ type AppState struct {
 	DeprovisionedReason string
 }
 
+// Recorded is what Provisioning.Recorded returns.
+type Recorded struct {
+	// Binding is the identity's binding when Bound; the zero Binding
+	// otherwise.
+	Binding Binding
+	Bound   bool
+	// Profile is the identity's last profile, nil when none was recorded;
+	// ProfileAt is when it was stored.
+	Profile   []byte
+	ProfileAt time.Time
+	// States are the username's states by app; an app where usher never
+	// provisioned the user is absent.
+	States map[string]AppState
+}
+
 // Membership is a group membership usher added and therefore manages:
 // full sync may remove it later. Memberships an admin granted by hand
 // never appear here and are never removed.
@@ -78,6 +93,13 @@ type Provisioning interface {
 	// AppState returns ErrNotFound when usher never provisioned the user
 	// into the app.
 	AppState(ctx context.Context, app, username string) (AppState, error)
+	// Recorded returns, in one read, what usher recorded of one person:
+	// the identity's binding (see Store.Binding), its last profile (see
+	// PutProfile) and the states of username in each of apps (see
+	// AppState). It is what a login needs to tell whether anything changed
+	// and which apps, if any, have to be asked. The username matches in
+	// any case.
+	Recorded(ctx context.Context, idp, subject, username string, apps ...string) (Recorded, error)
 	// PutAppState creates or replaces the state.
 	PutAppState(ctx context.Context, s AppState) error
 	// RecordSync records that a profile was applied: it creates the state

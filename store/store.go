@@ -53,6 +53,13 @@ type Binding struct {
 	LastLogin time.Time // zero until the first recorded login
 }
 
+// Login is one identity's sign-in time, for RecordLogins.
+type Login struct {
+	IdP     string
+	Subject string
+	At      time.Time
+}
+
 // Event is one audit record. Events are append-only.
 type Event struct {
 	ID       int64 // assigned by the store
@@ -102,6 +109,14 @@ type Store interface {
 	// RecordLogin sets the identity's last login time. ErrNotFound when the
 	// identity is not bound.
 	RecordLogin(ctx context.Context, idp, subject string, at time.Time) error
+	// RecordLogins sets the last login times of many identities in one
+	// transaction: the flush of logins noted in memory (jit.LoginTimes),
+	// one durable write for a second's worth of sign-ins. It never moves
+	// a last login back (a time older than the stored one changes
+	// nothing), so an old batch retried late cannot undo a newer one.
+	// Identities not bound (any more) are skipped, not an error. Either
+	// every time is written or, on error, none.
+	RecordLogins(ctx context.Context, logins ...Login) error
 	// Append adds audit events in order, in one transaction. A zero Time
 	// means now; ID is assigned by the store and increases.
 	Append(ctx context.Context, events ...Event) error

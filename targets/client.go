@@ -71,8 +71,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.BaseURL == nil {
 		return nil, fmt.Errorf("%s: no base URL", cfg.App)
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
 	if cfg.HTTP == nil {
-		cfg.HTTP = &http.Client{}
+		// Keep as many idle connections as calls may be in flight: the
+		// default transport keeps two per host, so a busy moment would
+		// open (and, over TLS, handshake) a new connection for most calls.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.Concurrency
+		cfg.HTTP = &http.Client{Transport: tr}
 	}
 	// Never follow redirects: Go turns a redirected PUT, POST or DELETE
 	// into a GET, so a deactivation behind an http→https or login-page
@@ -83,9 +91,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.HTTP = &hc
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 8
 	}
 	switch {
 	case cfg.MaxRetries == 0:

@@ -7,9 +7,12 @@
 //
 // Writes go through a pool of exactly one connection whose transactions
 // start with BEGIN IMMEDIATE, so usher's own writers queue in Go instead of
-// failing with SQLITE_BUSY; reads use a separate read-only pool and, in WAL
-// mode, never wait for the writer. Every commit is synchronous=FULL: a
-// write the store acknowledged survives a power cut.
+// failing with SQLITE_BUSY; writers queued at the same moment share one
+// transaction and one commit (group commit, see groupDB). Reads use a
+// separate read-only pool and, in WAL mode, never wait for the writer.
+// Every commit is synchronous=FULL, and a write returns only once its
+// commit is done: a write the store acknowledged survives a power cut.
+// Connections keep their prepared statements (see cachingConn).
 package sqlite
 
 import (
@@ -122,8 +125,18 @@ func dsn(path string, readOnly bool) string {
 	return "file:" + esc + "?" + q
 }
 
+// openDB opens a pool on dsn whose connections keep their prepared
+// statements (see cachingConn).
+func openDB(dsn string) (*sql.DB, error) {
+	c, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(cachingConnector{c}), nil
+}
+
 func openWriter(ctx context.Context, path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", dsn(path, false))
+	db, err := openDB(dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite %s: open: %w", path, err)
 	}
@@ -177,7 +190,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		write.Close()
 		return nil, err
 	}
-	read, err := sql.Open("sqlite", dsn(path, true))
+	read, err := openDB(dsn(path, true))
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("sqlite %s: open: %w", path, err)
@@ -189,7 +202,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		Name: path, Now: opts.Now, Timeout: opts.Timeout,
 		// A read transaction in WAL mode reads one snapshot.
 		Read:  sqlstore.SQL(read, &sql.TxOptions{ReadOnly: true}),
-		Write: sqlstore.SQL(write, nil),
+		Write: newGroupDB(write),
 	})
 	return &Store{Store: s, read: read}, nil
 }

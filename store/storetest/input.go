@@ -36,12 +36,27 @@ func textCalls(s store.Store, bad string) map[string]func(ctx context.Context) e
 		"Binding":           func(ctx context.Context) error { _, err := s.Binding(ctx, "okta", bad); return err },
 		"BindingByUsername": func(ctx context.Context) error { _, err := s.BindingByUsername(ctx, bad); return err },
 		"RecordLogin":       func(ctx context.Context) error { return s.RecordLogin(ctx, bad, "1", t0) },
+		"RecordLogins": func(ctx context.Context) error {
+			return s.RecordLogins(ctx, store.Login{IdP: "okta", Subject: "1", At: t0}, store.Login{IdP: "okta", Subject: bad, At: t0})
+		},
 		"Append": func(ctx context.Context) error {
 			return s.Append(ctx, store.Event{Action: "login"}, store.Event{Action: "login", Username: bad})
 		},
 		"Audit": func(ctx context.Context) error { _, err := s.Audit(ctx, store.AuditFilter{Username: bad}); return err },
 
 		"AppState": func(ctx context.Context) error { _, err := s.AppState(ctx, "jira", bad); return err },
+		"Recorded subject": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", bad, "alice", "jira")
+			return err
+		},
+		"Recorded user": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", "1", bad, "jira")
+			return err
+		},
+		"Recorded app": func(ctx context.Context) error {
+			_, err := s.Recorded(ctx, "okta", "1", "alice", "jira", bad)
+			return err
+		},
 		"PutAppState": func(ctx context.Context) error {
 			return s.PutAppState(ctx, store.AppState{App: "jira", Username: "alice", Hash: bad})
 		},
@@ -175,7 +190,11 @@ func testDeadlinePassed(t *testing.T, s store.Store) {
 		"Binding":  func() error { _, err := s.Binding(ctx, "okta", "123"); return err },
 		"Append":   func() error { return s.Append(ctx, event(1, base)) },
 		"AppState": func() error { _, err := s.AppState(ctx, "jira", "alice"); return err },
-		"Claim":    func() error { _, err := s.Claim(ctx, "w", base, 1, time.Minute); return err },
+		"Recorded": func() error {
+			_, err := s.Recorded(ctx, "okta", "123", "alice", "jira", "confluence")
+			return err
+		},
+		"Claim": func() error { _, err := s.Claim(ctx, "w", base, 1, time.Minute); return err },
 		"SCIMUsers": func() error {
 			_, _, err := s.SCIMUsers(ctx, "okta", 0, 10)
 			return err

@@ -64,6 +64,7 @@ func runClocked[S any](t *testing.T, open func(t *testing.T, now func() time.Tim
 func RunProvisioning(t *testing.T, open func(t *testing.T, now func() time.Time) store.Provisioning) {
 	runClocked(t, open, []clockedTest[store.Provisioning]{
 		{"AppState", testAppState},
+		{"Recorded", testRecorded},
 		{"RecordSyncKeepsTheMark", testRecordSync},
 		{"AppStatesPaging", testAppStatesPaging},
 		{"Managed", testManaged},
@@ -183,6 +184,66 @@ func testAppState(t *testing.T, s store.Provisioning, _ *suiteClock) {
 		if err := s.PutAppState(ctx, bad); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("PutAppState(%+v) = %v, want a validation error (ErrInvalid)", bad, err)
 		}
+	}
+}
+
+// testRecorded: one person's profile and states in several apps at
+// once; apps without a state are absent, other users' states never show,
+// and each half is there without the other.
+func testRecorded(t *testing.T, s store.Provisioning, _ *suiteClock) {
+	ctx := context.Background()
+	empty, err := s.Recorded(ctx, "okta", "1", "alice", "jira")
+	if err != nil || empty.Bound || empty.Binding != (store.Binding{}) || empty.Profile != nil || !empty.ProfileAt.IsZero() || len(empty.States) != 0 {
+		t.Fatalf("Recorded of nobody = %+v, %v; want nothing", empty, err)
+	}
+	want := map[string]store.AppState{
+		"jira": {App: "jira", Username: "Alice", IdP: "okta", Subject: "1", Hash: "h1", SyncedAt: base},
+		"confluence": {App: "confluence", Username: "alice", IdP: "okta", Subject: "1", Hash: "h2", SyncedAt: base.Add(time.Minute),
+			Deprovisioned: true, DeprovisionedAt: base.Add(time.Hour), DeprovisionedReason: "gone", DeprovisionedSource: "scim",
+			DeprovisionedActor: "okta-scim", DeprovisionedRun: 7, DeprovisionedAction: "deactivate"},
+	}
+	for _, st := range []store.AppState{
+		want["jira"], want["confluence"],
+		{App: "bitbucket", Username: "alice", Hash: "h3"}, // an app not asked for
+		{App: "jira", Username: "bob", Hash: "h4"},        // another user
+	} {
+		if err := s.PutAppState(ctx, st); err != nil {
+			t.Fatalf("PutAppState: %v", err)
+		}
+	}
+	check := func(what string, got store.Recorded, profile string) {
+		t.Helper()
+		if string(got.Profile) != profile {
+			t.Fatalf("%s: profile %q, want %q", what, got.Profile, profile)
+		}
+		if len(got.States) != len(want) {
+			t.Fatalf("%s: %d states (%v), want %d", what, len(got.States), got.States, len(want))
+		}
+		for app, w := range want {
+			sameAppState(t, what+" "+app, got.States[app], w)
+		}
+	}
+	got, err := s.Recorded(ctx, "okta", "1", "ALICE", "jira", "confluence", "crowd")
+	if err != nil {
+		t.Fatalf("Recorded: %v", err)
+	}
+	check("states without a profile", got, "")
+	if err := s.PutProfile(ctx, "okta", "1", []byte(`{"jira":{}}`), base.Add(time.Second)); err != nil {
+		t.Fatalf("PutProfile: %v", err)
+	}
+	if got, err = s.Recorded(ctx, "okta", "1", "alice", "jira", "confluence"); err != nil {
+		t.Fatalf("Recorded: %v", err)
+	}
+	check("profile and states", got, `{"jira":{}}`)
+	if !got.ProfileAt.Equal(ms(base.Add(time.Second))) {
+		t.Fatalf("ProfileAt = %v, want %v", got.ProfileAt, ms(base.Add(time.Second)))
+	}
+	only, err := s.Recorded(ctx, "okta", "1", "carol", "jira")
+	if err != nil || string(only.Profile) != `{"jira":{}}` || len(only.States) != 0 {
+		t.Fatalf("Recorded with no state = %+v, %v; want the profile alone", only, err)
+	}
+	if none, err := s.Recorded(ctx, "okta", "1", "alice"); err != nil || len(none.States) != 0 || none.Profile == nil {
+		t.Fatalf("Recorded of no apps = %+v, %v; want the profile alone", none, err)
 	}
 }
 

@@ -29,6 +29,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Rename", testRename},
 		{"NotFound", testNotFound},
 		{"RecordLogin", testRecordLogin},
+		{"RecordLogins", testRecordLogins},
+		{"RecordedBinding", testRecordedBinding},
 		{"AppendOrder", testAppendOrder},
 		{"AuditFilters", testAuditFilters},
 		{"ConcurrentBind", testConcurrentBind},
@@ -247,6 +249,101 @@ func testRecordLogin(t *testing.T, s store.Store) {
 	}
 }
 
+// testRecordLogins: many identities in one call, each set to its own
+// time; never moved back; an identity not bound is skipped; more than one
+// statement's worth of rows all land; bad input is refused whole.
+func testRecordLogins(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 600 // more than one transaction's worth (sqlstore's maxRows)
+	want := make([]store.Binding, n)
+	logins := make([]store.Login, 0, n+1)
+	for i := range want {
+		sub := fmt.Sprint(i)
+		want[i] = mustBind(t, s, store.Binding{IdP: "okta", Subject: sub, Username: "user" + sub, CreatedAt: base})
+		at := base.Add(time.Duration(i) * time.Second)
+		logins = append(logins, store.Login{IdP: "okta", Subject: sub, At: at})
+		want[i].LastLogin = ms(at)
+	}
+	// Identity 1 has a newer login stored already: the batch's older time
+	// must not move it back.
+	newer := base.Add(time.Hour)
+	if err := s.RecordLogin(ctx, "okta", "1", newer); err != nil {
+		t.Fatalf("RecordLogin: %v", err)
+	}
+	want[1].LastLogin = ms(newer)
+	logins = append(logins, store.Login{IdP: "okta", Subject: "nobody", At: base}) // not bound: skipped
+	if err := s.RecordLogins(ctx, logins...); err != nil {
+		t.Fatalf("RecordLogins: %v", err)
+	}
+	for _, w := range []int{0, 1, 2, n - 1} {
+		got, err := s.Binding(ctx, "okta", want[w].Subject)
+		if err != nil {
+			t.Fatalf("Binding: %v", err)
+		}
+		sameBinding(t, "after RecordLogins", got, want[w])
+	}
+	if _, err := s.Binding(ctx, "okta", "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("RecordLogins bound an unknown identity: %v", err)
+	}
+	// A later batch moves times forward.
+	later := base.Add(2 * time.Hour)
+	if err := s.RecordLogins(ctx, store.Login{IdP: "okta", Subject: "1", At: later}, store.Login{IdP: "okta", Subject: "2", At: later}); err != nil {
+		t.Fatalf("RecordLogins: %v", err)
+	}
+	for _, sub := range []string{"1", "2"} {
+		got, err := s.Binding(ctx, "okta", sub)
+		if err != nil {
+			t.Fatalf("Binding: %v", err)
+		}
+		if !got.LastLogin.Equal(ms(later)) {
+			t.Fatalf("LastLogin of %s = %v, want %v", sub, got.LastLogin, ms(later))
+		}
+	}
+	if err := s.RecordLogins(ctx); err != nil {
+		t.Fatalf("RecordLogins of nothing: %v", err)
+	}
+	// Bad input anywhere refuses the whole call before anything is written.
+	for name, l := range map[string]store.Login{
+		"no subject": {IdP: "okta", At: later},
+		"no time":    {IdP: "okta", Subject: "3"},
+	} {
+		err := s.RecordLogins(ctx, store.Login{IdP: "okta", Subject: "0", At: later.Add(time.Hour)}, l)
+		if !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("RecordLogins with %s = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got, _ := s.Binding(ctx, "okta", "0"); !got.LastLogin.Equal(want[0].LastLogin) {
+		t.Errorf("a refused RecordLogins wrote: LastLogin = %v, want %v", got.LastLogin, want[0].LastLogin)
+	}
+}
+
+// testRecordedBinding: Recorded's binding is Binding's, with or without
+// a profile or states beside it.
+func testRecordedBinding(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := mustBind(t, s, store.Binding{IdP: "okta", Subject: "123", Username: "Alice", CreatedAt: base})
+	if err := s.RecordLogin(ctx, "okta", "123", base.Add(time.Hour)); err != nil {
+		t.Fatalf("RecordLogin: %v", err)
+	}
+	want.LastLogin = ms(base.Add(time.Hour))
+	got, err := s.Recorded(ctx, "okta", "123", "alice", "jira")
+	if err != nil || !got.Bound || got.Profile != nil || len(got.States) != 0 {
+		t.Fatalf("Recorded = %+v, %v; want the binding alone", got, err)
+	}
+	sameBinding(t, "Recorded", got.Binding, want)
+	if err := s.PutAppState(ctx, store.AppState{App: "jira", Username: "alice", Hash: "h"}); err != nil {
+		t.Fatalf("PutAppState: %v", err)
+	}
+	if got, err = s.Recorded(ctx, "okta", "123", "alice", "jira"); err != nil || !got.Bound || len(got.States) != 1 {
+		t.Fatalf("Recorded = %+v, %v; want the binding and one state", got, err)
+	}
+	sameBinding(t, "Recorded with a state", got.Binding, want)
+	other, err := s.Recorded(ctx, "okta", "456", "alice", "jira")
+	if err != nil || other.Bound || other.Binding != (store.Binding{}) || len(other.States) != 1 {
+		t.Fatalf("Recorded of an unbound identity = %+v, %v; want no binding and alice's state", other, err)
+	}
+}
+
 func event(i int, at time.Time) store.Event {
 	return store.Event{Time: at, Action: "login", IdP: "okta", Subject: fmt.Sprint(i),
 		Username: fmt.Sprintf("user%d", i), App: "jira", Actor: "login", Outcome: "ok", Detail: fmt.Sprint(i)}
@@ -445,9 +542,12 @@ func testContextCanceled(t *testing.T, s store.Store) {
 			return err
 		},
 		"RecordLogin": func() error { return s.RecordLogin(ctx, "okta", "123", base) },
-		"Append":      func() error { return s.Append(ctx, event(1, base)) },
-		"Audit":       func() error { _, err := s.Audit(ctx, store.AuditFilter{}); return err },
-		"Ping":        func() error { return s.Ping(ctx) },
+		"RecordLogins": func() error {
+			return s.RecordLogins(ctx, store.Login{IdP: "okta", Subject: "123", At: base})
+		},
+		"Append": func() error { return s.Append(ctx, event(1, base)) },
+		"Audit":  func() error { _, err := s.Audit(ctx, store.AuditFilter{}); return err },
+		"Ping":   func() error { return s.Ping(ctx) },
 	}
 	for name, call := range calls {
 		// The caller gave up: that is not the database's fault.

@@ -132,6 +132,46 @@ func (s *Store) RecordLogin(ctx context.Context, idp, subject string, at time.Ti
 	return err
 }
 
+// RecordLogins implements store.Store: one UPDATE per identity, in
+// transactions of at most maxRows, so that a large flush does not hold
+// SQLite's one writer for long; with more than maxRows the earlier
+// transactions stay written when a later one fails (a retry rewrites
+// them harmlessly, since times never move back).
+func (s *Store) RecordLogins(ctx context.Context, logins ...store.Login) (err error) {
+	if len(logins) == 0 {
+		return nil
+	}
+	ctx, end := s.call(ctx, &err, "record %d logins", len(logins))
+	defer end()
+	for _, l := range logins {
+		if l.IdP == "" || l.Subject == "" || l.At.IsZero() {
+			return invalid("idp, subject and time are required")
+		}
+		if err := text(l.IdP, l.Subject); err != nil {
+			return err
+		}
+	}
+	for start := 0; start < len(logins); start += maxRows {
+		chunk := logins[start:min(start+maxRows, len(logins))]
+		err := s.tx(ctx, s.write, false, func(tx Querier) error {
+			for _, l := range chunk {
+				at := s.ts(l.At)
+				if _, err := s.exec(ctx, tx, `
+					UPDATE bindings SET last_login = ?
+					WHERE idp = ? AND subject = ? AND (last_login IS NULL OR last_login < ?)`,
+					at, l.IdP, l.Subject, at); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Append implements store.Store: one multi-row INSERT, so the events are
 // one transaction and their IDs follow their order.
 func (s *Store) Append(ctx context.Context, events ...store.Event) (err error) {

@@ -34,6 +34,56 @@ func (s *Store) AppState(ctx context.Context, app, username string) (a store.App
 		`SELECT `+appStateCols+` FROM app_states WHERE app = ? AND username_key = ?`, app, fold(username)))
 }
 
+// Recorded implements store.Provisioning: the binding, the profile and
+// the states are joined to a row that always exists, so one statement
+// answers with one row per state, or one row without a state when there
+// is none.
+func (s *Store) Recorded(ctx context.Context, idp, subject, username string, apps ...string) (r store.Recorded, err error) {
+	ctx, end := s.call(ctx, &err, "recorded provisioning of %s/%s", idp, subject)
+	defer end()
+	if apps == nil {
+		apps = []string{}
+	}
+	list, err := jsonList(apps)
+	if err != nil {
+		return store.Recorded{}, err
+	}
+	rows, err := s.query(ctx, s.read, `
+		SELECT COALESCE(b.username, ''), b.created_at, b.last_login, p.profile, p.updated_at,
+			COALESCE(a.app, ''), COALESCE(a.username, ''), COALESCE(a.idp, ''), COALESCE(a.subject, ''),
+			COALESCE(a.hash, ''), a.synced_at, COALESCE(a.deprovisioned, false), a.deprovisioned_at,
+			COALESCE(a.deprovisioned_reason, ''), COALESCE(a.deprovisioned_source, ''), COALESCE(a.deprovisioned_actor, ''),
+			COALESCE(a.deprovisioned_run, 0), COALESCE(a.deprovisioned_action, '')
+		FROM (SELECT 1 AS one) k
+		LEFT JOIN bindings b ON b.idp = ? AND b.subject = ?
+		LEFT JOIN profiles p ON p.idp = ? AND p.subject = ?
+		LEFT JOIN (
+			SELECT `+appStateCols+` FROM app_states
+			WHERE username_key = ? AND app IN (SELECT value FROM `+s.f.JSONEach+`)
+		) a ON true`, idp, subject, idp, subject, fold(username), list)
+	if err != nil {
+		return store.Recorded{}, err
+	}
+	defer rows.Close()
+	r.States = make(map[string]store.AppState, len(apps))
+	for rows.Next() {
+		var a store.AppState
+		b := &r.Binding
+		if err := rows.Scan(&b.Username, at(&b.CreatedAt), at(&b.LastLogin), &r.Profile, at(&r.ProfileAt),
+			&a.App, &a.Username, &a.IdP, &a.Subject, &a.Hash, at(&a.SyncedAt), &a.Deprovisioned, at(&a.DeprovisionedAt),
+			&a.DeprovisionedReason, &a.DeprovisionedSource, &a.DeprovisionedActor, &a.DeprovisionedRun, &a.DeprovisionedAction); err != nil {
+			return store.Recorded{}, err
+		}
+		if a.App != "" {
+			r.States[a.App] = a
+		}
+	}
+	if r.Bound = r.Binding.Username != ""; r.Bound {
+		r.Binding.IdP, r.Binding.Subject = idp, subject
+	}
+	return r, rows.Err()
+}
+
 // PutAppState implements store.Provisioning. A username differing only in
 // case replaces the state and its spelling.
 func (s *Store) PutAppState(ctx context.Context, a store.AppState) (err error) {
@@ -312,24 +362,26 @@ func (s *Store) Complete(ctx context.Context, id int64, owner string) (err error
 	if owner == "" {
 		return invalid("owner is required")
 	}
-	return s.tx(ctx, s.write, false, func(tx Querier) error {
-		// An Enqueue racing with the DELETE either bumped the generation
-		// first (the DELETE, rechecking the locked row, then skips it) or
-		// waits for it and inserts a fresh job: the newest payload
-		// survives either way.
-		n, err := s.exec(ctx, tx,
-			`DELETE FROM jobs WHERE id = ? AND owner = ? AND generation = claim_gen`, id, owner)
-		if err != nil || n == 1 {
-			return err
-		}
-		// Re-enqueued since the claim: the newer payload still has to land.
-		n, err = s.exec(ctx, tx,
-			`UPDATE jobs SET owner = '', lease_until = ? WHERE id = ? AND owner = ?`, s.ts(unleased), id, owner)
-		if err == nil && n == 0 {
-			err = errNotHeld(id, owner)
-		}
+	// Two statements, each atomic on its own, and no transaction: the
+	// common case (nothing re-enqueued since the claim) is one statement,
+	// one round trip. An Enqueue racing with the DELETE either bumped the
+	// generation first (the DELETE, rechecking the locked row, then skips
+	// it) or waits for it and inserts a fresh job: the newest payload
+	// survives either way. A job the DELETE skipped stays leased to owner
+	// until the UPDATE releases it, so nobody else can have claimed it in
+	// between unless the lease ran out, which the UPDATE then reports.
+	n, err := s.exec(ctx, s.write,
+		`DELETE FROM jobs WHERE id = ? AND owner = ? AND generation = claim_gen`, id, owner)
+	if err != nil || n == 1 {
 		return err
-	})
+	}
+	// Re-enqueued since the claim: the newer payload still has to land.
+	n, err = s.exec(ctx, s.write,
+		`UPDATE jobs SET owner = '', lease_until = ? WHERE id = ? AND owner = ?`, s.ts(unleased), id, owner)
+	if err == nil && n == 0 {
+		err = errNotHeld(id, owner)
+	}
+	return err
 }
 
 // Retry implements store.Provisioning. ErrNotFound when owner does not
