@@ -573,30 +573,33 @@ func TestQuotaWaitedOut(t *testing.T) {
 func TestFailures(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
-		fault googletest.Fault
-		calls int // members calls expected, 0 for any
+		name    string
+		fault   googletest.Fault
+		maxWait time.Duration
+		calls   int // members calls expected, 0 for any
 	}{
-		// A member page that keeps failing: retried, then incomplete.
-		{"members outage", googletest.Fault{Path: "/admin/directory/v1/groups/*", Status: 503}, 10},
+		// A member page that keeps failing: retried up to the attempt
+		// cap (ten), then incomplete. The budget outlasts nine jittered
+		// waits of at most 30s each, so the cap, not chance, ends it.
+		{"members outage", googletest.Fault{Path: "/admin/directory/v1/groups/*", Status: 503}, 5 * time.Minute, 10},
 		// A permission 403 is final, not retried.
-		{"members forbidden", googletest.Fault{Path: "/admin/directory/v1/groups/*", Status: 403, Reason: "forbidden"}, 1},
+		{"members forbidden", googletest.Fault{Path: "/admin/directory/v1/groups/*", Status: 403, Reason: "forbidden"}, 2 * time.Minute, 1},
 		// A budget too small for Google's minute-long quota window.
-		{"quota beyond the budget", googletest.Fault{Path: "/admin/directory/v1/users", Status: 403, Reason: "quotaExceeded", For: time.Hour}, 0},
+		{"quota beyond the budget", googletest.Fault{Path: "/admin/directory/v1/users", Status: 403, Reason: "quotaExceeded", For: time.Hour}, 2 * time.Minute, 0},
 	}
 	for _, tt := range tests {
 		e := newEnv(t)
 		e.group("g", e.user("ada", nil))
 		e.srv.Inject(tt.fault)
-		_, waited, err := e.pull(e.open(func(c *google.Config) { c.MaxWait = 2 * time.Minute }))
+		_, waited, err := e.pull(e.open(func(c *google.Config) { c.MaxWait = tt.maxWait }))
 		if !errors.Is(err, directory.ErrIncomplete) {
 			t.Errorf("%s: Pull = %v, want ErrIncomplete", tt.name, err)
 		}
 		if n := e.srv.Requests("GET /admin/directory/v1/groups/{key}/members"); tt.calls > 0 && n != tt.calls {
 			t.Errorf("%s: %d member calls, want %d", tt.name, n, tt.calls)
 		}
-		if waited > 3*time.Minute {
-			t.Errorf("%s: waited %s, beyond the 2m budget", tt.name, waited)
+		if waited > tt.maxWait+time.Minute {
+			t.Errorf("%s: waited %s, beyond the %s budget", tt.name, waited, tt.maxWait)
 		}
 		t.Logf("%s: %v", tt.name, err)
 	}
