@@ -35,6 +35,10 @@ import (
 //	USHER_LOAD_ROUNDS       bursts per setting, default 3
 //	USHER_LOAD_LATENCY      per app call, default 5ms
 //	USHER_LOAD_PG_CONNS     PostgreSQL's pool (store.max_conns), default 10
+//	USHER_LOAD_HANG         an app ("jira" or "confluence") that hangs:
+//	                        it takes every call and never answers, so
+//	                        each login waits out provisioning.deadline
+//	                        (5s) for it and queues its change there
 //	USHER_LOAD_PROFILE      a directory: the CPU profile of the bursts of
 //	                        each setting goes to DIR/burst-<backend>-<cap>.cpu.pprof
 //
@@ -60,6 +64,9 @@ func TestLoadLoginBurst(t *testing.T) {
 		caps = append(caps, n)
 	}
 	fmt.Printf("%d logins at once, each with a group change; %v per app call\n", people, latency)
+	if h := os.Getenv("USHER_LOAD_HANG"); h != "" {
+		fmt.Printf("%s hangs: every login waits for it until provisioning.deadline\n", h)
+	}
 	fmt.Printf("%-9s %4s %5s %8s %8s %8s %8s %8s %9s\n", "backend", "cap", "round", "p50", "p90", "p99", "max", "burst", "cpu/login")
 	for _, backend := range strings.Split(envOr("USHER_LOAD_BACKENDS", "sqlite,postgres"), ",") {
 		for _, c := range caps {
@@ -67,6 +74,9 @@ func TestLoadLoginBurst(t *testing.T) {
 			names := env.people(t, people, groupSets[0])
 			for _, e := range env.emus {
 				e.SetLatency(latency)
+				if string(e.Kind()) == os.Getenv("USHER_LOAD_HANG") {
+					e.SetLatency(time.Hour)
+				}
 			}
 			if dir := os.Getenv("USHER_LOAD_PROFILE"); dir != "" {
 				f, err := os.Create(fmt.Sprintf("%s/burst-%s-%d.cpu.pprof", dir, backend, c))
