@@ -250,6 +250,23 @@ func TestAdmit(t *testing.T) {
 			},
 		},
 		{
+			// Confluence's REST API does not tell an account's e-mail, so
+			// verified_email has nothing to compare: the sign-in is
+			// refused (usher check warns of it), and always adopts.
+			name: "existing Confluence account, verified_email: refused", cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup: func(t *testing.T, f *fixture) {
+				f.srv["confluence"].AddUser(atlassiantest.User{Name: "alice", DisplayName: "Hand Made", Email: "alice@acme.test", Active: true})
+			},
+			wantKind: AdoptionRefused, wantAudit: ActLoginRefused,
+		},
+		{
+			name: "existing Confluence account, always: adopted", adoption: config.AdoptAlways, cause: LoginVia("okta"), id: person("s1", "alice"),
+			setup: func(t *testing.T, f *fixture) {
+				f.srv["confluence"].AddUser(atlassiantest.User{Name: "alice", DisplayName: "Hand Made", Email: "alice@acme.test", Active: true})
+			},
+			wantAudit: ActLogin,
+		},
+		{
 			name: "existing account, other e-mail: refused", cause: LoginVia("okta"), id: person("s1", "localadmin"),
 			setup:    func(t *testing.T, f *fixture) { f.handMade("localadmin", "ops@acme.test") },
 			wantKind: AdoptionRefused, wantAudit: ActLoginRefused,

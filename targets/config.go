@@ -31,6 +31,13 @@ type Config interface {
 	PrivilegedGroups() []string
 }
 
+// EmailHider is what a Config may also say: that its app does not tell an
+// existing account's e-mail address, so the verified_email adoption
+// policy can never take such an account over (usher check warns).
+type EmailHider interface {
+	HidesEmails() bool
+}
+
 // Deps is what usher hands every adapter when opening it.
 type Deps struct {
 	// Upstream is the app's upstream URL, the default REST base URL.

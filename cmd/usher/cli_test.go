@@ -139,6 +139,29 @@ func TestCheckWarnsOfOverlappingUsernames(t *testing.T) {
 	}
 }
 
+// Confluence does not tell an account's e-mail: an IdP that adopts by
+// verified e-mail can never take its existing accounts over, which check
+// says before everyone is refused at their first sign-in.
+func TestCheckWarnsOfAdoptionInConfluence(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "s")
+	wiki := strings.Replace(goodConfig, "idps:\n", `  - name: wiki
+    kind: confluence
+    upstream: http://wiki.internal:8090
+    route: {path_prefix: /wiki}
+    api: {username: usher, password: {value: pw}}
+idps:
+`, 1)
+	code, stdout, stderr := runCLI(t, "check", "--config", writeConfig(t, wiki))
+	if code != 0 || !strings.Contains(stdout, "app wiki does not tell usher the e-mail") || !strings.Contains(stdout, "idps okta (adoption: verified_email)") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+	always := strings.Replace(wiki, "    domains: [example.com]\n", "    domains: [example.com]\n    adoption: always\n", 1)
+	if code, stdout, _ = runCLI(t, "check", "--config", writeConfig(t, always)); code != 0 || strings.Contains(stdout, "warnings:") {
+		t.Fatalf("adoption: always still warned: exit %d\n%s", code, stdout)
+	}
+}
+
 func TestCommandLine(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

@@ -22,15 +22,21 @@ import (
 
 // demoUsers are the people of the two demo companies. Each company has its
 // own IdP, so the chooser and e-mail discovery have something to choose.
+//
+// Acme is the company whose people the apps already know: its IdP may take
+// existing accounts over (adoption: always). Globex's people are new to the
+// apps and take over nobody's (adoption: never).
 var demoIdPs = []struct {
 	id, name, domain string
-	users            []oidctest.User
+	// adoption is the YAML line of the IdP's adoption policy.
+	adoption string
+	users    []oidctest.User
 }{
-	{"acme", "Acme Okta (demo)", "acme.test", []oidctest.User{
+	{"acme", "Acme Okta (demo)", "acme.test", "    adoption: always\n", []oidctest.User{
 		{Subject: "00u-alice", Username: "alice", Password: "alice", Email: "alice@acme.test", Name: "Alice Archer", Groups: []string{"engineering", "usher-admins"}},
 		{Subject: "00u-carol", Username: "carol", Password: "carol", Email: "carol@acme.test", Name: "Carol Chen", Groups: []string{"support"}},
 	}},
-	{"globex", "Globex Entra ID (demo)", "globex.test", []oidctest.User{
+	{"globex", "Globex Entra ID (demo)", "globex.test", "    adoption: never\n", []oidctest.User{
 		{Subject: "a6f3-bob", Username: "bob", Password: "bob", Email: "bob@globex.test", Name: "Bob Baker", Groups: []string{"sales"}},
 	}},
 }
@@ -127,7 +133,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
     name: %q
     type: oidc
     domains: [%s]
-    config:
+%s    config:
       issuer: %s
       client_id: usher
       client_secret: demo-secret
@@ -139,7 +145,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
           - idp_group: sales
             groups: {"*": [sales-team]}
         defaults: {"*": [usher-users]}
-`, d.id, d.name, d.domain, idp.Issuer())
+`, d.id, d.name, d.domain, d.adoption, idp.Issuer())
 	}
 
 	dir, err := os.MkdirTemp("", "usher-demo-")
@@ -211,10 +217,10 @@ apps:
 	fmt.Fprintf(stdout, "  It signs you in through usher's OpenID Provider (issuer %s/usher/op), as Jira's built-in OIDC client does.\n\n", public)
 	fmt.Fprintf(stdout, "  Admin page: http://%s/admin/ (token %s, or sign in as alice, an usher admin)\n", adminLn.Addr(), adminToken)
 	if len(configWarnings(cfg)) > 0 {
-		// Both demo IdPs use the default username claim on purpose, so
-		// the demo shows the warning a real file with two IdPs gets.
-		fmt.Fprintf(stdout, "\n  The config warning logged above is expected here: both demo IdPs map usernames the same way.\n")
-		fmt.Fprintf(stdout, "  A real file keeps two IdPs apart with a username prefix or adoption: never (docs/config.md, \"Checking a file\").\n")
+		// Both demo IdPs use the default username claim, as most first
+		// files do, so the demo shows the warning such a file gets.
+		fmt.Fprintf(stdout, "\n  The config warning logged above is expected: both demo IdPs name people by preferred_username, so two bobs could meet.\n")
+		fmt.Fprintf(stdout, "  A real file gives each IdP's usernames their own prefix (docs/config.md, \"Checking a file\").\n")
 	}
 	fmt.Fprintf(stdout, "\n  Config used: %s\n  Press Ctrl-C to stop.\n", cfgPath)
 	return m.Wait(ctx)

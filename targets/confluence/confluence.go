@@ -24,12 +24,17 @@ type Config struct {
 // Validate checks the block; errors are *config.FieldError.
 func (c *Config) Validate() []error { return c.Conn.Validate() }
 
-// Open builds the adapter.
 // PrivilegedGroups: Confluence's administrators and system administrators.
 func (c *Config) PrivilegedGroups() []string {
 	return []string{"confluence-administrators", "system-administrators"}
 }
 
+// HidesEmails: Confluence's user resource carries no e-mail address
+// (reference §4.3), so an account usher did not create cannot be matched
+// to a verified e-mail.
+func (c *Config) HidesEmails() bool { return true }
+
+// Open builds the adapter.
 func (c *Config) Open(app string, deps targets.Deps) (targets.Target, error) {
 	cl, err := c.Conn.Client(app, deps)
 	if err != nil {
