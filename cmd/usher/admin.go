@@ -192,7 +192,7 @@ func changeLines(outs []jit.Outcome) []string {
 		case errors.Is(o.Err, jit.ErrDeprovisioned):
 			lines = append(lines, o.Err.Error()+": not applied; Reinstate brings them back") // "jira: alice: deprovisioned by policy (...)"
 		case o.Queued:
-			lines = append(lines, o.App+": queued for retry: "+o.Err.Error())
+			lines = append(lines, fmt.Sprintf("%s: queued for retry: %v", o.App, o.Err))
 		case o.Err == nil && len(o.Changes) == 0:
 			lines = append(lines, o.App+": already in sync")
 		}
