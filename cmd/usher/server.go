@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,8 +26,6 @@ import (
 	"github.com/usherhq/usher/proxy"
 	"github.com/usherhq/usher/session"
 	"github.com/usherhq/usher/store"
-	"github.com/usherhq/usher/store/postgres"
-	"github.com/usherhq/usher/store/sqlite"
 	"github.com/usherhq/usher/tlsserve"
 )
 
@@ -233,106 +230,6 @@ func (m *Main) server(h http.Handler) *http.Server {
 	}
 }
 
-// background starts the loops that outlive generations: revocation
-// refresh and the queue gauges. Close stops them.
-func (m *Main) background() {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	poll := m.RevocationPoll
-	if poll <= 0 {
-		poll = time.Second
-	}
-	wg.Add(5)
-	go func() { defer wg.Done(); m.heartbeat(ctx, m.Config.Provisioning.Retry.Interval) }()
-	go func() { defer wg.Done(); m.sessions.Run(ctx, poll) }()
-	go func() { defer wg.Done(); m.gauges(ctx, 15*time.Second) }()
-	// Batched writes of what a crash may lose: a sign-in's own audit
-	// record and its last-login time. They stop last, writing what waits.
-	go func() { defer wg.Done(); m.audit.Run(ctx) }()
-	go func() { defer wg.Done(); m.logins.Run(ctx) }()
-	m.stopBackground = func() { cancel(); wg.Wait() }
-}
-
-// heartbeat keeps this replica's lease "replica:<owner>" alive: the
-// changes it recorded and works on (job leases) are its own while it
-// beats, and free for any replica at once when it stops beating (a
-// crash), rather than when each job's lease runs out. A clean stop
-// releases it.
-func (m *Main) heartbeat(ctx context.Context, every time.Duration) {
-	if every <= 0 {
-		every = 5 * time.Second
-	}
-	name := "replica:" + m.owner
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if _, err := m.store.Lease(ctx, name, m.owner, 3*every); err != nil && ctx.Err() == nil {
-			m.Log.Warn("heartbeat lease", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = m.store.ReleaseLease(rctx, name, m.owner)
-			cancel()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// gauges keeps the retry queue metrics current and counts SAML
-// metadata refreshes that failed since the last look.
-func (m *Main) gauges(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	seen := map[string]uint64{}
-	var last *generation
-	for {
-		if q, err := m.store.Queue(ctx); err == nil {
-			var age time.Duration
-			if !q.Oldest.IsZero() {
-				age = m.Now().Sub(q.Oldest)
-			}
-			m.metrics.SetQueue(q.Depth, age)
-		}
-		if g := m.gen.Load(); g != nil {
-			m.brakeGauges(ctx, g)
-			if g != last { // a reload opened new providers with new counters
-				seen, last = map[string]uint64{}, g
-			}
-			for _, p := range g.providers {
-				if f, ok := p.(interface{ MetadataRefreshFailures() uint64 }); ok {
-					n := f.MetadataRefreshFailures()
-					for ; seen[p.ID()] < n; seen[p.ID()]++ {
-						m.metrics.MetadataRefreshFailure(p.ID())
-					}
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// brakeGauges reports the removals each IdP's SCIM brake holds, from the
-// store, so every replica reports the same; an IdP with a brake and no
-// holds reports 0.
-func (m *Main) brakeGauges(ctx context.Context, g *generation) {
-	counts, err := m.store.HoldCounts(ctx)
-	if err != nil {
-		return // the store's outage shows elsewhere; the gauge keeps its last value
-	}
-	for id := range g.lifecycle.Brakes {
-		if _, ok := counts[id]; !ok {
-			counts[id] = 0
-		}
-	}
-	m.metrics.SetSCIMHolds(counts)
-}
-
 // Reload re-reads the config file and swaps in a new generation. A file
 // with problems is refused with every problem logged, and the running
 // config keeps serving; the error says so ("running config kept: ..."),
@@ -392,13 +289,6 @@ func (m *Main) Reload(ctx context.Context) error {
 	return nil
 }
 
-// replayCache lets SAML providers share assertion IDs through the store.
-type replayCache struct{ s store.Coordination }
-
-func (c replayCache) Seen(ctx context.Context, id string, expires time.Time) (bool, error) {
-	return c.s.SeenOnce(ctx, id, expires)
-}
-
 func mustParse(s string) *url.URL {
 	u, _ := url.Parse(s) // validated by config
 	return u
@@ -411,70 +301,6 @@ func ownerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
-}
-
-// prepareDataDir makes the directory of the SQLite file (server.data_dir
-// unless store.path says otherwise) when it is missing, readable by
-// usher's user only: it holds identities, the audit log and sealed
-// signing keys. A path that is a file, or a directory usher cannot
-// write to, is refused naming the setting.
-func prepareDataDir(cfg *config.Config) error {
-	if cfg.Store.Driver == "postgres" {
-		return nil
-	}
-	dir := filepath.Dir(cfg.Store.Path)
-	setting := "store.path"
-	if filepath.Clean(dir) == filepath.Clean(cfg.Server.DataDir) {
-		setting = "server.data_dir"
-	}
-	cause := func(err error) error {
-		if pe, ok := errors.AsType[*fs.PathError](err); ok {
-			return pe.Err // the message names the directory already
-		}
-		return err
-	}
-	st, err := os.Stat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("%s: cannot create %s: %w", setting, dir, cause(err))
-		}
-	case err != nil:
-		return fmt.Errorf("%s: %s: %w", setting, dir, cause(err))
-	case !st.IsDir():
-		return fmt.Errorf("%s: %s exists and is not a directory", setting, dir)
-	}
-	f, err := os.CreateTemp(dir, ".usher-write-check-*")
-	if err != nil {
-		return fmt.Errorf("%s: %s is not writable by usher's user: %w", setting, dir, cause(err))
-	}
-	name := f.Name()
-	f.Close()
-	return os.Remove(name)
-}
-
-func openStore(ctx context.Context, c config.Store) (store.Store, error) {
-	switch c.Driver {
-	case "postgres":
-		dsn, err := c.DSN.Resolve()
-		if err != nil {
-			return nil, fmt.Errorf("store.dsn: %w", err)
-		}
-		s, err := postgres.Open(ctx, dsn, postgres.Options{
-			NoMigrate: c.Migrate == "manual", MaxConns: int32(c.MaxConns), StatementTimeout: c.StatementTimeout,
-			Timeout: c.Timeout,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		return s, nil
-	default:
-		s, err := sqlite.Open(ctx, c.Path, sqlite.Options{NoMigrate: c.Migrate == "manual", Timeout: c.Timeout})
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		return s, nil
-	}
 }
 
 // Listen makes Open use ln for the public listener instead of the
