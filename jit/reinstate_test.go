@@ -71,3 +71,30 @@ func TestReinstate(t *testing.T) {
 		}
 	})
 }
+
+// ActiveAgain undoes SCIM's removal at once, unless an admission follows
+// (automatic), which does it in one pass with the new profile.
+func TestActiveAgain(t *testing.T) {
+	for _, admitting := range []bool{false, true} {
+		t.Run(map[bool]string{false: "not automatic", true: "automatic"}[admitting], func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, atlassiantest.Jira)
+			f.withMapping(t, "")
+			if _, err := f.l.Admit(t.Context(), person("s1", "alice"), LoginVia("okta")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.l.Remove(t.Context(), Removal{IdP: "okta", Subject: "s1"}, scimOff); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.l.ActiveAgain(t.Context(), "okta", "s1", SCIMPush("okta", "active again"), admitting); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.user(t, "jira", "alice").Active; got == admitting {
+				t.Errorf("active %v after ActiveAgain(admitting=%v)", got, admitting)
+			}
+			if err := f.l.ActiveAgain(t.Context(), "okta", "s9", SCIMPush("okta", "active again"), admitting); err != nil {
+				t.Errorf("a person never bound: %v, want nothing to undo", err)
+			}
+		})
+	}
+}

@@ -98,26 +98,10 @@ func (h scimHooks) Deprovision(ctx context.Context, idp, subject, reason string)
 
 var _ scim.Activator = scimHooks{}
 
-// Activated undoes what SCIM took from a person the IdP says is active
-// again: a removal its brake holds is dropped, and a removal SCIM made is
-// withdrawn. With automatic, the admission that follows (Provision)
-// withdraws it and applies the new profile in one pass; without, the
-// removal is withdrawn here, since deactivations apply either way and
-// "active" must undo them either way. What a sweep, a directory or an
-// admin decided stays.
+// Activated: the IdP says the person is active again. With automatic,
+// the admission that follows (Provision) withdraws SCIM's removals.
 func (h scimHooks) Activated(ctx context.Context, idp, subject string) error {
-	cause := jit.SCIMPush(idp, "active again")
-	if err := h.l.DropHold(ctx, idp, subject, cause); err != nil && !errors.Is(err, jit.ErrNotHeld) {
-		return err
-	}
-	if h.automatic[idp] {
-		return nil
-	}
-	_, err := h.l.Reinstate(ctx, idp, subject, cause)
-	if errors.Is(err, jit.ErrUnbound) {
-		return nil // never signed in nor provisioned: nothing to undo
-	}
-	return err
+	return h.l.ActiveAgain(ctx, idp, subject, jit.SCIMPush(idp, "active again"), h.automatic[idp])
 }
 
 // scimClaims offers a SCIM user's attributes under their SCIM names and
