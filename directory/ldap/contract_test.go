@@ -318,13 +318,8 @@ func (b *adBackend) groupDN(name string) string { return "CN=" + name + ",OU=Gro
 func (b *adBackend) sam(key string) string      { return key + "-" + b.n }
 
 func (b *adBackend) ldif(p directorytest.Person) string {
-	uac := "512"
-	if p.Status == directory.Disabled {
-		uac = "514"
-	}
-	return fmt.Sprintf("dn: %s\nobjectClass: user\nsAMAccountName: %s\nuserPrincipalName: %s@example.test\n"+
-		"givenName: %s\nsn: %s\ndisplayName: %s\nmail: %s\npassword: x\nuserAccountControl: %s\n",
-		b.personDN(p.Key), b.sam(p.Key), b.sam(p.Key), p.GivenName, p.FamilyName, p.DisplayName, p.Email, uac)
+	return adUser(b.personDN(p.Key), b.sam(p.Key), p.Status, fmt.Sprintf("givenName: %s\nsn: %s\ndisplayName: %s\nmail: %s\n",
+		p.GivenName, p.FamilyName, p.DisplayName, p.Email))
 }
 
 func (b *adBackend) want(t *testing.T, key string) directorytest.Want {
@@ -406,14 +401,10 @@ func (b *adBackend) Rename(t *testing.T, key, name string) {
 }
 
 func (b *adBackend) SetStatus(t *testing.T, key string, s directory.Status) {
-	uac := "512"
-	switch s {
-	case directory.Disabled:
-		uac = "514"
-	case directory.Inactive:
+	if s == directory.Inactive {
 		t.Fatal("AD backend cannot lock an account out")
 	}
-	b.srv.Modify(t, b.personDN(key), map[string][]string{"userAccountControl": {uac}})
+	b.srv.Modify(t, b.personDN(key), map[string][]string{"userAccountControl": {adUAC(s)}})
 }
 
 func (b *adBackend) Delete(t *testing.T, key string) { b.srv.Delete(t, b.personDN(key)) }
