@@ -305,3 +305,51 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedEntries: an entry the connector cannot read (no ID, an ID
+// of the wrong size, a member range that makes no sense) fails the
+// listing as incomplete; it is never dropped, where a person would look
+// like a leaver and a group's members would lose it.
+func TestMalformedEntries(t *testing.T) {
+	t.Parallel()
+	connector := func(flavor string) *Connector {
+		cfg := Config{Flavor: flavor, BaseDNs: []string{"dc=x"}}
+		return newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+	}
+	ol, ad := connector(OpenLDAP), connector(ActiveDirectory)
+	uuid := map[string][]string{"entryUUID": {"6F1C2A9E-4B3D-5A6C-8E7F-0102030405FF"}, "cn": {"g"}}
+	people := []struct {
+		name string
+		c    *Connector
+		e    *goldap.Entry
+	}{
+		{"no entryUUID", ol, goldap.NewEntry("uid=x,dc=x", map[string][]string{"uid": {"x"}})},
+		{"no objectGUID", ad, goldap.NewEntry("CN=x,DC=x", map[string][]string{"sAMAccountName": {"x"}})},
+		{"short objectGUID", ad, goldap.NewEntry("CN=x,DC=x", map[string][]string{"objectGUID": {"0123456789abcde"}})},
+	}
+	for _, tt := range people {
+		if _, err := tt.c.person(tt.e, nil, time.Now()); !errors.Is(err, directory.ErrIncomplete) {
+			t.Errorf("person with %s: %v, want ErrIncomplete", tt.name, err)
+		}
+		if _, _, err := (&groupGraph{index: map[string]int32{}, in: map[string][]int32{}}).add(tt.c, tt.e); !errors.Is(err, directory.ErrIncomplete) {
+			t.Errorf("group with %s: %v, want ErrIncomplete", tt.name, err)
+		}
+	}
+
+	g := &groupGraph{index: map[string]int32{}, in: map[string][]int32{}}
+	bad := &goldap.Entry{DN: "cn=g,dc=x", Attributes: []*goldap.EntryAttribute{
+		{Name: "entryUUID", Values: uuid["entryUUID"]}, {Name: "member;range=9-3", Values: []string{"uid=a,dc=x"}}}}
+	if _, _, err := g.add(ol, bad); !errors.Is(err, directory.ErrIncomplete) || len(g.groups) != 0 {
+		t.Errorf("group with a backwards member range: %v (%d groups), want ErrIncomplete and no group", err, len(g.groups))
+	}
+	// The same group twice (overlapping bases) is read once.
+	good := goldap.NewEntry("cn=g,dc=x", map[string][]string{"entryUUID": uuid["entryUUID"], "cn": {"g"}, "member": {"uid=a,dc=x"}})
+	for range 2 {
+		if _, next, err := g.add(ol, good); err != nil || next != -1 {
+			t.Fatalf("add = %d, %v", next, err)
+		}
+	}
+	if got := g.closure("UID=A,DC=X"); len(g.groups) != 1 || len(got) != 1 || got[0].id != "6f1c2a9e-4b3d-5a6c-8e7f-0102030405ff" {
+		t.Errorf("after adding g twice: %d groups, a's groups %+v", len(g.groups), got)
+	}
+}

@@ -249,7 +249,7 @@ func (s *session) moreValues(ctx context.Context, dn, attr string, next int) ([]
 		}
 		chunk, n, err := rangeValues(res.Entries[0], attr)
 		if err != nil {
-			return nil, fmt.Errorf("ldap %s: %s of %s: %w", s.c.name, want, dn, err)
+			return nil, fmt.Errorf("ldap %s: %s of %s: %w: %w", s.c.name, want, dn, err, directory.ErrIncomplete)
 		}
 		if n >= 0 && n <= next {
 			return nil, fmt.Errorf("ldap %s: %s of %s: range went back to %d: %w", s.c.name, want, dn, n, directory.ErrIncomplete)
