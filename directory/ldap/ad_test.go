@@ -353,3 +353,29 @@ func TestMalformedEntries(t *testing.T) {
 		t.Errorf("after adding g twice: %d groups, a's groups %+v", len(g.groups), got)
 	}
 }
+
+// TestTombstone: a deleted user's subject is its GUID when the subject
+// attribute is objectGUID, however the configuration spells it, and
+// empty when the attribute is gone with the deletion.
+func TestTombstone(t *testing.T) {
+	t.Parallel()
+	raw := string([]byte{0x9e, 0x2a, 0x1c, 0x6f, 0x3d, 0x4b, 0x6c, 0x5a, 0x8e, 0x7f, 0x01, 0x02, 0x03, 0x04, 0x05, 0xff})
+	const guid = "6f1c2a9e-4b3d-5a6c-8e7f-0102030405ff"
+	e := goldap.NewEntry("CN=x\\0ADEL:"+guid+",CN=Deleted Objects,DC=x", map[string][]string{
+		"objectGUID": {raw}, "sAMAccountName": {"x-1"}, "isDeleted": {"TRUE"}})
+	for _, tt := range []struct{ attr, want string }{
+		{"", guid}, {"objectGUID", guid}, {"objectguid", guid}, {"OBJECTGUID", guid}, {"userPrincipalName", ""},
+	} {
+		cfg := Config{Flavor: ActiveDirectory, SubjectAttribute: tt.attr}
+		c := newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+		p, err := c.tombstone(e)
+		if err != nil || p.ID != guid || p.Subject != tt.want || p.Username != "x-1" || p.Status != directory.Deleted {
+			t.Errorf("subject_attribute %q: tombstone = %+v, %v; want subject %q", tt.attr, p, err, tt.want)
+		}
+	}
+	cfg := Config{Flavor: ActiveDirectory}
+	c := newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+	if _, err := c.tombstone(goldap.NewEntry("CN=y,DC=x", map[string][]string{"sAMAccountName": {"y"}})); err == nil {
+		t.Error("a tombstone without objectGUID was read")
+	}
+}
