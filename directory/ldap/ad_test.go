@@ -2,6 +2,8 @@ package ldap
 
 import (
 	"errors"
+	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/ldap/internal/ldaptest"
 )
 
 func TestGUID(t *testing.T) {
@@ -236,6 +239,11 @@ func TestValidate(t *testing.T) {
 			BindPassword: config.SecretValue("p"), BaseDNs: []string{"ou=people,dc=x"}}
 	}
 	neg := -1
+	certs := t.TempDir()
+	if err := ldaptest.WriteCerts(certs); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(certs, "ca.pem")
 	tests := []struct {
 		name  string
 		edit  func(*Config)
@@ -261,7 +269,23 @@ func TestValidate(t *testing.T) {
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout"},
 		{"negative retries", func(c *Config) { c.Retries = &neg }, "retries"},
 		{"negative page", func(c *Config) { c.PageSize = -1 }, "page_size"},
+		{"largest page", func(c *Config) { c.PageSize = math.MaxInt32 }, ""},
+		// 2^32 would wrap to 0, a request for no entries: a pull of
+		// nobody that looks complete.
+		{"page that wraps", func(c *Config) { c.PageSize = 1 << 32 }, "page_size"},
+		{"page past the INTEGER", func(c *Config) { c.PageSize = math.MaxInt32 + 1 }, "page_size"},
 		{"negative skew", func(c *Config) { c.ClockSkew = -time.Second }, "clock_skew"},
+		{"skew on ad", func(c *Config) { c.Flavor = ActiveDirectory; c.ClockSkew = time.Minute }, "clock_skew"},
+		{"skew on openldap", func(c *Config) { c.ClockSkew = time.Minute }, ""},
+		{"url with fragment", func(c *Config) { c.URL = "ldaps://ldap.example.com#x" }, "url"},
+		{"ca file", func(c *Config) { c.CAFile = ca }, ""},
+		{"ca file without tls", func(c *Config) { c.URL = "ldap://127.0.0.1"; c.CAFile = ca }, "ca_file"},
+		{"server name without tls", func(c *Config) { c.URL = "ldap://127.0.0.1"; c.TLSServerName = "ldap" }, "tls_server_name"},
+		{"server name with starttls", func(c *Config) {
+			c.URL, c.StartTLS, c.TLSServerName = "ldap://10.0.0.1", true, "ldap.example.com"
+		}, ""},
+		{"bind dn not a dn", func(c *Config) { c.BindDN = "sync@example.com" }, "bind_dn"},
+		{"ad bind as upn", func(c *Config) { c.Flavor = ActiveDirectory; c.BindDN = "sync@example.com" }, ""},
 		{"no base", func(c *Config) { c.BaseDNs = nil }, "base_dns"},
 		{"bad base", func(c *Config) { c.BaseDNs = []string{"ou=people,,"} }, "base_dns[0]"},
 		{"empty base", func(c *Config) { c.BaseDNs = []string{""} }, "base_dns[0]"},

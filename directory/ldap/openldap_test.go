@@ -429,7 +429,7 @@ func TestPullReconnectsAndStartsOver(t *testing.T) {
 	srv, base := seeded(t)
 	px := newTestProxy(t, srv.URL, "")
 	cfg := olConfig(srv, base)
-	cfg.URL, cfg.StartTLS = px.url(), false // loopback: plain is allowed
+	cfg.URL, cfg.StartTLS, cfg.CAFile = px.url(), false, "" // loopback: plain is allowed
 	c := open(t, cfg)
 
 	got := map[string]int{}
@@ -465,7 +465,7 @@ func TestPullGivesUpIncomplete(t *testing.T) {
 	srv, base := seeded(t)
 	px := newTestProxy(t, srv.URL, "")
 	cfg := olConfig(srv, base)
-	cfg.URL, cfg.StartTLS = px.url(), false
+	cfg.URL, cfg.StartTLS, cfg.CAFile = px.url(), false, ""
 	one := 1
 	cfg.Retries = &one // the first retry is immediate: no wait in the test
 	c := open(t, cfg)
