@@ -403,3 +403,19 @@ func TestTombstone(t *testing.T) {
 		t.Error("a tombstone without objectGUID was read")
 	}
 }
+
+// TestBackoff: reconnects wait 0, 1s, 2s, ... 30s, and keep waiting 30s
+// however many retries are configured (a plain shift overflowed past
+// retry 35 into a negative wait, which is no wait: a tight reconnect
+// loop against a struggling server).
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for retry, want := range map[int]time.Duration{
+		0: 0, 1: 0, 2: time.Second, 3: 2 * time.Second, 6: 16 * time.Second, 7: 30 * time.Second,
+		35: 30 * time.Second, 36: 30 * time.Second, 66: 30 * time.Second, 1 << 20: 30 * time.Second,
+	} {
+		if got := backoff(retry); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", retry, got, want)
+		}
+	}
+}

@@ -182,10 +182,7 @@ func (c *Connector) run(ctx context.Context, fn func(*session) error) error {
 			return fmt.Errorf("ldap %s: gave up after %d reconnects: %w: %w", c.name, retries, directory.ErrIncomplete, err)
 		}
 		retries++
-		wait := time.Duration(0)
-		if retries > 1 {
-			wait = min(time.Second<<(retries-2), 30*time.Second)
-		}
+		wait := backoff(retries)
 		c.log.Warn("ldap: connection lost or server busy; reconnecting and starting the operation over",
 			"directory", c.name, "retry", retries, "wait", wait, "err", err)
 		if wait > 0 {
@@ -196,6 +193,19 @@ func (c *Connector) run(ctx context.Context, fn func(*session) error) error {
 			}
 		}
 	}
+}
+
+// backoff is the wait before reconnect number retry: none before the
+// first, then 1s, 2s, 4s, 8s, 16s, and 30s from then on. The shift stops
+// there, so a large retries setting cannot overflow it into no wait.
+func backoff(retry int) time.Duration {
+	switch {
+	case retry <= 1:
+		return 0
+	case retry > 6:
+		return 30 * time.Second
+	}
+	return time.Second << (retry - 2)
 }
 
 // take returns the idle session, or a new one.
