@@ -262,18 +262,20 @@ func (c *Connector) Pull(ctx context.Context, fn func(directory.Page) error) err
 			}
 			st.graph = g
 		}
-		for _, base := range c.cfg.BaseDNs {
-			req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
-				c.serverScope, c.userAttrs(), nil)
-			err := s.paged(ctx, "users", req, func(es []*goldap.Entry) error {
-				return st.deliver(c, es)
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return c.eachUser(ctx, s, c.serverScope, func(es []*goldap.Entry) error { return st.deliver(c, es) })
 	})
+}
+
+// eachUser runs filter under every base DN, page by page.
+func (c *Connector) eachUser(ctx context.Context, s *session, filter string, page func([]*goldap.Entry) error) error {
+	for _, base := range c.cfg.BaseDNs {
+		req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
+			filter, c.userAttrs(), nil)
+		if err := s.paged(ctx, "users", req, page); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // listing is one pull's or delta's state across reconnects.
@@ -413,16 +415,12 @@ func (c *Connector) Delta(ctx context.Context, token string, fn func(directory.P
 // delivers the people.
 func (c *Connector) listPeople(ctx context.Context, s *session, d *deliveries, filter string, seen func(*goldap.Entry)) error {
 	var entries []*goldap.Entry
-	for _, base := range c.cfg.BaseDNs {
-		req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
-			filter, c.userAttrs(), nil)
-		err := s.paged(ctx, "users", req, func(es []*goldap.Entry) error {
-			entries = append(entries, es...)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	err := c.eachUser(ctx, s, filter, func(es []*goldap.Entry) error {
+		entries = append(entries, es...)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(entries) == 0 {
 		return nil
