@@ -108,23 +108,28 @@ func TestRangeValues(t *testing.T) {
 	tests := []struct {
 		name  string
 		e     *goldap.Entry
+		from  int
 		vals  int
 		next  int
 		isErr bool
 	}{
-		{"plain", entry(a("member", "a", "b")), 2, -1, false},
-		{"absent", entry(a("cn", "g")), 0, -1, false},
+		{"plain", entry(a("member", "a", "b")), 0, 2, -1, false},
+		{"absent", entry(a("cn", "g")), 0, 0, -1, false},
 		// AD: the plain attribute empty, the first chunk ranged.
-		{"first chunk", entry(a("member"), a("member;range=0-1499", make([]string, 1500)...)), 1500, 1500, false},
-		{"middle chunk", entry(a("Member;Range=1500-2999", make([]string, 1500)...)), 1500, 3000, false},
-		{"last chunk", entry(a("member;range=3000-*", "x")), 1, -1, false},
-		{"other options", entry(a("member;binary;range=0-1", "x", "y")), 2, 2, false},
-		{"other attribute", entry(a("memberOf;range=0-1", "x", "y")), 0, -1, false},
-		{"bad range", entry(a("member;range=5-2", "x")), 0, 0, true},
-		{"bad low", entry(a("member;range=x-2", "x")), 0, 0, true},
+		{"first chunk", entry(a("member"), a("member;range=0-1499", make([]string, 1500)...)), 0, 1500, 1500, false},
+		{"middle chunk", entry(a("Member;Range=1500-2999", make([]string, 1500)...)), 1500, 1500, 3000, false},
+		{"last chunk", entry(a("member;range=3000-*", "x")), 3000, 1, -1, false},
+		{"other options", entry(a("member;binary;range=0-1", "x", "y")), 0, 2, 2, false},
+		{"other attribute", entry(a("memberOf;range=0-1", "x", "y")), 0, 0, -1, false},
+		{"bad range", entry(a("member;range=5-2", "x")), 5, 0, 0, true},
+		{"bad low", entry(a("member;range=x-2", "x")), 0, 0, 0, true},
+		// A chunk that skips values (or goes back) would lose members.
+		{"gap", entry(a("member;range=1500-*", "x")), 0, 0, 0, true},
+		{"gap before the end", entry(a("member;range=3000-4499", "x")), 1500, 0, 0, true},
+		{"overlap", entry(a("member;range=1000-*", "x")), 1500, 0, 0, true},
 	}
 	for _, tt := range tests {
-		vals, next, err := rangeValues(tt.e, "member")
+		vals, next, err := rangeValues(tt.e, "member", tt.from)
 		if len(vals) != tt.vals || next != tt.next || (err != nil) != tt.isErr {
 			t.Errorf("%s: %d values, next %d, err %v; want %d, %d, err %v", tt.name, len(vals), next, err, tt.vals, tt.next, tt.isErr)
 		}

@@ -55,7 +55,7 @@ func (g *groupGraph) add(c *Connector, e *goldap.Entry) (idx int32, next int, er
 	if _, dup := g.index[gr.key]; dup { // overlapping group bases
 		return 0, -1, nil
 	}
-	members, next, err := rangeValues(e, memberAttr)
+	members, next, err := rangeValues(e, memberAttr, 0)
 	if err != nil {
 		return 0, -1, fmt.Errorf("ldap %s: group %s: %w: %w", c.name, e.DN, err, directory.ErrIncomplete)
 	}
