@@ -211,18 +211,11 @@ func (c *Connector) adDelta(ctx context.Context, token string, fn func(directory
 		return s.paged(ctx, "users", req, func(es []*goldap.Entry) error {
 			var page directory.Page
 			for _, e := range es {
-				id, err := guidString(rawVal(e, attrObjectGUID))
+				p, err := c.tombstone(e)
 				if err != nil {
-					return fmt.Errorf("ldap %s: deleted entry %s: %w", c.name, e.DN, err)
+					return err
 				}
-				// Tombstones keep objectGUID and sAMAccountName; most
-				// other attributes (userPrincipalName, mail) are gone.
-				subject := id
-				if c.cfg.SubjectAttribute != attrObjectGUID {
-					subject = val(e, c.cfg.SubjectAttribute)
-				}
-				page.People = append(page.People, directory.Person{ID: id, Subject: subject,
-					Username: val(e, "sAMAccountName"), Status: directory.Deleted})
+				page.People = append(page.People, p)
 			}
 			return d.deliver("deleted", page)
 		})
@@ -231,4 +224,16 @@ func (c *Connector) adDelta(ctx context.Context, token string, fn func(directory
 		return "", err
 	}
 	return next, nil
+}
+
+// tombstone reads a deleted user. Tombstones keep objectGUID and
+// sAMAccountName; most other attributes (userPrincipalName, mail) are
+// gone, so the subject is empty unless it is the GUID.
+func (c *Connector) tombstone(e *goldap.Entry) (directory.Person, error) {
+	id, err := guidString(rawVal(e, attrObjectGUID))
+	if err != nil {
+		return directory.Person{}, fmt.Errorf("ldap %s: deleted entry %s: %w", c.name, e.DN, err)
+	}
+	return directory.Person{ID: id, Subject: c.subject(e, id), Username: val(e, "sAMAccountName"),
+		Status: directory.Deleted}, nil
 }

@@ -3,6 +3,7 @@ package ldap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -12,62 +13,26 @@ import (
 	"github.com/usherhq/usher/directory/ldap/sambatest"
 )
 
-// adSeed is the AD tree (N makes sAMAccountNames unique in the domain):
-// alice in devs, which is nested in eng; bob in eng; carol disabled;
-// erin expired (accountExpires 2001); frank in no group; dave outside
-// the base.
-const adSeed = `
-dn: OU=Others,BASE
-objectClass: organizationalUnit
+// adPeople is the AD tree's people: alice in devs, which is nested in
+// eng; bob in eng; carol disabled; erin expired (accountExpires 2001);
+// frank in no group; dave outside the base. Their sAMAccountNames carry
+// the subtree's number, for they are unique in the whole domain.
+var adPeople = []struct {
+	cn, ou, name string
+	status       directory.Status
+	extra        string
+}{
+	{"Alice Able", "People", "alice", directory.Active,
+		"givenName: Alice\nsn: Able\ndisplayName: Alice A.\nmail: alice-N@example.test\ndepartment: R&D\n"},
+	{"Bob Baker", "People", "bob", directory.Active, ""},
+	{"Carol Cole", "People", "carol", directory.Disabled, ""},
+	{"Erin Eve", "People", "erin", directory.Active, "accountExpires: 126227808000000000\n"},
+	{"Frank Fox", "People", "frank", directory.Active, ""},
+	{"Dave Dunn", "Others", "dave", directory.Active, ""},
+}
 
-dn: CN=Alice Able,OU=People,BASE
-objectClass: user
-sAMAccountName: alice-N
-userPrincipalName: alice-N@example.test
-givenName: Alice
-sn: Able
-displayName: Alice A.
-mail: alice-N@example.test
-department: R&D
-password: x
-userAccountControl: 512
-
-dn: CN=Bob Baker,OU=People,BASE
-objectClass: user
-sAMAccountName: bob-N
-userPrincipalName: bob-N@example.test
-password: x
-userAccountControl: 512
-
-dn: CN=Carol Cole,OU=People,BASE
-objectClass: user
-sAMAccountName: carol-N
-userPrincipalName: carol-N@example.test
-password: x
-userAccountControl: 514
-
-dn: CN=Erin Eve,OU=People,BASE
-objectClass: user
-sAMAccountName: erin-N
-userPrincipalName: erin-N@example.test
-password: x
-userAccountControl: 512
-accountExpires: 126227808000000000
-
-dn: CN=Frank Fox,OU=People,BASE
-objectClass: user
-sAMAccountName: frank-N
-userPrincipalName: frank-N@example.test
-password: x
-userAccountControl: 512
-
-dn: CN=Dave Dunn,OU=Others,BASE
-objectClass: user
-sAMAccountName: dave-N
-userPrincipalName: dave-N@example.test
-password: x
-userAccountControl: 512
-
+// adGroups are its groups, after the people they list.
+const adGroups = `
 dn: CN=devs-N,OU=Groups,BASE
 objectClass: group
 sAMAccountName: devs-N
@@ -80,11 +45,31 @@ member: CN=devs-N,OU=Groups,BASE
 member: CN=Bob Baker,OU=People,BASE
 `
 
+// adUser is a user entry: enabled unless status is Disabled, with a
+// password (Samba will not enable an account without one) and the
+// userPrincipalName sam@example.test; extra lines follow.
+func adUser(dn, sam string, status directory.Status, extra string) string {
+	return fmt.Sprintf("dn: %s\nobjectClass: user\nsAMAccountName: %s\nuserPrincipalName: %s@example.test\n"+
+		"password: x\nuserAccountControl: %s\n%s", dn, sam, sam, adUAC(status), extra)
+}
+
+// adUAC is the userAccountControl of a normal account, disabled or not.
+func adUAC(s directory.Status) string {
+	if s == directory.Disabled {
+		return "514"
+	}
+	return "512"
+}
+
 func adSeeded(t *testing.T) (*sambatest.Server, string, string) {
 	t.Helper()
 	srv := samba.Server(t)
 	base, n := srv.Subtree(t)
-	srv.Seed(t, strings.NewReplacer("BASE", base, "-N", "-"+n).Replace(adSeed))
+	ldif := "dn: OU=Others,BASE\nobjectClass: organizationalUnit\n\n"
+	for _, p := range adPeople {
+		ldif += adUser("CN="+p.cn+",OU="+p.ou+",BASE", p.name+"-N", p.status, p.extra) + "\n"
+	}
+	srv.Seed(t, strings.NewReplacer("BASE", base, "-N", "-"+n).Replace(ldif+adGroups))
 	return srv, base, n
 }
 

@@ -2,6 +2,8 @@ package ldap
 
 import (
 	"errors"
+	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/ldap/internal/ldaptest"
 )
 
 func TestGUID(t *testing.T) {
@@ -105,23 +108,28 @@ func TestRangeValues(t *testing.T) {
 	tests := []struct {
 		name  string
 		e     *goldap.Entry
+		from  int
 		vals  int
 		next  int
 		isErr bool
 	}{
-		{"plain", entry(a("member", "a", "b")), 2, -1, false},
-		{"absent", entry(a("cn", "g")), 0, -1, false},
+		{"plain", entry(a("member", "a", "b")), 0, 2, -1, false},
+		{"absent", entry(a("cn", "g")), 0, 0, -1, false},
 		// AD: the plain attribute empty, the first chunk ranged.
-		{"first chunk", entry(a("member"), a("member;range=0-1499", make([]string, 1500)...)), 1500, 1500, false},
-		{"middle chunk", entry(a("Member;Range=1500-2999", make([]string, 1500)...)), 1500, 3000, false},
-		{"last chunk", entry(a("member;range=3000-*", "x")), 1, -1, false},
-		{"other options", entry(a("member;binary;range=0-1", "x", "y")), 2, 2, false},
-		{"other attribute", entry(a("memberOf;range=0-1", "x", "y")), 0, -1, false},
-		{"bad range", entry(a("member;range=5-2", "x")), 0, 0, true},
-		{"bad low", entry(a("member;range=x-2", "x")), 0, 0, true},
+		{"first chunk", entry(a("member"), a("member;range=0-1499", make([]string, 1500)...)), 0, 1500, 1500, false},
+		{"middle chunk", entry(a("Member;Range=1500-2999", make([]string, 1500)...)), 1500, 1500, 3000, false},
+		{"last chunk", entry(a("member;range=3000-*", "x")), 3000, 1, -1, false},
+		{"other options", entry(a("member;binary;range=0-1", "x", "y")), 0, 2, 2, false},
+		{"other attribute", entry(a("memberOf;range=0-1", "x", "y")), 0, 0, -1, false},
+		{"bad range", entry(a("member;range=5-2", "x")), 5, 0, 0, true},
+		{"bad low", entry(a("member;range=x-2", "x")), 0, 0, 0, true},
+		// A chunk that skips values (or goes back) would lose members.
+		{"gap", entry(a("member;range=1500-*", "x")), 0, 0, 0, true},
+		{"gap before the end", entry(a("member;range=3000-4499", "x")), 1500, 0, 0, true},
+		{"overlap", entry(a("member;range=1000-*", "x")), 1500, 0, 0, true},
 	}
 	for _, tt := range tests {
-		vals, next, err := rangeValues(tt.e, "member")
+		vals, next, err := rangeValues(tt.e, "member", tt.from)
 		if len(vals) != tt.vals || next != tt.next || (err != nil) != tt.isErr {
 			t.Errorf("%s: %d values, next %d, err %v; want %d, %d, err %v", tt.name, len(vals), next, err, tt.vals, tt.next, tt.isErr)
 		}
@@ -236,6 +244,11 @@ func TestValidate(t *testing.T) {
 			BindPassword: config.SecretValue("p"), BaseDNs: []string{"ou=people,dc=x"}}
 	}
 	neg := -1
+	certs := t.TempDir()
+	if err := ldaptest.WriteCerts(certs); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(certs, "ca.pem")
 	tests := []struct {
 		name  string
 		edit  func(*Config)
@@ -261,7 +274,23 @@ func TestValidate(t *testing.T) {
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout"},
 		{"negative retries", func(c *Config) { c.Retries = &neg }, "retries"},
 		{"negative page", func(c *Config) { c.PageSize = -1 }, "page_size"},
+		{"largest page", func(c *Config) { c.PageSize = math.MaxInt32 }, ""},
+		// 2^32 would wrap to 0, a request for no entries: a pull of
+		// nobody that looks complete.
+		{"page that wraps", func(c *Config) { c.PageSize = 1 << 32 }, "page_size"},
+		{"page past the INTEGER", func(c *Config) { c.PageSize = math.MaxInt32 + 1 }, "page_size"},
 		{"negative skew", func(c *Config) { c.ClockSkew = -time.Second }, "clock_skew"},
+		{"skew on ad", func(c *Config) { c.Flavor = ActiveDirectory; c.ClockSkew = time.Minute }, "clock_skew"},
+		{"skew on openldap", func(c *Config) { c.ClockSkew = time.Minute }, ""},
+		{"url with fragment", func(c *Config) { c.URL = "ldaps://ldap.example.com#x" }, "url"},
+		{"ca file", func(c *Config) { c.CAFile = ca }, ""},
+		{"ca file without tls", func(c *Config) { c.URL = "ldap://127.0.0.1"; c.CAFile = ca }, "ca_file"},
+		{"server name without tls", func(c *Config) { c.URL = "ldap://127.0.0.1"; c.TLSServerName = "ldap" }, "tls_server_name"},
+		{"server name with starttls", func(c *Config) {
+			c.URL, c.StartTLS, c.TLSServerName = "ldap://10.0.0.1", true, "ldap.example.com"
+		}, ""},
+		{"bind dn not a dn", func(c *Config) { c.BindDN = "sync@example.com" }, "bind_dn"},
+		{"ad bind as upn", func(c *Config) { c.Flavor = ActiveDirectory; c.BindDN = "sync@example.com" }, ""},
 		{"no base", func(c *Config) { c.BaseDNs = nil }, "base_dns"},
 		{"bad base", func(c *Config) { c.BaseDNs = []string{"ou=people,,"} }, "base_dns[0]"},
 		{"empty base", func(c *Config) { c.BaseDNs = []string{""} }, "base_dns[0]"},
@@ -302,6 +331,96 @@ func TestValidate(t *testing.T) {
 		}
 		if _, err := cfg.Open("d", "i", directory.Deps{}); err == nil {
 			t.Errorf("%s: Open accepted an invalid config", tt.name)
+		}
+	}
+}
+
+// TestMalformedEntries: an entry the connector cannot read (no ID, an ID
+// of the wrong size, a member range that makes no sense) fails the
+// listing as incomplete; it is never dropped, where a person would look
+// like a leaver and a group's members would lose it.
+func TestMalformedEntries(t *testing.T) {
+	t.Parallel()
+	connector := func(flavor string) *Connector {
+		cfg := Config{Flavor: flavor, BaseDNs: []string{"dc=x"}}
+		return newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+	}
+	ol, ad := connector(OpenLDAP), connector(ActiveDirectory)
+	uuid := map[string][]string{"entryUUID": {"6F1C2A9E-4B3D-5A6C-8E7F-0102030405FF"}, "cn": {"g"}}
+	people := []struct {
+		name string
+		c    *Connector
+		e    *goldap.Entry
+	}{
+		{"no entryUUID", ol, goldap.NewEntry("uid=x,dc=x", map[string][]string{"uid": {"x"}})},
+		{"no objectGUID", ad, goldap.NewEntry("CN=x,DC=x", map[string][]string{"sAMAccountName": {"x"}})},
+		{"short objectGUID", ad, goldap.NewEntry("CN=x,DC=x", map[string][]string{"objectGUID": {"0123456789abcde"}})},
+	}
+	for _, tt := range people {
+		if _, err := tt.c.person(tt.e, nil, time.Now()); !errors.Is(err, directory.ErrIncomplete) {
+			t.Errorf("person with %s: %v, want ErrIncomplete", tt.name, err)
+		}
+		if _, _, err := (&groupGraph{index: map[string]int32{}, in: map[string][]int32{}}).add(tt.c, tt.e); !errors.Is(err, directory.ErrIncomplete) {
+			t.Errorf("group with %s: %v, want ErrIncomplete", tt.name, err)
+		}
+	}
+
+	g := &groupGraph{index: map[string]int32{}, in: map[string][]int32{}}
+	bad := &goldap.Entry{DN: "cn=g,dc=x", Attributes: []*goldap.EntryAttribute{
+		{Name: "entryUUID", Values: uuid["entryUUID"]}, {Name: "member;range=9-3", Values: []string{"uid=a,dc=x"}}}}
+	if _, _, err := g.add(ol, bad); !errors.Is(err, directory.ErrIncomplete) || len(g.groups) != 0 {
+		t.Errorf("group with a backwards member range: %v (%d groups), want ErrIncomplete and no group", err, len(g.groups))
+	}
+	// The same group twice (overlapping bases) is read once.
+	good := goldap.NewEntry("cn=g,dc=x", map[string][]string{"entryUUID": uuid["entryUUID"], "cn": {"g"}, "member": {"uid=a,dc=x"}})
+	for range 2 {
+		if _, next, err := g.add(ol, good); err != nil || next != -1 {
+			t.Fatalf("add = %d, %v", next, err)
+		}
+	}
+	if got := g.closure("UID=A,DC=X"); len(g.groups) != 1 || len(got) != 1 || got[0].id != "6f1c2a9e-4b3d-5a6c-8e7f-0102030405ff" {
+		t.Errorf("after adding g twice: %d groups, a's groups %+v", len(g.groups), got)
+	}
+}
+
+// TestTombstone: a deleted user's subject is its GUID when the subject
+// attribute is objectGUID, however the configuration spells it, and
+// empty when the attribute is gone with the deletion.
+func TestTombstone(t *testing.T) {
+	t.Parallel()
+	raw := string([]byte{0x9e, 0x2a, 0x1c, 0x6f, 0x3d, 0x4b, 0x6c, 0x5a, 0x8e, 0x7f, 0x01, 0x02, 0x03, 0x04, 0x05, 0xff})
+	const guid = "6f1c2a9e-4b3d-5a6c-8e7f-0102030405ff"
+	e := goldap.NewEntry("CN=x\\0ADEL:"+guid+",CN=Deleted Objects,DC=x", map[string][]string{
+		"objectGUID": {raw}, "sAMAccountName": {"x-1"}, "isDeleted": {"TRUE"}})
+	for _, tt := range []struct{ attr, want string }{
+		{"", guid}, {"objectGUID", guid}, {"objectguid", guid}, {"OBJECTGUID", guid}, {"userPrincipalName", ""},
+	} {
+		cfg := Config{Flavor: ActiveDirectory, SubjectAttribute: tt.attr}
+		c := newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+		p, err := c.tombstone(e)
+		if err != nil || p.ID != guid || p.Subject != tt.want || p.Username != "x-1" || p.Status != directory.Deleted {
+			t.Errorf("subject_attribute %q: tombstone = %+v, %v; want subject %q", tt.attr, p, err, tt.want)
+		}
+	}
+	cfg := Config{Flavor: ActiveDirectory}
+	c := newConnector("d", "i", cfg.withDefaults(), nil, nil, directory.Deps{})
+	if _, err := c.tombstone(goldap.NewEntry("CN=y,DC=x", map[string][]string{"sAMAccountName": {"y"}})); err == nil {
+		t.Error("a tombstone without objectGUID was read")
+	}
+}
+
+// TestBackoff: reconnects wait 0, 1s, 2s, ... 30s, and keep waiting 30s
+// however many retries are configured (a plain shift overflowed past
+// retry 35 into a negative wait, which is no wait: a tight reconnect
+// loop against a struggling server).
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for retry, want := range map[int]time.Duration{
+		0: 0, 1: 0, 2: time.Second, 3: 2 * time.Second, 6: 16 * time.Second, 7: 30 * time.Second,
+		35: 30 * time.Second, 36: 30 * time.Second, 66: 30 * time.Second, 1 << 20: 30 * time.Second,
+	} {
+		if got := backoff(retry); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", retry, got, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -46,7 +47,8 @@ type Config struct {
 	// StartTLS upgrades an ldap:// connection before binding.
 	StartTLS bool `yaml:"start_tls"`
 	// CAFile is a PEM bundle of the CAs that may sign the server's
-	// certificate; default the system's roots.
+	// certificate; default the system's roots. Refused without TLS, like
+	// TLSServerName.
 	CAFile string `yaml:"ca_file"`
 	// TLSServerName is the name checked against the certificate; default
 	// the URL's host.
@@ -56,7 +58,7 @@ type Config struct {
 	// logs a warning every time.
 	InsecurePlaintext bool `yaml:"insecure_plaintext"`
 	// BindDN and BindPassword are the sync account (simple bind). AD
-	// also takes user@domain as BindDN. A read-only account suffices; on
+	// also takes user@domain as BindDN; OpenLDAP wants a DN. A read-only account suffices; on
 	// OpenLDAP give it `limits ... size.prtotal=unlimited`.
 	BindDN       string        `yaml:"bind_dn"`
 	BindPassword config.Secret `yaml:"bind_password"`
@@ -68,8 +70,9 @@ type Config struct {
 	// search restarts from its first page each time (the cookie belongs
 	// to the dead connection). Default 3.
 	Retries *int `yaml:"retries"`
-	// PageSize is the RFC 2696 page size. Default 500 (OpenLDAP's
-	// default size limit; AD caps pages at MaxPageSize, 1000).
+	// PageSize is the RFC 2696 page size, at most 2147483647. Default
+	// 500 (OpenLDAP's default size limit; AD caps pages at its own
+	// MaxPageSize, 1000).
 	PageSize int `yaml:"page_size"`
 
 	// BaseDNs are where people are searched (subtree). Required.
@@ -108,6 +111,7 @@ type Config struct {
 	Disabled *Disabled `yaml:"disabled"`
 	// ClockSkew is how far back an OpenLDAP delta starts before usher's
 	// clock, to cover the server's clock being behind; default 5m.
+	// OpenLDAP only.
 	ClockSkew time.Duration `yaml:"clock_skew"`
 }
 
@@ -132,6 +136,7 @@ const (
 	defaultTimeout   = 30 * time.Second
 	defaultRetries   = 3
 	defaultPageSize  = 500
+	maxPageSize      = math.MaxInt32
 	defaultClockSkew = 5 * time.Minute
 )
 
@@ -155,16 +160,23 @@ func (c *Config) Validate() []error {
 		bad("url", "required")
 	} else if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Hostname() == "" {
 		bad("url", "want ldaps://host[:port] or ldap://host[:port]")
-	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		bad("url", "want only scheme, host and port; the base DNs go in base_dns")
 	} else {
+		tls := u.Scheme == "ldaps" || c.StartTLS
 		switch {
 		case u.Scheme == "ldaps" && c.StartTLS:
 			bad("start_tls", "ldaps:// is already TLS; drop start_tls or use ldap://")
-		case c.InsecurePlaintext && (u.Scheme == "ldaps" || c.StartTLS):
+		case c.InsecurePlaintext && tls:
 			bad("insecure_plaintext", "has no effect with TLS; remove it")
-		case u.Scheme == "ldap" && !c.StartTLS && !c.InsecurePlaintext && !isLoopback(u.Hostname()):
+		case !tls && !c.InsecurePlaintext && !isLoopback(u.Hostname()):
 			bad("url", "ldap:// without start_tls sends the bind password in clear; use ldaps://, start_tls: true, or insecure_plaintext: true")
+		}
+		if !tls && c.CAFile != "" {
+			bad("ca_file", "has no effect without TLS (ldaps:// or start_tls: true); remove it")
+		}
+		if !tls && c.TLSServerName != "" {
+			bad("tls_server_name", "has no effect without TLS (ldaps:// or start_tls: true); remove it")
 		}
 	}
 	if c.CAFile != "" {
@@ -174,6 +186,8 @@ func (c *Config) Validate() []error {
 	}
 	if c.BindDN == "" {
 		bad("bind_dn", "required (anonymous binds are refused)")
+	} else if _, err := goldap.ParseDN(c.BindDN); err != nil && c.Flavor == OpenLDAP {
+		bad("bind_dn", "not a DN: %q (only Active Directory also takes user@domain)", c.BindDN)
 	}
 	if c.BindPassword.IsZero() {
 		bad("bind_password", "required: an empty password is an unauthenticated bind that \"succeeds\"")
@@ -184,11 +198,15 @@ func (c *Config) Validate() []error {
 	if c.Retries != nil && *c.Retries < 0 {
 		bad("retries", "must not be negative")
 	}
-	if c.PageSize < 0 {
-		bad("page_size", "must not be negative")
+	if c.PageSize < 0 || c.PageSize > maxPageSize {
+		// RFC 2696's size is an LDAP INTEGER; beyond it the value
+		// would wrap, and a size of 0 asks the server for no entries.
+		bad("page_size", "want 0 (the default) to %d", maxPageSize)
 	}
 	if c.ClockSkew < 0 {
 		bad("clock_skew", "must not be negative")
+	} else if c.ClockSkew != 0 && c.Flavor == ActiveDirectory {
+		bad("clock_skew", "only for openldap: Active Directory's delta counts USNs, not time")
 	}
 	if len(c.BaseDNs) == 0 {
 		bad("base_dns", "name at least one base DN")

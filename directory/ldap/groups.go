@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/usherhq/usher/directory"
 )
 
 // memberAttr holds a group's members as DNs (groupOfNames, AD group).
@@ -14,10 +16,19 @@ const memberAttr = "member"
 
 // group is one group as people's group lists name it.
 type group struct {
-	dn   string // as the server wrote it
 	key  string // normalised DN
 	name string
 	id   string
+}
+
+// groupOf reads a group entry. A group without an ID fails the listing,
+// like a person without one: left out, its members would lose it.
+func (c *Connector) groupOf(e *goldap.Entry) (group, error) {
+	id, err := c.entryID(e)
+	if err != nil {
+		return group{}, fmt.Errorf("ldap %s: group %s: %w: %w", c.name, e.DN, err, directory.ErrIncomplete)
+	}
+	return group{key: normDN(e.DN), name: val(e, c.cfg.GroupNameAttribute), id: id}, nil
 }
 
 // groupGraph is every group under the group bases with its direct
@@ -26,44 +37,55 @@ type group struct {
 // on OpenLDAP with or without the memberof/dynlist overlays.
 type groupGraph struct {
 	groups []group
+	// index finds a group by its normalised DN.
+	index map[string]int32
 	// in maps a normalised member DN (person or group) to the groups that
 	// list it directly.
 	in map[string][]int32
+}
+
+// add adds a group entry and the members it holds, once however many
+// group bases list it. next is where AD's range retrieval goes on
+// (rangeValues), or -1 when the entry held every member.
+func (g *groupGraph) add(c *Connector, e *goldap.Entry) (idx int32, next int, err error) {
+	gr, err := c.groupOf(e)
+	if err != nil {
+		return 0, -1, err
+	}
+	if _, dup := g.index[gr.key]; dup { // overlapping group bases
+		return 0, -1, nil
+	}
+	members, next, err := rangeValues(e, memberAttr, 0)
+	if err != nil {
+		return 0, -1, fmt.Errorf("ldap %s: group %s: %w: %w", c.name, e.DN, err, directory.ErrIncomplete)
+	}
+	idx = int32(len(g.groups))
+	g.groups = append(g.groups, gr)
+	g.index[gr.key] = idx
+	g.addMembers(idx, members)
+	return idx, next, nil
 }
 
 // readGroups reads the graph: every group's member list in full (AD range
 // retrieval included, §7.2 rule 7), or an error.
 func (s *session) readGroups(ctx context.Context) (*groupGraph, error) {
 	c := s.c
-	g := &groupGraph{in: map[string][]int32{}}
+	g := &groupGraph{index: map[string]int32{}, in: map[string][]int32{}}
 	type pending struct {
 		idx  int32
 		dn   string
 		next int
 	}
 	var more []pending
-	seen := map[string]bool{}
 	for _, base := range c.cfg.GroupBaseDNs {
 		req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
 			c.cfg.GroupFilter, []string{c.cfg.GroupNameAttribute, c.idAttr(), memberAttr}, nil)
 		err := s.paged(ctx, "groups", req, func(es []*goldap.Entry) error {
 			for _, e := range es {
-				key := normDN(e.DN)
-				if seen[key] { // overlapping group bases
-					continue
-				}
-				seen[key] = true
-				id, err := c.entryID(e)
+				idx, next, err := g.add(c, e)
 				if err != nil {
-					return fmt.Errorf("ldap %s: group %s: %w", c.name, e.DN, err)
+					return err
 				}
-				idx := int32(len(g.groups))
-				g.groups = append(g.groups, group{dn: e.DN, key: key, name: val(e, c.cfg.GroupNameAttribute), id: id})
-				vals, next, err := rangeValues(e, memberAttr)
-				if err != nil {
-					return fmt.Errorf("ldap %s: group %s: %w", c.name, e.DN, err)
-				}
-				g.addMembers(idx, vals)
 				if next >= 0 {
 					// The rest after the paged search: its cookie is
 					// only good for the next page request.
@@ -138,16 +160,15 @@ func (s *session) groupsOf(ctx context.Context, dn string) ([]group, error) {
 				filter, []string{c.cfg.GroupNameAttribute, c.idAttr()}, nil)
 			err := s.paged(ctx, "groups", req, func(es []*goldap.Entry) error {
 				for _, e := range es {
-					key := normDN(e.DN)
-					if seen[key] {
+					gr, err := c.groupOf(e)
+					if err != nil {
+						return err
+					}
+					if seen[gr.key] {
 						continue
 					}
-					seen[key] = true
-					id, err := c.entryID(e)
-					if err != nil {
-						return fmt.Errorf("ldap %s: group %s: %w", c.name, e.DN, err)
-					}
-					out = append(out, group{dn: e.DN, key: key, name: val(e, c.cfg.GroupNameAttribute), id: id})
+					seen[gr.key] = true
+					out = append(out, gr)
 					found = append(found, e.DN)
 				}
 				return nil

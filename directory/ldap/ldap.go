@@ -182,10 +182,7 @@ func (c *Connector) run(ctx context.Context, fn func(*session) error) error {
 			return fmt.Errorf("ldap %s: gave up after %d reconnects: %w: %w", c.name, retries, directory.ErrIncomplete, err)
 		}
 		retries++
-		wait := time.Duration(0)
-		if retries > 1 {
-			wait = min(time.Second<<(retries-2), 30*time.Second)
-		}
+		wait := backoff(retries)
 		c.log.Warn("ldap: connection lost or server busy; reconnecting and starting the operation over",
 			"directory", c.name, "retry", retries, "wait", wait, "err", err)
 		if wait > 0 {
@@ -196,6 +193,19 @@ func (c *Connector) run(ctx context.Context, fn func(*session) error) error {
 			}
 		}
 	}
+}
+
+// backoff is the wait before reconnect number retry: none before the
+// first, then 1s, 2s, 4s, 8s, 16s, and 30s from then on. The shift stops
+// there, so a large retries setting cannot overflow it into no wait.
+func backoff(retry int) time.Duration {
+	switch {
+	case retry <= 1:
+		return 0
+	case retry > 6:
+		return 30 * time.Second
+	}
+	return time.Second << (retry - 2)
 }
 
 // take returns the idle session, or a new one.
@@ -252,18 +262,20 @@ func (c *Connector) Pull(ctx context.Context, fn func(directory.Page) error) err
 			}
 			st.graph = g
 		}
-		for _, base := range c.cfg.BaseDNs {
-			req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
-				c.serverScope, c.userAttrs(), nil)
-			err := s.paged(ctx, "users", req, func(es []*goldap.Entry) error {
-				return st.deliver(c, es)
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return c.eachUser(ctx, s, c.serverScope, func(es []*goldap.Entry) error { return st.deliver(c, es) })
 	})
+}
+
+// eachUser runs filter under every base DN, page by page.
+func (c *Connector) eachUser(ctx context.Context, s *session, filter string, page func([]*goldap.Entry) error) error {
+	for _, base := range c.cfg.BaseDNs {
+		req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
+			filter, c.userAttrs(), nil)
+		if err := s.paged(ctx, "users", req, page); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // listing is one pull's or delta's state across reconnects.
@@ -403,16 +415,12 @@ func (c *Connector) Delta(ctx context.Context, token string, fn func(directory.P
 // delivers the people.
 func (c *Connector) listPeople(ctx context.Context, s *session, d *deliveries, filter string, seen func(*goldap.Entry)) error {
 	var entries []*goldap.Entry
-	for _, base := range c.cfg.BaseDNs {
-		req := goldap.NewSearchRequest(base, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0, false,
-			filter, c.userAttrs(), nil)
-		err := s.paged(ctx, "users", req, func(es []*goldap.Entry) error {
-			entries = append(entries, es...)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	err := c.eachUser(ctx, s, filter, func(es []*goldap.Entry) error {
+		entries = append(entries, es...)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(entries) == 0 {
 		return nil

@@ -3,7 +3,6 @@ package ldap
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -14,17 +13,21 @@ import (
 
 	"github.com/usherhq/usher/config"
 	"github.com/usherhq/usher/directory"
+	"github.com/usherhq/usher/directory/ldap/internal/ldaptest"
 	"github.com/usherhq/usher/directory/ldap/sambatest"
 	"github.com/usherhq/usher/directory/ldap/slapdtest"
 )
 
+// One server of each kind for the package, started by the first test
+// that asks.
 var (
 	slapd = slapdtest.NewShared(slapdtest.Options{})
-	samba sambatest.Shared
+	samba = sambatest.NewShared()
 )
 
 func TestMain(m *testing.M) {
-	code := slapd.Main(m)
+	code := m.Run()
+	slapd.Stop()
 	samba.Stop()
 	os.Exit(code)
 }
@@ -269,12 +272,9 @@ func TestPullDynlist(t *testing.T) {
 	// A second server with memberOf computed by dynlist: the connector
 	// reads member lists, so it sees the same groups either way.
 	t.Parallel()
-	if !slapd.Running() {
-		slapd.Server(t)
-	}
 	srv, err := slapdtest.Start(slapdtest.Options{Dynlist: true})
 	if err != nil {
-		t.Fatal(err)
+		ldaptest.SkipUnavailable(t, err)
 	}
 	t.Cleanup(srv.Stop)
 	base := srv.Subtree(t)
@@ -424,71 +424,12 @@ func TestPullCancelled(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to the server and can drop every connection.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	refuse bool
-	dials  int
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: strings.TrimPrefix(target, "ldap://")}
-	t.Cleanup(func() { ln.Close(); p.drop(false) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.dials++
-			if p.refuse {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *proxy) url() string { return "ldap://" + p.ln.Addr().String() }
-
-// drop closes every open connection; refuse makes later ones close at
-// once, as a server that is down.
-func (p *proxy) drop(refuse bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.refuse = refuse
-}
-
 func TestPullReconnectsAndStartsOver(t *testing.T) {
 	t.Parallel()
 	srv, base := seeded(t)
-	px := newProxy(t, srv.URL)
+	px := newTestProxy(t, srv.URL, "")
 	cfg := olConfig(srv, base)
-	cfg.URL, cfg.StartTLS = px.url(), false // loopback: plain is allowed
+	cfg.URL, cfg.StartTLS, cfg.CAFile = px.url(), false, "" // loopback: plain is allowed
 	c := open(t, cfg)
 
 	got := map[string]int{}
@@ -514,10 +455,7 @@ func TestPullReconnectsAndStartsOver(t *testing.T) {
 			t.Errorf("%s delivered %d times", name, n)
 		}
 	}
-	px.mu.Lock()
-	dials := px.dials
-	px.mu.Unlock()
-	if dials != 2 {
+	if dials := px.connections(); dials != 2 {
 		t.Errorf("%d connections, want 2 (one reconnect)", dials)
 	}
 }
@@ -525,9 +463,9 @@ func TestPullReconnectsAndStartsOver(t *testing.T) {
 func TestPullGivesUpIncomplete(t *testing.T) {
 	t.Parallel()
 	srv, base := seeded(t)
-	px := newProxy(t, srv.URL)
+	px := newTestProxy(t, srv.URL, "")
 	cfg := olConfig(srv, base)
-	cfg.URL, cfg.StartTLS = px.url(), false
+	cfg.URL, cfg.StartTLS, cfg.CAFile = px.url(), false, ""
 	one := 1
 	cfg.Retries = &one // the first retry is immediate: no wait in the test
 	c := open(t, cfg)

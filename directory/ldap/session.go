@@ -247,12 +247,9 @@ func (s *session) moreValues(ctx context.Context, dn, attr string, next int) ([]
 		if len(res.Entries) != 1 {
 			return nil, fmt.Errorf("ldap %s: read %s of %s: entry gone: %w", s.c.name, want, dn, directory.ErrIncomplete)
 		}
-		chunk, n, err := rangeValues(res.Entries[0], attr)
+		chunk, n, err := rangeValues(res.Entries[0], attr, next)
 		if err != nil {
-			return nil, fmt.Errorf("ldap %s: %s of %s: %w", s.c.name, want, dn, err)
-		}
-		if n >= 0 && n <= next {
-			return nil, fmt.Errorf("ldap %s: %s of %s: range went back to %d: %w", s.c.name, want, dn, n, directory.ErrIncomplete)
+			return nil, fmt.Errorf("ldap %s: %s of %s: %w: %w", s.c.name, want, dn, err, directory.ErrIncomplete)
 		}
 		vals = append(vals, chunk...)
 		next = n
@@ -260,10 +257,12 @@ func (s *session) moreValues(ctx context.Context, dn, attr string, next int) ([]
 	return vals, nil
 }
 
-// rangeValues reads attr from e: its values and where the next range
-// starts, or -1 when e holds the last (or only) values. AD sends the
-// ranged option even when the plain attribute is also present (empty).
-func rangeValues(e *goldap.Entry, attr string) ([]string, int, error) {
+// rangeValues reads attr from e, asked for from value number from on: its
+// values and where the next range starts, or -1 when e holds the last (or
+// only) values. AD sends the ranged option even when the plain attribute
+// is also present (empty). A range that starts elsewhere than asked is an
+// error: the values between would be lost without a word.
+func rangeValues(e *goldap.Entry, attr string, from int) ([]string, int, error) {
 	var plain []string
 	for _, a := range e.Attributes {
 		name, opts, ranged := strings.Cut(a.Name, ";")
@@ -283,6 +282,9 @@ func rangeValues(e *goldap.Entry, attr string) ([]string, int, error) {
 			low, err := strconv.Atoi(lo)
 			if !ok || err != nil || low < 0 {
 				return nil, 0, fmt.Errorf("bad range option %q", a.Name)
+			}
+			if low != from {
+				return nil, 0, fmt.Errorf("range option %q does not start at %d, where it was asked for", a.Name, from)
 			}
 			if hi == "*" {
 				return a.Values, -1, nil

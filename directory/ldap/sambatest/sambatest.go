@@ -11,17 +11,16 @@
 // system's temporary directory, per Samba version, and copied for every
 // server; a start then takes a few seconds.
 //
-// A package shares one server through Shared, started on first use so
+// A package shares one server through NewShared, started on first use so
 // that the package's other tests need not wait. When Samba (or root) is
-// missing the tests that need it skip, or fail when CI is set.
+// missing the tests that need it skip, or fail when CI is set. What it
+// shares with slapdtest (the process, the administrator connection, LDIF,
+// certificates) is in directory/ldap/internal/ldaptest.
 package sambatest
 
 import (
-	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,8 +30,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -40,7 +37,7 @@ import (
 	goldap "github.com/go-ldap/ldap/v3"
 	"golang.org/x/sys/unix"
 
-	"github.com/usherhq/usher/directory/ldap/slapdtest"
+	"github.com/usherhq/usher/directory/ldap/internal/ldaptest"
 )
 
 // The domain's fixed names.
@@ -54,7 +51,11 @@ const (
 	UserPassword = "Usher-User-Passw0rd!"
 )
 
-// Server is one running Samba DC.
+// Server is one running Samba DC. Its Client (Admin, Seed, Modify,
+// Delete, Entry) works as Administrator over LDAPS; Delete leaves a
+// tombstone, as AD does. Seed's "password:" line sets unicodePwd to
+// UserPassword (any value given is ignored), so that the account can be
+// enabled.
 type Server struct {
 	// URL is ldaps://127.0.0.1:port; StartTLSURL is ldap://127.0.0.1:port
 	// (Samba refuses simple binds there until StartTLS).
@@ -66,27 +67,22 @@ type Server struct {
 	// was copied); StartTime how long Samba took to accept connections.
 	ProvisionTime, StartTime time.Duration
 
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	out    *lockedBuffer
-	ns     *os.File
-	nsFD   int // ns's descriptor, read once: File.Fd races with Close
-	stdin  io.WriteCloser
-	lns    []net.Listener
-	conns  sync.WaitGroup
-
-	mu       sync.Mutex
-	admin    *goldap.Conn
-	subtrees atomic.Int64
+	*ldaptest.Client
+	dir   string
+	proc  *ldaptest.Process
+	ns    *os.File
+	nsFD  int // ns's descriptor, read once: File.Fd races with Close
+	stdin io.WriteCloser
+	lns   []net.Listener
+	conns sync.WaitGroup
 }
 
 // ErrNotAvailable means this machine cannot run the server.
-var ErrNotAvailable = errors.New("sambatest: Samba AD DC is not available")
+var ErrNotAvailable = fmt.Errorf("sambatest: Samba AD DC: %w", ldaptest.ErrUnavailable)
 
 func need() error {
 	for _, b := range []string{"samba", "samba-tool", "unshare", "ip"} {
-		if _, err := lookPath(b); err != nil {
+		if _, err := ldaptest.LookPath(b); err != nil {
 			return fmt.Errorf("%w: %s not found (apt-get install samba-ad-dc samba-ad-provision iproute2)", ErrNotAvailable, b)
 		}
 	}
@@ -99,18 +95,6 @@ func need() error {
 	return nil
 }
 
-func lookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin"} {
-		if _, err := os.Stat(filepath.Join(d, name)); err == nil {
-			return filepath.Join(d, name), nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", name)
-}
-
 // Start provisions (or copies) a domain and runs Samba on it.
 func Start() (*Server, error) {
 	if err := need(); err != nil {
@@ -120,7 +104,8 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sambatest: %w", err)
 	}
-	s := &Server{dir: dir, exited: make(chan struct{}), out: &lockedBuffer{}}
+	s := &Server{dir: dir}
+	s.Client = ldaptest.NewClient("sambatest", s.dial, password)
 	if err := s.start(); err != nil {
 		s.Stop()
 		return nil, err
@@ -142,7 +127,7 @@ func (s *Server) start() error {
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
 	}
-	if err := slapdtest.WriteCerts(tlsDir, "dc1.example.test"); err != nil {
+	if err := ldaptest.WriteCerts(tlsDir, "dc1.example.test"); err != nil {
 		return err
 	}
 	s.CAFile = filepath.Join(tlsDir, "ca.pem")
@@ -150,46 +135,31 @@ func (s *Server) start() error {
 	if err := os.WriteFile(conf, []byte(smbConf(s.dir, tlsDir)), 0o600); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
 	}
-	samba, _ := lookPath("samba")
-	unshare, _ := lookPath("unshare")
-	ip, _ := lookPath("ip")
+	samba, _ := ldaptest.LookPath("samba")
+	unshare, _ := ldaptest.LookPath("unshare")
+	ip, _ := ldaptest.LookPath("ip")
 	// unshare execs sh, which execs samba: one process, whose network
 	// namespace is new and holds only loopback.
-	s.cmd = exec.Command(unshare, "-n", "sh", "-c",
+	cmd := exec.Command(unshare, "-n", "sh", "-c",
 		`"$1" link set lo up && exec "$2" -i -s "$3" --debug-stdout -d 0`, "sh", ip, samba, conf)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// samba -i ends when its standard input closes: kept open here, it
 	// closes with the test binary.
-	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
+	if s.stdin, err = cmd.StdinPipe(); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
 	}
-	if err := slapdtest.StartProcess(s.cmd); err != nil {
+	if s.proc, err = ldaptest.Start(cmd); err != nil {
 		return fmt.Errorf("sambatest: start samba: %w", err)
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
 
 	own, _ := os.Readlink("/proc/self/ns/net")
-	nsPath := fmt.Sprintf("/proc/%d/ns/net", s.cmd.Process.Pid)
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", s.proc.Pid())
 	deadline := time.Now().Add(60 * time.Second)
-	wait := func(what string) error {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("sambatest: samba exited while %s: %s", what, s.out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sambatest: samba not ready within 60s (%s): %s", what, s.out.String())
-		}
-		return nil
-	}
-	for {
-		if l, err := os.Readlink(nsPath); err == nil && l != own {
-			break
-		}
-		if err := wait("entering its namespace"); err != nil {
-			return err
-		}
+	err = s.proc.Await(deadline, "entering its namespace", func() bool {
+		l, err := os.Readlink(nsPath)
+		return err == nil && l != own
+	})
+	if err != nil {
+		return fmt.Errorf("sambatest: samba: %w", err)
 	}
 	if s.ns, err = os.Open(nsPath); err != nil {
 		return fmt.Errorf("sambatest: %w", err)
@@ -204,15 +174,15 @@ func (s *Server) start() error {
 		return err
 	}
 	s.URL, s.StartTLSURL = "ldaps://"+ldapsURL, "ldap://"+ldapURL
-	for {
+	err = s.proc.Await(deadline, "starting", func() bool {
 		c, err := s.dial()
 		if err == nil {
 			c.Close()
-			break
 		}
-		if err := wait("starting"); err != nil {
-			return err
-		}
+		return err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("sambatest: samba: %w", err)
 	}
 	s.StartTime = time.Since(begin)
 	return nil
@@ -245,7 +215,7 @@ func smbConf(dir, tlsDir string) string {
 // template returns a provisioned domain kept per Samba version,
 // provisioning it first when there is none.
 func template() (string, time.Duration, error) {
-	samba, _ := lookPath("samba")
+	samba, _ := ldaptest.LookPath("samba")
 	v, err := exec.Command(samba, "-V").Output()
 	if err != nil {
 		return "", 0, fmt.Errorf("sambatest: samba -V: %w", err)
@@ -261,12 +231,12 @@ func template() (string, time.Duration, error) {
 		return "", 0, fmt.Errorf("sambatest: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	tool, _ := lookPath("samba-tool")
+	tool, _ := ldaptest.LookPath("samba-tool")
 	cmd := exec.Command(tool, "domain", "provision", "--realm="+Realm, "--domain="+Domain,
 		"--server-role=dc", "--dns-backend=NONE", "--adminpass="+AdminPW, "--host-name=dc1",
 		"--targetdir="+tmp, "--option=interfaces=lo", "--option=bind interfaces only=yes")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", 0, fmt.Errorf("sambatest: samba-tool domain provision: %v: %s", err, lastLines(out, 10))
+		return "", 0, fmt.Errorf("sambatest: samba-tool domain provision: %v: %s", err, ldaptest.LastLines(string(out), 10))
 	}
 	// Another test binary may have provisioned meanwhile: the first
 	// rename wins, and either copy is good.
@@ -276,11 +246,6 @@ func template() (string, time.Duration, error) {
 		}
 	}
 	return dir, time.Since(begin), nil
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // bridge listens on a loopback port here and forwards each connection to
@@ -378,33 +343,16 @@ func (s *Server) dial() (*goldap.Conn, error) {
 }
 
 // TLSConfig trusts Samba's certificate.
-func (s *Server) TLSConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	if b, err := os.ReadFile(s.CAFile); err == nil {
-		pool.AppendCertsFromPEM(b)
-	}
-	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-}
+func (s *Server) TLSConfig() *tls.Config { return ldaptest.TLSConfig(s.CAFile) }
 
 // Stop ends Samba and removes its files.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	if s.admin != nil {
-		s.admin.Close()
-		s.admin = nil
-	}
-	s.mu.Unlock()
+	s.Client.Close()
 	for _, ln := range s.lns {
 		ln.Close()
 	}
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
+	if s.proc != nil {
+		s.proc.Stop(10 * time.Second)
 	}
 	if s.ns != nil {
 		// Samba is gone: bridged connections end, and no new ones come
@@ -415,28 +363,12 @@ func (s *Server) Stop() {
 	os.RemoveAll(s.dir)
 }
 
-// Admin returns a shared connection bound as Administrator.
-func (s *Server) Admin() (*goldap.Conn, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.admin != nil && !s.admin.IsClosing() {
-		return s.admin, nil
-	}
-	c, err := s.dial()
-	if err != nil {
-		return nil, fmt.Errorf("sambatest: bind as Administrator: %w", err)
-	}
-	s.admin = c
-	return c, nil
-}
-
 // Subtree creates OU=<test name>-<n> under the domain with OU=People and
 // OU=Groups below it and returns its DN, plus a suffix to make
 // sAMAccountNames (unique in the whole domain) unique to this subtree.
 func (s *Server) Subtree(t testing.TB) (base, suffix string) {
 	t.Helper()
-	n := s.subtrees.Add(1)
-	name := fmt.Sprintf("%s-%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), n)
+	name, n := s.SubtreeName(t)
 	base = "OU=" + goldap.EscapeDN(name) + "," + BaseDN
 	s.Seed(t, fmt.Sprintf(`
 dn: %[1]s
@@ -451,75 +383,12 @@ objectClass: organizationalUnit
 	return base, fmt.Sprintf("%d", n)
 }
 
-// Seed adds entries written in slapdtest's LDIF subset. A "password:"
-// line sets unicodePwd to UserPassword (any value given is ignored), so
-// that the account can be enabled.
-func (s *Server) Seed(t testing.TB, ldif string) {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
+// password turns Seed's "password:" line into unicodePwd.
+func password(a ldaptest.Attr) ldaptest.Attr {
+	if strings.EqualFold(a.Name, "password") {
+		return ldaptest.Attr{Name: "unicodePwd", Values: []string{unicodePwd(UserPassword)}}
 	}
-	recs, err := slapdtest.ParseLDIF(ldif)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		req := goldap.NewAddRequest(r.DN, nil)
-		for _, a := range r.Attrs {
-			if strings.EqualFold(a.Name, "password") {
-				req.Attribute("unicodePwd", []string{unicodePwd(UserPassword)})
-				continue
-			}
-			req.Attribute(a.Name, a.Values)
-		}
-		if err := c.Add(req); err != nil {
-			t.Fatalf("sambatest: add %s: %v", r.DN, err)
-		}
-	}
-}
-
-// Modify replaces attribute values of dn.
-func (s *Server) Modify(t testing.TB, dn string, replace map[string][]string) {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := goldap.NewModifyRequest(dn, nil)
-	for k, v := range replace {
-		req.Replace(k, v)
-	}
-	if err := c.Modify(req); err != nil {
-		t.Fatalf("sambatest: modify %s: %v", dn, err)
-	}
-}
-
-// Delete removes dn; AD keeps a tombstone.
-func (s *Server) Delete(t testing.TB, dn string) {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Del(goldap.NewDelRequest(dn, nil)); err != nil {
-		t.Fatalf("sambatest: delete %s: %v", dn, err)
-	}
-}
-
-// Entry reads one entry as Administrator.
-func (s *Server) Entry(t testing.TB, dn string, attrs ...string) *goldap.Entry {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases,
-		0, 30, false, "(objectClass=*)", attrs, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("sambatest: read %s: %v", dn, err)
-	}
-	return res.Entries[0]
+	return a
 }
 
 // unicodePwd encodes a password as AD takes it: quoted, UTF-16LE.
@@ -532,58 +401,15 @@ func unicodePwd(pw string) string {
 	return string(b)
 }
 
-// Shared is one server for a test package, started by the first test that
-// asks, and stopped by Stop.
-type Shared struct {
-	once sync.Once
-	srv  *Server
-	err  error
-}
-
-// Stop stops the server if one started; TestMain calls it after m.Run.
-func (sh *Shared) Stop() {
-	if sh.srv != nil {
-		sh.srv.Stop()
-	}
-}
-
-// Server starts the server on first use and returns it, or skips t (fails
-// it when CI is set) when it cannot run here.
-func (sh *Shared) Server(t testing.TB) *Server {
-	t.Helper()
-	sh.once.Do(func() {
-		sh.srv, sh.err = Start()
-		if sh.err == nil {
+// NewShared prepares one server for a test package (see
+// ldaptest.Shared).
+func NewShared() *ldaptest.Shared[*Server] {
+	return ldaptest.NewShared(func() (*Server, error) {
+		s, err := Start()
+		if err == nil && testing.Verbose() {
 			fmt.Fprintf(os.Stderr, "sambatest: provisioned in %v, started in %v\n",
-				sh.srv.ProvisionTime.Round(time.Millisecond), sh.srv.StartTime.Round(time.Millisecond))
+				s.ProvisionTime.Round(time.Millisecond), s.StartTime.Round(time.Millisecond))
 		}
+		return s, err
 	})
-	if sh.srv != nil {
-		return sh.srv
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%v (CI is set, so this fails instead of skipping)", sh.err)
-	}
-	t.Skipf("%v; skipping (set CI to fail instead)", sh.err)
-	return nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<16 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return lastLines(l.b.Bytes(), 20)
 }

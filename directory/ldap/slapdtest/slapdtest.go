@@ -4,40 +4,32 @@
 // CA it makes, the memberof (or dynlist), refint and ppolicy overlays, a
 // size-limited reader account, and helpers to seed one subtree per test.
 //
-// A package shares one server through Shared, started in TestMain: a slapd
-// start costs a fraction of a second, a seeded subtree a few milliseconds.
-// When slapd is not installed the tests that need it skip, or fail when the
-// CI environment variable is set, so a CI run without slapd cannot pass by
-// testing nothing. The setup follows directories.md §6.7.
+// A package shares one server through NewShared, started by the first
+// test that asks: a slapd start costs a fraction of a second, a seeded
+// subtree a few milliseconds. When slapd is not installed the tests that
+// need it skip, or fail when the CI environment variable is set, so a CI
+// run without slapd cannot pass by testing nothing. The setup follows
+// directories.md §6.7. What it shares with sambatest (the process, the
+// administrator connection, LDIF, certificates) is in
+// directory/ldap/internal/ldaptest.
 package slapdtest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
 	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/usherhq/usher/directory/ldap/internal/ldaptest"
 )
 
 // The tree's fixed names.
@@ -68,7 +60,9 @@ type Options struct {
 	Dynlist bool
 }
 
-// Server is one running slapd.
+// Server is one running slapd. Its Client (Admin, Seed, Modify, Delete,
+// Entry) works as the rootdn; Delete makes refint remove the entry from
+// groups.
 type Server struct {
 	// URL is ldap://127.0.0.1:port; StartTLS works on it.
 	URL string
@@ -81,68 +75,58 @@ type Server struct {
 	// connection.
 	StartTime time.Duration
 
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr *lockedBuffer
-	mu     sync.Mutex
-	admin  *goldap.Conn
-
-	subtrees atomic.Int64
+	*ldaptest.Client
+	dir  string
+	proc *ldaptest.Process
 }
 
 // ErrNotInstalled means slapd is not on this machine.
-var ErrNotInstalled = errors.New("slapdtest: slapd is not installed (apt-get install slapd ldap-utils)")
+var ErrNotInstalled = fmt.Errorf("slapdtest: slapd is not installed (apt-get install slapd ldap-utils): %w", ldaptest.ErrUnavailable)
 
-// find returns the slapd binary; Debian puts it in /usr/sbin, which is not
-// always on a test's PATH.
-func find() (string, error) {
-	if p, err := exec.LookPath("slapd"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/sbin/slapd"); err == nil {
-		return "/usr/sbin/slapd", nil
-	}
-	return "", ErrNotInstalled
+// NewShared prepares one server for a test package (see ldaptest.Shared).
+func NewShared(opts Options) *ldaptest.Shared[*Server] {
+	return ldaptest.NewShared(func() (*Server, error) {
+		s, err := Start(opts)
+		if err == nil && testing.Verbose() {
+			fmt.Fprintf(os.Stderr, "slapdtest: slapd started in %v at %s\n", s.StartTime.Round(time.Millisecond), s.URL)
+		}
+		return s, err
+	})
 }
 
 // Start runs a slapd with an empty tree (the suffix entry and the reader
 // accounts) and waits until it accepts connections.
 func Start(opts Options) (*Server, error) {
-	bin, err := find()
+	bin, err := ldaptest.LookPath("slapd")
 	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "slapdtest-")
-	if err != nil {
-		return nil, fmt.Errorf("slapdtest: %w", err)
+		return nil, ErrNotInstalled
 	}
 	// A port freePorts found can be taken by someone else before slapd
 	// binds it; a new pair of ports then does.
 	for attempt := 1; ; attempt++ {
-		s := &Server{dir: dir, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-		err := s.start(bin, opts)
+		dir, err := os.MkdirTemp("", "slapdtest-")
+		if err != nil {
+			return nil, fmt.Errorf("slapdtest: %w", err)
+		}
+		s := &Server{dir: dir}
+		s.Client = ldaptest.NewClient("slapdtest", s.dial, nil)
+		err = s.start(bin, opts)
 		if err == nil {
 			return s, nil
 		}
 		s.Stop()
-		if attempt == 3 || !errors.Is(err, errExited) {
+		if attempt == 3 || !errors.Is(err, ldaptest.ErrExited) {
 			return nil, err
-		}
-		if dir, err = os.MkdirTemp("", "slapdtest-"); err != nil {
-			return nil, fmt.Errorf("slapdtest: %w", err)
 		}
 	}
 }
-
-var errExited = errors.New("slapd exited at start")
 
 func (s *Server) start(bin string, opts Options) error {
 	begin := time.Now()
 	if err := os.Mkdir(filepath.Join(s.dir, "db"), 0o700); err != nil {
 		return fmt.Errorf("slapdtest: %w", err)
 	}
-	if err := WriteCerts(s.dir); err != nil {
+	if err := ldaptest.WriteCerts(s.dir); err != nil {
 		return err
 	}
 	s.CAFile = filepath.Join(s.dir, "ca.pem")
@@ -162,38 +146,27 @@ func (s *Server) start(bin string, opts Options) error {
 	if err != nil {
 		return err
 	}
-	s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", ports[0])
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	s.URL = "ldap://" + addr
 	s.LDAPSURL = fmt.Sprintf("ldaps://127.0.0.1:%d", ports[1])
 	// -d 0 keeps slapd in the foreground, so the process we started is
-	// the server and Stop can end it; Pdeathsig ends it with the test
-	// binary even when that dies without cleanup.
-	s.cmd = exec.Command(bin, "-f", confFile, "-h", s.URL+"/ "+s.LDAPSURL+"/", "-d", "0")
-	s.cmd.Stdout = s.stderr
-	s.cmd.Stderr = s.stderr
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := StartProcess(s.cmd); err != nil {
+	// the server and Stop can end it.
+	s.proc, err = ldaptest.Start(exec.Command(bin, "-f", confFile, "-h", s.URL+"/ "+s.LDAPSURL+"/", "-d", "0"))
+	if err != nil {
 		return fmt.Errorf("slapdtest: start slapd: %w", err)
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
-
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]), time.Second)
+	err = s.proc.Await(time.Now().Add(10*time.Second), "listening (port taken?)", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("slapdtest: %w (port taken?): %s", errExited, s.stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("slapdtest: slapd did not listen within 10s: %s", s.stderr.String())
-		}
+		return err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("slapdtest: slapd: %w", err)
 	}
 	s.StartTime = time.Since(begin)
-	return s.addAll(fmt.Sprintf(`
+	return s.Add(fmt.Sprintf(`
 dn: %[1]s
 objectClass: dcObject
 objectClass: organization
@@ -214,55 +187,38 @@ userPassword: %[5]s
 `, Suffix, ReaderDN, ReaderPW, LimitedDN, LimitedPW))
 }
 
-// Stop ends the server and removes its files.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	if s.admin != nil {
-		s.admin.Close()
-		s.admin = nil
-	}
-	s.mu.Unlock()
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(5 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-	}
-	os.RemoveAll(s.dir)
-}
-
-// Admin returns a connection bound as the rootdn, shared by the callers
-// (go-ldap connections are safe for concurrent use).
-func (s *Server) Admin() (*goldap.Conn, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.admin != nil && !s.admin.IsClosing() {
-		return s.admin, nil
-	}
+// dial connects as the rootdn.
+func (s *Server) dial() (*goldap.Conn, error) {
 	c, err := goldap.DialURL(s.URL, goldap.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}))
 	if err != nil {
-		return nil, fmt.Errorf("slapdtest: dial: %w", err)
+		return nil, err
 	}
 	c.SetTimeout(10 * time.Second)
 	if err := c.Bind(RootDN, RootPW); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("slapdtest: bind as rootdn: %w", err)
+		return nil, err
 	}
-	s.admin = c
 	return c, nil
 }
 
+// Stop ends the server and removes its files.
+func (s *Server) Stop() {
+	s.Client.Close()
+	if s.proc != nil {
+		s.proc.Stop(5 * time.Second)
+	}
+	os.RemoveAll(s.dir)
+}
+
+// TLSConfig trusts the server's CA.
+func (s *Server) TLSConfig() *tls.Config { return ldaptest.TLSConfig(s.CAFile) }
+
 // Subtree creates an organizational unit for t under the suffix, named
-// after the test, with ou=people and ou=groups below it, and returns its
-// DN (the name ends in a number). Tests that seed their own subtree do not see each other's entries
-// and can run in parallel on one server.
+// after the test and a number, with ou=people and ou=groups below it,
+// and returns its DN.
 func (s *Server) Subtree(t testing.TB) string {
 	t.Helper()
-	// The counter keeps -count=N and same-named subtests apart.
-	name := fmt.Sprintf("%s-%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), s.subtrees.Add(1))
+	name, _ := s.SubtreeName(t)
 	base := "ou=" + goldap.EscapeDN(name) + "," + Suffix
 	s.Seed(t, fmt.Sprintf(`
 dn: %[1]s
@@ -279,200 +235,6 @@ ou: groups
 `, base, name))
 	return base
 }
-
-// Seed adds the entries of ldif, a small LDIF subset: records separated by
-// blank lines, "dn:" first, one "attribute: value" per line (no base64 or
-// continuation lines), "#" comments. Entries are added in order, so
-// parents come first and groups after their members.
-func (s *Server) Seed(t testing.TB, ldif string) {
-	t.Helper()
-	if err := s.addAll(ldif); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (s *Server) addAll(ldif string) error {
-	c, err := s.Admin()
-	if err != nil {
-		return err
-	}
-	recs, err := ParseLDIF(ldif)
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		req := goldap.NewAddRequest(r.DN, nil)
-		for _, a := range r.Attrs {
-			req.Attribute(a.Name, a.Values)
-		}
-		if err := c.Add(req); err != nil {
-			return fmt.Errorf("slapdtest: add %s: %w", r.DN, err)
-		}
-	}
-	return nil
-}
-
-// Modify replaces attribute values of dn (no values deletes the
-// attribute).
-func (s *Server) Modify(t testing.TB, dn string, replace map[string][]string) {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := goldap.NewModifyRequest(dn, nil)
-	for k, v := range replace {
-		req.Replace(k, v)
-	}
-	if err := c.Modify(req); err != nil {
-		t.Fatalf("slapdtest: modify %s: %v", dn, err)
-	}
-}
-
-// Delete removes dn (refint then removes it from groups).
-func (s *Server) Delete(t testing.TB, dn string) {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Del(goldap.NewDelRequest(dn, nil)); err != nil {
-		t.Fatalf("slapdtest: delete %s: %v", dn, err)
-	}
-}
-
-// Entry reads one entry as the rootdn with the given attributes ("+" for
-// operational ones).
-func (s *Server) Entry(t testing.TB, dn string, attrs ...string) *goldap.Entry {
-	t.Helper()
-	c, err := s.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases,
-		0, 10, false, "(objectClass=*)", attrs, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("slapdtest: read %s: %v", dn, err)
-	}
-	return res.Entries[0]
-}
-
-// TLSConfig trusts the server's CA.
-func (s *Server) TLSConfig() *tls.Config {
-	pemData, err := os.ReadFile(s.CAFile)
-	if err != nil {
-		return &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemData)
-	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-}
-
-// Record is one LDIF entry.
-type Record struct {
-	DN    string
-	Attrs []Attr
-}
-
-// Attr is one attribute with its values, in LDIF order.
-type Attr struct {
-	Name   string
-	Values []string
-}
-
-// ParseLDIF reads the LDIF subset Seed takes.
-func ParseLDIF(ldif string) ([]Record, error) {
-	var out []Record
-	var cur *Record
-	for i, line := range strings.Split(ldif, "\n") {
-		line = strings.TrimRight(line, "\r")
-		trimmed := strings.TrimSpace(line)
-		if trimmed == "" {
-			cur = nil
-			continue
-		}
-		if strings.HasPrefix(trimmed, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(trimmed, ":")
-		if !ok {
-			return nil, fmt.Errorf("slapdtest: ldif line %d: want \"attribute: value\", got %q", i+1, line)
-		}
-		value = strings.TrimSpace(value)
-		if cur == nil {
-			if !strings.EqualFold(name, "dn") {
-				return nil, fmt.Errorf("slapdtest: ldif line %d: a record starts with dn:", i+1)
-			}
-			out = append(out, Record{DN: value})
-			cur = &out[len(out)-1]
-			continue
-		}
-		j := len(cur.Attrs) - 1
-		for j >= 0 && !strings.EqualFold(cur.Attrs[j].Name, name) {
-			j--
-		}
-		if j < 0 {
-			cur.Attrs = append(cur.Attrs, Attr{Name: name})
-			j = len(cur.Attrs) - 1
-		}
-		cur.Attrs[j].Values = append(cur.Attrs[j].Values, value)
-	}
-	return out, nil
-}
-
-// Shared is one server for a test package: TestMain calls Main, the tests
-// call Server.
-//
-//	var slapd = slapdtest.NewShared(slapdtest.Options{})
-//	func TestMain(m *testing.M) { os.Exit(slapd.Main(m)) }
-type Shared struct {
-	opts Options
-	srv  *Server
-	err  error
-}
-
-// NewShared prepares a server that Main starts.
-func NewShared(opts Options) *Shared { return &Shared{opts: opts} }
-
-// Main starts the server, runs the tests and stops it. A server that
-// cannot start is not an error here: the tests that need it skip (or fail
-// under CI) with the reason.
-func (sh *Shared) Main(m *testing.M) int {
-	if !flag.Parsed() {
-		flag.Parse() // for testing.Verbose
-	}
-	sh.srv, sh.err = Start(sh.opts)
-	if sh.err == nil && testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "slapdtest: slapd started in %v at %s\n", sh.srv.StartTime.Round(time.Millisecond), sh.srv.URL)
-	}
-	code := m.Run()
-	if sh.srv != nil {
-		sh.srv.Stop()
-	}
-	return code
-}
-
-// Server returns the shared server, or skips t (fails it when CI is set)
-// when there is none.
-func (sh *Shared) Server(t testing.TB) *Server {
-	t.Helper()
-	if sh.srv != nil {
-		return sh.srv
-	}
-	err := sh.err
-	if err == nil {
-		err = errors.New("slapdtest: Shared.Main was not called from TestMain")
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%v (CI is set, so this fails instead of skipping)", err)
-	}
-	t.Skipf("%v; skipping (set CI to fail instead)", err)
-	return nil
-}
-
-// Running reports whether the shared server started, for tests that
-// want to say why they skipped.
-func (sh *Shared) Running() bool { return sh.srv != nil }
 
 var confTemplate = template.Must(template.New("slapd.conf").Parse(`
 include /etc/ldap/schema/core.schema
@@ -526,67 +288,8 @@ refint_attributes member
 overlay ppolicy
 `))
 
-// WriteCerts makes a CA and a server certificate for 127.0.0.1,
-// localhost and the extra DNS names, valid for a day, in dir: ca.pem,
-// server.pem and server.key (PKCS #8).
-func WriteCerts(dir string, names ...string) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("slapdtest: %w", err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "slapdtest CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return fmt.Errorf("slapdtest: %w", err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("slapdtest: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     append([]string{"localhost"}, names...),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return fmt.Errorf("slapdtest: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("slapdtest: %w", err)
-	}
-	files := map[string][]byte{
-		"ca.pem":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		"server.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		"server.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return fmt.Errorf("slapdtest: %w", err)
-		}
-	}
-	return nil
-}
-
 // freePorts asks the kernel for n unused loopback ports. Another process
-// could take one before slapd binds it; a start then fails with that
-// reason, which is rare enough on a test machine.
+// can take one before slapd binds it: Start then tries new ones.
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -604,56 +307,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// StartProcess starts cmd from an OS thread that lives as long as the
-// test binary. Pdeathsig, which ends a server with the test binary even
-// when the binary dies without cleanup, fires when the *thread* that
-// started the child ends, and Go ends threads (those of goroutines that
-// exit while locked to their thread): a child started from an ordinary
-// goroutine can be killed at any moment.
-func StartProcess(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawn = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: this thread stays
-			for r := range spawn {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
-	done := make(chan error, 1)
-	spawn <- spawnReq{cmd, done}
-	return <-done
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-var (
-	spawnOnce sync.Once
-	spawn     chan spawnReq
-)
-
-// lockedBuffer collects slapd's output for error messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<16 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.TrimSpace(l.b.String())
 }
