@@ -13,11 +13,12 @@ import (
 // it, so a longer one is a pasted mistake, not a person.
 const maxField = 512
 
-// fieldProblem says what is wrong with a value the store would be asked
-// about, or "" when nothing is. The store refuses a NUL and invalid
-// UTF-8 (store.ErrInvalid); refusing them here makes them the caller's
-// 400 instead of a failure of usher.
-func fieldProblem(v string) string {
+// FieldProblem says what keeps a value from being an IdP id, a subject,
+// a username or a search the admin pages take, or "" when nothing does.
+// The store refuses a NUL and invalid UTF-8 (store.ErrInvalid); refusing
+// them at the door makes them the caller's 400 instead of a failure of
+// usher. `usher sync --subject` takes subjects by the same rule.
+func FieldProblem(v string) string {
 	switch {
 	case len(v) > maxField:
 		return fmt.Sprintf("is %d bytes long; at most %d", len(v), maxField)
@@ -30,14 +31,14 @@ func fieldProblem(v string) string {
 }
 
 // checkFields refuses a required value that is empty or any value with a
-// fieldProblem, naming it. names and values alternate.
+// FieldProblem, naming it. names and values alternate.
 func checkFields(required bool, nameValues ...string) error {
 	for i := 0; i+1 < len(nameValues); i += 2 {
 		name, v := nameValues[i], nameValues[i+1]
 		if v == "" && required {
 			return fmt.Errorf("%s is required", name)
 		}
-		if p := fieldProblem(v); p != "" {
+		if p := FieldProblem(v); p != "" {
 			return fmt.Errorf("%s %s", name, p)
 		}
 	}

@@ -118,6 +118,17 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	return nil
 }
 
+// sweepNames are the configured sweep policies' names, in config order.
+func sweepNames(cfg *config.Config) []string {
+	var out []string
+	for i := range cfg.Sweeps {
+		if p, err := sweepPolicy(cfg, i); err == nil {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
 // sweepRuns is what `usher sweep --json` prints: one JSON document with
 // a run per policy, in config order.
 type sweepRuns struct {
@@ -136,7 +147,7 @@ type sweepRun struct {
 // acts on nothing. The first policy that fails stops the command; the
 // runs so far are printed all the same.
 func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sweep", stderr)
+	fs := newFlags("sweep")
 	path := fs.String("config", "usher.yaml", "config file")
 	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
 	asJSON := fs.Bool("json", false, `print one JSON document, {"runs": [...]}, instead of tables`)
@@ -150,6 +161,9 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(cfg.Sweeps) == 0 {
 		return fmt.Errorf("%s has no sweeps", *path)
+	}
+	if names := sweepNames(cfg); *only != "" && !slices.Contains(names, *only) {
+		return usageError{fmt.Errorf("no sweep policy named %q (configured: %s)", *only, strings.Join(names, ", ")), fs}
 	}
 	m := &Main{Config: cfg, Log: newLogger(stderr, cfg.Log), Offline: true}
 	if err := m.Open(ctx); err != nil {
@@ -176,9 +190,6 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			runErr = err // "sweep <name>: ...": the sweeper names itself
 			break
 		}
-	}
-	if len(out.Runs) == 0 {
-		return usageError{fmt.Errorf("no sweep policy named %q", *only)}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
