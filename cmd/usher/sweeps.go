@@ -80,7 +80,7 @@ func sweepSummary(cfg *config.Config) string {
 		case p.Schedule != "":
 			when = fmt.Sprintf("cron %q", p.Schedule)
 		case p.Every > 0:
-			when = "every " + shortDuration(p.Every)
+			when = "every " + config.ShortDuration(p.Every)
 		}
 		action := string(p.Action)
 		if action == "" {
@@ -214,16 +214,4 @@ func printSweep(w io.Writer, r *sweep.Result) {
 		fmt.Fprintf(w, "BLOCKED by the safety valve: %s\n", r.BlockReason)
 	}
 	fmt.Fprintf(w, "planned %d, applied %d, skipped %d, failed %d\n\n", r.Planned, r.Applied, r.Skipped, r.Failed)
-}
-
-// shortDuration writes 24h rather than 24h0m0s, as admins type it.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
