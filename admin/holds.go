@@ -178,12 +178,23 @@ func (h *handler) idpState(ctx context.Context, id string) (brakeState, int, err
 // configured nor holding anything is 404.
 func (h *handler) idpHolds(r *http.Request) (holdsData, int, error) {
 	ctx, id := r.Context(), r.PathValue("idp")
-	offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
-	offset = max(offset, 0)
-	limit := holdsShown
-	if l, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && l > 0 {
-		limit = min(l, pageLimit)
+	offset, limit := 0, holdsShown
+	for _, p := range []struct {
+		name string
+		v    *int
+		min  int
+	}{{"offset", &offset, 0}, {"limit", &limit, 1}} {
+		s := r.URL.Query().Get(p.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < p.min {
+			return holdsData{}, http.StatusBadRequest, fmt.Errorf("%s: want a whole number of at least %d, got %q", p.name, p.min, s)
+		}
+		*p.v = n
 	}
+	limit = min(limit, pageLimit)
 	state, status, err := h.idpState(ctx, id)
 	if err != nil {
 		return holdsData{}, status, err

@@ -53,6 +53,9 @@ func TestCallerMistakesRefused(t *testing.T) {
 		{"user of a NUL subject", "GET", "/users/okta/a%00b", nil, 400, "the subject in the URL", nil},
 		{"search for a NUL", "GET", "/users?q=a%00b", nil, 400, "the search holds a control character", nil},
 		{"audit of a NUL user", "GET", "/audit?user=a%00b", nil, 400, "user holds a control character", nil},
+		{"holds with a limit in words", "GET", "/holds/okta?limit=ten", nil, 400, "limit: want a whole number of at least 1", nil},
+		{"holds from a negative offset", "GET", "/holds/okta?offset=-1", nil, 400, "offset: want a whole number of at least 0", nil},
+		{"holds of an unknown IdP", "GET", "/holds/nope", nil, 404, "no IdP", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
