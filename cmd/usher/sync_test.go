@@ -68,6 +68,35 @@ sweeps:
 	}
 }
 
+// refusal is a command line usher refuses: its exit code and what it
+// says on stderr.
+type refusal struct {
+	cfg  string
+	args []string
+	code int
+	want string
+}
+
+// wantRefused runs usher cmd with each refusal's config and arguments.
+// A usage error (exit code 2) says why once, then lists the command's
+// flags. None of them may open the store in dataDir.
+func wantRefused(t *testing.T, cmd, dataDir string, tests []refusal) {
+	t.Helper()
+	for _, tc := range tests {
+		args := append([]string{cmd, "--config", writeConfig(t, tc.cfg)}, tc.args...)
+		code, stdout, stderr := runCLI(t, args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("usher %s %q: exit %d (want %d)\n%s\n%s", cmd, tc.args, code, tc.code, stdout, stderr)
+		}
+		if tc.code == 2 && (strings.Count(stderr, tc.want) != 1 || !strings.Contains(stderr, "flags of usher "+cmd+":\n  -config string")) {
+			t.Errorf("usher %s %q: want the complaint once and the flags:\n%s", cmd, tc.args, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "usher.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused usher %s opened the store: %v", cmd, err)
+	}
+}
+
 func TestSyncCommandRefusals(t *testing.T) {
 	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
 	t.Setenv("OKTA_SECRET", "very-secret-value")
@@ -79,12 +108,7 @@ func TestSyncCommandRefusals(t *testing.T) {
     config: {org_url: https://example.okta.com, api_token: {value: tok}}
 `
 	twoDirs := withDir + "  - name: other\n    type: okta\n    idp: okta\n    config: {org_url: https://other.okta.com, api_token: {value: tok}}\n"
-	for _, tc := range []struct {
-		cfg  string
-		args []string
-		code int
-		want string
-	}{
+	wantRefused(t, "sync", dir, []refusal{
 		{goodConfig, nil, 1, "has no directories"},
 		{withDir, []string{"--directory", "nope"}, 2, `no directory named "nope" (configured: okta-dir)`},
 		{withDir, []string{"--subject", "x", "--dry-run"}, 2, "takes neither --dry-run nor --delta"},
@@ -96,21 +120,7 @@ func TestSyncCommandRefusals(t *testing.T) {
 		{withDir, []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{withDir, []string{"--dry-run=maybe"}, 2, `invalid boolean value "maybe" for -dry-run`},
 		{withDir, []string{"--directory"}, 2, "flag needs an argument: -directory"},
-	} {
-		args := append([]string{"sync", "--config", writeConfig(t, tc.cfg)}, tc.args...)
-		code, stdout, stderr := runCLI(t, args...)
-		if code != tc.code || !strings.Contains(stderr, tc.want) {
-			t.Errorf("usher %q: exit %d (want %d)\n%s\n%s", tc.args, code, tc.code, stdout, stderr)
-		}
-		// A usage error says so once, then lists the flags.
-		if tc.code == 2 && (strings.Count(stderr, tc.want) != 1 || !strings.Contains(stderr, "flags of usher sync:\n  -config string")) {
-			t.Errorf("usher %q: want the complaint once and the flags:\n%s", tc.args, stderr)
-		}
-	}
-	// The refusals above opened nothing: no store in data_dir.
-	if _, err := os.Stat(filepath.Join(dir, "usher.db")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused command opened the store: %v", err)
-	}
+	})
 }
 
 func TestSweepCommandRefusals(t *testing.T) {
@@ -121,12 +131,7 @@ func TestSweepCommandRefusals(t *testing.T) {
   - {name: leavers, idps: [okta], sources: {inactive_days: 90}}
   - {name: expired, idps: [okta], sources: {access_expiry: true}}
 `
-	for _, tc := range []struct {
-		cfg  string
-		args []string
-		code int
-		want string
-	}{
+	wantRefused(t, "sweep", dir, []refusal{
 		{goodConfig, nil, 1, "has no sweeps"},
 		{withSweeps, []string{"--policy", "nope"}, 2, `no sweep policy named "nope" (configured: leavers, expired)`},
 		{withSweeps, []string{"extra"}, 2, `unexpected argument "extra"`},
@@ -134,19 +139,7 @@ func TestSweepCommandRefusals(t *testing.T) {
 		{withSweeps, []string{"--dry-run=maybe"}, 2, `invalid boolean value "maybe" for -dry-run`},
 		{withSweeps, []string{"--json=1x"}, 2, `invalid boolean value "1x" for -json`},
 		{withSweeps, []string{"--policy"}, 2, "flag needs an argument: -policy"},
-	} {
-		args := append([]string{"sweep", "--config", writeConfig(t, tc.cfg)}, tc.args...)
-		code, stdout, stderr := runCLI(t, args...)
-		if code != tc.code || !strings.Contains(stderr, tc.want) {
-			t.Errorf("usher %q: exit %d (want %d)\n%s\n%s", tc.args, code, tc.code, stdout, stderr)
-		}
-		if tc.code == 2 && (strings.Count(stderr, tc.want) != 1 || !strings.Contains(stderr, "flags of usher sweep:\n  -config string")) {
-			t.Errorf("usher %q: want the complaint once and the flags:\n%s", tc.args, stderr)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "usher.db")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused command opened the store: %v", err)
-	}
+	})
 	// Asked for, the flags are the answer, on stdout.
 	code, stdout, _ := runCLI(t, "sweep", "-h")
 	if code != 0 || !strings.Contains(stdout, "-policy string") {
