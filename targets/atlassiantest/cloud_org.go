@@ -366,6 +366,21 @@ func (c *Cloud) account(w http.ResponseWriter, r *http.Request, param string) *c
 	return a
 }
 
+// member is the path's accountId among the directory's members, for the
+// calls that change a member; it answers 404 itself (nil). The caller
+// holds c.mu.
+func (c *Cloud) member(w http.ResponseWriter, r *http.Request) *cloudAccount {
+	if !c.scope(w, r) {
+		return nil
+	}
+	a := c.account(w, r, "accountId")
+	if a != nil && a.membership == "no_membership" {
+		orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
+		return nil
+	}
+	return a
+}
+
 func (c *Cloud) orgGetUser(w http.ResponseWriter, r *http.Request) {
 	if !c.scope(w, r) {
 		return
@@ -380,17 +395,10 @@ func (c *Cloud) orgGetUser(w http.ResponseWriter, r *http.Request) {
 // orgRemoveUser removes the person from the directory (§26.4): roles and
 // groups go, and a re-invite is needed. Managed accounts stay visible.
 func (c *Cloud) orgRemoveUser(w http.ResponseWriter, r *http.Request) {
-	if !c.scope(w, r) {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a := c.account(w, r, "accountId")
+	a := c.member(w, r)
 	if a == nil {
-		return
-	}
-	if a.membership == "no_membership" {
-		orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
 		return
 	}
 	for gid := range a.groups {
@@ -406,17 +414,10 @@ func (c *Cloud) orgRemoveUser(w http.ResponseWriter, r *http.Request) {
 // licence limit [U: inferred from billing].
 func (c *Cloud) orgSuspend(suspend bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !c.scope(w, r) {
-			return
-		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		a := c.account(w, r, "accountId")
+		a := c.member(w, r)
 		if a == nil {
-			return
-		}
-		if a.membership == "no_membership" {
-			orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
 			return
 		}
 		if suspend {
