@@ -33,7 +33,8 @@ type Options struct {
 	// Directories are the IdP directories' syncs; nil: none configured.
 	Directories DirectoryActions
 	// IdPs are the configured identity providers, in config order, with
-	// their adoption policy and SCIM brake.
+	// their adoption policy and SCIM brake. A link to an IdP not among
+	// them is refused.
 	IdPs []IdP
 	// Holds settle the removals the IdPs' SCIM brakes held; nil: the
 	// pages list them, and acting on them fails.

@@ -85,8 +85,11 @@ func (f *fakeActions) Policies() []string { return []string{"nightly"} }
 
 func (f *fakeActions) Link(ctx context.Context, idp, subject, username, actor string) error {
 	f.record("link %s %s %s %s", idp, subject, username, actor)
-	if username == "taken" {
-		return errors.New("okta/00u-x owns that username")
+	switch username {
+	case "taken":
+		return fmt.Errorf("okta/00u-x owns that username: %w", store.ErrUsernameTaken)
+	case "broken":
+		return errors.New("bind: database is locked")
 	}
 	return nil
 }

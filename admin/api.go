@@ -2,7 +2,6 @@ package admin
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/usherhq/usher/store"
@@ -51,7 +50,12 @@ func bindingOut(b store.Binding, match string) bindingJSON {
 }
 
 func (h *handler) apiUsers(w http.ResponseWriter, r *http.Request) {
-	d, err := h.searchUsers(r.Context(), strings.TrimSpace(r.URL.Query().Get("q")), r.URL.Query().Get("after"))
+	q, after, err := usersQuery(r)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "bad search: "+err.Error(), nil)
+		return
+	}
+	d, err := h.searchUsers(r.Context(), q, after)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "search failed", err)
 		return
@@ -126,7 +130,11 @@ func timelineOut(d timelineData) timelineJSON {
 }
 
 func (h *handler) apiUser(w http.ResponseWriter, r *http.Request) {
-	d, err := h.timeline(r.Context(), r.PathValue("idp"), r.PathValue("subject"))
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
+	d, err := h.timeline(r.Context(), idp, subject)
 	if err != nil {
 		h.fail(w, r, statusOf(err, http.StatusInternalServerError), "no timeline", err)
 		return
@@ -143,7 +151,11 @@ func (h *handler) apiReinstate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) apiChanges(w http.ResponseWriter, r *http.Request, do userAction, failed string) {
-	changes, err := do(r, r.PathValue("idp"), r.PathValue("subject"))
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
+	changes, err := do(r, idp, subject)
 	if err != nil {
 		h.fail(w, r, statusOf(err, http.StatusBadGateway), failed, err)
 		return
@@ -294,16 +306,7 @@ func (h *handler) apiReload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) apiLink(w http.ResponseWriter, r *http.Request) {
-	idp, subject, username, err := linkForm(r)
-	if err != nil {
-		h.fail(w, r, http.StatusBadRequest, err.Error(), nil)
-		return
+	if idp, subject, username, ok := h.doLink(w, r); ok {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "linked", "idp": idp, "subject": subject, "username": username})
 	}
-	actor := principalOf(r).Actor
-	if err := h.o.Actions.Link(r.Context(), idp, subject, username, actor); err != nil {
-		h.fail(w, r, http.StatusConflict, "not linked", err)
-		return
-	}
-	h.log.Info("admin link", "actor", actor, "idp", idp, "subject", subject, "username", username)
-	writeJSON(w, http.StatusOK, map[string]string{"status": "linked", "idp": idp, "subject": subject, "username": username})
 }

@@ -59,7 +59,10 @@ func parseAuditQuery(v url.Values, defLimit, maxLimit int) (auditQuery, error) {
 		Limit: defLimit,
 	}
 	q.Filter = store.AuditFilter{App: q.App, IdP: q.IdP, Username: q.User, Action: q.Action}
-	var err error
+	err := checkFields(false, "app", q.App, "idp", q.IdP, "user", q.User, "action", q.Action)
+	if err != nil {
+		return q, err
+	}
 	if q.Since != "" {
 		if q.Filter.Since, err = parseTime(q.Since); err != nil {
 			return q, fmt.Errorf("since: %w", err)

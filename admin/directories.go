@@ -149,7 +149,10 @@ func (h *handler) dryRun(w http.ResponseWriter, r *http.Request) {
 
 // userDirectorySync is the user page's "sync from the directory".
 func (h *handler) userDirectorySync(w http.ResponseWriter, r *http.Request) {
-	idp, subject := r.PathValue("idp"), r.PathValue("subject")
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
 	if h.dirs().DirectoryOf(idp) == "" {
 		h.fail(w, r, http.StatusNotFound, "IdP "+idp+" has no directory to sync from.", nil)
 		return

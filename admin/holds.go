@@ -160,25 +160,46 @@ func (h *handler) holdsPage(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "holds", "Held removals", holdsData{IdPs: states, Now: h.now()})
 }
 
+// idpState is one IdP's brake state; a name that is neither configured
+// nor holding anything is 404.
+func (h *handler) idpState(ctx context.Context, id string) (brakeState, int, error) {
+	states, err := h.brakeStates(ctx)
+	if err != nil {
+		return brakeState{}, http.StatusInternalServerError, err
+	}
+	i := slices.IndexFunc(states, func(s brakeState) bool { return s.ID == id })
+	if i < 0 {
+		return brakeState{}, http.StatusNotFound, fmt.Errorf("no IdP %q is configured or holds anything", id)
+	}
+	return states[i], http.StatusOK, nil
+}
+
 // idpHolds reads a page of one IdP's holds; a name that is neither
 // configured nor holding anything is 404.
 func (h *handler) idpHolds(r *http.Request) (holdsData, int, error) {
 	ctx, id := r.Context(), r.PathValue("idp")
-	offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
-	offset = max(offset, 0)
-	limit := holdsShown
-	if l, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && l > 0 {
-		limit = min(l, pageLimit)
+	offset, limit := 0, holdsShown
+	for _, p := range []struct {
+		name string
+		v    *int
+		min  int
+	}{{"offset", &offset, 0}, {"limit", &limit, 1}} {
+		s := r.URL.Query().Get(p.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < p.min {
+			return holdsData{}, http.StatusBadRequest, fmt.Errorf("%s: want a whole number of at least %d, got %q", p.name, p.min, s)
+		}
+		*p.v = n
 	}
-	states, err := h.brakeStates(ctx)
+	limit = min(limit, pageLimit)
+	state, status, err := h.idpState(ctx, id)
 	if err != nil {
-		return holdsData{}, http.StatusInternalServerError, err
+		return holdsData{}, status, err
 	}
-	i := slices.IndexFunc(states, func(s brakeState) bool { return s.ID == id })
-	if i < 0 {
-		return holdsData{}, http.StatusNotFound, fmt.Errorf("no IdP %q is configured or holds anything", id)
-	}
-	d := holdsData{IdP: &states[i], Offset: offset, Now: h.now()}
+	d := holdsData{IdP: &state, Offset: offset, Now: h.now()}
 	d.Holds, d.Total, err = h.o.Store.Holds(ctx, id, offset, limit)
 	if err != nil {
 		return holdsData{}, http.StatusInternalServerError, err
@@ -209,7 +230,19 @@ func (h *handler) holdRoutes(m *http.ServeMux, prefix string) {
 
 // settle runs one hold action and answers with its outcome.
 func (h *handler) settle(w http.ResponseWriter, r *http.Request, action string) {
-	idp, subject, actor := r.PathValue("idp"), r.PathValue("subject"), principalOf(r).Actor
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
+	actor := principalOf(r).Actor
+	if subject == "" {
+		// As on the IdP's page: an IdP neither configured nor holding
+		// anything is a mistyped URL, not zero holds settled.
+		if _, status, err := h.idpState(r.Context(), idp); err != nil {
+			h.fail(w, r, status, fmt.Sprintf("Could not %s the held removals of %s: %v", strings.TrimSuffix(action, "-all"), idp, err), err)
+			return
+		}
+	}
 	var (
 		changes []string
 		n       int

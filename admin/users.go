@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/usherhq/usher/store"
 )
@@ -120,9 +119,21 @@ func (h *handler) searchUsers(ctx context.Context, q, after string) (usersData, 
 	return d, nil
 }
 
+// usersQuery reads a search (q) and a browsing cursor (after).
+func usersQuery(r *http.Request) (q, after string, err error) {
+	q, after = strings.TrimSpace(r.URL.Query().Get("q")), r.URL.Query().Get("after")
+	// The cursor is idp NUL subject: only its parts must be text.
+	idp, subject, _ := strings.Cut(after, "\x00")
+	return q, after, checkFields(false, "the search", q, "the cursor", idp+subject)
+}
+
 func (h *handler) usersPage(w http.ResponseWriter, r *http.Request) {
-	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	d, err := h.searchUsers(r.Context(), q, r.URL.Query().Get("after"))
+	q, after, err := usersQuery(r)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "Bad search: "+err.Error(), nil)
+		return
+	}
+	d, err := h.searchUsers(r.Context(), q, after)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "The search failed.", err)
 		return
@@ -242,7 +253,10 @@ func (h *handler) timeline(ctx context.Context, idp, subject string) (timelineDa
 }
 
 func (h *handler) userPage(w http.ResponseWriter, r *http.Request) {
-	idp, subject := r.PathValue("idp"), r.PathValue("subject")
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
 	d, err := h.timeline(r.Context(), idp, subject)
 	if err != nil {
 		h.fail(w, r, statusOf(err, http.StatusInternalServerError), "No timeline for "+idp+" / "+subject+".", err)
@@ -265,7 +279,10 @@ func (h *handler) userReinstate(w http.ResponseWriter, r *http.Request) {
 
 // userChanges runs a person's action and shows their page with its result.
 func (h *handler) userChanges(w http.ResponseWriter, r *http.Request, do userAction, what string) {
-	idp, subject := r.PathValue("idp"), r.PathValue("subject")
+	idp, subject, ok := h.identity(w, r)
+	if !ok {
+		return
+	}
 	changes, err := do(r, idp, subject)
 	if err != nil {
 		h.fail(w, r, statusOf(err, http.StatusBadGateway), what+" failed: "+err.Error(), err)
@@ -311,18 +328,38 @@ func displayName(d timelineData) string {
 // the way in for a person whose IdP's adoption policy refused to take an
 // account over.
 func (h *handler) link(w http.ResponseWriter, r *http.Request) {
+	if idp, subject, _, ok := h.doLink(w, r); ok {
+		http.Redirect(w, r, userURL(idp, subject), http.StatusSeeOther)
+	}
+}
+
+// doLink reads the link form, links, and answers a refusal or failure
+// itself (false). The form and the API share it.
+func (h *handler) doLink(w http.ResponseWriter, r *http.Request) (idp, subject, username string, ok bool) {
 	idp, subject, username, err := linkForm(r)
+	if err == nil && !h.configured(idp) {
+		err = fmt.Errorf("no identity provider %q is configured", idp)
+	}
 	if err != nil {
-		h.fail(w, r, http.StatusBadRequest, err.Error(), nil)
-		return
+		h.fail(w, r, http.StatusBadRequest, "Not linked: "+err.Error(), nil)
+		return "", "", "", false
 	}
 	actor := principalOf(r).Actor
 	if err := h.o.Actions.Link(r.Context(), idp, subject, username, actor); err != nil {
-		h.fail(w, r, http.StatusConflict, "Not linked: "+err.Error(), err)
-		return
+		status := http.StatusInternalServerError
+		if errors.Is(err, store.ErrUsernameTaken) {
+			status = http.StatusConflict
+		}
+		h.fail(w, r, status, "Not linked: "+err.Error(), err)
+		return "", "", "", false
 	}
 	h.log.Info("admin link", "actor", actor, "idp", idp, "subject", subject, "username", username)
-	http.Redirect(w, r, userURL(idp, subject), http.StatusSeeOther)
+	return idp, subject, username, true
+}
+
+// configured reports an IdP of the config.
+func (h *handler) configured(idp string) bool {
+	return slices.ContainsFunc(h.o.IdPs, func(x IdP) bool { return x.ID == idp })
 }
 
 // linkForm reads and checks the link form's fields.
@@ -333,13 +370,8 @@ func linkForm(r *http.Request) (idp, subject, username string, err error) {
 	idp = strings.TrimSpace(r.PostForm.Get("idp"))
 	subject = strings.TrimSpace(r.PostForm.Get("subject"))
 	username = strings.TrimSpace(r.PostForm.Get("username"))
-	if idp == "" || subject == "" || username == "" {
-		return "", "", "", errors.New("an IdP, a subject and a username are all required")
-	}
-	for _, v := range []string{idp, subject, username} {
-		if len(v) > 512 || strings.ContainsFunc(v, unicode.IsControl) {
-			return "", "", "", errors.New("a field holds control characters or is too long")
-		}
+	if err := checkFields(true, "idp", idp, "subject", subject, "username", username); err != nil {
+		return "", "", "", err
 	}
 	return idp, subject, username, nil
 }

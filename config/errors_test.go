@@ -32,12 +32,27 @@ func checkErrors(t *testing.T, err error, want []wantErr) {
 	}
 }
 
+// parseCase is a file and every error Parse must report for it.
+type parseCase struct {
+	name string
+	src  string
+	want []wantErr
+}
+
+func runParseCases(t *testing.T, tests []parseCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse("usher.yaml", []byte(tt.src))
+			checkErrors(t, err, tt.want)
+		})
+	}
+}
+
 func TestParseErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		src  string
-		want []wantErr
-	}{{
+	t.Parallel()
+	runParseCases(t, []parseCase{{
 		name: "unknown top-level key",
 		src:  base + "listen: \":8080\"\n",
 		want: []wantErr{{"listen", 13, 1, "unknown key"}},
@@ -296,13 +311,75 @@ idps:
 		name: "two documents",
 		src:  base + "---\nidps: []\n",
 		want: []wantErr{{"", 0, 0, "one YAML document"}},
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("usher.yaml", []byte(tt.src))
-			checkErrors(t, err, tt.want)
-		})
-	}
+	}})
+}
+
+// The settings this file's blocks gained with adoption, the SCIM brake,
+// the provisioning deadline and the retry queue refuse what they cannot
+// use, each at its own key and line.
+func TestNewSettingsErrors(t *testing.T) {
+	t.Parallel()
+	runParseCases(t, []parseCase{{
+		name: "unknown adoption policy",
+		src:  base + "    adoption: sometimes\n",
+		want: []wantErr{{"idps[0].adoption", 13, 5, `want never, verified_email or always, got "sometimes"`}},
+	}, {
+		name: "adoption is not a list",
+		src:  base + "    adoption: [never]\n",
+		want: []wantErr{{"idps[0].adoption", 13, 15, "want a string, got a list"}},
+	}, {
+		name: "scim brake share not a number",
+		src:  base + "    scim:\n      token: {value: t}\n      brake: {max_share: .nan}\n",
+		want: []wantErr{{"idps[0].scim.brake.max_share", 15, 26, "want a finite number, got NaN"}},
+	}, {
+		name: "scim brake share as a percentage",
+		src:  base + "    scim:\n      token: {value: t}\n      brake: {max_share: 10%}\n",
+		want: []wantErr{{"idps[0].scim.brake.max_share", 15, 26, `want a number, got "10%"`}},
+	}, {
+		name: "scim brake unknown key",
+		src:  base + "    scim:\n      token: {value: t}\n      brake: {max_count: 5, windw: 1h}\n",
+		want: []wantErr{{"idps[0].scim.brake.windw", 15, 29, `did you mean "window"?`}},
+	}, {
+		name: "scim brake without a token",
+		src:  base + "    scim:\n      brake: {max_count: 5}\n",
+		want: []wantErr{{"idps[0].scim.token", 13, 5, "required"}},
+	}, {
+		name: "provisioning deadline over 10m",
+		src:  base + "provisioning:\n  deadline: 11m\n",
+		want: []wantErr{{"provisioning.deadline", 14, 3, "want between 0 and 10m"}},
+	}, {
+		name: "negative provisioning deadline",
+		src:  base + "provisioning:\n  deadline: -1s\n",
+		want: []wantErr{{"provisioning.deadline", 14, 3, "got -1s"}},
+	}, {
+		name: "retry queue out of range",
+		src:  base + "provisioning:\n  retry:\n    interval: 10ms\n    min_backoff: 2h\n    probe_every: -1s\n",
+		want: []wantErr{
+			{"provisioning.retry.max_backoff", 14, 3, "1h0m0s is shorter than min_backoff 2h0m0s"},
+			{"provisioning.retry.interval", 15, 5, "want at least 100ms, got 10ms"},
+			{"provisioning.retry.probe_every", 17, 5, "must not be negative"},
+		},
+	}, {
+		name: "negative retry backoff",
+		src:  base + "provisioning:\n  retry: {min_backoff: -1s}\n",
+		want: []wantErr{{"provisioning.retry.min_backoff", 14, 11, "must not be negative"}},
+	}, {
+		name: "retry unknown key",
+		src:  base + "provisioning:\n  retry: {backoff: 1s}\n",
+		want: []wantErr{{"provisioning.retry.backoff", 14, 11, "unknown key"}},
+	}, {
+		name: "negative store connections",
+		src:  base + "store:\n  driver: postgres\n  dsn: {value: x}\n  max_conns: -1\n",
+		want: []wantErr{{"store.max_conns", 16, 3, "must not be negative"}},
+	}, {
+		name: "store timeout without a unit",
+		src:  base + "store:\n  timeout: 5\n",
+		want: []wantErr{{"store.timeout", 14, 12, "want a duration"}},
+	}, {
+		name: "data_dir not a string",
+		src:  strings.Replace(base, "server:\n", "server:\n  data_dir: [a]\n", 1),
+		want: []wantErr{{"server.data_dir", 2, 13, "want a string, got a list"}},
+	}})
 }
 
 func TestErrorFormat(t *testing.T) {

@@ -190,29 +190,17 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Admin.Listen, "127.0.0.1:9090")
 	setDefault(&c.Log.Format, "auto")
 	setDefault(&c.Log.Level, "info")
-	if c.Provisioning.FastPath == 0 {
-		c.Provisioning.FastPath = time.Hour
-	}
-	setDefault(&c.Provisioning.OnAppDown, "allow_known")
-	if c.Provisioning.Deadline == 0 {
-		c.Provisioning.Deadline = 5 * time.Second
-	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{
-		{&c.Provisioning.Retry.Interval, 5 * time.Second},
-		{&c.Provisioning.Retry.MinBackoff, 5 * time.Second},
-		{&c.Provisioning.Retry.MaxBackoff, time.Hour},
-		{&c.Provisioning.Retry.ProbeEvery, 15 * time.Second},
-	} {
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if c.Provisioning.CreateGroups == nil {
+	p := &c.Provisioning
+	durationDefault(&p.FastPath, time.Hour)
+	setDefault(&p.OnAppDown, "allow_known")
+	durationDefault(&p.Deadline, 5*time.Second)
+	durationDefault(&p.Retry.Interval, 5*time.Second)
+	durationDefault(&p.Retry.MinBackoff, 5*time.Second)
+	durationDefault(&p.Retry.MaxBackoff, time.Hour)
+	durationDefault(&p.Retry.ProbeEvery, 15*time.Second)
+	if p.CreateGroups == nil {
 		yes := true
-		c.Provisioning.CreateGroups = &yes
+		p.CreateGroups = &yes
 	}
 }
 

@@ -19,13 +19,9 @@ apps:
 
 func TestAppSSOErrors(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		apps string
-		want []wantErr
-	}{{
+	runParseCases(t, []parseCase{{
 		name: "provider client without the app's url",
-		apps: "  - {name: jira, kind: jira, sso: {client_id: jira, client_secret: {env: S}}}\n",
+		src:  ssoBase + "  - {name: jira, kind: jira, sso: {client_id: jira, client_secret: {env: S}}}\n",
 		want: []wantErr{
 			{"apps[0].upstream", 9, 5, "or, for an app people reach directly, its url"},
 			{"apps[0].url", 9, 5, "required with sso"},
@@ -33,14 +29,14 @@ func TestAppSSOErrors(t *testing.T) {
 		},
 	}, {
 		name: "redirect URI on another host",
-		apps: "  - {name: jira, kind: jira, url: https://jira.example.com, sso: {client_id: jira, client_secret: {env: S}, redirect_uris: [https://evil.example.net/plugins/servlet/oidc/callback, http://jira.example.com/cb]}}\n",
+		src:  ssoBase + "  - {name: jira, kind: jira, url: https://jira.example.com, sso: {client_id: jira, client_secret: {env: S}, redirect_uris: [https://evil.example.net/plugins/servlet/oidc/callback, http://jira.example.com/cb]}}\n",
 		want: []wantErr{
 			{"apps[0].sso.redirect_uris[0]", 9, 0, "not on the app's host https://jira.example.com"},
 			{"apps[0].sso.redirect_uris[1]", 9, 0, "not on the app's host https://jira.example.com"},
 		},
 	}, {
 		name: "fragment, relative and duplicate redirect URIs",
-		apps: "  - {name: app, kind: generic, url: https://app.example.com, sso: {client_id: app, client_secret: {env: S}, redirect_uris: [\"https://app.example.com/cb#x\", /cb, https://app.example.com/cb, https://app.example.com/cb]}}\n",
+		src:  ssoBase + "  - {name: app, kind: generic, url: https://app.example.com, sso: {client_id: app, client_secret: {env: S}, redirect_uris: [\"https://app.example.com/cb#x\", /cb, https://app.example.com/cb, https://app.example.com/cb]}}\n",
 		want: []wantErr{
 			{"apps[0].sso.redirect_uris[0]", 9, 0, "fragment"},
 			{"apps[0].sso.redirect_uris[1]", 9, 0, "want an absolute URL"},
@@ -48,11 +44,11 @@ func TestAppSSOErrors(t *testing.T) {
 		},
 	}, {
 		name: "generic app needs redirect URIs",
-		apps: "  - {name: app, kind: generic, url: https://app.example.com, sso: {client_id: app, client_secret: {env: S}}}\n",
+		src:  ssoBase + "  - {name: app, kind: generic, url: https://app.example.com, sso: {client_id: app, client_secret: {env: S}}}\n",
 		want: []wantErr{{"apps[0].sso.redirect_uris", 9, 0, "required for apps of kind generic"}},
 	}, {
 		name: "secret and public, alg, duplicate client",
-		apps: "  - {name: a, kind: jira, url: https://a.example.com, sso: {client_id: x, client_secret: {env: S}, public: true, signing_alg: HS256}}\n" +
+		src: ssoBase + "  - {name: a, kind: jira, url: https://a.example.com, sso: {client_id: x, client_secret: {env: S}, public: true, signing_alg: HS256}}\n" +
 			"  - {name: b, kind: jira, url: https://b.example.com, sso: {client_id: x}}\n",
 		want: []wantErr{
 			{"apps[0].sso.client_secret", 9, 0, "a public client has no secret"},
@@ -62,11 +58,11 @@ func TestAppSSOErrors(t *testing.T) {
 		},
 	}, {
 		name: "provider only app with a route",
-		apps: "  - {name: jira, kind: jira, url: https://jira.example.com, route: {host: jira.example.com}, sso: {client_id: jira, client_secret: {env: S}}}\n",
+		src:  ssoBase + "  - {name: jira, kind: jira, url: https://jira.example.com, route: {host: jira.example.com}, sso: {client_id: jira, client_secret: {env: S}}}\n",
 		want: []wantErr{{"apps[0].route", 9, 0, "only for an app usher proxies"}},
 	}, {
 		name: "proxied app whose url the route does not serve",
-		apps: "  - {name: wiki, kind: confluence, upstream: http://wiki:8090, route: {path_prefix: /wiki}, url: https://sso.example.com/confluence, sso: {client_id: wiki, client_secret: {env: S}}}\n" +
+		src: ssoBase + "  - {name: wiki, kind: confluence, upstream: http://wiki:8090, route: {path_prefix: /wiki}, url: https://sso.example.com/confluence, sso: {client_id: wiki, client_secret: {env: S}}}\n" +
 			"  - {name: jira, kind: jira, upstream: http://jira:8080, route: {host: jira.example.com}, url: https://other.example.com, sso: {client_id: jira, client_secret: {env: S}}}\n",
 		want: []wantErr{
 			{"apps[0].url", 9, 0, "not served by this app's route (path /wiki on sso.example.com)"},
@@ -74,16 +70,9 @@ func TestAppSSOErrors(t *testing.T) {
 		},
 	}, {
 		name: "url with a query",
-		apps: "  - {name: jira, kind: jira, url: \"https://jira.example.com/?x=1\"}\n",
+		src:  ssoBase + "  - {name: jira, kind: jira, url: \"https://jira.example.com/?x=1\"}\n",
 		want: []wantErr{{"apps[0].url", 9, 0, "without query"}},
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := Parse("usher.yaml", []byte(ssoBase+tt.apps))
-			checkErrors(t, err, tt.want)
-		})
-	}
+	}})
 }
 
 func TestAppSSODefaultsAndModes(t *testing.T) {

@@ -71,10 +71,10 @@ func (c *Config) Summary() string {
 			case d.Schedule != "":
 				when = "cron " + d.Schedule
 			case d.Every > 0:
-				when = "every " + shortDuration(d.Every)
+				when = "every " + ShortDuration(d.Every)
 			}
 			if d.Schedule != "" || d.Every > 0 {
-				when += ", full every " + shortDuration(d.FullEvery)
+				when += ", full every " + ShortDuration(d.FullEvery)
 			}
 			mode := "updates known people"
 			if d.Automatic {
@@ -143,7 +143,7 @@ func dumpValue(v reflect.Value) any {
 	case rawType:
 		return v.Interface().(Raw).redactedForm(true)
 	case durationType:
-		return shortDuration(time.Duration(v.Int()))
+		return ShortDuration(time.Duration(v.Int()))
 	}
 	switch v.Kind() {
 	case reflect.Pointer, reflect.Interface:
@@ -178,8 +178,9 @@ func dumpValue(v reflect.Value) any {
 	return v.Interface()
 }
 
-// shortDuration writes 8h rather than 8h0m0s, in the form admins type.
-func shortDuration(d time.Duration) string {
+// ShortDuration writes 8h rather than 8h0m0s, in the form admins type
+// (and this package reads) durations.
+func ShortDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

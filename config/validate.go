@@ -182,8 +182,17 @@ func (v *validator) store() {
 	if o := v.c.Provisioning.OnAppDown; o != "allow_known" && o != "deny" {
 		v.errorf("provisioning.on_app_down", "want allow_known or deny, got %q", o)
 	}
-	if r := v.c.Provisioning.Retry; r.Interval < 100*time.Millisecond || r.MinBackoff < 0 || r.MaxBackoff < r.MinBackoff || r.ProbeEvery < 0 {
-		v.errorf("provisioning.retry", "want interval of at least 100ms, backoffs with min_backoff <= max_backoff, and probe_every not negative; got %+v", r)
+	r := v.c.Provisioning.Retry
+	if r.Interval < 100*time.Millisecond {
+		v.errorf("provisioning.retry.interval", "want at least 100ms, got %s", r.Interval)
+	}
+	if r.MinBackoff < 0 {
+		v.errorf("provisioning.retry.min_backoff", "must not be negative")
+	} else if r.MaxBackoff < r.MinBackoff {
+		v.errorf("provisioning.retry.max_backoff", "%s is shorter than min_backoff %s", r.MaxBackoff, r.MinBackoff)
+	}
+	if r.ProbeEvery < 0 {
+		v.errorf("provisioning.retry.probe_every", "must not be negative")
 	}
 	if d := v.c.Provisioning.Deadline; d < 0 || d > 10*time.Minute {
 		v.errorf("provisioning.deadline", "want between 0 and 10m (a person waits for it at sign-in), got %s", d)

@@ -79,8 +79,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ue) && errors.Is(ue.err, flag.ErrHelp):
+		ue.printFlags(stdout)
+		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "usher %s: %v\n", args[0], ue.err)
+		ue.printFlags(stderr)
 		return 2
 	default:
 		fmt.Fprintf(stderr, "usher %s: %v\n", args[0], err)
@@ -88,9 +92,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-type usageError struct{ err error }
+// usageError is a command line usher cannot run as given: exit code 2,
+// with the command's flags when it has them.
+type usageError struct {
+	err error
+	fs  *flag.FlagSet // nil: the command has no flags to list
+}
 
 func (e usageError) Error() string { return e.err.Error() }
+
+// printFlags lists the command's flags after its complaint.
+func (e usageError) printFlags(w io.Writer) {
+	if e.fs == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nflags of usher %s:\n", e.fs.Name())
+	e.fs.SetOutput(w)
+	e.fs.PrintDefaults()
+}
 
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
@@ -99,24 +118,26 @@ func version() string {
 	return "dev"
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Parse's complaints come back as errors, which run prints once,
+	// with the flags.
+	fs.SetOutput(io.Discard)
 	return fs
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return usageError{err, fs}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0)), fs}
 	}
 	return nil
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
+	fs := newFlags("serve")
 	path := fs.String("config", "usher.yaml", "config file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -145,7 +166,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 // cmdReload asks a running usher to re-read its config, through the
 // admin API named in the same config file (or send it SIGHUP).
 func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("reload", stderr)
+	fs := newFlags("reload")
 	path := fs.String("config", "usher.yaml", "config file of the running usher")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -188,7 +209,7 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // path and line, including those inside each IdP's own config block and
 // secrets that cannot be read (unless --no-secrets).
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", stderr)
+	fs := newFlags("check")
 	path := fs.String("config", "usher.yaml", "config file")
 	noSecrets := fs.Bool("no-secrets", false, "do not read {env: ...} and {file: ...} secrets (checking a file away from where it runs)")
 	if err := parseFlags(fs, args); err != nil {
@@ -215,7 +236,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 // cmdMigrate applies the store's schema migrations. With store.migrate:
 // manual, upgrades run it once before starting the new version.
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("migrate", stderr)
+	fs := newFlags("migrate")
 	path := fs.String("config", "usher.yaml", "config file")
 	if err := parseFlags(fs, args); err != nil {
 		return err

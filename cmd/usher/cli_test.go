@@ -422,3 +422,44 @@ func TestServeNamesTheFailingPartOnce(t *testing.T) {
 		t.Fatalf("exit %d: %q", code, stderr)
 	}
 }
+
+// The blocks cmd/usher decodes with a type's own struct (an IdP's
+// config, an app's api, a directory's config) and the settings it checks
+// itself (scim.subject) refuse bad values at their own key and line.
+func TestCheckRefusesTypedBlocksWithLine(t *testing.T) {
+	t.Setenv("USHER_TEST_KEY", strings.Repeat("k", 32))
+	t.Setenv("OKTA_SECRET", "s")
+	cloudApp := "  - name: cloud\n    kind: cloud\n    api:\n      site: https://acme.atlassian.net\n      org_id: o\n      directory_id: d\n      org_key: {value: k}\n      access: [{resource: \"ari:cloud:jira-software::site/1\", role: atlassian/user}]\n"
+	for _, tc := range []struct {
+		name string
+		old  string // replaced in goodConfig by new
+		new  string
+		want string
+	}{
+		{"oidc subject_claim", "      client_id: abc\n", "      client_id: abc\n      subject_claim: nonce\n",
+			`usher.yaml:17:7: idps[0].config.subject_claim: "nonce" describes the token, not the person`},
+		{"oidc email_verified", "      client_id: abc\n", "      client_id: abc\n      email_verified: trust\n",
+			`usher.yaml:17:7: idps[0].config.email_verified: "trust" is neither`},
+		{"scim subject", "    domains: [example.com]\n", "    domains: [example.com]\n    scim: {token: {value: t}, subject: emails}\n",
+			`usher.yaml:14:31: idps[0].scim.subject: subject attribute "emails" is not externalId`},
+		{"cloud api unknown key", "idps:\n", cloudApp + "      invte: site\nidps:\n",
+			`usher.yaml:18:7: apps[1].api.invte: unknown key (did you mean "invite"?)`},
+		{"cloud api bad role", "idps:\n", strings.Replace(cloudApp, "atlassian/user", "admin", 1) + "idps:\n",
+			`usher.yaml:17:62: apps[1].api.access[0].role: want one of atlassian/user`},
+		{"api on a generic app", "idps:\n", "  - {name: web, kind: generic, upstream: http://web, route: {host: web.sso.example.com}, api: {x: 1}}\nidps:\n",
+			"apps[1].api: apps of kind \"generic\" cannot be provisioned"},
+		{"directory unknown type", "", "directories:\n  - {name: corp, type: azure, idp: okta, config: {x: 1}}\n",
+			`usher.yaml:19:18: directories[0].type: want one of google, graph, ldap, okta, onelogin, scim, got "azure"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := goodConfig + tc.new
+			if tc.old != "" {
+				cfg = strings.Replace(goodConfig, tc.old, tc.new, 1)
+			}
+			code, _, stderr := runCLI(t, "check", "--config", writeConfig(t, cfg))
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, want 1 with %q:\n%s", code, tc.want, stderr)
+			}
+		})
+	}
+}

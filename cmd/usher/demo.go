@@ -45,7 +45,7 @@ var demoIdPs = []struct {
 // OpenID Providers (real ones, on zitadel/oidc), a demo app that shows the
 // identity headers it receives, and SQLite in a temp dir.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", stderr)
+	fs := newFlags("demo")
 	port := fs.Int("port", 8080, "port for usher on 127.0.0.1")
 	if err := parseFlags(fs, args); err != nil {
 		return err

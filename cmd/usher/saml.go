@@ -14,9 +14,9 @@ import (
 // key that changes on restart breaks every IdP that trusts it.
 func cmdSAML(args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "keygen" {
-		return usageError{fmt.Errorf("usage: usher saml keygen [--cn NAME] [--days N] [--key FILE --cert FILE]")}
+		return usageError{err: fmt.Errorf("usage: usher saml keygen [--cn NAME] [--days N] [--key FILE --cert FILE]")}
 	}
-	fs := newFlags("saml keygen", os.Stderr)
+	fs := newFlags("saml keygen")
 	cn := fs.String("cn", "usher", "certificate common name (your public host name)")
 	days := fs.Int("days", 3650, "validity in days")
 	keyFile := fs.String("key", "", "write the private key to this file (mode 0600) instead of stdout")
@@ -25,7 +25,7 @@ func cmdSAML(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *days <= 0 {
-		return usageError{fmt.Errorf("--days must be positive")}
+		return usageError{fmt.Errorf("--days must be positive"), fs}
 	}
 	key, cert, err := saml.GenerateKeyPair(*cn, time.Duration(*days)*24*time.Hour)
 	if err != nil {

@@ -80,7 +80,7 @@ func sweepSummary(cfg *config.Config) string {
 		case p.Schedule != "":
 			when = fmt.Sprintf("cron %q", p.Schedule)
 		case p.Every > 0:
-			when = "every " + shortDuration(p.Every)
+			when = "every " + config.ShortDuration(p.Every)
 		}
 		action := string(p.Action)
 		if action == "" {
@@ -118,6 +118,17 @@ func (m *Main) openSweepers(g *generation, cfg *config.Config) error {
 	return nil
 }
 
+// sweepNames are the configured sweep policies' names, in config order.
+func sweepNames(cfg *config.Config) []string {
+	var out []string
+	for i := range cfg.Sweeps {
+		if p, err := sweepPolicy(cfg, i); err == nil {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
 // sweepRuns is what `usher sweep --json` prints: one JSON document with
 // a run per policy, in config order.
 type sweepRuns struct {
@@ -136,7 +147,7 @@ type sweepRun struct {
 // acts on nothing. The first policy that fails stops the command; the
 // runs so far are printed all the same.
 func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sweep", stderr)
+	fs := newFlags("sweep")
 	path := fs.String("config", "usher.yaml", "config file")
 	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
 	asJSON := fs.Bool("json", false, `print one JSON document, {"runs": [...]}, instead of tables`)
@@ -150,6 +161,9 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(cfg.Sweeps) == 0 {
 		return fmt.Errorf("%s has no sweeps", *path)
+	}
+	if names := sweepNames(cfg); *only != "" && !slices.Contains(names, *only) {
+		return usageError{fmt.Errorf("no sweep policy named %q (configured: %s)", *only, strings.Join(names, ", ")), fs}
 	}
 	m := &Main{Config: cfg, Log: newLogger(stderr, cfg.Log), Offline: true}
 	if err := m.Open(ctx); err != nil {
@@ -177,9 +191,6 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			break
 		}
 	}
-	if len(out.Runs) == 0 {
-		return usageError{fmt.Errorf("no sweep policy named %q", *only)}
-	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -203,16 +214,4 @@ func printSweep(w io.Writer, r *sweep.Result) {
 		fmt.Fprintf(w, "BLOCKED by the safety valve: %s\n", r.BlockReason)
 	}
 	fmt.Fprintf(w, "planned %d, applied %d, skipped %d, failed %d\n\n", r.Planned, r.Applied, r.Skipped, r.Failed)
-}
-
-// shortDuration writes 24h rather than 24h0m0s, as admins type it.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usherhq/usher/config"
+	"github.com/usherhq/usher/admin"
 	"github.com/usherhq/usher/dirsync"
 )
 
@@ -19,7 +19,7 @@ import (
 // by default, or one person with --subject; with --dry-run it reports
 // what a sync would change and changes nothing.
 func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sync", stderr)
+	fs := newFlags("sync")
 	path := fs.String("config", "usher.yaml", "config file")
 	only := fs.String("directory", "", "sync only this directory (default: all)")
 	dry := fs.Bool("dry-run", false, "report what a sync would change, and change nothing")
@@ -29,8 +29,12 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *subject != "" && (*dry || *delta) {
-		return usageError{errors.New("--subject syncs one person now; it takes neither --dry-run nor --delta")}
+	switch {
+	case *subject != "" && (*dry || *delta):
+		return usageError{errors.New("--subject syncs one person now; it takes neither --dry-run nor --delta"), fs}
+	case *subject != "" && admin.FieldProblem(*subject) != "":
+		// The admin page's rule for the same action.
+		return usageError{fmt.Errorf("--subject %s", admin.FieldProblem(*subject)), fs}
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -39,8 +43,15 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(cfg.Directories) == 0 {
 		return fmt.Errorf("%s has no directories", *path)
 	}
-	if *only != "" && !slices.ContainsFunc(cfg.Directories, func(d config.Directory) bool { return d.Name == *only }) {
-		return usageError{fmt.Errorf("no directory named %q", *only)}
+	var configured []string
+	for _, d := range cfg.Directories {
+		configured = append(configured, d.Name)
+	}
+	switch {
+	case *only != "" && !slices.Contains(configured, *only):
+		return usageError{fmt.Errorf("no directory named %q (configured: %s)", *only, strings.Join(configured, ", ")), fs}
+	case *subject != "" && *only == "" && len(configured) > 1:
+		return usageError{errors.New("--subject needs --directory when several directories are configured"), fs}
 	}
 	m := &Main{Config: cfg, Log: newLogger(stderr, cfg.Log), Offline: true}
 	if err := m.Open(ctx); err != nil {
@@ -54,9 +65,6 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			names = append(names, name)
 		}
 	}
-	if len(names) == 0 {
-		return usageError{fmt.Errorf("no directory named %q", *only)}
-	}
 	out := func(v any, table string) error {
 		if !*asJSON {
 			_, err := fmt.Fprintln(stdout, table)
@@ -67,9 +75,6 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return enc.Encode(v)
 	}
 	if *subject != "" {
-		if len(names) != 1 {
-			return usageError{errors.New("--subject needs --directory when several directories are configured")}
-		}
 		it, err := g.syncers[names[0]].SyncPerson(ctx, *subject, "cli")
 		if it != nil {
 			if perr := out(it, personTable(names[0], it)); perr != nil {

@@ -224,6 +224,25 @@ func decodeCursor(s string, query any) (int, bool) {
 	return cur.Offset, true
 }
 
+// orgSearch reads a search request's body into a Q. With a cursor in
+// it, the search is the one the cursor stands for (the request's other
+// filters are ignored) from the cursor's offset. It answers a request it
+// cannot take itself (false).
+func orgSearch[Q any](c *Cloud, w http.ResponseWriter, r *http.Request, cursor func(*Q) string) (q Q, offset int, ok bool) {
+	if !c.scope(w, r) || !orgDecode(w, r, &q) {
+		return q, 0, false
+	}
+	if cur := cursor(&q); cur != "" {
+		var zero Q
+		q = zero
+		if offset, ok = decodeCursor(cur, &q); !ok {
+			orgFail(w, http.StatusBadRequest, "ADMIN-UAM-400-1", "Invalid page cursor")
+			return q, 0, false
+		}
+	}
+	return q, offset, true
+}
+
 // page cuts n items at offset/limit and writes {data, links}.
 func orgPage(w http.ResponseWriter, r *http.Request, data []map[string]any, offset, limit int, query any) {
 	if limit <= 0 {
@@ -256,21 +275,9 @@ type userSearch struct {
 // are mutually exclusive (400); emails match exactly, case-insensitively
 // [U for case]; with a cursor the other filters are ignored.
 func (c *Cloud) orgSearchUsers(w http.ResponseWriter, r *http.Request) {
-	if !c.scope(w, r) {
+	q, offset, ok := orgSearch(c, w, r, func(q *userSearch) string { return q.Cursor })
+	if !ok {
 		return
-	}
-	var q userSearch
-	if !orgDecode(w, r, &q) {
-		return
-	}
-	offset := 0
-	if cur := q.Cursor; cur != "" {
-		q = userSearch{} // with a cursor, the request's other filters are ignored
-		var ok bool
-		if offset, ok = decodeCursor(cur, &q); !ok {
-			orgFail(w, http.StatusBadRequest, "ADMIN-UAM-400-1", "Invalid page cursor")
-			return
-		}
 	}
 	if q.SearchTerm != "" && len(q.Emails) > 0 {
 		orgFail(w, http.StatusBadRequest, "ADMIN-UAM-400-1", "searchTerm and emails cannot be used together")
@@ -359,6 +366,21 @@ func (c *Cloud) account(w http.ResponseWriter, r *http.Request, param string) *c
 	return a
 }
 
+// member is the path's accountId among the directory's members, for the
+// calls that change a member; it answers 404 itself (nil). The caller
+// holds c.mu.
+func (c *Cloud) member(w http.ResponseWriter, r *http.Request) *cloudAccount {
+	if !c.scope(w, r) {
+		return nil
+	}
+	a := c.account(w, r, "accountId")
+	if a != nil && a.membership == "no_membership" {
+		orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
+		return nil
+	}
+	return a
+}
+
 func (c *Cloud) orgGetUser(w http.ResponseWriter, r *http.Request) {
 	if !c.scope(w, r) {
 		return
@@ -373,17 +395,10 @@ func (c *Cloud) orgGetUser(w http.ResponseWriter, r *http.Request) {
 // orgRemoveUser removes the person from the directory (§26.4): roles and
 // groups go, and a re-invite is needed. Managed accounts stay visible.
 func (c *Cloud) orgRemoveUser(w http.ResponseWriter, r *http.Request) {
-	if !c.scope(w, r) {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a := c.account(w, r, "accountId")
+	a := c.member(w, r)
 	if a == nil {
-		return
-	}
-	if a.membership == "no_membership" {
-		orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
 		return
 	}
 	for gid := range a.groups {
@@ -399,17 +414,10 @@ func (c *Cloud) orgRemoveUser(w http.ResponseWriter, r *http.Request) {
 // licence limit [U: inferred from billing].
 func (c *Cloud) orgSuspend(suspend bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !c.scope(w, r) {
-			return
-		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		a := c.account(w, r, "accountId")
+		a := c.member(w, r)
 		if a == nil {
-			return
-		}
-		if a.membership == "no_membership" {
-			orgFail(w, http.StatusNotFound, "ADMIN-UAM-404-1", "User is not in this directory")
 			return
 		}
 		if suspend {
@@ -593,21 +601,9 @@ type groupSearch struct {
 // orgSearchGroups is POST …/groups/search (§26.5); groupNames match
 // exactly, case-insensitively [U for case].
 func (c *Cloud) orgSearchGroups(w http.ResponseWriter, r *http.Request) {
-	if !c.scope(w, r) {
+	q, offset, ok := orgSearch(c, w, r, func(q *groupSearch) string { return q.Cursor })
+	if !ok {
 		return
-	}
-	var q groupSearch
-	if !orgDecode(w, r, &q) {
-		return
-	}
-	offset := 0
-	if cur := q.Cursor; cur != "" {
-		q = groupSearch{} // with a cursor, the request's other filters are ignored
-		var ok bool
-		if offset, ok = decodeCursor(cur, &q); !ok {
-			orgFail(w, http.StatusBadRequest, "ADMIN-UAM-400-1", "Invalid page cursor")
-			return
-		}
 	}
 	c.mu.Lock()
 	var data []map[string]any

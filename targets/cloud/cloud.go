@@ -189,14 +189,21 @@ func (t *Target) GetUser(ctx context.Context, username string) (*targets.User, e
 
 // searchUsers runs one page of POST …/users/search (§26.3).
 func (t *Target) searchUsers(ctx context.Context, op, username string, body map[string]any) ([]orgUser, string, error) {
+	return search[orgUser](ctx, t, op, username, "/users/search", body)
+}
+
+// search runs one page of a directory's POST …/users/search or
+// …/groups/search (§26.3, §26.5): the body is the search, or {cursor}
+// for a next page; the answer is {data, links.next}.
+func search[T any](ctx context.Context, t *Target, op, username, path string, body map[string]any) ([]T, string, error) {
 	var out struct {
-		Data  []orgUser `json:"data"`
+		Data  []T `json:"data"`
 		Links struct {
 			Next string `json:"next"`
 		} `json:"links"`
 	}
 	_, err := t.org.Do(ctx, targets.Request{Op: op, User: username, Method: http.MethodPost,
-		Path: t.dir() + "/users/search", Body: body, Out: &out, Idempotent: true})
+		Path: t.dir() + path, Body: body, Out: &out, Idempotent: true})
 	if err != nil {
 		return nil, "", t.classify(err, callSearch)
 	}

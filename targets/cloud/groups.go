@@ -50,18 +50,11 @@ func (t *Target) findGroup(ctx context.Context, op, username, name string, fresh
 	}
 	body := map[string]any{"groupNames": []string{name}, "limit": 50}
 	for range maxGroupPages {
-		var out struct {
-			Data  []orgGroup `json:"data"`
-			Links struct {
-				Next string `json:"next"`
-			} `json:"links"`
-		}
-		_, err := t.org.Do(ctx, targets.Request{Op: op, User: username, Method: http.MethodPost,
-			Path: t.dir() + "/groups/search", Body: body, Out: &out, Idempotent: true})
+		groups, next, err := search[orgGroup](ctx, t, op, username, "/groups/search", body)
 		if err != nil {
-			return groupInfo{}, t.classify(err, callSearch)
+			return groupInfo{}, err
 		}
-		for _, g := range out.Data {
+		for _, g := range groups {
 			if strings.EqualFold(g.Name, name) && g.ID != "" {
 				info := groupInfo{id: g.ID, name: g.Name, synced: g.ExternalSynced || g.ManagedBy == "external", at: t.now()}
 				t.mu.Lock()
@@ -70,10 +63,10 @@ func (t *Target) findGroup(ctx context.Context, op, username, name string, fresh
 				return info, nil
 			}
 		}
-		if out.Links.Next == "" {
+		if next == "" {
 			break
 		}
-		body = map[string]any{"cursor": out.Links.Next}
+		body = map[string]any{"cursor": next}
 	}
 	t.forgetGroup(name)
 	return groupInfo{}, t.refuse(op, username, fmt.Errorf("%w: %s", targets.ErrGroupNotFound, name))
