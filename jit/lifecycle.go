@@ -249,7 +249,8 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	}
 	// One read: the binding, and what provisioning needs to tell whether
 	// any app has to be asked (the fast path).
-	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, l.rec().appsOf(p)...)
+	r := l.rec()
+	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, r.appsOf(p)...)
 	if err != nil {
 		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding and records of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
@@ -277,7 +278,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	switch {
 	case len(l.Apps) == 0 || p.Provisioning == ProvisionOff:
 	case p.Provisioning == ProvisionManual:
-		if err := l.rec().Record(ctx, p, cause); err != nil {
+		if _, _, _, err := r.record(ctx, p, &rec); err != nil {
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
 		}
 		l.record(ctx, Entry{Action: ActPlanned, Cause: cause, Subject: id.Subject, Username: p.Username, Outcome: ResultOK,
@@ -297,7 +298,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 				queue = queueKnown
 			}
 		}
-		outs, err := l.rec().provision(ctx, p, prevName, cause, queue, &rec)
+		outs, err := r.provision(ctx, p, prevName, cause, queue, &rec)
 		a.Outcomes = outs
 		for _, o := range outs {
 			switch {
