@@ -485,10 +485,7 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, states map
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gctx, cancel := ctx, context.CancelFunc(func() {})
-			if l.Deadline > 0 {
-				gctx, cancel = context.WithTimeout(ctx, l.Deadline)
-			}
+			gctx, cancel := within(ctx, l.Deadline)
 			defer cancel()
 			reads[i].u, reads[i].err = l.Apps[app].GetUser(gctx, p.Username)
 		}()

@@ -186,10 +186,7 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			actx, cancel := ctx, context.CancelFunc(func() {})
-			if r.Deadline > 0 {
-				actx, cancel = context.WithTimeout(ctx, r.Deadline)
-			}
+			actx, cancel := within(ctx, r.Deadline)
 			var it intent
 			out[i] = r.apply(actx, d, true, func() error { return it.record(ctx, r, d) })
 			cancel()
@@ -208,6 +205,15 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// within bounds ctx by d, an admission's Deadline in one app; a d of
+// zero leaves it as it is.
+func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // intent is an admission's change to one app, recorded before the first
