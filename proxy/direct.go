@@ -198,7 +198,13 @@ func skipOutgoing(name string) bool {
 // the two paths send never differs.
 func hasToken(vals []string, token string) bool {
 	for _, v := range vals {
-		for tok := range strings.SplitSeq(v, ",") {
+		for v != "" {
+			tok := v
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				v = ""
+			}
 			if asciiEqualFold(textproto.TrimString(tok), token) {
 				return true
 			}
