@@ -266,14 +266,7 @@ func (h *harness) tokenRequest(form url.Values, basic []string) (int, map[string
 	if basic != nil {
 		req.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return h.send(req)
 }
 
 // userinfo calls the userinfo endpoint with an access token.
@@ -281,6 +274,12 @@ func (h *harness) userinfo(token string) (int, map[string]any) {
 	h.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, h.op.Issuer()+"/userinfo", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	return h.send(req)
+}
+
+// send sends req and returns the status and the JSON object answered.
+func (h *harness) send(req *http.Request) (int, map[string]any) {
+	h.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		h.t.Fatal(err)

@@ -247,9 +247,10 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	if p.Email == "" {
 		l.warnNoEmail(mapper, id.Subject, cause)
 	}
-	// One read: the binding, and what provisioning needs to tell whether
-	// any app has to be asked (the fast path).
-	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, l.rec().appsOf(p)...)
+	// One read: the binding, and what adoption and provisioning need to
+	// tell whether any app has to be asked (the fast path).
+	r := l.rec()
+	rec, err := l.Store.Recorded(ctx, id.IdP, id.Subject, p.Username, r.appsOf(p)...)
 	if err != nil {
 		return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("read binding and records of %s/%s: %w", id.IdP, id.Subject, err)}
 	}
@@ -258,7 +259,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 		// A username this identity does not own yet: if an app already
 		// has an account of that name that usher never provisioned, taking
 		// it over is the IdP's adoption policy's decision.
-		if err := l.adopt(ctx, mapper, p, cause); err != nil {
+		if err := l.adopt(ctx, mapper, p, rec.States, cause); err != nil {
 			return nil, err
 		}
 	}
@@ -277,7 +278,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 	switch {
 	case len(l.Apps) == 0 || p.Provisioning == ProvisionOff:
 	case p.Provisioning == ProvisionManual:
-		if err := l.rec().Record(ctx, p, cause); err != nil {
+		if _, _, _, err := r.record(ctx, p, &rec); err != nil {
 			return nil, &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: err}
 		}
 		l.record(ctx, Entry{Action: ActPlanned, Cause: cause, Subject: id.Subject, Username: p.Username, Outcome: ResultOK,
@@ -297,7 +298,7 @@ func (l *Lifecycle) Admit(ctx context.Context, id providers.Identity, cause Caus
 				queue = queueKnown
 			}
 		}
-		outs, err := l.rec().provision(ctx, p, prevName, cause, queue, &rec)
+		outs, err := r.provision(ctx, p, prevName, cause, queue, &rec)
 		a.Outcomes = outs
 		for _, o := range outs {
 			switch {
@@ -449,13 +450,15 @@ func usernames(names ...string) []string {
 // adopt checks, for each app the profile reaches, whether an account of
 // the profile's username already exists there without usher having
 // provisioned it, and if so whether the IdP's adoption policy lets this
-// person take it over, before the username is bound to them. It reads
-// each app once, and only for a username the identity does not own yet.
+// person take it over, before the username is bound to them. states are
+// the username's app states as the admission read them: an app where
+// usher provisioned that username is usher's to manage. It reads each
+// other app once, and only for a username the identity does not own yet.
 // At a login an app it cannot read fails the admission, as it would for
 // any new person; for a push or a sync the app is checked again when the
 // queued change reaches it (Reconciler.Apply), so nothing is lost and
 // nothing is taken over.
-func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Cause) error {
+func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, states map[string]store.AppState, cause Cause) error {
 	if m.Adoption() == config.AdoptAlways {
 		return nil
 	}
@@ -475,19 +478,14 @@ func (l *Lifecycle) adopt(ctx context.Context, m *Mapper, p *Profile, cause Caus
 	reads := make([]found, len(apps))
 	var wg sync.WaitGroup
 	for i, app := range apps {
-		if _, err := l.Store.AppState(ctx, app, p.Username); err == nil {
+		if _, ok := states[app]; ok {
 			reads[i].err = targets.ErrNotFound // usher provisioned that account: it is usher's to manage
 			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return &AdmitError{Kind: StoreUnavailable, Username: p.Username, Err: fmt.Errorf("adoption check in %s: %w", app, err)}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gctx, cancel := ctx, context.CancelFunc(func() {})
-			if l.Deadline > 0 {
-				gctx, cancel = context.WithTimeout(ctx, l.Deadline)
-			}
+			gctx, cancel := within(ctx, l.Deadline)
 			defer cancel()
 			reads[i].u, reads[i].err = l.Apps[app].GetUser(gctx, p.Username)
 		}()

@@ -186,10 +186,7 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			actx, cancel := ctx, context.CancelFunc(func() {})
-			if r.Deadline > 0 {
-				actx, cancel = context.WithTimeout(ctx, r.Deadline)
-			}
+			actx, cancel := within(ctx, r.Deadline)
 			var it intent
 			out[i] = r.apply(actx, d, true, func() error { return it.record(ctx, r, d) })
 			cancel()
@@ -208,6 +205,15 @@ func (r *Reconciler) provision(ctx context.Context, p *Profile, prevUsername str
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// within bounds ctx by d, an admission's Deadline in one app; a d of
+// zero leaves it as it is.
+func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // intent is an admission's change to one app, recorded before the first
@@ -406,15 +412,6 @@ func (r *Reconciler) audit(ctx context.Context, d Desired, action Action, outcom
 		Username: d.Username, App: d.App, Outcome: outcome, Detail: detail})
 }
 
-// Record keeps the profile's per-app desired states in the store, so that
-// an admin's "sync now" (or manual provisioning) can apply them later.
-// The cause is not part of the record: an unchanged profile writes
-// nothing, whoever admitted the person.
-func (r *Reconciler) Record(ctx context.Context, p *Profile, cause Cause) error {
-	_, _, _, err := r.record(ctx, p, nil)
-	return err
-}
-
 // appsOf are the provisioned apps the profile reaches, sorted.
 func (r *Reconciler) appsOf(p *Profile) []string {
 	apps := make([]string, 0, len(p.Apps))
@@ -427,11 +424,14 @@ func (r *Reconciler) appsOf(p *Profile) []string {
 	return apps
 }
 
-// record is Record, returning the desired states it recorded (by app,
-// without a cause), those recorded before (nil when there were none or
-// they do not decode) and the app states of the profile's username, read
-// with them in one go (nil if that read failed). rec, when set, is that
-// read made already.
+// record keeps the profile's per-app desired states in the store, so that
+// an admin's "sync now" (or manual provisioning) can apply them later.
+// The cause is not part of the record: an unchanged profile writes
+// nothing, whoever admitted the person. It returns the desired states it
+// recorded (by app, without a cause), those recorded before (nil when
+// there were none or they do not decode) and the app states of the
+// profile's username, read with them in one go (nil if that read failed).
+// rec, when set, is that read made already.
 func (r *Reconciler) record(ctx context.Context, p *Profile, rec *store.Recorded) (desired, prior map[string]Desired, states map[string]store.AppState, err error) {
 	apps := r.appsOf(p)
 	ds := make(map[string]Desired, len(apps))

@@ -172,114 +172,76 @@ func New(reg prometheus.Registerer) *Metrics {
 		return nil
 	}
 	m := &Metrics{Now: time.Now}
-	m.requests = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_requests_total",
-		Help: "HTTP requests answered, by app and status class (1xx..5xx).",
-	}, []string{"app", "code"}))
-	m.logins = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_logins_total",
-		Help: "Finished login attempts by IdP, outcome (ok, refused, denied, error) and reason.",
-	}, []string{"idp", "outcome", "reason"}))
-	m.appCalls = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_app_calls_total",
-		Help: "REST calls to upstream apps by app, operation and result (ok, error, retry, throttled).",
-	}, []string{"app", "op", "result"}))
-	m.appCallDur = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "usher_app_call_duration_seconds",
-		Help: "Duration of REST calls to upstream apps.",
-		// Atlassian REST calls run from a few ms to tens of seconds when an
-		// instance is under load; the default buckets stop at 10s.
-		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"app", "op"}))
-	m.queueDepth = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "usher_retry_queue_depth",
-		Help: "Provisioning jobs waiting in the durable retry queue.",
-	}))
-	m.queueOldest = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "usher_retry_queue_oldest_seconds",
-		Help: "Age of the oldest job in the retry queue; 0 when empty.",
-	}))
+	// One line a collector: its name, its help text and its labels. Each
+	// is registered on reg as it is made.
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels))
+	}
+	gauge1 := func(name, help string) prometheus.Gauge {
+		return register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
+	}
+	histogram := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+		return register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels))
+	}
+	m.requests = counter("usher_requests_total",
+		"HTTP requests answered, by app and status class (1xx..5xx).", "app", "code")
+	m.logins = counter("usher_logins_total",
+		"Finished login attempts by IdP, outcome (ok, refused, denied, error) and reason.", "idp", "outcome", "reason")
+	m.appCalls = counter("usher_app_calls_total",
+		"REST calls to upstream apps by app, operation and result (ok, error, retry, throttled).", "app", "op", "result")
+	// Atlassian REST calls run from a few ms to tens of seconds when an
+	// instance is under load; the default buckets stop at 10s.
+	m.appCallDur = histogram("usher_app_call_duration_seconds", "Duration of REST calls to upstream apps.",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "app", "op")
+	m.queueDepth = gauge1("usher_retry_queue_depth",
+		"Provisioning jobs waiting in the durable retry queue.")
+	m.queueOldest = gauge1("usher_retry_queue_oldest_seconds",
+		"Age of the oldest job in the retry queue; 0 when empty.")
 	// Sweeps run rarely (hourly, daily), so the interesting numbers are
 	// those of the last run per policy: gauges, not counters whose rate
 	// would be meaningless at that frequency. Runs and blocked runs are
 	// counters so that alerts can use increase().
-	m.sweepDur = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_sweep_duration_seconds",
-		Help: "Duration of the last sweep run of the policy.",
-	}, []string{"policy"}))
-	m.sweepPlanned = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_sweep_planned",
-		Help: "Changes the last sweep run of the policy planned.",
-	}, []string{"policy"}))
-	m.sweepApplied = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_sweep_applied",
-		Help: "Changes the last sweep run of the policy applied.",
-	}, []string{"policy"}))
-	m.sweepLast = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_sweep_last_run_timestamp_seconds",
-		Help: "Unix time the last sweep run of the policy finished.",
-	}, []string{"policy"}))
-	m.sweepRuns = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_sweep_runs_total",
-		Help: "Sweep runs by policy, blocked or not.",
-	}, []string{"policy"}))
-	m.sweepBlocked = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_sweep_blocked_total",
-		Help: "Sweep runs the safety valve refused to apply.",
-	}, []string{"policy"}))
-	m.scim = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_scim_requests_total",
-		Help: "SCIM requests by IdP, operation and result.",
-	}, []string{"idp", "op", "result"}))
-	m.scimHeld = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_scim_brake_held_total",
-		Help: "SCIM removals an IdP's brake held back for an admin, by IdP (counted by the replica that held them).",
-	}, []string{"idp"}))
-	m.scimHolds = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_scim_brake_holds",
-		Help: "SCIM removals an IdP's brake holds now, waiting for an admin to release or drop them, by IdP (read from the store, alike on every replica).",
-	}, []string{"idp"}))
-	m.revocations = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_session_revocations_total",
-		Help: "Sessions revoked by source (logout, scim, sweep, admin, directory).",
-	}, []string{"source"}))
-	m.metadata = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_saml_metadata_refresh_failures_total",
-		Help: "Failed refreshes of a SAML IdP's metadata.",
-	}, []string{"idp"}))
-	m.dirRuns = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_directory_sync_runs_total",
-		Help: "Directory sync runs by directory, kind (full, delta) and result (ok, incomplete, error).",
-	}, []string{"directory", "kind", "result"}))
-	m.dirDur = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_directory_sync_duration_seconds",
-		Help: "Duration of the last directory sync run of the directory and kind.",
-	}, []string{"directory", "kind"}))
-	m.dirLast = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_directory_sync_last_run_timestamp_seconds",
-		Help: "Unix time the last directory sync run of the directory and kind finished.",
-	}, []string{"directory", "kind"}))
-	m.dirPeople = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_directory_people_seen",
-		Help: "People the last directory sync run of the directory and kind read.",
-	}, []string{"directory", "kind"}))
-	m.dirGroups = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "usher_directory_groups_seen",
-		Help: "Distinct groups among the people the last directory sync run of the directory and kind read.",
-	}, []string{"directory", "kind"}))
-	m.dirChanges = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_directory_changes_total",
-		Help: "People a directory sync created or updated in the apps, or could not (denied by policy, refused, failed).",
-	}, []string{"directory", "change"}))
-	m.dirCalls = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "usher_directory_calls_total",
-		Help: "API calls to IdP directories by directory, operation and result (ok, throttled, error).",
-	}, []string{"directory", "op", "result"}))
-	m.dirCallDur = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "usher_directory_call_duration_seconds",
-		Help:    "Duration of API calls to IdP directories, including waits on throttling.",
-		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-	}, []string{"directory", "op"}))
+	m.sweepDur = gauge("usher_sweep_duration_seconds",
+		"Duration of the last sweep run of the policy.", "policy")
+	m.sweepPlanned = gauge("usher_sweep_planned",
+		"Changes the last sweep run of the policy planned.", "policy")
+	m.sweepApplied = gauge("usher_sweep_applied",
+		"Changes the last sweep run of the policy applied.", "policy")
+	m.sweepLast = gauge("usher_sweep_last_run_timestamp_seconds",
+		"Unix time the last sweep run of the policy finished.", "policy")
+	m.sweepRuns = counter("usher_sweep_runs_total",
+		"Sweep runs by policy, blocked or not.", "policy")
+	m.sweepBlocked = counter("usher_sweep_blocked_total",
+		"Sweep runs the safety valve refused to apply.", "policy")
+	m.scim = counter("usher_scim_requests_total",
+		"SCIM requests by IdP, operation and result.", "idp", "op", "result")
+	m.scimHeld = counter("usher_scim_brake_held_total",
+		"SCIM removals an IdP's brake held back for an admin, by IdP (counted by the replica that held them).", "idp")
+	m.scimHolds = gauge("usher_scim_brake_holds",
+		"SCIM removals an IdP's brake holds now, waiting for an admin to release or drop them, by IdP (read from the store, alike on every replica).", "idp")
+	m.revocations = counter("usher_session_revocations_total",
+		"Sessions revoked by source (logout, scim, sweep, admin, directory).", "source")
+	m.metadata = counter("usher_saml_metadata_refresh_failures_total",
+		"Failed refreshes of a SAML IdP's metadata.", "idp")
+	m.dirRuns = counter("usher_directory_sync_runs_total",
+		"Directory sync runs by directory, kind (full, delta) and result (ok, incomplete, error).", "directory", "kind", "result")
+	m.dirDur = gauge("usher_directory_sync_duration_seconds",
+		"Duration of the last directory sync run of the directory and kind.", "directory", "kind")
+	m.dirLast = gauge("usher_directory_sync_last_run_timestamp_seconds",
+		"Unix time the last directory sync run of the directory and kind finished.", "directory", "kind")
+	m.dirPeople = gauge("usher_directory_people_seen",
+		"People the last directory sync run of the directory and kind read.", "directory", "kind")
+	m.dirGroups = gauge("usher_directory_groups_seen",
+		"Distinct groups among the people the last directory sync run of the directory and kind read.", "directory", "kind")
+	m.dirChanges = counter("usher_directory_changes_total",
+		"People a directory sync created or updated in the apps, or could not (denied by policy, refused, failed).", "directory", "change")
+	m.dirCalls = counter("usher_directory_calls_total",
+		"API calls to IdP directories by directory, operation and result (ok, throttled, error).", "directory", "op", "result")
+	m.dirCallDur = histogram("usher_directory_call_duration_seconds", "Duration of API calls to IdP directories, including waits on throttling.",
+		[]float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}, "directory", "op")
 	empty := map[string]*[5]prometheus.Counter{}
 	m.reqApps.Store(&empty)
 	return m
@@ -404,11 +366,7 @@ func (m *Metrics) Sweep(policy string, d time.Duration, planned, applied int, bl
 	m.sweepDur.WithLabelValues(policy).Set(d.Seconds())
 	m.sweepPlanned.WithLabelValues(policy).Set(float64(planned))
 	m.sweepApplied.WithLabelValues(policy).Set(float64(applied))
-	now := time.Now
-	if m.Now != nil {
-		now = m.Now
-	}
-	m.sweepLast.WithLabelValues(policy).Set(float64(now().UnixNano()) / 1e9)
+	m.sweepLast.WithLabelValues(policy).Set(m.unixNow())
 	m.sweepRuns.WithLabelValues(policy).Inc()
 	// Resolve the blocked series even when not blocked, so it exists at 0
 	// and increase() alerts see the first block.
@@ -416,6 +374,15 @@ func (m *Metrics) Sweep(policy string, d time.Duration, planned, applied int, bl
 	if blocked {
 		b.Inc()
 	}
+}
+
+// unixNow is Now as Unix seconds, for the last-run timestamps.
+func (m *Metrics) unixNow() float64 {
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	return float64(now().UnixNano()) / 1e9
 }
 
 // SCIM counts one SCIM request from idp. op and result must come from the
@@ -485,11 +452,7 @@ func (m *Metrics) DirectorySync(dir, kind string, result SyncResult, d time.Dura
 	}
 	m.dirRuns.WithLabelValues(dir, kind, string(result)).Inc()
 	m.dirDur.WithLabelValues(dir, kind).Set(d.Seconds())
-	now := time.Now
-	if m.Now != nil {
-		now = m.Now
-	}
-	m.dirLast.WithLabelValues(dir, kind).Set(float64(now().UnixNano()) / 1e9)
+	m.dirLast.WithLabelValues(dir, kind).Set(m.unixNow())
 	m.dirPeople.WithLabelValues(dir, kind).Set(float64(people))
 	m.dirGroups.WithLabelValues(dir, kind).Set(float64(groups))
 }

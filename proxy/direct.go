@@ -146,7 +146,7 @@ func (f *Forwarder) writeHead(bw *bufio.Writer, r *http.Request) error {
 
 	conn := r.Header["Connection"]
 	for name, vals := range r.Header {
-		if skipOutgoing(name) || (len(conn) > 0 && namedIn(conn, name) && !f.isOurs(name)) {
+		if skipOutgoing(name) || (len(conn) > 0 && hasToken(conn, name) && !f.isOurs(name)) {
 			continue
 		}
 		if name == "User-Agent" {
@@ -160,7 +160,7 @@ func (f *Forwarder) writeHead(bw *bufio.Writer, r *http.Request) error {
 			writeField(bw, name, v)
 		}
 	}
-	if httpguts(r.Header["Te"], "trailers") {
+	if hasToken(r.Header["Te"], "trailers") {
 		bw.WriteString("Te: trailers\r\n")
 	}
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -191,27 +191,12 @@ func skipOutgoing(name string) bool {
 	return false
 }
 
-// namedIn reports whether the Connection values name header name.
-func namedIn(conn []string, name string) bool {
-	for _, v := range conn {
-		for v != "" {
-			tok := v
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				tok, v = v[:i], v[i+1:]
-			} else {
-				v = ""
-			}
-			if strings.EqualFold(textproto.TrimString(tok), name) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// httpguts reports whether a header's comma-separated values hold token
-// (case-insensitively), as httpguts.HeaderValuesContainsToken.
-func httpguts(vals []string, token string) bool {
+// hasToken reports whether a header's comma-separated values hold token,
+// read as ReverseProxy reads them (the Connection names it removes,
+// httpguts.HeaderValuesContainsToken for Te): each value trimmed, nothing
+// cut at ";", and only ASCII letters compared in any case, so that what
+// the two paths send never differs.
+func hasToken(vals []string, token string) bool {
 	for _, v := range vals {
 		for v != "" {
 			tok := v
@@ -220,16 +205,33 @@ func httpguts(vals []string, token string) bool {
 			} else {
 				v = ""
 			}
-			tok = textproto.TrimString(tok)
-			if i := strings.IndexByte(tok, ';'); i >= 0 {
-				tok = textproto.TrimString(tok[:i])
-			}
-			if strings.EqualFold(tok, token) {
+			if asciiEqualFold(textproto.TrimString(tok), token) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII letters only: "\u212a"
+// (Kelvin) is not "k" here, as it is not to httpguts.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *Forwarder) isOurs(name string) bool {

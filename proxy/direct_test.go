@@ -163,6 +163,11 @@ func TestDirectMatchesReverseProxy(t *testing.T) {
 		{"hop-by-hop", "GET", "/x", []string{"Connection: keep-alive, X-Req-Hop, Cookie", "X-Req-Hop: 1", "Keep-Alive: timeout=5",
 			"Proxy-Connection: keep-alive", "Proxy-Authorization: Basic eDp5", "TE: trailers, gzip", "Cookie: a=1"}},
 		{"Te without trailers", "GET", "/x", []string{"TE: gzip"}},
+		{"Te trailers with a parameter", "GET", "/x", []string{"TE: gzip, Trailers ;q=1"}},
+		{"Connection token with a parameter", "GET", "/x", []string{"Connection: X-Req-Hop;x, , X-Other ", "X-Req-Hop: 1", "X-Other: 2"}},
+		// Only ASCII letters fold: U+212A (Kelvin) is not K, U+017F (long s) not s.
+		{"Connection names a header in Unicode", "GET", "/x", []string{"Connection: \u212a-Req, X-\u017fkip", "K-Req: 1", "X-Skip: 2"}},
+		{"Te trailers in Unicode", "GET", "/x", []string{"TE: trailer\u017f"}},
 		{"Connection names usher's header", "GET", "/x", []string{"Connection: X-Remote-User, x-usher-secret", "X-Remote-User: mallory"}},
 		{"spoofs", "GET", "/anon/x", []string{"X-Forwarded-For: 6.6.6.6", "x_forwarded_host: evil", "Forwarded: for=1.2.3.4", "X-Remote-User: mallory", "X-Request-Id: mine"}},
 		{"duplicates", "GET", "/x", []string{"Accept: a", "Accept: b", "Cookie: __Host-usher_session=abc; j=1", "Cookie: k=2"}},

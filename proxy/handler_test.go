@@ -135,19 +135,10 @@ func (c *countingLifecycle) Record(context.Context, ...jit.Entry) error {
 	return nil
 }
 
-// BenchmarkProxy compares a request with a valid session through usher's
-// whole public handler (route match, session cookie decryption and
-// checks, header stripping and injection) with a bare ReverseProxy, over
-// real loopback HTTP. The store counts calls; the hot path must make none.
-func BenchmarkProxy(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "upstream ok")
-	}))
-	defer up.Close()
-	u, _ := url.Parse(up.URL)
-	transport := SharedTransport()
-	defer transport.CloseIdleConnections()
-
+// benchSession is the benchmarks' codec and the session cookie of a
+// person with four groups, sealed by it.
+func benchSession(b *testing.B) (*session.Codec, *http.Cookie) {
+	b.Helper()
 	codec, err := session.NewCodec([][]byte{[]byte("0123456789abcdef0123456789abcdef")}, session.Options{
 		Name: "usher_session", Secure: true, Idle: 8 * time.Hour, Absolute: 24 * time.Hour,
 		Revoker: session.NewRevocations(24*time.Hour, nil),
@@ -162,7 +153,32 @@ func BenchmarkProxy(b *testing.B) {
 	if err := codec.Save(rec, s); err != nil {
 		b.Fatal(err)
 	}
-	cookie := rec.Result().Cookies()[0]
+	return codec, rec.Result().Cookies()[0]
+}
+
+// browserHeaders are a browser's usual request headers, with the session
+// cookie beside one of the app's own.
+func browserHeaders(h http.Header, cookie *http.Cookie) {
+	h.Set("User-Agent", "Mozilla/5.0")
+	h.Set("Accept", "text/html,application/xhtml+xml")
+	h.Set("Accept-Language", "en-GB,en;q=0.9")
+	h.Set("Cookie", cookie.Name+"="+cookie.Value+"; JSESSIONID=1234")
+}
+
+// BenchmarkProxy compares a request with a valid session through usher's
+// whole public handler (route match, session cookie decryption and
+// checks, header stripping and injection) with a bare ReverseProxy, over
+// real loopback HTTP. The store counts calls; the hot path must make none.
+func BenchmarkProxy(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upstream ok")
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	transport := SharedTransport()
+	defer transport.CloseIdleConnections()
+
+	codec, cookie := benchSession(b)
 
 	st := &countingLifecycle{}
 	public, _ := url.Parse("https://sso.example.com")
@@ -186,10 +202,7 @@ func BenchmarkProxy(b *testing.B) {
 			defer front.Close()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			req, _ := http.NewRequest("GET", front.URL+"/browse/X-1", nil)
-			req.Header.Set("User-Agent", "Mozilla/5.0")
-			req.Header.Set("Accept", "text/html,application/xhtml+xml")
-			req.Header.Set("Accept-Language", "en-GB,en;q=0.9")
-			req.Header.Set("Cookie", cookie.Name+"="+cookie.Value+"; JSESSIONID=1234")
+			browserHeaders(req.Header, cookie)
 			b.ReportAllocs()
 			for b.Loop() {
 				resp, err := client.Do(req)
@@ -252,21 +265,7 @@ func (w *nullWriter) WriteHeader(code int)        { w.status = code }
 // allocs/op are usher's (and ReverseProxy's) alone; the lifecycle and
 // audit log count calls and the hot path must make none.
 func BenchmarkHotPath(b *testing.B) {
-	codec, err := session.NewCodec([][]byte{[]byte("0123456789abcdef0123456789abcdef")}, session.Options{
-		Name: "usher_session", Secure: true, Idle: 8 * time.Hour, Absolute: 24 * time.Hour,
-		Revoker: session.NewRevocations(24*time.Hour, nil),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := codec.NewSession()
-	s.IdP, s.Subject, s.Username, s.Email, s.DisplayName = "okta", "00u123", "alice", "alice@example.com", "Alice Archer"
-	s.Groups = []string{"jira-users", "jira-developers", "confluence-users", "team-platform"}
-	rec := httptest.NewRecorder()
-	if err := codec.Save(rec, s); err != nil {
-		b.Fatal(err)
-	}
-	cookie := rec.Result().Cookies()[0]
+	codec, cookie := benchSession(b)
 	st := &countingLifecycle{}
 	names := testNames
 	names.CookiePrefixes = []string{codec.CookieName(), codec.PrefixedName(FlowCookiePrefix)}
@@ -277,10 +276,7 @@ func BenchmarkHotPath(b *testing.B) {
 		Apps: []App{{Name: "jira", Route: config.Route{PathPrefix: "/"}, Forwarder: NewForwarder(u, names, cannedTransport{[]byte("upstream ok")}, nil)}},
 	})
 	req := httptest.NewRequest("GET", "https://jira.example.com/browse/X-1", nil)
-	req.Header.Set("User-Agent", "Mozilla/5.0")
-	req.Header.Set("Accept", "text/html,application/xhtml+xml")
-	req.Header.Set("Accept-Language", "en-GB,en;q=0.9")
-	req.Header.Set("Cookie", cookie.Name+"="+cookie.Value+"; JSESSIONID=1234")
+	browserHeaders(req.Header, cookie)
 	hdr := req.Header
 	w := &nullWriter{h: http.Header{}}
 	b.ReportAllocs()

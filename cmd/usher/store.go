@@ -62,6 +62,8 @@ func prepareDataDir(cfg *config.Config) error {
 	return os.Remove(name)
 }
 
+// openStore opens the configured store, SQLite or PostgreSQL, migrating
+// it unless store.migrate is manual.
 func openStore(ctx context.Context, c config.Store) (store.Store, error) {
 	switch c.Driver {
 	case "postgres":
